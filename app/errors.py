@@ -1,0 +1,86 @@
+"""HTTP errors and the handlers that turn domain errors into ``{"detail": ...}`` responses.
+
+This is the only place where errors become status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client should wait before retrying when Redis is unreachable.
+REDIS_RETRY_AFTER_S = 2
+
+
+class HTTPError(Exception):
+    """An error answered with ``status_code`` and ``{"detail": detail}``."""
+
+    status_code = 400
+
+    def __init__(self, detail: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail if isinstance(detail, str) else "invalid request")
+        self.detail = detail
+        self.headers = headers
+
+
+class MalformedBody(HTTPError):
+    status_code = 400
+
+
+class PayloadTooLarge(HTTPError):
+    status_code = 413
+
+
+class InvalidInput(HTTPError):
+    """Validation errors, pydantic-style: a list of ``{"loc", "msg", "type"}``."""
+
+    status_code = 422
+
+
+class NotFound(HTTPError):
+    status_code = 404
+
+
+class SyncTimeout(HTTPError):
+    status_code = 504
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPError)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def prediction_not_found(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PredictionNotFound)
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def queue_full(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QueueFull)
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
+    )
+
+
+async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "The prediction queue is unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
+    )
+
+
+EXCEPTION_HANDLERS = {
+    HTTPError: http_error,
+    PredictionNotFound: prediction_not_found,
+    QueueFull: queue_full,
+    RedisUnavailable: redis_unavailable,
+}

@@ -1,0 +1,75 @@
+"""Reading and validating the body of ``POST /predictions``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.requests import Request
+
+from app.errors import InvalidInput, MalformedBody, PayloadTooLarge
+from tungstenkit._io import BaseIO, batch_group_key, option_names
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) to hold more than ``limit`` bytes of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}")
+    parts = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class InputParser:
+    """Turns a request body into validated inputs ready to queue."""
+
+    def __init__(self, input_cls: type[BaseIO], max_inputs: int) -> None:
+        self._adapter = TypeAdapter(list[input_cls])  # type: ignore[valid-type]
+        self._options = set(option_names(input_cls))
+        self._max_inputs = max_inputs
+
+    def parse(self, body: bytes) -> tuple[list[str], list[str]]:
+        """Each input as a JSON object string, and each input's option group key."""
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedBody(f"The body is not valid JSON: {_short(exc)}") from None
+        if not isinstance(data, list):
+            raise InvalidInput(_detail((), "Input should be a list of input objects", "list_type"))
+        if not data:
+            raise InvalidInput(_detail((), "The list of inputs must not be empty", "too_short"))
+        if len(data) > self._max_inputs:
+            raise InvalidInput(
+                _detail((), f"At most {self._max_inputs} inputs per request, got {len(data)}", "too_long")
+            )
+        try:
+            # An empty context: file inputs from HTTP may not name local paths.
+            inputs = self._adapter.validate_python(data, context={})
+        except ValidationError as exc:
+            raise InvalidInput(
+                [
+                    {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+                    for error in exc.errors(include_url=False, include_context=False, include_input=False)
+                ]
+            ) from None
+        encoded = [item.model_dump_json() for item in inputs]
+        if self._options:
+            groups = [batch_group_key(item.model_dump(mode="json", include=self._options)) for item in inputs]
+        else:
+            groups = ["-"] * len(inputs)
+        return encoded, groups
+
+
+def _detail(loc: tuple[Any, ...], msg: str, kind: str) -> list[dict[str, Any]]:
+    return [{"loc": ["body", *loc], "msg": msg, "type": kind}]
+
+
+def _short(exc: BaseException) -> str:
+    return "nesting too deep" if isinstance(exc, RecursionError) else str(exc)

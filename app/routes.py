@@ -1,0 +1,170 @@
+"""The REST endpoints. Handlers stay thin: parse, call the queue, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.errors import InvalidInput, NotFound, SyncTimeout
+from app.inputs import InputParser, read_body
+from app.waiters import CompletionWaiter
+from tungstenkit._errors import RedisUnavailable
+from tungstenkit._queue import TERMINAL_STATUSES, AsyncPredictionQueue, split_into_chunks, status_of
+from tungstenkit._settings import Settings
+
+_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_READY_STATES = frozenset({"ready", "busy"})
+#: How often a waiting request re-reads its prediction in case an announcement was missed.
+_RECHECK_S = 2.0
+
+
+@dataclass
+class ServingContext:
+    """What the handlers share, kept on ``app.state.serving``."""
+
+    settings: Settings
+    queue: AsyncPredictionQueue
+    waiter: CompletionWaiter
+    parser: InputParser
+    chunk_size: int
+    metadata: dict[str, Any]
+
+
+def _context(request: Request) -> ServingContext:
+    return request.app.state.serving  # type: ignore[no-any-return]
+
+
+def new_prediction_id() -> str:
+    """128 random bits as 32 hex characters: unguessable, like a uuid4 but all random."""
+    return secrets.token_hex(16)
+
+
+def _json(body: bytes, status_code: int = 200) -> Response:
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+def _prediction_id(request: Request) -> str:
+    prediction_id = request.path_params["prediction_id"]
+    if not _ID_PATTERN.match(prediction_id):
+        raise NotFound(f"Prediction {prediction_id} not found")
+    return prediction_id  # type: ignore[no-any-return]
+
+
+async def _submit(context: ServingContext, request: Request) -> str:
+    body = await read_body(request, context.settings.max_body_bytes)
+    inputs, groups = context.parser.parse(body)
+    prediction_id = new_prediction_id()
+    chunks = split_into_chunks(inputs, groups, context.chunk_size)
+    await context.queue.submit(prediction_id, chunks, len(inputs))
+    return prediction_id
+
+
+async def _wait(context: ServingContext, prediction_id: str, wait_s: float) -> bytes | None:
+    """The prediction's body once it ended, or as it stands after ``wait_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    with context.waiter.watch(prediction_id) as ended:
+        body = await context.queue.fetch(prediction_id)
+        while body is not None and status_of(body) not in TERMINAL_STATUSES:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(ended.wait(), min(remaining, _RECHECK_S))
+            except asyncio.TimeoutError:
+                pass
+            ended.clear()
+            body = await context.queue.fetch(prediction_id)
+    return body
+
+
+def _wait_seconds(request: Request, limit: float) -> float:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects NaN
+        raise InvalidInput([{"loc": ["query", "wait"], "msg": "wait must be a number of seconds >= 0", "type": "value_error"}])
+    return min(value, limit)
+
+
+async def create_prediction(request: Request) -> Response:
+    context = _context(request)
+    prediction_id = await _submit(context, request)
+    return JSONResponse({"prediction_id": prediction_id})
+
+
+async def get_prediction(request: Request) -> Response:
+    context = _context(request)
+    prediction_id = _prediction_id(request)
+    wait_s = _wait_seconds(request, context.settings.max_wait_s)
+    body = await (_wait(context, prediction_id, wait_s) if wait_s > 0 else context.queue.fetch(prediction_id))
+    if body is None:
+        raise NotFound(f"Prediction {prediction_id} not found")
+    return _json(body)
+
+
+async def cancel_prediction(request: Request) -> Response:
+    context = _context(request)
+    return _json(await context.queue.cancel(_prediction_id(request)))
+
+
+async def predict_sync(request: Request) -> Response:
+    context = _context(request)
+    prediction_id = await _submit(context, request)
+    timeout = context.settings.sync_timeout_s
+    body = await _wait(context, prediction_id, timeout)
+    if body is None or status_of(body) not in TERMINAL_STATUSES:
+        raise SyncTimeout(
+            {
+                "message": f"The prediction did not finish within {timeout:g}s; poll GET /predictions/{prediction_id}",
+                "prediction_id": prediction_id,
+            }
+        )
+    return _json(body)
+
+
+async def metadata(request: Request) -> Response:
+    return JSONResponse(_context(request).metadata)
+
+
+async def health(request: Request) -> Response:
+    context = _context(request)
+    try:
+        await context.queue.ping()
+        workers = await context.queue.workers()
+        queued = await context.queue.queued_inputs()
+    except RedisUnavailable:
+        return JSONResponse({"status": "unavailable", "redis": "unreachable", "workers": []}, status_code=503)
+    ready = [w for w in workers if w.fields.get("state") in _READY_STATES]
+    return JSONResponse(
+        {
+            "status": "ok" if ready else "no_ready_workers",
+            "redis": "ok",
+            "queued_inputs": queued,
+            "ready_workers": len(ready),
+            "workers": [{"id": w.worker_id, **w.fields} for w in workers],
+        },
+        status_code=200 if ready else 503,
+    )
+
+
+ROUTES = [
+    Route("/", metadata, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/predictions", create_prediction, methods=["POST"]),
+    Route("/predictions/{prediction_id}", get_prediction, methods=["GET"]),
+    # The seed's example cancels with GET, so both methods are answered.
+    Route("/predictions/{prediction_id}/cancel", cancel_prediction, methods=["POST", "GET"]),
+    Route("/predict", predict_sync, methods=["POST"]),
+]

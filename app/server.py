@@ -1,0 +1,84 @@
+"""Building the Starlette application for one served model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio
+from starlette.applications import Starlette
+
+from app.errors import EXCEPTION_HANDLERS
+from app.inputs import InputParser
+from app.routes import ROUTES, ServingContext
+from app.waiters import CompletionWaiter
+from tungstenkit._model import ModelDefinition
+from tungstenkit._queue import AsyncPredictionQueue, Keys
+from tungstenkit._settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds the API waits for Redis on any one call before answering 503.
+REDIS_SOCKET_TIMEOUT_S = 5.0
+
+
+def model_metadata(definition: ModelDefinition, name: str, batch_size: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model_class": definition.name,
+        "batch_size": batch_size,
+        "input_schema": definition.input_schema(),
+        "output_schema": definition.output_schema(),
+        "demo_output_schema": definition.demo_output_cls.model_json_schema(),
+    }
+
+
+def create_app(
+    definition: ModelDefinition,
+    settings: Settings,
+    *,
+    redis_url: str,
+    namespace: str,
+    model_name: str,
+    batch_size: int | None = None,
+) -> Starlette:
+    """The API for ``definition``, queueing into the Redis at ``redis_url``."""
+    batch_size = batch_size or definition.config.batch_size
+    keys = Keys(namespace)
+    client = redis.asyncio.Redis.from_url(
+        redis_url,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+    # Pub/sub waits indefinitely for messages, so it gets a client without a read timeout.
+    subscriber = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
+    serving = ServingContext(
+        settings=settings,
+        queue=AsyncPredictionQueue(
+            client, keys, result_ttl_s=settings.result_ttl_s, max_queued_inputs=settings.max_queued_inputs
+        ),
+        waiter=CompletionWaiter(subscriber, keys.done_channel),
+        parser=InputParser(definition.input_cls, settings.max_inputs_per_request),
+        chunk_size=batch_size,
+        metadata=model_metadata(definition, model_name, batch_size),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        listener = asyncio.create_task(serving.waiter.run(), name="completion-waiter")
+        try:
+            yield
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await client.aclose()
+            await subscriber.aclose()
+
+    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app.state.serving = serving
+    return app

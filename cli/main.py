@@ -1,0 +1,254 @@
+"""The ``tungsten`` command. Wiring only: parse options, call into the packages, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tungstenkit import __version__
+from tungstenkit._errors import TungstenError
+from tungstenkit._logging import LEVELS
+from tungstenkit._settings import Settings
+from tungstenkit._store import ModelSource, ModelStore
+
+LOG_LEVEL = click.Choice(list(LEVELS), case_sensitive=False)
+
+
+class TungstenGroup(click.Group):
+    """Turns the package's own errors into one ``Error: ...`` line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TungstenError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj  # type: ignore[no-any-return]
+
+
+def _source(ctx: click.Context, model: str | None, module: str | None, class_name: str | None) -> ModelSource:
+    return ModelStore(_settings(ctx).home).resolve(model, module, class_name)
+
+
+def model_options(function: Any) -> Any:
+    """MODEL plus the options that pick the module and class of a model given as a path."""
+    function = click.option("-c", "--model-class", "class_name", help="Model class (when the file defines several).")(function)
+    function = click.option("-m", "--model-module", "module", help="Model module for a path MODEL [tungsten_model].")(function)
+    return click.argument("model", required=False)(function)
+
+
+def serving_options(function: Any) -> Any:
+    function = click.option("--namespace", help="Redis key namespace [the model's name].")(function)
+    function = click.option("--log-level", type=LOG_LEVEL, default="info", show_default=True, help="Log level.")(function)
+    return click.option(
+        "--batch-size", type=click.IntRange(min=1), help="Max batch size [the model's batch_size]."
+    )(function)
+
+
+@click.group(cls=TungstenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tungsten")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Build Tungstenkit models and serve them over REST."""
+    ctx.obj = Settings.from_env(os.environ)
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(exists=True, file_okay=True, path_type=Path))
+@click.option("-n", "--name", "reference", help="NAME[:TAG] [the folder's name : a short unique id].")
+@click.option("-m", "--model-module", "module", default="tungsten_model", show_default=True)
+@click.option("-c", "--model-class", "class_name", help="Model class (when the file defines several).")
+@click.pass_context
+def build(ctx: click.Context, directory: Path, reference: str | None, module: str, class_name: str | None) -> None:
+    """Check the model in DIRECTORY and store a snapshot of its files as NAME:TAG."""
+    from tungstenkit import _docker
+    from tungstenkit._dockerfile import write_build_context
+    from tungstenkit._store import parse_reference
+
+    name, tag = parse_reference(reference) if reference else (None, None)
+    model = ModelStore(_settings(ctx).home).build(directory, name, tag, module, class_name, dockerfile=write_build_context)
+    if _docker.engine_available():
+        click.echo(f"Building image {model.reference}", err=True)
+        _docker.build_image(model.path, model.reference)
+    else:
+        click.echo(f"No Docker engine reachable: wrote {model.path / 'Dockerfile'} (build the image with "
+                   f"`docker build -t {model.reference} {model.path}`)", err=True)
+    click.echo(model.reference)
+
+
+@cli.command()
+@model_options
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Worker processes (0: API only).")
+@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL].")
+@serving_options
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    port: int,
+    host: str,
+    workers: int,
+    redis_url: str | None,
+    batch_size: int | None,
+    log_level: str,
+    namespace: str | None,
+) -> None:
+    """Serve MODEL (NAME:TAG, NAME, a path, or the latest built) over REST."""
+    from tungstenkit._logging import configure_logging
+    from tungstenkit._supervisor import ServeOptions, serve as run_serve
+
+    configure_logging(log_level, "serve")
+    settings = _settings(ctx).replace(redis_url=redis_url)
+    source = _source(ctx, model, module, class_name)
+    definition = source.load()
+    options = ServeOptions(
+        host=host,
+        port=port,
+        workers=workers,
+        batch_size=batch_size or definition.config.batch_size,
+        log_level=log_level,
+        namespace=namespace or source.name,
+    )
+    run_serve(source, settings, options)
+
+
+@cli.command()
+@model_options
+@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="The Redis the API queues into [$REDIS_URL].")
+@serving_options
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    redis_url: str | None,
+    batch_size: int | None,
+    log_level: str,
+    namespace: str | None,
+) -> None:
+    """Run one worker for MODEL against a shared Redis (add capacity from any machine)."""
+    from worker.main import run_worker
+
+    settings = _settings(ctx).replace(redis_url=redis_url)
+    if not settings.redis_url:
+        raise click.UsageError("--redis-url (or REDIS_URL) is required")
+    source = _source(ctx, model, module, class_name)
+    code = run_worker(
+        source,
+        settings,
+        redis_url=settings.redis_url,
+        namespace=namespace or source.name,
+        batch_size=batch_size,
+        log_level=log_level,
+    )
+    sys.exit(code)
+
+
+@cli.command("_api", hidden=True)
+@model_options
+@click.option("--host", default="0.0.0.0")  # noqa: S104
+@click.option("--port", type=int, default=3000)
+@serving_options
+@click.pass_context
+def api(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    host: str,
+    port: int,
+    batch_size: int | None,
+    log_level: str,
+    namespace: str | None,
+) -> None:
+    """The API process that `tungsten serve` starts."""
+    from app.main import run_api
+
+    settings = _settings(ctx)
+    if not settings.redis_url:
+        raise click.UsageError("TUNGSTEN_REDIS_URL is required")
+    source = _source(ctx, model, module, class_name)
+    run_api(
+        source,
+        settings,
+        redis_url=settings.redis_url,
+        namespace=namespace or source.name,
+        host=host,
+        port=port,
+        log_level=log_level,
+        batch_size=batch_size,
+    )
+
+
+@cli.command("models")
+@click.pass_context
+def list_models(ctx: click.Context) -> None:
+    """List the models in the local store, newest last."""
+    models = ModelStore(_settings(ctx).home).list()
+    if not models:
+        click.echo("No models yet: run `tungsten build` in a model folder.")
+        return
+    rows = [("NAME", "TAG", "MODEL CLASS", "BATCH", "CREATED")]
+    rows += [
+        (m.name, m.tag, m.metadata["class_name"], str(m.metadata["batch_size"]), m.metadata["created_at"]) for m in models
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("target")
+@click.pass_context
+def tag(ctx: click.Context, source: str, target: str) -> None:
+    """Store model SOURCE again as TARGET (NAME[:TAG])."""
+    click.echo(ModelStore(_settings(ctx).home).tag(source, target).reference)
+
+
+@cli.command()
+@click.argument("reference")
+@click.pass_context
+def remove(ctx: click.Context, reference: str) -> None:
+    """Remove NAME:TAG from the local store."""
+    click.echo(f"Removed {ModelStore(_settings(ctx).home).remove(reference).reference}")
+
+
+@cli.command()
+@model_options
+@click.option("-i", "--input", "assignments", multiple=True, metavar="NAME=VALUE", help="An input field (repeatable).")
+@click.option(
+    "-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+    help="Where output files are written.",
+)
+@click.pass_context
+def predict(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    assignments: tuple[str, ...],
+    output_dir: Path,
+) -> None:
+    """Run MODEL once on the given inputs and print its output as JSON."""
+    from worker.local import parse_assignments, predict_once
+
+    definition = _source(ctx, model, module, class_name).load()
+    output = predict_once(definition, parse_assignments(assignments), output_dir)
+    click.echo(json.dumps(output, indent=2))
+
+
+def main() -> None:
+    cli(prog_name="tungsten")

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support import ServerFactory
+from tungstenkit._redis_server import RedisServer, free_port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, started by the launcher `tungsten serve` uses."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port(), persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A Redis key namespace of this test's own."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def tungsten_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("TUNGSTEN_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def serve(tmp_path: Path, redis_url: str) -> Iterator[ServerFactory]:
+    """Starts `tungsten serve` subprocesses for one test; all are stopped after it."""
+    factory = ServerFactory(tmp_path, redis_url, tmp_path / "home")
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_serve(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[ServerFactory]:
+    """Like ``serve``, for servers shared by the tests of one module."""
+    folder = tmp_path_factory.mktemp("servers")
+    factory = ServerFactory(folder, redis_url, folder / "home")
+    yield factory
+    factory.stop_all()

@@ -1,0 +1,155 @@
+"""Helpers for the test suite: polling with deadlines, and `tungsten serve` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tungstenkit._redis_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(__file__).resolve().parent / "fixtures" / "models"
+EXAMPLES = ROOT / "examples"
+
+T = TypeVar("T")
+_pause = threading.Event()
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        _pause.wait(interval)  # the poll interval, not a synchronisation
+
+
+def tungsten(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the `tungsten` CLI to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+class Server:
+    """A running `tungsten serve` subprocess and an HTTP client for it."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self) -> httpx.Response | None:
+        try:
+            return self.client.get("/health", timeout=2)
+        except httpx.TransportError:
+            return None
+
+    def wait_ready(self, timeout: float = 60.0, workers: int = 1) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"tungsten serve exited with {self.process.returncode}:\n{self.log()}")
+            response = self.health()
+            return response is not None and response.status_code == 200 and response.json()["ready_workers"] >= workers
+
+        wait_for(ready, timeout, interval=0.05, what=f"server on {self.port} to be ready")
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        def listening() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"tungsten serve exited with {self.process.returncode}:\n{self.log()}")
+            return self.health() is not None
+
+        wait_for(listening, timeout, interval=0.05, what=f"server on {self.port} to listen")
+
+    def predict(self, inputs: list[dict[str, Any]], wait: float = 30.0) -> dict[str, Any]:
+        """POST then long-poll until the prediction ends."""
+        response = self.client.post("/predictions", json=inputs)
+        assert response.status_code == 200, response.text
+        return self.result(response.json()["prediction_id"], wait)
+
+    def result(self, prediction_id: str, wait: float = 30.0) -> dict[str, Any]:
+        response = self.client.get(f"/predictions/{prediction_id}", params={"wait": wait}, timeout=wait + 10)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"tungsten serve did not stop within {timeout}s:\n{self.log()}") from None
+        self.client.close()
+        return self.process.returncode
+
+
+class ServerFactory:
+    """Starts `tungsten serve` subprocesses and stops them all at the end."""
+
+    def __init__(self, folder: Path, redis_url: str | None, home: Path) -> None:
+        self.folder = folder
+        self.redis_url = redis_url
+        self.home = home
+        self.servers: list[Server] = []
+        self._count = 0
+
+    def __call__(
+        self,
+        model: str | Path | None,
+        *args: str,
+        env: dict[str, str] | None = None,
+        embedded_redis: bool = False,
+        ready: bool = True,
+        workers: int = 1,
+        namespace: str | None = None,
+    ) -> Server:
+        self._count += 1
+        port = free_port()
+        command = [sys.executable, "-m", "cli", "serve", *([str(model)] if model is not None else [])]
+        command += ["-p", str(port), "--host", "127.0.0.1"]
+        command += ["--workers", str(workers)]
+        if not embedded_redis:
+            assert self.redis_url is not None
+            command += ["--redis-url", self.redis_url, "--namespace", namespace or f"ns{os.getpid()}x{self._count}x{port}"]
+        command += list(args)
+        log_path = self.folder / f"serve-{self._count}-{port}.log"
+        environment = {**os.environ, "TUNGSTEN_HOME": str(self.home), **(env or {})}
+        environment.pop("TUNGSTEN_REDIS_URL", None)
+        environment.pop("REDIS_URL", None)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=ROOT)
+        server = Server(process, port, log_path)
+        self.servers.append(server)
+        if ready:
+            server.wait_ready(workers=workers if workers else 0) if workers else server.wait_listening()
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            if server.process.poll() is None:
+                server.stop()

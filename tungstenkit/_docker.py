@@ -1,0 +1,25 @@
+"""The Docker engine, when one is reachable (``tungsten build`` builds the image then)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from tungstenkit._errors import TungstenError
+
+
+def engine_available() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def build_image(context: Path, tag: str) -> None:
+    result = subprocess.run(["docker", "build", "-t", tag, str(context)])
+    if result.returncode != 0:
+        raise TungstenError(f"docker build of {tag} failed (exit code {result.returncode})")

@@ -1,0 +1,80 @@
+"""The exception hierarchy shared by the SDK, the API and the worker.
+
+Domain code raises these; only ``app/`` maps them to HTTP status codes and only
+``cli/`` maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+
+class TungstenError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ModelDefinitionError(TungstenError, TypeError):
+    """A model class, or its input/output classes, break the ``define_model`` contract."""
+
+
+class ModelLoadError(TungstenError):
+    """A model file could not be found, imported, or holds no usable model."""
+
+
+class ModelNotFound(TungstenError):
+    """A model reference names nothing in the local model store."""
+
+
+class StoreError(TungstenError):
+    """The local model store refused an operation (bad name, existing tag, ...)."""
+
+
+class ConfigError(TungstenError):
+    """A setting or command-line option has an unusable value."""
+
+
+class RedisUnavailable(TungstenError):
+    """Redis could not be reached or did not answer in time."""
+
+
+class RedisServerError(TungstenError):
+    """The embedded ``redis-server`` could not be found or started."""
+
+
+class QueueFull(TungstenError):
+    """The queue holds as many inputs as it is allowed to; retry later."""
+
+    def __init__(self, queued: int, limit: int, retry_after_s: int = 1) -> None:
+        super().__init__(f"The queue is full ({queued} inputs waiting, limit {limit}); retry later")
+        self.queued = queued
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class PredictionNotFound(TungstenError):
+    """No prediction with this id exists (never created, or its result expired)."""
+
+    def __init__(self, prediction_id: str) -> None:
+        super().__init__(f"Prediction {prediction_id} not found")
+        self.prediction_id = prediction_id
+
+
+class SetupFailed(TungstenError):
+    """The model's ``setup()`` raised or timed out."""
+
+
+class InvalidOutput(TungstenError):
+    """``predict`` returned something that does not match the declared output."""
+
+
+class PredictionInterrupted(BaseException):
+    """Raised inside ``predict`` to stop a batch (cancel or timeout).
+
+    A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
+    """
+
+
+class PredictionCanceled(PredictionInterrupted):
+    """Every prediction in the running batch was canceled."""
+
+
+class PredictionTimeout(PredictionInterrupted):
+    """The batch ran longer than the prediction timeout."""

@@ -1,0 +1,437 @@
+"""The Redis data model: every key, script and state transition, for the API and the workers.
+
+Nothing else formats a key or calls a script. A prediction is a hash; its inputs travel
+as entries of one stream that the workers read through one consumer group::
+
+    tungsten:{ns}:queue          stream, one entry per chunk of a prediction's inputs
+                                 (fields p=id s=start n=count g=option group d=JSON list)
+    tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
+    tungsten:{ns}:pred:<id>      hash: status created started completed outputs error
+                                 n left entries ("sid:start:count ...") o:<start> partials
+    tungsten:{ns}:done           channel: ids of predictions that just ended
+    tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
+    tungsten:{ns}:workers        zset index of worker ids; each live worker refreshes
+    tungsten:{ns}:worker:<wid>   hash with a short TTL (its heartbeat)
+
+The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
+needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
+
+GROUP = "workers"
+STATUS_FIELDS = ("status", "created", "started", "completed", "outputs", "error")
+TERMINAL_STATUSES = frozenset({"success", "failed"})
+CANCELED_MESSAGE = "Canceled"
+
+#: The errors that mean Redis could not be reached or did not answer in time.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+class Keys:
+    """Key and channel names of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        if not namespace or any(c in namespace for c in "{} \n"):
+            raise ValueError(f"invalid namespace {namespace!r}")
+        self.namespace = namespace
+        self.prefix = f"tungsten:{{{namespace}}}:"
+        self.queue = self.prefix + "queue"
+        self.queued = self.prefix + "queued"
+        self.workers = self.prefix + "workers"
+        self.done_channel = self.prefix + "done"
+        self.stop_channel = self.prefix + "stop"
+
+    def prediction(self, prediction_id: str) -> str:
+        return f"{self.prefix}pred:{prediction_id}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+
+def now_iso() -> str:
+    """The current UTC time as an ISO 8601 string, as predictions report it."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------------------------
+# Scripts
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        import hashlib
+
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+@cache
+def _script(name: str, with_common: bool = False) -> Script:
+    folder = resources.files("tungstenkit") / "_lua"
+    source = (folder / f"{name}.lua").read_text()
+    if with_common:
+        source = (folder / "common.lua").read_text() + "\n" + source
+    return Script(name, source)
+
+
+def submit_script() -> Script:
+    return _script("submit")
+
+
+def start_script() -> Script:
+    return _script("start")
+
+
+def finish_script() -> Script:
+    return _script("finish", with_common=True)
+
+
+def cancel_script() -> Script:
+    return _script("cancel", with_common=True)
+
+
+def requeue_script() -> Script:
+    return _script("requeue")
+
+
+# ---------------------------------------------------------------------------------
+# What travels through the stream
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A run of consecutive inputs of one prediction that share an option group."""
+
+    start: int
+    count: int
+    group: str
+    data: str  # JSON list of the inputs
+
+
+def split_into_chunks(inputs: Sequence[str], groups: Sequence[str], max_size: int) -> list[Chunk]:
+    """Cut a prediction's inputs (each a JSON object string) into stream entries.
+
+    A chunk never mixes option groups and never holds more than ``max_size`` inputs,
+    so several workers can share a large request.
+    """
+    chunks: list[Chunk] = []
+    start = 0
+    while start < len(inputs):
+        end = start + 1
+        while end < len(inputs) and end - start < max_size and groups[end] == groups[start]:
+            end += 1
+        chunks.append(Chunk(start, end - start, groups[start], "[" + ",".join(inputs[start:end]) + "]"))
+        start = end
+    return chunks
+
+
+@dataclass
+class Entry:
+    """A stream entry as a worker holds it."""
+
+    sid: str
+    prediction_id: str
+    start: int
+    count: int
+    group: str
+    data: bytes
+
+    @classmethod
+    def from_fields(cls, sid: bytes | str, fields: dict[bytes, bytes]) -> Entry:
+        return cls(
+            sid=sid.decode() if isinstance(sid, bytes) else sid,
+            prediction_id=fields[b"p"].decode(),
+            start=int(fields[b"s"]),
+            count=int(fields[b"n"]),
+            group=fields[b"g"].decode(),
+            data=fields[b"d"],
+        )
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    """What became of an entry: outputs (``OUTPUTS``), an error, or dropped unrun."""
+
+    OUTPUTS = "o"
+    ERROR = "e"
+    DROPPED = "x"
+
+    entry: Entry
+    kind: str
+    #: For outputs, the entry's outputs as JSON objects joined by commas; for an
+    #: error, its message.
+    payload: str = ""
+
+
+# ---------------------------------------------------------------------------------
+# Rendering a prediction as the REST API shows it
+
+
+def _json_or_null(value: bytes | None) -> bytes:
+    return b"null" if value is None else json.dumps(value.decode()).encode()
+
+
+def render_prediction(values: Sequence[bytes | None]) -> bytes | None:
+    """The ``GET /predictions/{id}`` body from the hash's ``STATUS_FIELDS``; None if absent.
+
+    Outputs are stored as the JSON text the worker produced and are copied through
+    without being parsed again.
+    """
+    status, created, started, completed, outputs, error = values
+    if status is None:
+        return None
+    return b"".join(
+        (
+            b'{"outputs":',
+            outputs if outputs is not None and status == b"success" else b"null",
+            b',"status":"',
+            status,
+            b'","error_message":',
+            _json_or_null(error),
+            b',"created_at":',
+            _json_or_null(created),
+            b',"started_at":',
+            _json_or_null(started),
+            b',"completed_at":',
+            _json_or_null(completed),
+            b"}",
+        )
+    )
+
+
+def status_of(body: bytes) -> str:
+    """The status in a rendered prediction body."""
+    marker = body.index(b'"status":"') + 10
+    return body[marker : body.index(b'"', marker)].decode()
+
+
+# ---------------------------------------------------------------------------------
+# The API's side (asyncio)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    fields: dict[str, str]
+
+
+class AsyncPredictionQueue:
+    """What the API does with Redis: submit, read, cancel, and report health."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys, *, result_ttl_s: int, max_queued_inputs: int) -> None:
+        self._redis = client
+        self.keys = keys
+        self._ttl = result_ttl_s
+        self._limit = max_queued_inputs
+
+    async def _eval(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            try:
+                return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self._redis.script_load(script.source)
+                return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    async def submit(self, prediction_id: str, chunks: Sequence[Chunk], total_inputs: int) -> None:
+        """Accept a prediction; raises ``QueueFull`` past the queue bound."""
+        args: list[Any] = [prediction_id, now_iso(), total_inputs, self._limit]
+        for chunk in chunks:
+            args += [chunk.start, chunk.count, chunk.group, chunk.data]
+        accepted, queued = await self._eval(
+            submit_script(), [self.keys.queue, self.keys.queued, self.keys.prediction(prediction_id)], args
+        )
+        if not accepted:
+            raise QueueFull(int(queued), self._limit)
+
+    async def fetch(self, prediction_id: str) -> bytes | None:
+        """The prediction's rendered body, or None if there is no such prediction."""
+        try:
+            values = await self._redis.hmget(self.keys.prediction(prediction_id), STATUS_FIELDS)
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        return render_prediction(values)
+
+    async def cancel(self, prediction_id: str) -> bytes:
+        """Cancel the prediction unless it ended; returns its body afterwards."""
+        outcome = await self._eval(
+            cancel_script(),
+            [self.keys.prediction(prediction_id), self.keys.queue, self.keys.queued],
+            [prediction_id, now_iso(), self._ttl, self.keys.done_channel, self.keys.stop_channel],
+        )
+        body = await self.fetch(prediction_id) if outcome != -1 else None
+        if body is None:
+            raise PredictionNotFound(prediction_id)
+        return body
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    async def queued_inputs(self) -> int:
+        try:
+            value = await self._redis.get(self.keys.queued)
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        return int(value or 0)
+
+    async def workers(self) -> list[WorkerInfo]:
+        try:
+            ids = await self._redis.zrange(self.keys.workers, 0, -1)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for worker_id in ids:
+                    pipe.hgetall(self.keys.worker(worker_id.decode()))
+                found = await pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        return _live_workers(ids, found)
+
+
+def _live_workers(ids: Iterable[bytes], found: Iterable[dict[bytes, bytes]]) -> list[WorkerInfo]:
+    workers = []
+    for worker_id, fields in zip(ids, found):
+        if fields:
+            workers.append(WorkerInfo(worker_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}))
+    return workers
+
+
+# ---------------------------------------------------------------------------------
+# The worker's side (blocking)
+
+
+class WorkerQueue:
+    """What a worker does with Redis: read entries, mark batches started, write results."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, result_ttl_s: int) -> None:
+        self._redis = client
+        self.keys = keys
+        self._ttl = result_ttl_s
+
+    def ensure_group(self) -> None:
+        try:
+            # From the stream's first entry, so inputs queued before any worker ran are read.
+            self._redis.xgroup_create(self.keys.queue, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        """New entries for this consumer; waits up to ``block_ms`` (None: not at all)."""
+        reply = self._redis.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
+        entries = []
+        for _stream, items in reply or ():
+            for sid, fields in items:
+                if fields:
+                    entries.append(Entry.from_fields(sid, fields))
+        return entries
+
+    def write(self, started: Sequence[Sequence[str]], results: Sequence[EntryResult]) -> list[set[str]]:
+        """Mark batches started and record results, in one round trip.
+
+        ``started`` holds the prediction ids of each batch that began; for each, the
+        returned set names those that had already ended (canceled, failed) and so
+        must not produce outputs.
+        """
+        calls: list[tuple[Script, list[str], list[Any]]] = []
+        stamp = now_iso()
+        for prediction_ids in started:
+            calls.append((start_script(), [self.keys.prediction(p) for p in prediction_ids], [stamp]))
+        if results:
+            keys = [self.keys.queue, self.keys.queued]
+            args: list[Any] = [GROUP, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel]
+            for result in results:
+                entry = result.entry
+                keys.append(self.keys.prediction(entry.prediction_id))
+                args += [entry.prediction_id, entry.sid, result.kind, entry.start, entry.count, result.payload]
+            calls.append((finish_script(), keys, args))
+        replies = self._run_scripts(calls)
+        ended = []
+        for prediction_ids, reply in zip(started, replies):
+            ended.append({prediction_ids[i - 1] for i in reply})
+        return ended
+
+    def requeue(self, entries: Sequence[Entry]) -> int:
+        """Hand entries that were read but never started back to the stream."""
+        if not entries:
+            return 0
+        keys = [self.keys.queue] + [self.keys.prediction(e.prediction_id) for e in entries]
+        args: list[Any] = [GROUP]
+        for e in entries:
+            args += [e.sid, e.prediction_id, e.start, e.count, e.group, e.data]
+        return int(self._run_scripts([(requeue_script(), keys, args)])[0])
+
+    def heartbeat(self, worker_id: str, fields: dict[str, str], ttl_s: float) -> None:
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.worker(worker_id), mapping=fields)
+            pipe.pexpire(self.keys.worker(worker_id), int(ttl_s * 1000))
+            pipe.zadd(self.keys.workers, {worker_id: time.time()})
+            pipe.execute()
+
+    def unregister(self, worker_id: str) -> None:
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers, worker_id)
+            pipe.execute()
+
+    def forget_dead_workers(self) -> None:
+        """Drop index entries of workers whose heartbeat key expired."""
+        ids = self._redis.zrange(self.keys.workers, 0, -1)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.exists(self.keys.worker(worker_id.decode()))
+            alive = pipe.execute()
+        dead = [w for w, ok in zip(ids, alive) if not ok]
+        if dead:
+            self._redis.zrem(self.keys.workers, *dead)
+
+    def _run_scripts(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        if not calls:
+            return []
+        replies = self._pipeline_scripts(calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            # Redis restarted and lost its script cache: load them and run just those again.
+            for i in missing:
+                self._redis.script_load(calls[i][0].source)
+            retried = self._pipeline_scripts([calls[i] for i in missing])
+            for i, reply in zip(missing, retried):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _pipeline_scripts(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return list(pipe.execute(raise_on_error=False))

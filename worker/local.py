@@ -1,0 +1,66 @@
+"""``tungsten predict``: one prediction in this process, files written to a folder."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tungstenkit._errors import InvalidOutput, TungstenError
+from tungstenkit._files import ALLOW_LOCAL_FILES, File
+from tungstenkit._model import ModelDefinition
+from worker.runner import ModelRunner, describe_exception
+
+
+def parse_assignments(assignments: tuple[str, ...]) -> dict[str, Any]:
+    """``name=value`` pairs; values that parse as JSON numbers/booleans/null become those."""
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, raw = assignment.partition("=")
+        if not sep or not name:
+            raise TungstenError(f"Inputs are given as name=value, got {assignment!r}")
+        try:
+            parsed = json.loads(raw)
+            values[name] = parsed if isinstance(parsed, (int, float, bool)) or parsed is None else raw
+        except ValueError:
+            values[name] = raw
+    return values
+
+
+def predict_once(definition: ModelDefinition, values: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Set the model up, run it on one input, and return the output with files saved."""
+    try:
+        model_input = definition.input_cls.model_validate(values, context={ALLOW_LOCAL_FILES: True})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise TungstenError(f"Invalid input: {problems}") from None
+    runner = ModelRunner(definition)
+    runner.setup()
+    try:
+        outputs = runner.model.predict([model_input])
+        output = runner.check_outputs(outputs, 1)[0]
+    except InvalidOutput:
+        raise
+    except Exception as exc:
+        raise TungstenError(f"predict failed: {describe_exception(exc)}") from exc
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return _save_files(output.model_dump(mode="python"), output_dir)
+
+
+def _save_files(value: Any, folder: Path) -> Any:
+    if isinstance(value, File):
+        data = value.read_bytes()
+        target = folder / f"{uuid.uuid4().hex[:12]}{mimetypes.guess_extension(value.mime_type) or ''}"
+        target.write_bytes(data)
+        return str(target)
+    if isinstance(value, dict):
+        return {k: _save_files(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_save_files(v, folder) for v in value]
+    return value
