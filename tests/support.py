@@ -96,15 +96,17 @@ class Server:
         return response.json()  # type: ignore[no-any-return]
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(f"tungsten serve did not stop within {timeout}s:\n{self.log()}") from None
-        self.client.close()
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signum)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+                    raise AssertionError(f"tungsten serve did not stop within {timeout}s:\n{self.log()}") from None
+        finally:
+            self.client.close()
         return self.process.returncode
 
 
@@ -151,5 +153,4 @@ class ServerFactory:
 
     def stop_all(self) -> None:
         for server in self.servers:
-            if server.process.poll() is None:
-                server.stop()
+            server.stop()

@@ -70,6 +70,34 @@ class Keys:
         return f"{self.prefix}worker:{worker_id}"
 
 
+def redacted(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def connect(url: str, timeout_s: float) -> redis.Redis:
+    """A blocking client for ``url`` once Redis answers; ``RedisUnavailable`` after ``timeout_s``."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15, health_check_interval=30)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.AuthenticationError as exc:
+            client.close()
+            raise RedisUnavailable(f"Redis at {redacted(url)} refused the password: {exc}") from exc
+        except CONNECTION_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                client.close()
+                raise RedisUnavailable(f"Cannot reach Redis at {redacted(url)}: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 def now_iso() -> str:
     """The current UTC time as an ISO 8601 string, as predictions report it."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -53,6 +53,8 @@ class Settings:
     prediction_timeout_s: float = 0.0
     #: Seconds a stopping worker may spend finishing its batch.
     shutdown_grace_s: float = 30.0
+    #: Seconds a starting worker or server keeps trying to reach Redis.
+    redis_connect_timeout_s: float = 20.0
     #: Seconds between worker heartbeats; a worker silent for 5 of them counts as gone.
     heartbeat_interval_s: float = 1.0
 

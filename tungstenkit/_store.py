@@ -209,8 +209,8 @@ def _copy_files(root: Path, target: Path, include: tuple[str, ...], exclude: tup
     """Copy the files of ``root`` that ``include`` matches and ``exclude`` does not (gitignore rules)."""
     import pathspec
 
-    included = pathspec.PathSpec.from_lines("gitwildmatch", include)
-    excluded = pathspec.PathSpec.from_lines("gitwildmatch", exclude)
+    included = pathspec.GitIgnoreSpec.from_lines(include)
+    excluded = pathspec.GitIgnoreSpec.from_lines(exclude)
     target.mkdir(parents=True)
     chosen = {p.resolve().relative_to(root.resolve()).as_posix() for p in always}
     for path in sorted(root.rglob("*")):

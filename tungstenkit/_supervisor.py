@@ -21,6 +21,7 @@ from typing import IO
 
 from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
 from tungstenkit._process import die_with_parent
+from tungstenkit._queue import connect
 from tungstenkit._redis_server import RedisServer
 from tungstenkit._settings import ENV_REDIS_URL, Settings
 from tungstenkit._store import ModelSource
@@ -116,6 +117,8 @@ class Supervisor:
         """Serve until SIGINT/SIGTERM; returns the exit code."""
         self._install_signal_handlers()
         check_port_free(self.options.host, self.options.port)
+        if self.settings.redis_url:
+            connect(self.settings.redis_url, self.settings.redis_connect_timeout_s).close()
         redis_url = self.settings.redis_url or self._start_embedded_redis()
         try:
             self._children = [self._api_child(redis_url)] + [

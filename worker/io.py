@@ -177,8 +177,10 @@ class StopListener(threading.Thread):
                     message = pubsub.get_message(timeout=0.5)
                     if message and message["type"] == "message":
                         self._on_stop(set(message["data"].decode().split()))
-            except CONNECTION_ERRORS as exc:
-                logger.warning("Lost the stop channel (%s); resubscribing", exc)
+            except Exception as exc:  # noqa: BLE001 - a listener must outlive any Redis trouble
+                if self._halt.is_set():
+                    break
+                logger.warning("Lost the stop channel (%s: %s); resubscribing", type(exc).__name__, exc)
                 backoff.wait(self._halt)
             finally:
                 pubsub.close()

@@ -52,8 +52,12 @@ class ModelRunner:
             self._model = self.definition.cls()
             self._model.setup()
         except Exception as exc:
-            logger.exception("setup() of %s failed", self.definition.name)
-            raise SetupFailed(f"setup() of {self.definition.name} failed: {describe_exception(exc)}") from exc
+            # The traceback is for debugging; the one-line reason is what the user sees.
+            logger.debug("setup() of %s failed", self.definition.name, exc_info=True)
+            raise SetupFailed(
+                f"setup() of {self.definition.name} failed: {describe_exception(exc)} "
+                "(--log-level debug shows the traceback)"
+            ) from exc
 
     def decode_inputs(self, data: bytes) -> list[Any]:
         """Validate an entry's inputs; files may not refer to local paths (they came from Redis)."""

@@ -139,8 +139,7 @@ class Worker:
                     batch = self._buffer.take(self.batch_size, timeout_s=0)
         finally:
             self._writer.flush(30)
-            self._writer.stop()
-            self._listener.stop()
+            self._stop_threads()
             self._queue.unregister(self.worker_id)
 
     def stop(self) -> None:
@@ -171,13 +170,18 @@ class Worker:
             logger.warning("Could not hand back %d entries (%s); they wait for redelivery", len(handed_back), exc)
         if not self._writer.flush(self.settings.shutdown_grace_s):
             logger.warning("Some results could not be written before stopping; they will be redelivered")
-        self._writer.stop()
-        self._listener.stop()
-        self._heartbeat.stop()
+        self._stop_threads()
         try:
             self._queue.unregister(self.worker_id)
         except CONNECTION_ERRORS:
             pass
+
+    def _stop_threads(self) -> None:
+        for thread in (self._writer, self._listener, self._heartbeat, self._reader):
+            thread.stop()
+        for thread in (self._writer, self._listener, self._heartbeat, self._reader):
+            if thread.is_alive():
+                thread.join(timeout=5)
 
     # -- the model thread ------------------------------------------------------------
     def _run_batch(self, batch: Batch) -> None:

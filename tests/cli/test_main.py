@@ -1,0 +1,113 @@
+"""The `tungsten` command: store management, predict, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+
+from tests.support import EXAMPLES, MODELS, tungsten
+from tungstenkit._redis_server import free_port
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"TUNGSTEN_HOME": str(tmp_path / "home"), "TUNGSTEN_REDIS_CONNECT_TIMEOUT_S": "1"}
+
+
+def _one_line_error(result, fragment: str) -> None:  # noqa: ANN001
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error:") and fragment in last, result.stderr
+
+
+def test_build_models_tag_remove(env: dict[str, str]) -> None:
+    built = tungsten("build", str(MODELS / "recorder"), env=env)
+    assert built.returncode == 0, built.stderr
+    reference = built.stdout.strip()
+    assert re.fullmatch(r"recorder:[0-9a-f]{7}", reference)
+    assert "Dockerfile" in built.stderr
+    listing = tungsten("models", env=env).stdout
+    assert "recorder" in listing and "Recorder" in listing
+    assert tungsten("tag", reference, "recorder:stable", env=env).stdout.strip() == "recorder:stable"
+    assert tungsten("remove", reference, env=env).returncode == 0
+    listing = tungsten("models", env=env).stdout
+    assert "stable" in listing and reference.split(":")[1] not in listing
+
+
+def test_the_dockerfile_serves_on_port_3000(env: dict[str, str], tmp_path: Path) -> None:
+    assert tungsten("build", str(EXAMPLES / "text_to_image"), "-n", "text-to-image:v1", env=env).returncode == 0
+    folder = tmp_path / "home" / "models" / "text-to-image" / "v1"
+    dockerfile = (folder / "Dockerfile").read_text()
+    assert "EXPOSE 3000" in dockerfile
+    assert 'ENTRYPOINT ["tungsten"]' in dockerfile
+    assert '"serve", "/model"' in dockerfile and '"-p", "3000"' in dockerfile
+    assert (folder / "runtime" / "tungstenkit" / "_queue.py").is_file()
+    assert (folder / "runtime" / "pyproject.toml").is_file()
+    assert "torch==2.13.0" in dockerfile
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["serve", "nothing-here:v9"], "No model nothing-here:v9"),
+        (["serve"], "No models built yet"),
+        (["serve", str(MODELS / "broken_import")], "a_module_that_does_not_exist"),
+        (["serve", str(MODELS / "two_models")], "several models"),
+        (["build", str(MODELS)], "No tungsten_model.py"),
+        (["remove", "ghost:v1"], "No model ghost:v1"),
+        (["serve", str(MODELS / "recorder"), "--redis-url", "redis://127.0.0.1:1/0"], "Cannot reach Redis at"),
+    ],
+)
+def test_user_errors_are_one_line(env: dict[str, str], args: list[str], fragment: str) -> None:
+    _one_line_error(tungsten(*args, env=env), fragment)
+
+
+def test_port_in_use_is_one_line(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tungsten("serve", str(MODELS / "recorder"), "--host", "127.0.0.1", "-p", str(port), env=env)
+    _one_line_error(result, f"127.0.0.1:{port}")
+
+
+def test_setup_failure_stops_serve_with_a_message(env: dict[str, str], redis_url: str) -> None:
+    result = tungsten("serve", str(MODELS / "setup_fails"), "--redis-url", redis_url, "--host", "127.0.0.1",
+                      "-p", str(free_port()), env=env, timeout=60)
+    _one_line_error(result, "setup() failed")
+    assert "RuntimeError: weights not found" in result.stderr
+
+
+def test_unreachable_redis_stops_a_worker_with_a_message(env: dict[str, str]) -> None:
+    result = tungsten("worker", str(MODELS / "recorder"), "--redis-url", "redis://127.0.0.1:1/0",
+                      env=env, timeout=120)
+    assert result.returncode == 5
+    assert "Cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_needs_a_redis_url(env: dict[str, str]) -> None:
+    result = tungsten("worker", str(MODELS / "recorder"), env=env)
+    assert result.returncode == 2 and "--redis-url" in result.stderr
+
+
+def test_predict_runs_once_and_writes_files(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = tungsten("predict", str(EXAMPLES / "text_to_image"), "-i", "prompt=a cat", "-i", "seed=7",
+                      "-o", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    with PILImage.open(output["image"]) as image:
+        assert image.size == (128, 128)
+    assert Path(output["image"]).parent == out
+
+
+def test_predict_reports_invalid_input(env: dict[str, str]) -> None:
+    result = tungsten("predict", str(EXAMPLES / "text_to_image"), "-i", "seed=-1", env=env)
+    _one_line_error(result, "Invalid input")

@@ -1,0 +1,118 @@
+"""`tungsten serve` as a whole: several workers, expiry, restarts, shutdown, remote workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from tests.support import MODELS, ROOT, ServerFactory, wait_for
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_two_workers_share_the_work_and_no_input_runs_twice(serve: ServerFactory, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.log"
+    server = serve(MODELS / "recorder", workers=2, env={"RECORDER_AUDIT": str(audit)})
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: server.predict([{"x": i, "hold": 0.05}]), range(60)))
+    assert [r["outputs"][0]["x"] for r in results] == list(range(60))
+    runs = [line.split() for line in audit.read_text().splitlines()]
+    counts = Counter(int(x) for run in runs for x in run[2:])
+    assert counts == Counter(range(60))  # each input ran exactly once
+    assert len({run[0] for run in runs}) == 2  # on both workers
+
+
+def test_results_expire_after_the_ttl(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder", env={"TUNGSTEN_RESULT_TTL_S": "1"})
+    prediction_id = server.client.post("/predictions", json=[{"x": 1}]).json()["prediction_id"]
+    assert server.result(prediction_id)["status"] == "success"
+    wait_for(lambda: server.client.get(f"/predictions/{prediction_id}").status_code == 404, 10)
+
+
+def test_a_worker_that_dies_is_restarted(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder")
+    first = int(server.client.get("/health").json()["workers"][0]["pid"])
+    os.kill(first, signal.SIGKILL)
+
+    def replaced() -> bool:
+        workers = server.client.get("/health").json()["workers"]
+        return any(int(w["pid"]) != first and w["state"] == "ready" for w in workers)
+
+    wait_for(replaced, 30, what="a new worker")
+    assert server.predict([{"x": 5}])["status"] == "success"
+
+
+def test_sigterm_stops_every_process_it_started(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder", embedded_redis=True, workers=2)
+    assert server.predict([{"x": 1}])["status"] == "success"
+    children = _descendants(server.process.pid)
+    assert len(children) >= 4  # redis-server, the API, two workers
+    assert server.stop(signal.SIGTERM) == 0
+    wait_for(lambda: not any(_alive(pid) for pid in children), 30, what="children to exit")
+
+
+def test_a_killed_supervisor_leaves_no_orphans(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder", embedded_redis=True)
+    children = _descendants(server.process.pid)
+    server.process.kill()
+    server.process.wait()
+    wait_for(lambda: not any(_alive(pid) for pid in children), 30, what="children to exit")
+
+
+def test_embedded_redis_keeps_accepted_predictions_across_a_restart(serve: ServerFactory) -> None:
+    first = serve(MODELS / "recorder", embedded_redis=True, workers=0)
+    prediction_id = first.client.post("/predictions", json=[{"x": 42}]).json()["prediction_id"]
+    assert first.stop() == 0
+    second = serve(MODELS / "recorder", embedded_redis=True, workers=1)
+    result = second.result(prediction_id)
+    assert result["status"] == "success" and result["outputs"][0]["x"] == 42
+
+
+def test_a_worker_from_elsewhere_joins_through_redis(serve: ServerFactory, redis_url: str, tmp_path: Path) -> None:
+    server = serve(MODELS / "recorder", "--namespace", "remote-test", workers=0, namespace="remote-test")
+    prediction_id = server.client.post("/predictions", json=[{"x": 9}]).json()["prediction_id"]
+    assert server.client.get(f"/predictions/{prediction_id}").json()["status"] == "pending"
+    log = (tmp_path / "remote-worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli", "worker", str(MODELS / "recorder"), "--redis-url", redis_url, "--namespace", "remote-test"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TUNGSTEN_HOME": str(tmp_path / "home")},
+    )
+    try:
+        result = server.result(prediction_id)
+        assert result["status"] == "success" and result["outputs"][0]["x"] == 9
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        log.close()

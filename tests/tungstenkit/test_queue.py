@@ -1,0 +1,211 @@
+"""The Redis data model's transitions, driven directly against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from tungstenkit._errors import PredictionNotFound, QueueFull
+from tungstenkit._queue import (
+    GROUP,
+    STATUS_FIELDS,
+    AsyncPredictionQueue,
+    Entry,
+    EntryResult,
+    Keys,
+    WorkerQueue,
+    render_prediction,
+    split_into_chunks,
+    status_of,
+)
+
+
+class Queues:
+    def __init__(self, url: str, namespace: str, limit: int = 0) -> None:
+        self.url = url
+        self.keys = Keys(namespace)
+        self.limit = limit
+        self.client = redis.Redis.from_url(url)
+        self.worker = WorkerQueue(self.client, self.keys, result_ttl_s=60)
+        self.worker.ensure_group()
+
+    def _api(self, method: str, *args: Any) -> Any:
+        async def go() -> Any:
+            client = redis.asyncio.Redis.from_url(self.url)
+            try:
+                api = AsyncPredictionQueue(client, self.keys, result_ttl_s=60, max_queued_inputs=self.limit)
+                return await getattr(api, method)(*args)
+            finally:
+                await client.aclose()
+
+        return asyncio.run(go())
+
+    def submit(self, prediction_id: str, n: int, chunk: int = 4, groups: list[str] | None = None) -> None:
+        inputs = [json.dumps({"x": i}) for i in range(n)]
+        self._api("submit", prediction_id, split_into_chunks(inputs, groups or ["g"] * n, chunk), n)
+
+    def cancel(self, prediction_id: str) -> dict[str, Any]:
+        return json.loads(self._api("cancel", prediction_id))
+
+    def get(self, prediction_id: str) -> dict[str, Any] | None:
+        body = render_prediction(self.client.hmget(self.keys.prediction(prediction_id), STATUS_FIELDS))
+        return None if body is None else json.loads(body)
+
+    def read(self, count: int = 100) -> list[Entry]:
+        return self.worker.read("c1", count, None)
+
+    def queued(self) -> int:
+        return int(self.client.get(self.keys.queued) or 0)
+
+
+@pytest.fixture
+def queues(redis_url: str, namespace: str) -> Iterator[Queues]:
+    q = Queues(redis_url, namespace)
+    yield q
+    q.client.close()
+
+
+def _outputs(entry: Entry) -> EntryResult:
+    xs = json.loads(entry.data)
+    return EntryResult(entry, EntryResult.OUTPUTS, ",".join(json.dumps({"y": x["x"]}) for x in xs))
+
+
+def test_split_into_chunks_respects_size_and_groups() -> None:
+    chunks = split_into_chunks(["1", "2", "3", "4", "5"], ["a", "a", "a", "b", "a"], 2)
+    assert [(c.start, c.count, c.group, c.data) for c in chunks] == [
+        (0, 2, "a", "[1,2]"),
+        (2, 1, "a", "[3]"),
+        (3, 1, "b", "[4]"),
+        (4, 1, "a", "[5]"),
+    ]
+
+
+def test_lifecycle_pending_running_success(queues: Queues) -> None:
+    queues.submit("p", 3)
+    assert queues.get("p")["status"] == "pending"
+    assert queues.queued() == 3
+    (entry,) = queues.read()
+    assert queues.worker.write([["p"]], []) == [set()]
+    assert queues.get("p")["status"] == "running"
+    queues.worker.write([], [_outputs(entry)])
+    result = queues.get("p")
+    assert result["status"] == "success"
+    assert result["outputs"] == [{"y": 0}, {"y": 1}, {"y": 2}]
+    assert queues.queued() == 0
+    assert queues.client.xlen(queues.keys.queue) == 0
+    assert 0 < queues.client.ttl(queues.keys.prediction("p")) <= 60
+
+
+def test_outputs_of_several_entries_assemble_in_input_order(queues: Queues) -> None:
+    queues.submit("p", 10, chunk=4)
+    entries = queues.read()
+    assert [e.count for e in entries] == [4, 4, 2]
+    queues.worker.write([["p"]], [])
+    for entry in reversed(entries):  # finish out of order
+        queues.worker.write([], [_outputs(entry)])
+    assert queues.get("p")["outputs"] == [{"y": i} for i in range(10)]
+    assert not [f for f in queues.client.hkeys(queues.keys.prediction("p")) if f.startswith(b"o:")]
+
+
+def test_a_duplicate_result_is_harmless(queues: Queues) -> None:
+    queues.submit("p", 8, chunk=4)
+    first, second = queues.read()
+    queues.worker.write([["p"]], [])
+    queues.worker.write([], [_outputs(first)])
+    queues.worker.write([], [_outputs(first)])  # e.g. a reclaimed entry finished twice
+    assert queues.get("p")["status"] == "running"
+    queues.worker.write([], [_outputs(second)])
+    assert queues.get("p")["outputs"] == [{"y": i} for i in range(8)]
+    assert queues.queued() == 0
+
+
+def test_an_error_fails_the_prediction_and_drops_its_other_entries(queues: Queues) -> None:
+    queues.submit("p", 8, chunk=4)
+    first, _second = queues.read(1) + [None]  # the second entry is still unread
+    queues.worker.write([["p"]], [EntryResult(first, EntryResult.ERROR, "ValueError: bad")])
+    result = queues.get("p")
+    assert result["status"] == "failed" and result["error_message"] == "ValueError: bad"
+    assert queues.read() == []  # the unread entry left the stream
+    assert queues.queued() == 0
+
+
+def test_cancel_pending_and_running(queues: Queues) -> None:
+    queues.submit("pending", 2)
+    queues.submit("running", 2)
+    entries = queues.read()
+    queues.worker.write([["running"]], [])
+    pubsub = queues.client.pubsub()
+    pubsub.subscribe(queues.keys.stop_channel)
+    assert queues.cancel("pending")["error_message"] == "Canceled"
+    assert queues.cancel("running")["status"] == "failed"
+    # A late result for the canceled prediction is discarded.
+    queues.worker.write([], [_outputs(e) for e in entries])
+    assert queues.get("running")["error_message"] == "Canceled"
+    assert queues.get("running")["outputs"] is None
+    assert queues.queued() == 0
+    heard = [m["data"] for m in iter(lambda: pubsub.get_message(timeout=0.2), None) if m["type"] == "message"]
+    assert heard == [b"pending", b"running"]
+    pubsub.close()
+
+
+def test_cancel_of_an_ended_prediction_changes_nothing(queues: Queues) -> None:
+    queues.submit("p", 1)
+    (entry,) = queues.read()
+    queues.worker.write([["p"]], [_outputs(entry)])
+    before = queues.get("p")
+    assert queues.cancel("p") == before
+    with pytest.raises(PredictionNotFound):
+        queues.cancel("nope")
+
+
+def test_start_reports_predictions_that_already_ended(queues: Queues) -> None:
+    queues.submit("a", 1)
+    queues.submit("b", 1)
+    queues.read()
+    queues.cancel("b")
+    assert queues.worker.write([["a", "b", "missing"]], []) == [{"b", "missing"}]
+
+
+def test_the_queue_bound_refuses_and_releases(redis_url: str, namespace: str) -> None:
+    queues = Queues(redis_url, namespace, limit=5)
+    queues.submit("a", 3)
+    with pytest.raises(QueueFull):
+        queues.submit("b", 3)
+    assert queues.get("b") is None
+    queues.submit("c", 2)
+    queues.cancel("a")
+    queues.submit("d", 3)
+    assert queues.queued() == 5
+    queues.client.close()
+
+
+def test_requeue_hands_entries_back_for_another_worker(queues: Queues) -> None:
+    queues.submit("p", 8, chunk=4)
+    queues.submit("q", 1)
+    entries = queues.read()
+    assert queues.worker.requeue(entries) == 3
+    assert queues.client.xpending(queues.keys.queue, GROUP)["pending"] == 0
+    again = queues.worker.read("c2", 100, None)
+    assert [(e.prediction_id, e.start) for e in again] == [("p", 0), ("p", 4), ("q", 0)]
+    queues.worker.write([["p", "q"]], [_outputs(e) for e in again])
+    assert queues.get("p")["outputs"] == [{"y": i} for i in range(8)]
+    assert queues.queued() == 0
+
+
+def test_rendered_status_is_readable() -> None:
+    body = render_prediction([b"running", b"t0", b"t1", None, None, None])
+    assert body is not None and status_of(body) == "running"
+    assert json.loads(body) == {
+        "outputs": None,
+        "status": "running",
+        "error_message": None,
+        "created_at": "t0",
+        "started_at": "t1",
+        "completed_at": None,
+    }
