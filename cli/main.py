@@ -37,6 +37,10 @@ def _source(ctx: click.Context, model: str | None, module: str | None, class_nam
     return ModelStore(_settings(ctx).home).resolve(model, module, class_name)
 
 
+def _namespace(ctx: click.Context, namespace: str | None, source: ModelSource) -> str:
+    return namespace or _settings(ctx).namespace or source.name
+
+
 def model_options(function: Any) -> Any:
     """MODEL plus the options that pick the module and class of a model given as a path."""
     function = click.option("-c", "--model-class", "class_name", help="Model class (when the file defines several).")(function)
@@ -118,7 +122,7 @@ def serve(
         workers=workers,
         batch_size=batch_size or definition.config.batch_size,
         log_level=log_level,
-        namespace=namespace or source.name,
+        namespace=_namespace(ctx, namespace, source),
     )
     run_serve(source, settings, options)
 
@@ -149,7 +153,7 @@ def worker(
         source,
         settings,
         redis_url=settings.redis_url,
-        namespace=namespace or source.name,
+        namespace=_namespace(ctx, namespace, source),
         batch_size=batch_size,
         log_level=log_level,
     )
@@ -184,7 +188,7 @@ def api(
         source,
         settings,
         redis_url=settings.redis_url,
-        namespace=namespace or source.name,
+        namespace=_namespace(ctx, namespace, source),
         host=host,
         port=port,
         log_level=log_level,

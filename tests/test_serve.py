@@ -116,3 +116,9 @@ def test_a_worker_from_elsewhere_joins_through_redis(serve: ServerFactory, redis
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         log.close()
+
+
+def test_trace_logs_each_batch_formed(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder", "--log-level", "trace")
+    assert server.predict([{"x": 1}, {"x": 2}])["status"] == "success"
+    wait_for(lambda: "Batch 1: 2 inputs from 1 predictions" in server.log(), 10, what="the trace line")
