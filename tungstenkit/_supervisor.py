@@ -77,9 +77,10 @@ class Child:
         return None if self.process is None else self.process.poll()
 
     def schedule_restart(self) -> float:
+        """Restart at once after a long healthy run, else back off 1, 2, 4 ... 30 s."""
         ran = time.monotonic() - self.started_at
-        self.failures = 1 if ran >= _HEALTHY_RUN_S else self.failures + 1
-        delay = 0.0 if self.failures == 1 and ran >= _HEALTHY_RUN_S else min(2 ** (self.failures - 1), _MAX_BACKOFF_S)
+        self.failures = 0 if ran >= _HEALTHY_RUN_S else self.failures + 1
+        delay = min(2.0 ** (self.failures - 1), _MAX_BACKOFF_S) if self.failures else 0.0
         self.next_start_at = time.monotonic() + delay
         self.process = None
         return delay

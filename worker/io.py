@@ -136,15 +136,25 @@ class Heartbeat(threading.Thread):
         self._fields = fields
         self._interval = interval_s
         self._halt = threading.Event()
+        self._soon = threading.Event()
 
     def beat(self) -> None:
         self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._interval * 5)
 
+    def wake(self) -> None:
+        """Beat now rather than at the next interval (the worker's state changed)."""
+        self._soon.set()
+
     def stop(self) -> None:
         self._halt.set()
+        self._soon.set()
 
     def run(self) -> None:
-        while not self._halt.wait(self._interval):
+        while not self._halt.is_set():
+            self._soon.wait(self._interval)
+            self._soon.clear()
+            if self._halt.is_set():
+                return
             try:
                 self.beat()
             except CONNECTION_ERRORS as exc:

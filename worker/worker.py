@@ -105,7 +105,6 @@ class Worker:
         self._listener.start()
         self._writer.start()
         self._reader.start()
-        self._heartbeat.beat()
         logger.info("Worker %s ready: model %s, batch size %d", self.worker_id, self.model_name, self.batch_size)
         try:
             while not self._stopping.is_set():
@@ -274,7 +273,11 @@ class Worker:
 
     # -- registry --------------------------------------------------------------------
     def _set_state(self, state: WorkerState) -> None:
-        self._state = state
+        previous, self._state = self._state, state
+        # Announce becoming ready or stopping at once; busy/ready flips wait for the next beat.
+        lifecycle = state is WorkerState.STOPPING or (state is WorkerState.READY and previous is WorkerState.SETUP)
+        if lifecycle and self._heartbeat.is_alive():
+            self._heartbeat.wake()
 
     def _registry_fields(self) -> dict[str, str]:
         current = self._current
