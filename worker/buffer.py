@@ -65,6 +65,43 @@ class Batch:
     def __len__(self) -> int:
         return sum(s.count for s in self.slices)
 
+    def split(self) -> tuple[Batch, Batch]:
+        """Two halves by input count (a slice may be cut in two); same batch id."""
+        half = len(self) // 2
+        first: list[Slice] = []
+        second: list[Slice] = []
+        taken = 0
+        for s in self.slices:
+            if taken >= half:
+                second.append(s)
+            elif taken + s.count <= half:
+                first.append(s)
+            else:
+                head = half - taken
+                first.append(Slice(s.work, s.offset, head))
+                second.append(Slice(s.work, s.offset + head, s.count - head))
+            taken += s.count
+        return Batch(self.batch_id, first), Batch(self.batch_id, second)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one slice of a batch produced: its outputs, or an error message."""
+
+    slice: Slice
+    outputs: Sequence[str] | None = None
+    error: str | None = None
+
+    @classmethod
+    def of_batch(cls, batch: Batch, outputs: Sequence[str] | None, error: str | None) -> list[Outcome]:
+        outcomes = []
+        position = 0
+        for s in batch.slices:
+            part = None if outputs is None else outputs[position : position + s.count]
+            outcomes.append(cls(s, part, error))
+            position += s.count
+        return outcomes
+
 
 class BatchBuffer:
     """A FIFO of read entries from which same-option batches are cut."""
@@ -145,31 +182,34 @@ class BatchBuffer:
         return Batch(next(self._ids), slices)
 
     def finish(self, batch: Batch, outputs: Sequence[str] | None, error: str | None) -> list[EntryResult]:
-        """Record a batch's outcome; returns the results of entries now complete.
+        """Record a whole batch's outcome; see ``record``."""
+        return self.record(Outcome.of_batch(batch, outputs, error))
+
+    def record(self, outcomes: Sequence[Outcome]) -> list[EntryResult]:
+        """Record what slices produced; returns the results of entries now complete.
 
         An error ends every entry it touched: their predictions fail, so their
         remaining inputs are dropped too.
         """
         results: list[EntryResult] = []
         with self._lock:
-            position = 0
-            for s in batch.slices:
+            for outcome in outcomes:
+                s = outcome.slice
                 work = s.work
                 work.in_flight -= s.count
                 if work.ended:
                     if not work.in_flight:
                         self._emit(results, work, EntryResult.DROPPED)
-                elif error is not None:
+                elif outcome.error is not None:
                     self._end(work)
-                    self._emit(results, work, EntryResult.ERROR, error)
+                    self._emit(results, work, EntryResult.ERROR, outcome.error)
                 else:
-                    assert outputs is not None
-                    work.outputs[s.offset : s.offset + s.count] = outputs[position : position + s.count]
+                    assert outcome.outputs is not None
+                    work.outputs[s.offset : s.offset + s.count] = outcome.outputs
                     work.done_inputs += s.count
                     if work.done_inputs == work.entry.count:
                         work.ended = True
                         self._emit(results, work, EntryResult.OUTPUTS, ",".join(work.outputs))  # type: ignore[arg-type]
-                position += s.count
         return results
 
     @staticmethod
@@ -177,16 +217,19 @@ class BatchBuffer:
         """The result of an entry that cannot run at all (its inputs did not decode)."""
         return EntryResult(entry, EntryResult.ERROR, message)
 
-    def without_ended(self, batch: Batch) -> Batch:
-        """The batch minus slices whose entries ended before it started."""
+    def without_ended(self, batch: Batch) -> tuple[Batch, list[EntryResult]]:
+        """The batch minus slices whose entries ended before it started, and their results."""
+        live: list[Slice] = []
+        results: list[EntryResult] = []
         with self._lock:
-            live = []
             for s in batch.slices:
                 if s.work.ended:
                     s.work.in_flight -= s.count
+                    if not s.work.in_flight:
+                        self._emit(results, s.work, EntryResult.DROPPED)
                 else:
                     live.append(s)
-        return Batch(batch.batch_id, live)
+        return Batch(batch.batch_id, live), results
 
     def drop_predictions(self, prediction_ids: set[str]) -> list[EntryResult]:
         """Forget the work of predictions that ended elsewhere (canceled, failed).

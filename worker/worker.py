@@ -21,7 +21,7 @@ from tungstenkit._logging import TRACE
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import CONNECTION_ERRORS, Entry, EntryResult, Keys, WorkerQueue, now_iso
 from tungstenkit._settings import Settings
-from worker.buffer import Batch, BatchBuffer, Work
+from worker.buffer import Batch, BatchBuffer, Outcome, Work
 from worker.io import Heartbeat, Reader, StopListener, Writer
 from worker.runner import ModelRunner, describe_exception
 
@@ -187,9 +187,10 @@ class Worker:
         ended = self._ended_ids.intersection(batch.prediction_ids)
         if ended:
             self._writer.results(self._buffer.end_in_batch(batch, ended))
-            batch = self._buffer.without_ended(batch)
-            if not batch.slices:
-                return
+        batch, dropped = self._buffer.without_ended(batch)
+        self._writer.results(dropped)
+        if not batch.slices:
+            return
         prediction_ids = batch.prediction_ids
         with self._current_lock:
             self._current = batch
@@ -197,27 +198,63 @@ class Worker:
         self._writer.started(batch.batch_id, prediction_ids)
         if logger.isEnabledFor(TRACE):
             logger.log(TRACE, "Batch %d: %d inputs from %d predictions", batch.batch_id, len(batch), len(prediction_ids))
-        inputs = batch.inputs
-        outputs: list[str] | None = None
-        error: str | None = None
         try:
-            outputs = self._runner.predict(batch.batch_id, inputs)
-        except PredictionInterrupted as exc:
-            error = describe_exception(exc)
-            logger.info("Batch %d interrupted (%s)", batch.batch_id, type(exc).__name__)
-        except InvalidOutput as exc:
-            error = f"InvalidOutput: {exc}"
-            logger.error("Batch %d: %s", batch.batch_id, exc)
-        except Exception as exc:
-            error = describe_exception(exc)
-            logger.exception("predict raised on batch %d (%d inputs)", batch.batch_id, len(inputs))
+            outcomes = self._execute(batch)
         finally:
             with self._current_lock:
                 self._current = None
             self._set_state(WorkerState.READY)
         self.batches_run += 1
-        self.inputs_run += len(inputs)
-        self._writer.results(self._buffer.finish(batch, outputs, error))
+        self.inputs_run += len(batch)
+        self._writer.results(self._buffer.record(outcomes))
+
+    def _execute(self, batch: Batch) -> list[Outcome]:
+        """Run a batch; if ``predict`` raises, find which inputs fail on their own."""
+        try:
+            return Outcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs), None)
+        except PredictionInterrupted as exc:
+            logger.info("Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc))
+            return Outcome.of_batch(batch, None, describe_exception(exc))
+        except Exception as exc:
+            error = self._describe_failure(batch, exc)
+        try:
+            return self._isolate(batch, error)
+        except PredictionInterrupted as exc:
+            return Outcome.of_batch(batch, None, describe_exception(exc))
+
+    def _isolate(self, batch: Batch, error: str) -> list[Outcome]:
+        """Bisect a failed batch so that only the predictions holding a bad input fail.
+
+        When both halves fail as the whole did, the fault is not one input's (a broken
+        model, say): the batch fails without further splitting.
+        """
+        if len(batch) == 1:
+            return Outcome.of_batch(batch, None, error)
+        halves = batch.split()
+        tries: list[tuple[list[str] | None, str | None]] = []
+        for half in halves:
+            try:
+                tries.append((self._runner.predict(batch.batch_id, half.inputs), None))
+            except PredictionInterrupted:
+                raise
+            except Exception as exc:
+                tries.append((None, self._describe_failure(half, exc)))
+        if all(failure == error for _, failure in tries):
+            return Outcome.of_batch(batch, None, error)
+        outcomes: list[Outcome] = []
+        for half, (outputs, failure) in zip(halves, tries):
+            if failure is None:
+                outcomes += Outcome.of_batch(half, outputs, None)
+            else:
+                outcomes += self._isolate(half, failure)
+        return outcomes
+
+    def _describe_failure(self, batch: Batch, exc: Exception) -> str:
+        if isinstance(exc, InvalidOutput):
+            logger.error("Batch %d (%d inputs): %s", batch.batch_id, len(batch), exc)
+            return f"InvalidOutput: {exc}"
+        logger.exception("predict raised on batch %d (%d inputs)", batch.batch_id, len(batch))
+        return describe_exception(exc)
 
     # -- callbacks from the Redis threads ----------------------------------------------
     def _wanted_inputs(self) -> int:

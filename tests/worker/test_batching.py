@@ -131,7 +131,7 @@ def test_a_canceled_pending_prediction_never_reaches_predict(harness: Harness) -
     assert harness.result(keep)["status"] == "success"
 
 
-def test_an_exception_in_predict_fails_only_its_batch(harness: Harness) -> None:
+def test_an_exception_in_predict_fails_only_its_prediction(harness: Harness) -> None:
     good_before = harness.submit([{"x": 1, "group": "g"}])
     bad = harness.submit([{"x": -5}])
     good_after = harness.submit([{"x": 2, "group": "g"}])
@@ -163,3 +163,37 @@ def test_batches_report_their_size(harness: Harness) -> None:
         sizes[output["batch_id"]].add(output["batch_size"])
     assert sorted(len(s) for s in sizes.values()) == [1, 1]
     assert sorted(next(iter(s)) for s in sizes.values()) == [2, 4]
+
+
+def test_a_poison_input_fails_only_its_own_prediction(harness: Harness) -> None:
+    ids = [harness.submit([{"x": x}]) for x in (1, -5, 3, 4)]
+    harness.run()
+    statuses = [harness.result(p)["status"] for p in ids]
+    assert statuses == ["success", "failed", "success", "success"]
+    assert harness.result(ids[1])["error_message"] == "ValueError: negative input -5"
+    # The batch, its halves, then the failing half's halves.
+    assert harness.batches() == [[1, -5, 3, 4], [1, -5], [3, 4], [1], [-5]]
+
+
+def test_two_poison_inputs_are_both_isolated(harness: Harness) -> None:
+    ids = [harness.submit([{"x": x}]) for x in (-1, 2, -3, 4)]
+    harness.run()
+    assert [harness.result(p)["status"] for p in ids] == ["failed", "success", "failed", "success"]
+    assert harness.result(ids[0])["error_message"] == "ValueError: negative input -1"
+    assert harness.result(ids[2])["error_message"] == "ValueError: negative input -3"
+
+
+def test_a_batch_that_fails_as_a_whole_is_not_split_further(harness: Harness) -> None:
+    ids = [harness.submit([{"x": -1}]) for _ in range(4)]
+    harness.run()
+    assert all(harness.result(p)["error_message"] == "ValueError: negative input -1" for p in ids)
+    assert len(harness.batches()) == 3  # the batch and its two halves, no more
+
+
+def test_a_prediction_with_a_poison_input_fails_while_its_batch_mates_succeed(harness: Harness) -> None:
+    poisoned = harness.submit([{"x": 1}, {"x": -2}])
+    fine = harness.submit([{"x": 3}, {"x": 4}])
+    harness.run()
+    assert harness.result(poisoned)["status"] == "failed"
+    assert harness.result(poisoned)["error_message"] == "ValueError: negative input -2"
+    assert [o["x"] for o in harness.result(fine)["outputs"]] == [3, 4]
