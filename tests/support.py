@@ -48,6 +48,18 @@ def tungsten(*args: str, env: dict[str, str] | None = None, timeout: float = 120
     )
 
 
+def audit_runs(audit: Path, phase: str = "start") -> list[tuple[str, list[int]]]:
+    """The recorder model's batches, as (worker pid, inputs), that reached ``phase``."""
+    if not audit.exists():
+        return []
+    runs = []
+    for line in audit.read_text().splitlines():
+        pid, _batch, seen, *xs = line.split()
+        if seen == phase:
+            runs.append((pid, [int(x) for x in xs]))
+    return runs
+
+
 class Server:
     """A running `tungsten serve` subprocess and an HTTP client for it."""
 

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.support import MODELS, ROOT, ServerFactory, wait_for
+from tests.support import MODELS, ROOT, ServerFactory, audit_runs, wait_for
 
 
 def _descendants(pid: int) -> set[int]:
@@ -45,10 +45,10 @@ def test_two_workers_share_the_work_and_no_input_runs_twice(serve: ServerFactory
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda i: server.predict([{"x": i, "hold": 0.05}]), range(60)))
     assert [r["outputs"][0]["x"] for r in results] == list(range(60))
-    runs = [line.split() for line in audit.read_text().splitlines()]
-    counts = Counter(int(x) for run in runs for x in run[2:])
+    runs = audit_runs(audit)
+    counts = Counter(x for _pid, xs in runs for x in xs)
     assert counts == Counter(range(60))  # each input ran exactly once
-    assert len({run[0] for run in runs}) == 2  # on both workers
+    assert len({pid for pid, _xs in runs}) == 2  # on both workers
 
 
 def test_results_expire_after_the_ttl(serve: ServerFactory) -> None:

@@ -12,6 +12,8 @@ as entries of one stream that the workers read through one consumer group::
     tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
     tungsten:{ns}:workers        zset index of worker ids; each live worker refreshes
     tungsten:{ns}:worker:<wid>   hash with a short TTL (its heartbeat)
+    tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
+                                 counting crashes if it dies)
 
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
@@ -35,6 +37,8 @@ from redis.exceptions import NoScriptError
 from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
 
 GROUP = "workers"
+#: A dead consumer with nothing pending is removed from the group after this idle time.
+_FORGET_IDLE_CONSUMER_MS = 60_000
 STATUS_FIELDS = ("status", "created", "started", "completed", "outputs", "error")
 TERMINAL_STATUSES = frozenset({"success", "failed"})
 CANCELED_MESSAGE = "Canceled"
@@ -68,6 +72,13 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
+
+    def running(self, worker_id: str) -> str:
+        return f"{self.prefix}running:{worker_id}"
+
+    @property
+    def prediction_prefix(self) -> str:
+        return f"{self.prefix}pred:"
 
 
 def redacted(url: str) -> str:
@@ -136,6 +147,11 @@ def start_script() -> Script:
     return _script("start")
 
 
+#: How long a worker's running key outlives its last batch start; a dead worker's
+#: key must survive until another worker reclaims its entries.
+RUNNING_KEY_TTL_S = 7 * 24 * 3600
+
+
 def finish_script() -> Script:
     return _script("finish", with_common=True)
 
@@ -146,6 +162,10 @@ def cancel_script() -> Script:
 
 def requeue_script() -> Script:
     return _script("requeue")
+
+
+def reclaim_script() -> Script:
+    return _script("reclaim", with_common=True)
 
 
 # ---------------------------------------------------------------------------------
@@ -200,6 +220,14 @@ class Entry:
             group=fields[b"g"].decode(),
             data=fields[b"d"],
         )
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """A batch that began: the predictions it serves and the entries it runs."""
+
+    prediction_ids: list[str]
+    sids: list[str]
 
 
 @dataclass(frozen=True)
@@ -382,17 +410,17 @@ class WorkerQueue:
                     entries.append(Entry.from_fields(sid, fields))
         return entries
 
-    def write(self, started: Sequence[Sequence[str]], results: Sequence[EntryResult]) -> list[set[str]]:
+    def write(self, worker_id: str, started: Sequence[BatchStart], results: Sequence[EntryResult]) -> list[set[str]]:
         """Mark batches started and record results, in one round trip.
 
-        ``started`` holds the prediction ids of each batch that began; for each, the
-        returned set names those that had already ended (canceled, failed) and so
-        must not produce outputs.
+        For each started batch, the returned set names the predictions that had
+        already ended (canceled, failed) and so must not produce outputs.
         """
         calls: list[tuple[Script, list[str], list[Any]]] = []
         stamp = now_iso()
-        for prediction_ids in started:
-            calls.append((start_script(), [self.keys.prediction(p) for p in prediction_ids], [stamp]))
+        for batch in started:
+            keys = [self.keys.running(worker_id)] + [self.keys.prediction(p) for p in batch.prediction_ids]
+            calls.append((start_script(), keys, [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S]))
         if results:
             keys = [self.keys.queue, self.keys.queued]
             args: list[Any] = [GROUP, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel]
@@ -402,10 +430,56 @@ class WorkerQueue:
                 args += [entry.prediction_id, entry.sid, result.kind, entry.start, entry.count, result.payload]
             calls.append((finish_script(), keys, args))
         replies = self._run_scripts(calls)
-        ended = []
-        for prediction_ids, reply in zip(started, replies):
-            ended.append({prediction_ids[i - 1] for i in reply})
-        return ended
+        return [{batch.prediction_ids[i - 1] for i in reply} for batch, reply in zip(started, replies)]
+
+    def reap(self, worker_id: str, crash_limit: int) -> list[Entry]:
+        """Take over the entries of workers whose heartbeat expired; returns them.
+
+        Entries a dead worker was running count a crash; past ``crash_limit`` their
+        predictions fail instead of being redelivered.
+        """
+        consumers = self._redis.xinfo_consumers(self.keys.queue, GROUP)
+        others = [c for c in consumers if c["name"].decode() != worker_id]
+        if not others:
+            return []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for consumer in others:
+                pipe.exists(self.keys.worker(consumer["name"].decode()))
+            alive = pipe.execute()
+        claimed: list[Entry] = []
+        for consumer, is_alive in zip(others, alive):
+            name = consumer["name"].decode()
+            if is_alive:
+                continue
+            if not consumer["pending"]:
+                if consumer["idle"] > _FORGET_IDLE_CONSUMER_MS:
+                    self._redis.xgroup_delconsumer(self.keys.queue, GROUP, name)
+                continue
+            reply = self._run_scripts(
+                [
+                    (
+                        reclaim_script(),
+                        [self.keys.queue, self.keys.queued, self.keys.running(name)],
+                        [
+                            GROUP,
+                            worker_id,
+                            name,
+                            crash_limit,
+                            2 * crash_limit + 1,
+                            now_iso(),
+                            self._ttl,
+                            self.keys.done_channel,
+                            self.keys.stop_channel,
+                            self.keys.prediction_prefix,
+                        ],
+                    )
+                ]
+            )[0]
+            for item in reply:
+                if item and item[1]:
+                    sid, flat = item[0], item[1]
+                    claimed.append(Entry.from_fields(sid, dict(zip(flat[::2], flat[1::2]))))
+        return claimed
 
     def requeue(self, entries: Sequence[Entry]) -> int:
         """Hand entries that were read but never started back to the stream."""
@@ -426,7 +500,7 @@ class WorkerQueue:
 
     def unregister(self, worker_id: str) -> None:
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self.keys.worker(worker_id))
+            pipe.delete(self.keys.worker(worker_id), self.keys.running(worker_id))
             pipe.zrem(self.keys.workers, worker_id)
             pipe.execute()
 

@@ -55,8 +55,11 @@ class Settings:
     shutdown_grace_s: float = 30.0
     #: Seconds a starting worker or server keeps trying to reach Redis.
     redis_connect_timeout_s: float = 20.0
-    #: Seconds between worker heartbeats; a worker silent for 5 of them counts as gone.
+    #: Seconds between worker heartbeats; a worker silent for 5 of them counts as dead,
+    #: and live workers take over its inputs.
     heartbeat_interval_s: float = 1.0
+    #: Times an input may be running when its worker dies before its prediction fails.
+    max_input_crashes: int = 3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

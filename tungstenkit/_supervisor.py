@@ -183,7 +183,9 @@ class Supervisor:
 
     def _fatal_reason(self, child: Child, code: int) -> str | None:
         if child.name == "api":
-            if time.monotonic() - child.started_at < _API_START_WINDOW_S:
+            # Only a first start that fails fast is hopeless (bad port, broken model);
+            # an API that dies later is restarted like a worker.
+            if child.starts == 1 and time.monotonic() - child.started_at < _API_START_WINDOW_S:
                 return f"The API process exited at start (code {code}); see its message above"
             return None
         reason = _FATAL_WORKER_EXITS.get(code)

@@ -62,6 +62,10 @@ class Batch:
     def prediction_ids(self) -> list[str]:
         return list(dict.fromkeys(s.work.entry.prediction_id for s in self.slices))
 
+    @property
+    def sids(self) -> list[str]:
+        return list(dict.fromkeys(s.work.entry.sid for s in self.slices))
+
     def __len__(self) -> int:
         return sum(s.count for s in self.slices)
 

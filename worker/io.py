@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from tungstenkit._queue import CONNECTION_ERRORS, EntryResult, WorkerQueue
+from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, EntryResult, WorkerQueue
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Backoff:
 
 @dataclass
 class _Pending:
-    started: list[tuple[int, list[str]]] = field(default_factory=list)
+    started: list[tuple[int, BatchStart]] = field(default_factory=list)
     results: list[EntryResult] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -53,9 +53,10 @@ class Writer(threading.Thread):
     Nothing is lost while Redis is away: pending writes are kept and retried.
     """
 
-    def __init__(self, queue: WorkerQueue, on_ended: Callable[[int, set[str]], None]) -> None:
+    def __init__(self, queue: WorkerQueue, worker_id: str, on_ended: Callable[[int, set[str]], None]) -> None:
         super().__init__(name="tungsten-writer", daemon=True)
         self._queue = queue
+        self._worker_id = worker_id
         self._on_ended = on_ended
         self._cond = threading.Condition()
         self._pending = _Pending()
@@ -63,9 +64,9 @@ class Writer(threading.Thread):
         self._halt = threading.Event()
         self._never = threading.Event()
 
-    def started(self, batch_id: int, prediction_ids: list[str]) -> None:
+    def started(self, batch_id: int, start: BatchStart) -> None:
         with self._cond:
-            self._pending.started.append((batch_id, prediction_ids))
+            self._pending.started.append((batch_id, start))
             self._cond.notify()
 
     def results(self, results: Sequence[EntryResult]) -> None:
@@ -102,7 +103,7 @@ class Writer(threading.Thread):
                 work, self._pending = self._pending, _Pending()
                 self._busy = True
             try:
-                ended = self._queue.write([ids for _, ids in work.started], work.results)
+                ended = self._queue.write(self._worker_id, [start for _, start in work.started], work.results)
             except CONNECTION_ERRORS as exc:
                 logger.warning("Redis unreachable while writing results (%s); retrying", exc)
                 with self._cond:
@@ -254,4 +255,43 @@ class Reader(threading.Thread):
             if entries:
                 size = sum(e.count for e in entries) / len(entries)
                 self._mean_entry_size = 0.8 * self._mean_entry_size + 0.2 * size
+                self._on_entries(entries)
+
+
+class Reaper(threading.Thread):
+    """Takes over the entries of workers that died (their heartbeat expired)."""
+
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        worker_id: str,
+        crash_limit: int,
+        interval_s: float,
+        on_entries: Callable[[list], None],
+    ) -> None:
+        super().__init__(name="tungsten-reaper", daemon=True)
+        self._queue = queue
+        self._worker_id = worker_id
+        self._crash_limit = crash_limit
+        self._interval = interval_s
+        self._on_entries = on_entries
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        while not self._halt.wait(self._interval):
+            try:
+                entries = self._queue.reap(self._worker_id, self._crash_limit)
+            except CONNECTION_ERRORS as exc:
+                logger.debug("Reaping skipped: %s", exc)
+                continue
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    logger.warning("Reaping failed: %s", exc)
+                continue
+            if entries:
+                inputs = sum(e.count for e in entries)
+                logger.warning("Took over %d inputs from a worker that stopped answering", inputs)
                 self._on_entries(entries)

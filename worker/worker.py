@@ -19,10 +19,10 @@ from pydantic import ValidationError
 from tungstenkit._errors import InvalidOutput, PredictionInterrupted
 from tungstenkit._logging import TRACE
 from tungstenkit._model import ModelDefinition
-from tungstenkit._queue import CONNECTION_ERRORS, Entry, EntryResult, Keys, WorkerQueue, now_iso
+from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, Entry, EntryResult, Keys, WorkerQueue, now_iso
 from tungstenkit._settings import Settings
 from worker.buffer import Batch, BatchBuffer, Outcome, Work
-from worker.io import Heartbeat, Reader, StopListener, Writer
+from worker.io import Heartbeat, Reader, Reaper, StopListener, Writer
 from worker.runner import ModelRunner, describe_exception
 
 logger = logging.getLogger(__name__)
@@ -69,10 +69,13 @@ class Worker:
         self.batches_run = 0
         self.inputs_run = 0
         self.started_at = now_iso()
-        self._writer = Writer(self._queue, self._on_batch_predictions_ended)
+        self._writer = Writer(self._queue, self.worker_id, self._on_batch_predictions_ended)
         self._reader = Reader(self._queue, self.worker_id, self._wanted_inputs, self._on_entries)
         self._listener = StopListener(client, keys.stop_channel, self._on_predictions_stopped)
         self._heartbeat = Heartbeat(self._queue, self.worker_id, self._registry_fields, settings.heartbeat_interval_s)
+        self._reaper = Reaper(
+            self._queue, self.worker_id, settings.max_input_crashes, settings.heartbeat_interval_s, self._on_entries
+        )
 
     def __repr__(self) -> str:
         return (
@@ -105,6 +108,7 @@ class Worker:
         self._listener.start()
         self._writer.start()
         self._reader.start()
+        self._reaper.start()
         logger.info("Worker %s ready: model %s, batch size %d", self.worker_id, self.model_name, self.batch_size)
         try:
             while not self._stopping.is_set():
@@ -176,9 +180,10 @@ class Worker:
             pass
 
     def _stop_threads(self) -> None:
-        for thread in (self._writer, self._listener, self._heartbeat, self._reader):
+        threads = (self._reaper, self._writer, self._listener, self._heartbeat, self._reader)
+        for thread in threads:
             thread.stop()
-        for thread in (self._writer, self._listener, self._heartbeat, self._reader):
+        for thread in threads:
             if thread.is_alive():
                 thread.join(timeout=5)
 
@@ -195,7 +200,7 @@ class Worker:
         with self._current_lock:
             self._current = batch
         self._set_state(WorkerState.BUSY)
-        self._writer.started(batch.batch_id, prediction_ids)
+        self._writer.started(batch.batch_id, BatchStart(prediction_ids, batch.sids))
         if logger.isEnabledFor(TRACE):
             logger.log(TRACE, "Batch %d: %d inputs from %d predictions", batch.batch_id, len(batch), len(prediction_ids))
         try:

@@ -15,6 +15,7 @@ from tungstenkit._errors import PredictionNotFound, QueueFull
 from tungstenkit._queue import (
     GROUP,
     STATUS_FIELDS,
+    BatchStart,
     AsyncPredictionQueue,
     Entry,
     EntryResult,
@@ -57,6 +58,12 @@ class Queues:
         body = render_prediction(self.client.hmget(self.keys.prediction(prediction_id), STATUS_FIELDS))
         return None if body is None else json.loads(body)
 
+    def start(self, prediction_ids: list[str], sids: list[str] = (), worker: str = "w1") -> set[str]:
+        return self.worker.write(worker, [BatchStart(prediction_ids, list(sids))], [])[0]
+
+    def finish(self, results: list[EntryResult], worker: str = "w1") -> None:
+        self.worker.write(worker, [], results)
+
     def read(self, count: int = 100) -> list[Entry]:
         return self.worker.read("c1", count, None)
 
@@ -91,9 +98,9 @@ def test_lifecycle_pending_running_success(queues: Queues) -> None:
     assert queues.get("p")["status"] == "pending"
     assert queues.queued() == 3
     (entry,) = queues.read()
-    assert queues.worker.write([["p"]], []) == [set()]
+    assert queues.start(["p"]) == set()
     assert queues.get("p")["status"] == "running"
-    queues.worker.write([], [_outputs(entry)])
+    queues.finish([_outputs(entry)])
     result = queues.get("p")
     assert result["status"] == "success"
     assert result["outputs"] == [{"y": 0}, {"y": 1}, {"y": 2}]
@@ -106,9 +113,9 @@ def test_outputs_of_several_entries_assemble_in_input_order(queues: Queues) -> N
     queues.submit("p", 10, chunk=4)
     entries = queues.read()
     assert [e.count for e in entries] == [4, 4, 2]
-    queues.worker.write([["p"]], [])
+    queues.start(["p"])
     for entry in reversed(entries):  # finish out of order
-        queues.worker.write([], [_outputs(entry)])
+        queues.finish([_outputs(entry)])
     assert queues.get("p")["outputs"] == [{"y": i} for i in range(10)]
     assert not [f for f in queues.client.hkeys(queues.keys.prediction("p")) if f.startswith(b"o:")]
 
@@ -116,11 +123,11 @@ def test_outputs_of_several_entries_assemble_in_input_order(queues: Queues) -> N
 def test_a_duplicate_result_is_harmless(queues: Queues) -> None:
     queues.submit("p", 8, chunk=4)
     first, second = queues.read()
-    queues.worker.write([["p"]], [])
-    queues.worker.write([], [_outputs(first)])
-    queues.worker.write([], [_outputs(first)])  # e.g. a reclaimed entry finished twice
+    queues.start(["p"])
+    queues.finish([_outputs(first)])
+    queues.finish([_outputs(first)])  # e.g. a reclaimed entry finished twice
     assert queues.get("p")["status"] == "running"
-    queues.worker.write([], [_outputs(second)])
+    queues.finish([_outputs(second)])
     assert queues.get("p")["outputs"] == [{"y": i} for i in range(8)]
     assert queues.queued() == 0
 
@@ -128,7 +135,8 @@ def test_a_duplicate_result_is_harmless(queues: Queues) -> None:
 def test_an_error_fails_the_prediction_and_drops_its_other_entries(queues: Queues) -> None:
     queues.submit("p", 8, chunk=4)
     first, _second = queues.read(1) + [None]  # the second entry is still unread
-    queues.worker.write([["p"]], [EntryResult(first, EntryResult.ERROR, "ValueError: bad")])
+    queues.start(["p"])
+    queues.finish([EntryResult(first, EntryResult.ERROR, "ValueError: bad")])
     result = queues.get("p")
     assert result["status"] == "failed" and result["error_message"] == "ValueError: bad"
     assert queues.read() == []  # the unread entry left the stream
@@ -139,13 +147,13 @@ def test_cancel_pending_and_running(queues: Queues) -> None:
     queues.submit("pending", 2)
     queues.submit("running", 2)
     entries = queues.read()
-    queues.worker.write([["running"]], [])
+    queues.start(["running"])
     pubsub = queues.client.pubsub()
     pubsub.subscribe(queues.keys.stop_channel)
     assert queues.cancel("pending")["error_message"] == "Canceled"
     assert queues.cancel("running")["status"] == "failed"
     # A late result for the canceled prediction is discarded.
-    queues.worker.write([], [_outputs(e) for e in entries])
+    queues.finish([_outputs(e) for e in entries])
     assert queues.get("running")["error_message"] == "Canceled"
     assert queues.get("running")["outputs"] is None
     assert queues.queued() == 0
@@ -157,7 +165,8 @@ def test_cancel_pending_and_running(queues: Queues) -> None:
 def test_cancel_of_an_ended_prediction_changes_nothing(queues: Queues) -> None:
     queues.submit("p", 1)
     (entry,) = queues.read()
-    queues.worker.write([["p"]], [_outputs(entry)])
+    queues.start(["p"])
+    queues.finish([_outputs(entry)])
     before = queues.get("p")
     assert queues.cancel("p") == before
     with pytest.raises(PredictionNotFound):
@@ -169,7 +178,7 @@ def test_start_reports_predictions_that_already_ended(queues: Queues) -> None:
     queues.submit("b", 1)
     queues.read()
     queues.cancel("b")
-    assert queues.worker.write([["a", "b", "missing"]], []) == [{"b", "missing"}]
+    assert queues.start(["a", "b", "missing"]) == {"b", "missing"}
 
 
 def test_the_queue_bound_refuses_and_releases(redis_url: str, namespace: str) -> None:
@@ -193,7 +202,8 @@ def test_requeue_hands_entries_back_for_another_worker(queues: Queues) -> None:
     assert queues.client.xpending(queues.keys.queue, GROUP)["pending"] == 0
     again = queues.worker.read("c2", 100, None)
     assert [(e.prediction_id, e.start) for e in again] == [("p", 0), ("p", 4), ("q", 0)]
-    queues.worker.write([["p", "q"]], [_outputs(e) for e in again])
+    queues.start(["p", "q"])
+    queues.finish([_outputs(e) for e in again])
     assert queues.get("p")["outputs"] == [{"y": i} for i in range(8)]
     assert queues.queued() == 0
 
@@ -209,3 +219,68 @@ def test_rendered_status_is_readable() -> None:
         "started_at": "t1",
         "completed_at": None,
     }
+
+
+def _register(queues: Queues, worker: str) -> None:
+    queues.worker.heartbeat(worker, {"state": "ready"}, ttl_s=60)
+
+
+def test_a_dead_workers_entries_are_reclaimed_by_a_live_one(queues: Queues) -> None:
+    queues.submit("p", 8, chunk=4)
+    _register(queues, "alive")
+    entries = queues.worker.read("dead", 10, None)  # "dead" never registered a heartbeat
+    queues.start(["p"], [entries[0].sid], worker="dead")
+    assert len(queues.worker.reap("alive", crash_limit=3)) == 2
+    pending = queues.client.xpending_range(queues.keys.queue, GROUP, "-", "+", 10)
+    assert {p["consumer"] for p in pending} == {b"alive"}
+    assert int(queues.client.hget(queues.keys.prediction("p"), "crashes:0")) == 1
+    assert queues.client.hget(queues.keys.prediction("p"), "crashes:4") is None  # it was not running
+    assert queues.get("p")["status"] == "running"
+
+
+def test_reap_returns_the_entries_it_took(queues: Queues) -> None:
+    queues.submit("p", 2)
+    _register(queues, "alive")
+    (entry,) = queues.worker.read("dead", 10, None)
+    (taken,) = queues.worker.reap("alive", crash_limit=3)
+    assert (taken.sid, taken.prediction_id, taken.data) == (entry.sid, "p", entry.data)
+    queues.finish([_outputs(taken)], worker="alive")
+    assert queues.get("p")["outputs"] == [{"y": 0}, {"y": 1}]
+
+
+def test_a_live_workers_entries_stay_with_it(queues: Queues) -> None:
+    queues.submit("p", 2)
+    _register(queues, "busy")
+    _register(queues, "other")
+    queues.worker.read("busy", 10, None)
+    assert queues.worker.reap("other", crash_limit=3) == []
+    assert queues.client.xpending(queues.keys.queue, GROUP)["consumers"] == [{"name": b"busy", "pending": 1}]
+
+
+def test_an_input_that_keeps_killing_workers_fails(queues: Queues) -> None:
+    queues.submit("p", 1)
+    queues.submit("q", 1)
+    _register(queues, "alive")
+    first = queues.worker.read("w0", 1, None)
+    for attempt in range(3):
+        worker = f"w{attempt}"
+        entries = first if attempt == 0 else queues.worker.reap(worker, crash_limit=3)
+        poison = [e for e in entries if e.prediction_id == "p"]
+        queues.start(["p"], [poison[0].sid], worker=worker)
+        # ... and the worker dies while running it; the next one takes over.
+    queues.worker.reap("alive", crash_limit=3)
+    failed = queues.get("p")
+    assert failed["status"] == "failed"
+    assert failed["error_message"] == "The worker running this input died 3 times; it is not retried again"
+    assert queues.get("q")["status"] == "pending"  # the innocent entry is still queued
+    assert queues.queued() == 1
+
+
+def test_entries_of_ended_predictions_are_just_released(queues: Queues) -> None:
+    queues.submit("p", 2)
+    _register(queues, "alive")
+    queues.worker.read("dead", 10, None)
+    queues.cancel("p")
+    assert queues.worker.reap("alive", crash_limit=3) == []
+    assert queues.client.xpending(queues.keys.queue, GROUP)["pending"] == 0
+    assert queues.queued() == 0

@@ -13,7 +13,7 @@ import redis
 import redis.asyncio
 
 from app.inputs import InputParser
-from tests.support import MODELS
+from tests.support import MODELS, audit_runs
 from tungstenkit._loader import load_model
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import STATUS_FIELDS, AsyncPredictionQueue, Keys, render_prediction, split_into_chunks
@@ -68,9 +68,7 @@ class Harness:
         return __import__("json").loads(body)  # type: ignore[no-any-return]
 
     def batches(self) -> list[list[int]]:
-        if not self.audit.exists():
-            return []
-        return [[int(x) for x in line.split()[2:]] for line in self.audit.read_text().splitlines()]
+        return [xs for _pid, xs in audit_runs(self.audit)]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MODELS, Server, ServerFactory, wait_for
+from tests.support import MODELS, Server, ServerFactory, audit_runs, wait_for
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def _status(server: Server, prediction_id: str) -> dict:
 
 
 def _seen_inputs(audit: Path) -> list[int]:
-    return [int(x) for line in audit.read_text().splitlines() for x in line.split()[2:]]
+    return [x for _pid, xs in audit_runs(audit) for x in xs]
 
 
 def test_a_canceled_pending_prediction_never_runs(server: Server, audit: Path) -> None:

@@ -3,16 +3,14 @@
 -- KEYS: prediction hash, queue stream, queued-inputs counter
 -- ARGV: id, completed timestamp, result ttl, done channel, stop channel
 -- Returns -1 if there is no such prediction, 0 if it had already ended, 1 if canceled.
-local state = redis.call('HMGET', KEYS[1], 'status', 'entries')
-if not state[1] then
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
   return -1
 end
-if not is_open(state[1]) then
+if not is_open(status) then
   return 0
 end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'error', 'Canceled', 'completed', ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-local released = drop_entries(KEYS[2], state[2])
+local released = fail_prediction(KEYS[2], KEYS[1], 'Canceled', ARGV[2], tonumber(ARGV[3]))
 if released > 0 then
   redis.call('DECRBY', KEYS[3], released)
 end

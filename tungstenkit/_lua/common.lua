@@ -19,3 +19,15 @@ end
 local function is_open(status)
   return status == 'pending' or status == 'running'
 end
+
+-- Ends an open prediction as failed and stops the rest of its work.
+-- Returns the number of queued inputs released.
+local function fail_prediction(queue, key, message, now, ttl)
+  local state = redis.call('HMGET', key, 'status', 'entries')
+  if not is_open(state[1]) then
+    return 0
+  end
+  redis.call('HSET', key, 'status', 'failed', 'error', message, 'completed', now)
+  redis.call('EXPIRE', key, ttl)
+  return drop_entries(queue, state[2])
+end

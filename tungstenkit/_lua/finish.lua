@@ -39,12 +39,10 @@ for j = 0, results - 1 do
     local status, entries = state[1], state[2]
     if is_open(status) then
       if kind == 'e' then
-        redis.call('HSET', key, 'status', 'failed', 'error', payload, 'completed', now)
-        redis.call('EXPIRE', key, ttl)
+        released = released + fail_prediction(queue, key, payload, now, ttl)
         done[#done + 1] = id
         if string.find(entries, ' ', 1, true) then
-          released = released + drop_entries(queue, entries)
-          stopped[#stopped + 1] = id
+          stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
         end
       elseif not string.find(entries, ' ', 1, true) then
         succeed(key, id, payload)

@@ -1,0 +1,70 @@
+-- A worker died (its heartbeat key expired) holding entries: take them over.
+-- Entries it was running count a crash against their inputs; an entry that reached
+-- the limit fails its prediction instead of taking down yet another worker.
+-- KEYS: queue stream, queued-inputs counter, the dead worker's running key
+-- ARGV: group, claiming consumer, dead consumer, crash limit, delivery limit,
+--       completed timestamp, result ttl, done channel, stop channel, prediction key prefix
+-- Returns the claimed entries, as XCLAIM does.
+local queue, counter = KEYS[1], KEYS[2]
+local group, me, dead = ARGV[1], ARGV[2], ARGV[3]
+local crash_limit, delivery_limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local now, ttl, prefix = ARGV[6], tonumber(ARGV[7]), ARGV[10]
+
+local running = {}
+for sid in string.gmatch(redis.call('GET', KEYS[3]) or '', '%S+') do
+  running[sid] = true
+end
+local claim, ended = {}, {}
+local released = 0
+for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)) do
+  local sid, deliveries = item[1], tonumber(item[4])
+  local found = redis.call('XRANGE', queue, sid, sid)
+  local fields = {}
+  if #found > 0 then
+    local flat = found[1][2]
+    for i = 1, #flat, 2 do
+      fields[flat[i]] = flat[i + 1]
+    end
+  end
+  local key = fields.p and (prefix .. fields.p)
+  if not key or not is_open(redis.call('HGET', key, 'status')) then
+    -- Its prediction ended (or the entry is gone): nothing left to do for it.
+    redis.call('XACK', queue, group, sid)
+    if redis.call('XDEL', queue, sid) == 1 then
+      released = released + tonumber(fields.n or 0)
+    end
+  else
+    local crashes = 0
+    if running[sid] then
+      crashes = redis.call('HINCRBY', key, 'crashes:' .. fields.s, 1)
+    end
+    local message
+    if crashes >= crash_limit then
+      message = 'The worker running this input died ' .. crashes .. ' times; it is not retried again'
+    elseif deliveries >= delivery_limit then
+      message = 'This input was handed to ' .. deliveries .. ' workers that died; it is not retried again'
+    end
+    if message then
+      released = released + fail_prediction(queue, key, message, now, ttl)
+      redis.call('XACK', queue, group, sid)
+      if redis.call('XDEL', queue, sid) == 1 then
+        released = released + tonumber(fields.n)
+      end
+      ended[#ended + 1] = fields.p
+    else
+      claim[#claim + 1] = sid
+    end
+  end
+end
+redis.call('DEL', KEYS[3])
+if released > 0 then
+  redis.call('DECRBY', counter, released)
+end
+if #ended > 0 then
+  redis.call('PUBLISH', ARGV[8], table.concat(ended, ' '))
+  redis.call('PUBLISH', ARGV[9], table.concat(ended, ' '))
+end
+if #claim == 0 then
+  return {}
+end
+return redis.call('XCLAIM', queue, group, me, 0, unpack(claim))
