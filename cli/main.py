@@ -130,6 +130,7 @@ def serve(
 @cli.command()
 @model_options
 @click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="The Redis the API queues into [$REDIS_URL].")
+@click.option("--ready-fd", type=int, envvar="TUNGSTEN_READY_FD", hidden=True)
 @serving_options
 @click.pass_context
 def worker(
@@ -138,6 +139,7 @@ def worker(
     module: str | None,
     class_name: str | None,
     redis_url: str | None,
+    ready_fd: int | None,
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
@@ -156,6 +158,7 @@ def worker(
         namespace=_namespace(ctx, namespace, source),
         batch_size=batch_size,
         log_level=log_level,
+        ready_fd=ready_fd,
     )
     sys.exit(code)
 

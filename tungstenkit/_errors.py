@@ -71,10 +71,17 @@ class PredictionInterrupted(BaseException):
     A ``BaseException`` so that a model's own ``except Exception`` cannot swallow it.
     """
 
+    #: What a client reads as the prediction's ``error_message``.
+    client_message = "Interrupted"
+
 
 class PredictionCanceled(PredictionInterrupted):
     """Every prediction in the running batch was canceled."""
 
+    client_message = "Canceled"
+
 
 class PredictionTimeout(PredictionInterrupted):
-    """The batch ran longer than the prediction timeout."""
+    """A call into the model ran longer than its timeout."""
+
+    client_message = "Timeout"

@@ -28,8 +28,9 @@ from tungstenkit._store import ModelSource
 
 logger = logging.getLogger(__name__)
 
-#: Worker exit codes meaning the model itself cannot start (see ``worker.main``).
-_FATAL_WORKER_EXITS = {3: "could not load the model", 4: "setup() failed", 5: "could not reach Redis"}
+#: Worker exit codes meaning the model itself cannot start (see ``worker.worker``).
+_EXIT_LOAD_FAILED = 3
+_FATAL_WORKER_EXITS = {_EXIT_LOAD_FAILED: "could not load the model", 4: "setup() failed", 5: "could not reach Redis"}
 #: A child that ran this long before exiting starts again without delay.
 _HEALTHY_RUN_S = 30.0
 _MAX_BACKOFF_S = 30.0
@@ -54,24 +55,57 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
+    #: Workers say on a pipe when their model is set up.
+    reports_ready: bool = False
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     failures: int = 0
     next_start_at: float = 0.0
     starts: int = 0
+    ready: bool = False
+    _ready_pipe: int | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            # Its own session: a terminal's Ctrl+C reaches only the supervisor, which
-            # then stops the children in order.
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509
-        )
+        argv, pass_fds = list(self.argv), ()
+        self._close_pipe()
+        self.ready = False
+        if self.reports_ready:
+            self._ready_pipe, write_end = os.pipe()
+            os.set_blocking(self._ready_pipe, False)
+            argv += ["--ready-fd", str(write_end)]
+            pass_fds = (write_end,)
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                env=self.env,
+                pass_fds=pass_fds,
+                # Its own session: a terminal's Ctrl+C reaches only the supervisor, which
+                # then stops the children in order.
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509
+            )
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         self.started_at = time.monotonic()
         self.starts += 1
         logger.debug("Started %s (pid %d)", self.name, self.process.pid)
+
+    def check_ready(self) -> bool:
+        """Whether the child has said it is ready (reads its pipe without blocking)."""
+        if not self.ready and self._ready_pipe is not None:
+            try:
+                self.ready = b"ready" in os.read(self._ready_pipe, 64)
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close_pipe()
+        return self.ready
+
+    def _close_pipe(self) -> None:
+        if self._ready_pipe is not None:
+            os.close(self._ready_pipe)
+            self._ready_pipe = None
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
@@ -112,6 +146,8 @@ class Supervisor:
     _redis: RedisServer | None = None
     _lock_file: IO[str] | None = None
     _children: list[Child] = field(default_factory=list)
+    #: Whether any worker has had the model set up since the start.
+    _served: bool = False
     exit_message: str | None = None
 
     def run(self) -> int:
@@ -158,7 +194,7 @@ class Supervisor:
 
     def _worker_child(self, redis_url: str, index: int) -> Child:
         argv = [sys.executable, "-m", "cli", "worker", *self._model_args()]
-        return Child(f"worker-{index + 1}", argv, self._child_env(redis_url))
+        return Child(f"worker-{index + 1}", argv, self._child_env(redis_url), reports_ready=True)
 
     def _watch(self) -> int:
         while not self._stop.wait(0.2):
@@ -166,6 +202,8 @@ class Supervisor:
                 self._restart_embedded_redis()
             now = time.monotonic()
             for child in self._children:
+                if child.reports_ready and child.check_ready():
+                    self._served = True
                 code = child.exit_code()
                 if child.process is None:
                     if now >= child.next_start_at:
@@ -189,8 +227,14 @@ class Supervisor:
                 return f"The API process exited at start (code {code}); see its message above"
             return None
         reason = _FATAL_WORKER_EXITS.get(code)
-        if reason:
+        if reason is None:
+            return None
+        # A model that never got going will not on retry: stop with its reason. Once the
+        # server has served, a worker that fails to come back (GPU memory, a flaky
+        # download) is retried with backoff and shows as failed in /health.
+        if code == _EXIT_LOAD_FAILED or not self._served:
             return f"{child.name} {reason}; see its message above"
+        logger.error("%s %s; retrying with backoff", child.name, reason)
         return None
 
     def _stop_children(self) -> None:

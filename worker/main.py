@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from tungstenkit._errors import ModelLoadError, RedisUnavailable, SetupFailed
 from tungstenkit._logging import configure_logging
 from tungstenkit._queue import Keys, connect
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource
-from worker.worker import Worker
+from worker.worker import EXIT_LOAD_FAILED, EXIT_REDIS_UNREACHABLE, EXIT_SETUP_FAILED, Worker
 
 logger = logging.getLogger(__name__)
-
-#: Exit codes the supervisor reads: the model cannot start, so restarting will not help.
-EXIT_LOAD_FAILED = 3
-EXIT_SETUP_FAILED = 4
-EXIT_REDIS_UNREACHABLE = 5
 
 def run_worker(
     source: ModelSource,
@@ -26,6 +22,7 @@ def run_worker(
     namespace: str,
     batch_size: int | None,
     log_level: str,
+    ready_fd: int | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(log_level, "worker")
@@ -48,5 +45,16 @@ def run_worker(
         return EXIT_SETUP_FAILED
     except KeyboardInterrupt:
         return 0
+    if ready_fd is not None:
+        _announce_ready(ready_fd)
     worker.run()
     return 0
+
+
+def _announce_ready(fd: int) -> None:
+    """Tell the supervisor that the model is set up (it started us with this pipe)."""
+    try:
+        os.write(fd, b"ready\n")
+        os.close(fd)
+    except OSError:
+        logger.debug("No supervisor listening on fd %d", fd)

@@ -6,41 +6,117 @@ timeout raise inside ``predict`` at the next point where it returns to Python.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import os
 import shutil
 import signal
 import tempfile
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from tungstenkit._errors import InvalidOutput, PredictionCanceled, PredictionInterrupted, SetupFailed
+from tungstenkit._errors import InvalidOutput, PredictionCanceled, PredictionInterrupted, PredictionTimeout, SetupFailed
 from tungstenkit._files import materialize_files_in
 from tungstenkit._model import ModelDefinition
 
 logger = logging.getLogger(__name__)
 
 INTERRUPT_SIGNAL = signal.SIGUSR1
+#: Seconds an overrunning call gets to return to Python after being interrupted:
+#: the timeout itself, within these bounds.
+_STUCK_GRACE_BOUNDS_S = (2.0, 10.0)
+#: Exit code of a worker replaced because the model could not be interrupted.
+EXIT_STUCK = 6
 
 
 def describe_exception(exc: BaseException) -> str:
     """The concise ``ExceptionType: message`` clients see; tracebacks go to the log."""
+    if isinstance(exc, PredictionInterrupted):
+        return exc.client_message
     message = str(exc).strip()
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-class ModelRunner:
-    """One instance of the user's model, driven from the main thread."""
+def _exit_stuck(call_id: int) -> None:
+    logger.error("The model did not return to Python after a timeout; replacing this worker")
+    os._exit(EXIT_STUCK)
 
-    def __init__(self, definition: ModelDefinition) -> None:
+
+class Watchdog(threading.Thread):
+    """Times the model's calls: interrupts one that overruns, and reports one that
+    cannot be interrupted (stuck outside Python) so the worker can be replaced."""
+
+    def __init__(self, on_overrun: Callable[[int], None], on_stuck: Callable[[int], None], grace_s: float) -> None:
+        super().__init__(name="tungsten-watchdog", daemon=True)
+        self._on_overrun = on_overrun
+        self._on_stuck = on_stuck
+        self._grace = grace_s
+        self._cond = threading.Condition()
+        self._call: int | None = None
+        self._deadline = 0.0
+        self._overrun = False
+
+    def watch(self, call_id: int, timeout_s: float) -> None:
+        with self._cond:
+            self._call, self._deadline, self._overrun = call_id, time.monotonic() + timeout_s, False
+            self._cond.notify()
+
+    def done(self) -> None:
+        with self._cond:
+            self._call = None
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while self._call is None or time.monotonic() < self._deadline:
+                    self._cond.wait(None if self._call is None else self._deadline - time.monotonic())
+                call, overrun = self._call, self._overrun
+                # Interrupt once; if the call is still there after the grace time, it is stuck.
+                self._overrun, self._deadline = True, time.monotonic() + self._grace
+            if overrun:
+                self._on_stuck(call)
+                return
+            self._on_overrun(call)
+
+
+class ModelRunner:
+    """One instance of the user's model, driven from the main thread.
+
+    Calls into the model are numbered. A cancel interrupts every call of a batch (a
+    batch may be retried in halves); a timeout interrupts one call.
+    """
+
+    def __init__(
+        self,
+        definition: ModelDefinition,
+        *,
+        prediction_timeout_s: float = 0.0,
+        setup_timeout_s: float = 0.0,
+        on_stuck: Callable[[int], None] | None = None,
+    ) -> None:
         self.definition = definition
         self._model: Any = None
         self._inputs_adapter = TypeAdapter(list[definition.input_cls])  # type: ignore[name-defined]
+        self._prediction_timeout = prediction_timeout_s
+        self._setup_timeout = setup_timeout_s
+        self._calls = itertools.count(1)
+        self._running_call: int | None = None
         self._running_batch: int | None = None
-        self._interrupt: tuple[int, type[PredictionInterrupted]] | None = None
+        self._canceled_batch: int | None = None
+        self._overrun_call: int | None = None
         self._main_thread = threading.main_thread().ident
+        self._watchdog: Watchdog | None = None
+        if prediction_timeout_s > 0 or setup_timeout_s > 0:
+            low, high = _STUCK_GRACE_BOUNDS_S
+            grace = min(high, max(low, prediction_timeout_s or setup_timeout_s))
+            self._watchdog = Watchdog(self._interrupt_call, on_stuck or _exit_stuck, grace_s=grace)
+            self._watchdog.start()
 
     @property
     def model(self) -> Any:
@@ -48,9 +124,15 @@ class ModelRunner:
         return self._model
 
     def setup(self) -> None:
+        """Instantiate the model and run its ``setup()``; ``SetupFailed`` if it raises or overruns."""
         try:
-            self._model = self.definition.cls()
-            self._model.setup()
+            with self._call(None, self._setup_timeout):
+                self._model = self.definition.cls()
+                self._model.setup()
+        except PredictionTimeout:
+            raise SetupFailed(
+                f"setup() of {self.definition.name} did not finish within {self._setup_timeout:g}s"
+            ) from None
         except Exception as exc:
             # The traceback is for debugging; the one-line reason is what the user sees.
             logger.debug("setup() of %s failed", self.definition.name, exc_info=True)
@@ -66,34 +148,55 @@ class ModelRunner:
     def install_interrupt_handler(self) -> None:
         signal.signal(INTERRUPT_SIGNAL, self._on_interrupt_signal)
 
-    def interrupt(self, batch_id: int, reason: type[PredictionInterrupted] = PredictionCanceled) -> None:
-        """Stop ``predict`` of ``batch_id`` if it is still running (from any thread)."""
-        self._interrupt = (batch_id, reason)
-        if self._running_batch == batch_id and self._main_thread is not None:
+    def cancel(self, batch_id: int) -> None:
+        """Stop the calls of ``batch_id``, now and later (from any thread)."""
+        self._canceled_batch = batch_id
+        if self._running_batch == batch_id:
+            self._signal_main_thread()
+
+    def _interrupt_call(self, call_id: int) -> None:
+        logger.warning("A call into the model ran past its timeout; interrupting it")
+        self._overrun_call = call_id
+        if self._running_call == call_id:
+            self._signal_main_thread()
+
+    def _signal_main_thread(self) -> None:
+        if self._main_thread is not None:
             signal.pthread_kill(self._main_thread, INTERRUPT_SIGNAL)
 
     def _on_interrupt_signal(self, signum: int, frame: Any) -> None:
-        pending = self._interrupt
-        if pending is not None and self._running_batch is not None and pending[0] == self._running_batch:
-            self._interrupt = None
-            raise pending[1]()
+        if self._running_call is not None and self._overrun_call == self._running_call:
+            self._overrun_call = None
+            raise PredictionTimeout()
+        if self._running_batch is not None and self._canceled_batch == self._running_batch:
+            raise PredictionCanceled()
+
+    @contextlib.contextmanager
+    def _call(self, batch_id: int | None, timeout_s: float) -> Iterator[None]:
+        call_id = next(self._calls)
+        self._running_batch, self._running_call = batch_id, call_id
+        if self._watchdog is not None and timeout_s > 0:
+            self._watchdog.watch(call_id, timeout_s)
+        try:
+            yield
+        finally:
+            self._running_batch = self._running_call = None
+            if self._watchdog is not None:
+                self._watchdog.done()
 
     def predict(self, batch_id: int, inputs: list[Any]) -> list[str]:
         """Run one batch; returns each output as a JSON object string.
 
-        Raises ``PredictionInterrupted`` when interrupted, ``InvalidOutput`` when the
-        model breaks its contract, and whatever ``predict`` raised otherwise.
+        Raises ``PredictionInterrupted`` when canceled or overrunning, ``InvalidOutput``
+        when the model breaks its contract, and whatever ``predict`` raised otherwise.
         """
+        if self._canceled_batch == batch_id:
+            raise PredictionCanceled()
         folder = Path(tempfile.mkdtemp(prefix=f"tungsten-batch{batch_id}-"))
         try:
             with materialize_files_in(folder):
-                self._running_batch = batch_id
-                try:
-                    if self._interrupt is not None and self._interrupt[0] == batch_id:
-                        raise self._interrupt[1]()
+                with self._call(batch_id, self._prediction_timeout):
                     outputs = self._model.predict(inputs)
-                finally:
-                    self._running_batch = None
                 return [item.model_dump_json() for item in self.check_outputs(outputs, len(inputs))]
         finally:
             shutil.rmtree(folder, ignore_errors=True)

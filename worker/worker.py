@@ -16,14 +16,21 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from tungstenkit._errors import InvalidOutput, PredictionInterrupted
+from tungstenkit._errors import InvalidOutput, PredictionInterrupted, PredictionTimeout, SetupFailed
 from tungstenkit._logging import TRACE
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, Entry, EntryResult, Keys, WorkerQueue, now_iso
 from tungstenkit._settings import Settings
 from worker.buffer import Batch, BatchBuffer, Outcome, Work
 from worker.io import Heartbeat, Reader, Reaper, StopListener, Writer
-from worker.runner import ModelRunner, describe_exception
+from worker.runner import EXIT_STUCK, ModelRunner, describe_exception
+
+#: Exit codes the supervisor reads: the model cannot start, so restarting will not help.
+EXIT_LOAD_FAILED = 3
+EXIT_SETUP_FAILED = 4
+EXIT_REDIS_UNREACHABLE = 5
+#: Seconds a worker whose setup failed stays listed (as failed) in /health.
+FAILED_WORKER_VISIBLE_S = 300
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +64,12 @@ class Worker:
         self._client = client
         self._queue = WorkerQueue(client, keys, result_ttl_s=settings.result_ttl_s)
         self._keys = keys
-        self._runner = ModelRunner(definition)
+        self._runner = ModelRunner(
+            definition,
+            prediction_timeout_s=settings.prediction_timeout_s,
+            setup_timeout_s=settings.setup_timeout_s,
+            on_stuck=self._on_model_stuck,
+        )
         self._buffer = BatchBuffer()
         self._state = WorkerState.STARTING
         self._stopping = threading.Event()
@@ -91,20 +103,32 @@ class Worker:
     def setup(self) -> None:
         """Register, then run the model's ``setup()``; raises ``SetupFailed``."""
         self._queue.ensure_group()
+        self._runner.install_interrupt_handler()
         self._set_state(WorkerState.SETUP)
         self._heartbeat.beat()
         self._heartbeat.start()
         try:
             self._runner.setup()
+        except SetupFailed as exc:
+            self._heartbeat.stop()
+            self._report_setup_failure(str(exc))
+            raise
         except BaseException:
             self._heartbeat.stop()
             self._queue.unregister(self.worker_id)
             raise
         self._set_state(WorkerState.READY)
 
+    def _report_setup_failure(self, message: str) -> None:
+        """Leave a ``failed`` entry in the registry for a while, so ``/health`` shows why."""
+        fields = dict(self._registry_fields(), state="failed", error=message)
+        try:
+            self._queue.heartbeat(self.worker_id, fields, ttl_s=FAILED_WORKER_VISIBLE_S)
+        except CONNECTION_ERRORS:
+            pass
+
     def run(self) -> None:
         """Serve until ``stop()``; then finish the running batch and hand back the rest."""
-        self._runner.install_interrupt_handler()
         self._listener.start()
         self._writer.start()
         self._reader.start()
@@ -303,7 +327,19 @@ class Worker:
             self._writer.results(self._buffer.end_in_batch(batch, prediction_ids))
             if all(s.work.ended for s in batch.slices):
                 logger.info("Every prediction in batch %d ended: interrupting it", batch.batch_id)
-                self._runner.interrupt(batch.batch_id)
+                self._runner.cancel(batch.batch_id)
+
+    def _on_model_stuck(self, call_id: int) -> None:
+        """The model overran its timeout and never came back to Python: fail its batch
+        with ``Timeout`` and leave, so the supervisor starts a fresh worker."""
+        with self._current_lock:
+            batch = self._current
+        if batch is not None:
+            self._writer.results(self._buffer.finish(batch, None, PredictionTimeout.client_message))
+            self._writer.flush(5)
+        code = EXIT_SETUP_FAILED if self._state is WorkerState.SETUP else EXIT_STUCK
+        logger.error("The model did not return to Python after a timeout; replacing this worker")
+        os._exit(code)
 
     def _remember_ended(self, prediction_ids: set[str]) -> None:
         for prediction_id in prediction_ids:
