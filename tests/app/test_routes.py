@@ -113,7 +113,7 @@ def test_metadata_describes_the_model(server: Server) -> None:
     metadata = server.client.get("/").json()
     assert metadata["model_class"] == "Recorder"
     assert metadata["batch_size"] == 4
-    assert set(metadata["input_schema"]["properties"]) == {"x", "hold", "group"}
+    assert set(metadata["input_schema"]["properties"]) == {"x", "hold", "group", "stuck"}
     assert metadata["input_schema"]["required"] == ["x"]
     assert set(metadata["output_schema"]["properties"]) == {"x", "batch_size", "batch_id", "worker_pid"}
 
