@@ -52,6 +52,12 @@ class SyncTimeout(HTTPError):
     status_code = 504
 
 
+class Draining(HTTPError):
+    """The process is stopping and takes no new predictions."""
+
+    status_code = 503
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPError)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from types import FrameType
+
 import uvicorn
 
 from app.server import create_app
 from tungstenkit._logging import configure_logging
+from tungstenkit._process import announce_ready
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource
+
+logger = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """On the first SIGTERM/SIGINT, refuse new predictions with 503 for ``drain_s``
+    (a load balancer moves on, clients retry), then shut down as uvicorn does.
+
+    A second signal stops at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain_s: float, ready_fd: int | None = None) -> None:
+        super().__init__(config)
+        self._drain_s = drain_s
+        self._draining = False
+        self._ready_fd = ready_fd
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self._ready_fd is not None and self.started:
+            announce_ready(self._ready_fd)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        serving = getattr(self.config.app, "state", None)
+        if self._draining or self._drain_s <= 0 or serving is None:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        logger.info("Draining: refusing new predictions for %.1fs before stopping", self._drain_s)
+        serving.serving.start_draining()
+        timer = threading.Timer(self._drain_s, super().handle_exit, args=(sig, frame))
+        timer.daemon = True
+        timer.start()
 
 
 def run_api(
@@ -20,6 +58,7 @@ def run_api(
     port: int,
     log_level: str,
     batch_size: int | None,
+    ready_fd: int | None = None,
 ) -> None:
     configure_logging(log_level, "api")
     definition = source.load()
@@ -31,7 +70,7 @@ def run_api(
         model_name=source.reference,
         batch_size=batch_size,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -39,4 +78,7 @@ def run_api(
         # Access lines cost a measurable share of the API's CPU: only when asked for.
         access_log=log_level in ("debug", "trace"),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        # Past this many open connections uvicorn answers 503: memory stays bounded.
+        limit_concurrency=settings.max_connections or None,
     )
+    DrainingServer(config, settings.drain_s, ready_fd).run()

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.errors import InvalidInput, NotFound, SyncTimeout
+from app.errors import Draining, InvalidInput, NotFound, SyncTimeout
 from app.inputs import InputParser, read_body
 from app.waiters import CompletionWaiter
 from tungstenkit._errors import RedisUnavailable
@@ -35,6 +35,12 @@ class ServingContext:
     parser: InputParser
     chunk_size: int
     metadata: dict[str, Any]
+    #: Set when the process is stopping: new predictions get 503, waits return early.
+    draining: bool = False
+
+    def start_draining(self) -> None:
+        self.draining = True
+        self.waiter.release_all()
 
 
 def _context(request: Request) -> ServingContext:
@@ -58,6 +64,9 @@ def _prediction_id(request: Request) -> str:
 
 
 async def _submit(context: ServingContext, request: Request) -> str:
+    if context.draining:
+        raise Draining("This server is shutting down; retry (another instance may take the request)",
+                       headers={"Retry-After": "1"})
     body = await read_body(request, context.settings.max_body_bytes)
     inputs, groups = context.parser.parse(body)
     prediction_id = new_prediction_id()
@@ -74,7 +83,7 @@ async def _wait(context: ServingContext, prediction_id: str, wait_s: float) -> b
         body = await context.queue.fetch(prediction_id)
         while body is not None and status_of(body) not in TERMINAL_STATUSES:
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or context.draining:
                 break
             try:
                 await asyncio.wait_for(ended.wait(), min(remaining, _RECHECK_S))
@@ -147,15 +156,16 @@ async def health(request: Request) -> Response:
     except RedisUnavailable:
         return JSONResponse({"status": "unavailable", "redis": "unreachable", "workers": []}, status_code=503)
     ready = [w for w in workers if w.fields.get("state") in _READY_STATES]
+    status = "draining" if context.draining else "ok" if ready else "no_ready_workers"
     return JSONResponse(
         {
-            "status": "ok" if ready else "no_ready_workers",
+            "status": status,
             "redis": "ok",
             "queued_inputs": queued,
             "ready_workers": len(ready),
             "workers": [{"id": w.worker_id, **w.fields} for w in workers],
         },
-        status_code=200 if ready else 503,
+        status_code=200 if status == "ok" else 503,
     )
 
 

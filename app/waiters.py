@@ -39,6 +39,12 @@ class CompletionWaiter:
                 if not waiting:
                     del self._events[prediction_id]
 
+    def release_all(self) -> None:
+        """Wake every waiting request (the process is stopping)."""
+        for events in self._events.values():
+            for event in events:
+                event.set()
+
     async def run(self) -> None:
         delay = 0.1
         while True:

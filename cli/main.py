@@ -167,6 +167,7 @@ def worker(
 @model_options
 @click.option("--host", default="0.0.0.0")  # noqa: S104
 @click.option("--port", type=int, default=3000)
+@click.option("--ready-fd", type=int)
 @serving_options
 @click.pass_context
 def api(
@@ -176,6 +177,7 @@ def api(
     class_name: str | None,
     host: str,
     port: int,
+    ready_fd: int | None,
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
@@ -196,6 +198,7 @@ def api(
         port=port,
         log_level=log_level,
         batch_size=batch_size,
+        ready_fd=ready_fd,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -31,3 +32,12 @@ def die_with_parent() -> None:
     """
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def announce_ready(fd: int) -> None:
+    """Tell the supervisor, on the pipe it gave us, that this child is ready."""
+    try:
+        os.write(fd, b"ready\n")
+        os.close(fd)
+    except OSError:
+        pass

@@ -62,6 +62,8 @@ class RedisServer:
     executable: str | None = None
     #: Stop the server when the process that started it dies (for ``tungsten serve``).
     die_with_parent: bool = False
+    #: When the append-only file is fsynced: "always", "everysec" or "no".
+    appendfsync: str = "everysec"
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -92,7 +94,7 @@ class RedisServer:
             f"logfile {self.data_dir / 'redis.log'}",
             'save ""',
             f"appendonly {'yes' if self.persistent else 'no'}",
-            "appendfsync everysec",
+            f"appendfsync {self.appendfsync}",
             "appendfilename appendonly.aof",
         ]
         if self.uses_socket:
@@ -105,6 +107,8 @@ class RedisServer:
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Start the server and return once it answers PING."""
+        if self.appendfsync not in ("always", "everysec", "no"):
+            raise RedisServerError(f"appendfsync must be always, everysec or no, not {self.appendfsync!r}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         executable = self.executable or find_redis_server()

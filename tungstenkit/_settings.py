@@ -51,8 +51,14 @@ class Settings:
     setup_timeout_s: float = 3600.0
     #: Seconds one batch may run before it fails with ``Timeout`` (0: no limit).
     prediction_timeout_s: float = 0.0
-    #: Seconds a stopping worker may spend finishing its batch.
+    #: Seconds a stopping worker may spend finishing its batch (and the API its requests).
     shutdown_grace_s: float = 30.0
+    #: Seconds a stopping API answers 503 to new predictions before it closes its port.
+    drain_s: float = 1.0
+    #: Open connections the API accepts before answering 503 (0: no limit).
+    max_connections: int = 2048
+    #: fsync policy of the embedded Redis's append-only file: always, everysec or no.
+    redis_appendfsync: str = "everysec"
     #: Seconds a starting worker or server keeps trying to reach Redis.
     redis_connect_timeout_s: float = 20.0
     #: Seconds between worker heartbeats; a worker silent for 5 of them counts as dead,

@@ -34,8 +34,6 @@ _FATAL_WORKER_EXITS = {_EXIT_LOAD_FAILED: "could not load the model", 4: "setup(
 #: A child that ran this long before exiting starts again without delay.
 _HEALTHY_RUN_S = 30.0
 _MAX_BACKOFF_S = 30.0
-#: An API that exits within this time of starting will not do better on a retry.
-_API_START_WINDOW_S = 5.0
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -63,6 +61,7 @@ class Child:
     next_start_at: float = 0.0
     starts: int = 0
     ready: bool = False
+    ever_ready: bool = False
     _ready_pipe: int | None = None
 
     def start(self) -> None:
@@ -96,6 +95,7 @@ class Child:
         if not self.ready and self._ready_pipe is not None:
             try:
                 self.ready = b"ready" in os.read(self._ready_pipe, 64)
+                self.ever_ready = self.ever_ready or self.ready
             except BlockingIOError:
                 pass
             except OSError:
@@ -190,7 +190,7 @@ class Supervisor:
 
     def _api_child(self, redis_url: str) -> Child:
         argv = [sys.executable, "-m", "cli", "_api", *self._model_args(), "--host", self.options.host, "--port", str(self.options.port)]
-        return Child("api", argv, self._child_env(redis_url))
+        return Child("api", argv, self._child_env(redis_url), reports_ready=True)
 
     def _worker_child(self, redis_url: str, index: int) -> Child:
         argv = [sys.executable, "-m", "cli", "worker", *self._model_args()]
@@ -202,7 +202,7 @@ class Supervisor:
                 self._restart_embedded_redis()
             now = time.monotonic()
             for child in self._children:
-                if child.reports_ready and child.check_ready():
+                if child.check_ready() and child.name != "api":
                     self._served = True
                 code = child.exit_code()
                 if child.process is None:
@@ -221,9 +221,9 @@ class Supervisor:
 
     def _fatal_reason(self, child: Child, code: int) -> str | None:
         if child.name == "api":
-            # Only a first start that fails fast is hopeless (bad port, broken model);
-            # an API that dies later is restarted like a worker.
-            if child.starts == 1 and time.monotonic() - child.started_at < _API_START_WINDOW_S:
+            # An API that never came up is hopeless (bad port, broken model); one that
+            # dies after listening is restarted like a worker.
+            if not child.ever_ready:
                 return f"The API process exited at start (code {code}); see its message above"
             return None
         reason = _FATAL_WORKER_EXITS.get(code)
@@ -276,7 +276,7 @@ class Supervisor:
                 f"Another `tungsten serve` is using {data_dir}; stop it, or give this one --redis-url "
                 "or another TUNGSTEN_HOME"
             ) from None
-        self._redis = RedisServer(data_dir, die_with_parent=True)
+        self._redis = RedisServer(data_dir, die_with_parent=True, appendfsync=self.settings.redis_appendfsync)
         self._redis.start()
         logger.info("Embedded Redis ready (data in %s)", data_dir)
         return self._redis.url

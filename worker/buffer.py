@@ -167,13 +167,23 @@ class BatchBuffer:
         return sum(w.remaining for w in self._queue if w.entry.group == group)
 
     def _cut(self, max_size: int) -> Batch:
+        """The oldest entry, then later entries of its group that fit whole (first fit).
+
+        Entries are not split across batches, so an entry's outputs are all produced by
+        one ``predict`` call: if the worker dies, redelivering the entry runs nothing
+        twice. Only an entry larger than the batch (a worker started with a smaller
+        batch size than the API's) is split.
+        """
         group = self._queue[0].entry.group
         slices: list[Slice] = []
         room = max_size
         kept: deque[Work] = deque()
         while self._queue:
             work = self._queue.popleft()
-            if room and work.entry.group == group:
+            # An entry that does not fit waits for the next batch, unless it is the first
+            # and larger than any batch.
+            fits = work.remaining <= room or not slices
+            if room and work.entry.group == group and fits:
                 count = min(room, work.remaining)
                 slices.append(Slice(work, work.next_input, count))
                 work.next_input += count

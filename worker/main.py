@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from tungstenkit._errors import ModelLoadError, RedisUnavailable, SetupFailed
 from tungstenkit._logging import configure_logging
+from tungstenkit._process import announce_ready
 from tungstenkit._queue import Keys, connect
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource
@@ -46,15 +46,6 @@ def run_worker(
     except KeyboardInterrupt:
         return 0
     if ready_fd is not None:
-        _announce_ready(ready_fd)
+        announce_ready(ready_fd)
     worker.run()
     return 0
-
-
-def _announce_ready(fd: int) -> None:
-    """Tell the supervisor that the model is set up (it started us with this pipe)."""
-    try:
-        os.write(fd, b"ready\n")
-        os.close(fd)
-    except OSError:
-        logger.debug("No supervisor listening on fd %d", fd)

@@ -134,14 +134,16 @@ class Worker:
         self._reader.start()
         self._reaper.start()
         logger.info("Worker %s ready: model %s, batch size %d", self.worker_id, self.model_name, self.batch_size)
+        graceful = False
         try:
             while not self._stopping.is_set():
                 batch = self._buffer.take(self.batch_size, timeout_s=0.5, wait_s=self.settings.batch_wait_ms / 1000)
                 if batch is not None:
                     self._reader.room_made()
                     self._run_batch(batch)
+            graceful = True
         finally:
-            self._shutdown()
+            self._shutdown(finish_started=graceful)
 
     def run_burst(self) -> None:
         """Process everything queued now, then return (a test and batch-job seam).
@@ -184,7 +186,8 @@ class Worker:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, finish_started: bool) -> None:
+        """Hand back the entries not started, finish those started, write every result."""
         self._set_state(WorkerState.STOPPING)
         self._reader.stop()
         self._reader.join(timeout=5)
@@ -195,6 +198,10 @@ class Worker:
                 logger.info("Handed %d unstarted entries back to the queue", moved)
         except CONNECTION_ERRORS as exc:
             logger.warning("Could not hand back %d entries (%s); they wait for redelivery", len(handed_back), exc)
+        # What is left was split across batches (larger than a batch): finish it, so
+        # that no input whose output was produced runs again elsewhere.
+        while finish_started and (batch := self._buffer.take(self.batch_size, timeout_s=0)) is not None:
+            self._run_batch(batch)
         if not self._writer.flush(self.settings.shutdown_grace_s):
             logger.warning("Some results could not be written before stopping; they will be redelivered")
         self._stop_threads()

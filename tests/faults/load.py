@@ -101,6 +101,8 @@ class Load:
                         self.accepted[response.json()["prediction_id"]] = xs
                     else:
                         self.refused[str(response.status_code)] += 1
+                if response.status_code != 200:
+                    _pause.wait(0.02)  # told to retry later: a real client would back off
                 if self.pace:
                     _pause.wait(self.pace)
 

@@ -195,3 +195,14 @@ def test_a_prediction_with_a_poison_input_fails_while_its_batch_mates_succeed(ha
     assert harness.result(poisoned)["status"] == "failed"
     assert harness.result(poisoned)["error_message"] == "ValueError: negative input -2"
     assert [o["x"] for o in harness.result(fine)["outputs"]] == [3, 4]
+
+
+def test_entries_are_not_split_when_a_later_one_fits(harness: Harness) -> None:
+    first = harness.submit([{"x": 1}, {"x": 2}, {"x": 3}])
+    second = harness.submit([{"x": 4}, {"x": 5}, {"x": 6}])
+    third = harness.submit([{"x": 7}])
+    harness.run()
+    # A batch never holds part of a request that fits whole in a later batch.
+    assert harness.batches() == [[1, 2, 3, 7], [4, 5, 6]]
+    assert [o["x"] for o in harness.result(second)["outputs"]] == [4, 5, 6]
+    assert harness.result(first)["status"] == harness.result(third)["status"] == "success"
