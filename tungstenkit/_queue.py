@@ -481,6 +481,21 @@ class WorkerQueue:
                     claimed.append(Entry.from_fields(sid, dict(zip(flat[::2], flat[1::2]))))
         return claimed
 
+    def reclaim_forgotten(self, worker_id: str, min_idle_ms: int, held: set[str]) -> list[Entry]:
+        """Entries pending for this worker, idle for long, that it no longer holds.
+
+        They arise when a result write was lost (a Redis failover, a bug): claiming them
+        again resets their idle time and hands them back to the worker to run.
+        """
+        pending = self._redis.xpending_range(
+            self.keys.queue, GROUP, min="-", max="+", count=1000, consumername=worker_id, idle=min_idle_ms
+        )
+        forgotten = [p["message_id"] for p in pending if p["message_id"].decode() not in held]
+        if not forgotten:
+            return []
+        claimed = self._redis.xclaim(self.keys.queue, GROUP, worker_id, min_idle_ms, forgotten)
+        return [Entry.from_fields(sid, fields) for sid, fields in claimed if fields]
+
     def requeue(self, entries: Sequence[Entry]) -> int:
         """Hand entries that were read but never started back to the stream."""
         if not entries:

@@ -273,6 +273,10 @@ class BatchBuffer:
                     self._emit(results, s.work, EntryResult.DROPPED)
         return results
 
+    def held_sids(self) -> set[str]:
+        with self._lock:
+            return {w.entry.sid for w in self._queue}
+
     def drain(self) -> list[Entry]:
         """Remove and return the entries no input of which has started (for hand-back)."""
         with self._lock:

@@ -76,6 +76,11 @@ class Writer(threading.Thread):
             self._pending.results.extend(results)
             self._cond.notify()
 
+    def pending_sids(self) -> set[str]:
+        """Entries whose results are handed over but not yet written."""
+        with self._cond:
+            return {r.entry.sid for r in self._pending.results}
+
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything handed over so far is written; False on timeout."""
         deadline = time.monotonic() + timeout_s
@@ -116,7 +121,9 @@ class Writer(threading.Thread):
                 backoff.wait(self._never)
                 continue
             except Exception:
-                logger.exception("Writing results failed; they are dropped and will be redelivered")
+                # Not a connection problem, so retrying would fail the same way; the
+                # entries stay pending and the reaper runs them again later.
+                logger.exception("Writing results failed; their entries will be run again")
                 ended = []
             backoff.reset()
             with self._cond:
@@ -258,8 +265,15 @@ class Reader(threading.Thread):
                 self._on_entries(entries)
 
 
+#: An entry pending for a live worker that it does not hold, idle this long, was lost
+#: track of (a dropped result write) and is run again.
+FORGOTTEN_IDLE_MS = 60_000
+_FORGOTTEN_CHECK_EVERY = 15
+
+
 class Reaper(threading.Thread):
-    """Takes over the entries of workers that died (their heartbeat expired)."""
+    """Takes over the entries of workers that died (their heartbeat expired), and
+    recovers this worker's own entries that it lost track of."""
 
     def __init__(
         self,
@@ -268,6 +282,7 @@ class Reaper(threading.Thread):
         crash_limit: int,
         interval_s: float,
         on_entries: Callable[[list], None],
+        held_sids: Callable[[], set[str]],
     ) -> None:
         super().__init__(name="tungsten-reaper", daemon=True)
         self._queue = queue
@@ -275,13 +290,18 @@ class Reaper(threading.Thread):
         self._crash_limit = crash_limit
         self._interval = interval_s
         self._on_entries = on_entries
+        self._held_sids = held_sids
         self._halt = threading.Event()
 
     def stop(self) -> None:
         self._halt.set()
 
     def run(self) -> None:
+        rounds = 0
         while not self._halt.wait(self._interval):
+            rounds += 1
+            if rounds % _FORGOTTEN_CHECK_EVERY == 0:
+                self._recover_forgotten()
             try:
                 entries = self._queue.reap(self._worker_id, self._crash_limit)
             except CONNECTION_ERRORS as exc:
@@ -295,3 +315,13 @@ class Reaper(threading.Thread):
                 inputs = sum(e.count for e in entries)
                 logger.warning("Took over %d inputs from a worker that stopped answering", inputs)
                 self._on_entries(entries)
+
+    def _recover_forgotten(self) -> None:
+        try:
+            entries = self._queue.reclaim_forgotten(self._worker_id, FORGOTTEN_IDLE_MS, self._held_sids())
+        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+            logger.debug("Checking for forgotten entries failed: %s", exc)
+            return
+        if entries:
+            logger.warning("Running again %d entries whose results were never recorded", len(entries))
+            self._on_entries(entries)

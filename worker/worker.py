@@ -86,7 +86,12 @@ class Worker:
         self._listener = StopListener(client, keys.stop_channel, self._on_predictions_stopped)
         self._heartbeat = Heartbeat(self._queue, self.worker_id, self._registry_fields, settings.heartbeat_interval_s)
         self._reaper = Reaper(
-            self._queue, self.worker_id, settings.max_input_crashes, settings.heartbeat_interval_s, self._on_entries
+            self._queue,
+            self.worker_id,
+            settings.max_input_crashes,
+            settings.heartbeat_interval_s,
+            self._on_entries,
+            self._held_sids,
         )
 
     def __repr__(self) -> str:
@@ -355,6 +360,12 @@ class Worker:
                 self._ended_order.append(prediction_id)
         while len(self._ended_order) > 100_000:
             self._ended_ids.discard(self._ended_order.popleft())
+
+    def _held_sids(self) -> set[str]:
+        """Entries this worker knows about: buffered, running, or with results to write."""
+        current = self._current
+        running = set(current.sids) if current else set()
+        return self._buffer.held_sids() | running | self._writer.pending_sids()
 
     # -- registry --------------------------------------------------------------------
     def _set_state(self, state: WorkerState) -> None:

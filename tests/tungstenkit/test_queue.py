@@ -284,3 +284,11 @@ def test_entries_of_ended_predictions_are_just_released(queues: Queues) -> None:
     assert queues.worker.reap("alive", crash_limit=3) == []
     assert queues.client.xpending(queues.keys.queue, GROUP)["pending"] == 0
     assert queues.queued() == 0
+
+
+def test_entries_a_live_worker_forgot_are_claimed_again(queues: Queues) -> None:
+    queues.submit("held", 1)
+    queues.submit("lost", 1)
+    held, lost = queues.worker.read("w1", 10, None)
+    assert queues.worker.reclaim_forgotten("w1", 0, {held.sid}) == [lost]
+    assert queues.worker.reclaim_forgotten("w1", 60_000, set()) == []  # claiming reset its idle time
