@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import redis
@@ -11,6 +12,7 @@ import redis
 from tests.faults.load import Load
 from tests.support import MODELS, Server, ServerFactory, wait_for
 from tests.test_serve import _alive, _descendants
+from tungstenkit._redis_server import RedisServer, free_port
 
 
 def _child(server: Server, marker: str) -> int | None:
@@ -108,3 +110,27 @@ def test_sigterm_under_load_then_start_again(serve: ServerFactory, tmp_path: Pat
     _assert_nothing_lost(report)
     assert report.completed == report.accepted
     assert "Handed" in first.log() or "draining" in first.log().lower()
+
+
+def test_a_hung_redis_gives_503_in_bounded_time_not_a_hang(serve: ServerFactory, tmp_path: Path) -> None:
+    private = RedisServer(tmp_path / "redis", port=free_port(), persistent=False)
+    private.start()
+    serve.redis_url = private.url
+    server = serve(MODELS / "recorder")
+    prediction_id = server.client.post("/predictions", json=[{"x": 1}]).json()["prediction_id"]
+    assert private.pid is not None
+    os.kill(private.pid, signal.SIGSTOP)  # Redis accepts nothing and answers nothing
+    try:
+        started = time.monotonic()
+        responses = [
+            server.client.post("/predictions", json=[{"x": 2}], timeout=30),
+            server.client.get(f"/predictions/{prediction_id}", timeout=30),
+        ]
+        assert [r.status_code for r in responses] == [503, 503]
+        assert all(r.headers["Retry-After"] for r in responses)
+        assert time.monotonic() - started < 25  # each within the API's 5 s Redis timeout
+    finally:
+        os.kill(private.pid, signal.SIGCONT)
+    assert server.result(prediction_id)["status"] == "success"  # and all is well after
+    server.stop()
+    private.stop()
