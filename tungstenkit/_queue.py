@@ -12,6 +12,8 @@ as entries of one stream that the workers read through one consumer group::
     tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
     tungsten:{ns}:workers        zset index of worker ids; each live worker refreshes
     tungsten:{ns}:worker:<wid>   hash with a short TTL (its heartbeat)
+    tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
+                                 output file served as ``GET /files/<name>``
 
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
@@ -68,6 +70,9 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
+
+    def file(self, name: str) -> str:
+        return f"{self.prefix}file:{name}"
 
 
 def redacted(url: str) -> str:
@@ -203,6 +208,21 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class StoredFile:
+    """An output file kept in Redis for ``GET /files/<name>`` (``output_files=url``)."""
+
+    name: str
+    mime_type: str
+    data: bytes
+
+
+#: Output files outlive their prediction's TTL by this factor, so that a file written
+#: when one entry finished is still there when the last entry ends the prediction. The
+#: API serves a file only while its prediction exists and succeeded.
+FILE_TTL_FACTOR = 2
+
+
+@dataclass(frozen=True)
 class EntryResult:
     """What became of an entry: outputs (``OUTPUTS``), an error, or dropped unrun."""
 
@@ -215,6 +235,8 @@ class EntryResult:
     #: For outputs, the entry's outputs as JSON objects joined by commas; for an
     #: error, its message.
     payload: str = ""
+    #: For outputs, the files their links point to (``output_files=url``).
+    files: tuple[StoredFile, ...] = ()
 
 
 # ---------------------------------------------------------------------------------
@@ -319,6 +341,19 @@ class AsyncPredictionQueue:
             raise PredictionNotFound(prediction_id)
         return body
 
+    async def fetch_file(self, name: str) -> tuple[str, bytes] | None:
+        """An output file's media type and bytes, while its prediction is readable and succeeded."""
+        try:
+            owner, mime_type, data = await self._redis.hmget(self.keys.file(name), ["p", "t", "d"])
+            if owner is None or data is None:
+                return None
+            status = await self._redis.hget(self.keys.prediction(owner.decode()), "status")
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        if status != b"success":
+            return None
+        return (mime_type or b"application/octet-stream").decode(), data
+
     async def ping(self) -> None:
         try:
             await self._redis.ping()
@@ -389,6 +424,7 @@ class WorkerQueue:
         returned set names those that had already ended (canceled, failed) and so
         must not produce outputs.
         """
+        self._store_files(results)
         calls: list[tuple[Script, list[str], list[Any]]] = []
         stamp = now_iso()
         for prediction_ids in started:
@@ -406,6 +442,20 @@ class WorkerQueue:
         for prediction_ids, reply in zip(started, replies):
             ended.append({prediction_ids[i - 1] for i in reply})
         return ended
+
+    def _store_files(self, results: Sequence[EntryResult]) -> None:
+        """Write output files before the results that link to them become visible."""
+        with_files = [r for r in results if r.files and r.kind == EntryResult.OUTPUTS]
+        if not with_files:
+            return
+        ttl_ms = self._ttl * FILE_TTL_FACTOR * 1000
+        with self._redis.pipeline(transaction=False) as pipe:
+            for result in with_files:
+                for stored in result.files:
+                    key = self.keys.file(stored.name)
+                    pipe.hset(key, mapping={"p": result.entry.prediction_id, "t": stored.mime_type, "d": stored.data})
+                    pipe.pexpire(key, ttl_ms)
+            pipe.execute()
 
     def requeue(self, entries: Sequence[Entry]) -> int:
         """Hand entries that were read but never started back to the stream."""

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tungstenkit._queue import Entry, EntryResult
+from tungstenkit._queue import Entry, EntryResult, StoredFile
+from worker.outcome import InputOutcome, as_outcome
 
 
 @dataclass(eq=False)
@@ -27,6 +28,7 @@ class Work:
     read_at: float = field(default_factory=time.monotonic)
     next_input: int = 0
     outputs: list[str | None] = field(default_factory=list)
+    files: list[StoredFile] = field(default_factory=list)
     done_inputs: int = 0
     in_flight: int = 0
     ended: bool = False
@@ -144,11 +146,14 @@ class BatchBuffer:
         self._queue = kept
         return Batch(next(self._ids), slices)
 
-    def finish(self, batch: Batch, outputs: Sequence[str] | None, error: str | None) -> list[EntryResult]:
+    def finish(
+        self, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None
+    ) -> list[EntryResult]:
         """Record a batch's outcome; returns the results of entries now complete.
 
         An error ends every entry it touched: their predictions fail, so their
-        remaining inputs are dropped too.
+        remaining inputs are dropped too. An input that failed on its own (its file
+        could not be fetched) ends only its entry.
         """
         results: list[EntryResult] = []
         with self._lock:
@@ -164,11 +169,21 @@ class BatchBuffer:
                     self._emit(results, work, EntryResult.ERROR, error)
                 else:
                     assert outputs is not None
-                    work.outputs[s.offset : s.offset + s.count] = outputs[position : position + s.count]
-                    work.done_inputs += s.count
-                    if work.done_inputs == work.entry.count:
-                        work.ended = True
-                        self._emit(results, work, EntryResult.OUTPUTS, ",".join(work.outputs))  # type: ignore[arg-type]
+                    outcomes = [as_outcome(o) for o in outputs[position : position + s.count]]
+                    failed = next(((k, o.failure) for k, o in enumerate(outcomes) if o.failure is not None), None)
+                    if failed is not None:
+                        index = work.entry.start + s.offset + failed[0]
+                        self._end(work)
+                        self._emit(results, work, EntryResult.ERROR, failed[1].message(index))
+                    else:
+                        work.outputs[s.offset : s.offset + s.count] = [o.output for o in outcomes]
+                        for outcome in outcomes:
+                            work.files.extend(outcome.files)
+                        work.done_inputs += s.count
+                        if work.done_inputs == work.entry.count:
+                            work.ended = True
+                            payload = ",".join(work.outputs)  # type: ignore[arg-type]
+                            self._emit(results, work, EntryResult.OUTPUTS, payload, tuple(work.files))
                 position += s.count
         return results
 
@@ -237,8 +252,10 @@ class BatchBuffer:
             pass
 
     @staticmethod
-    def _emit(results: list[EntryResult], work: Work, kind: str, payload: str = "") -> None:
+    def _emit(
+        results: list[EntryResult], work: Work, kind: str, payload: str = "", files: tuple[StoredFile, ...] = ()
+    ) -> None:
         """Each entry gets exactly one result, whoever ends it first."""
         if not work.reported:
             work.reported = True
-            results.append(EntryResult(work.entry, kind, payload))
+            results.append(EntryResult(work.entry, kind, payload, files))

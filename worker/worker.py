@@ -57,7 +57,7 @@ class Worker:
         self._client = client
         self._queue = WorkerQueue(client, keys, result_ttl_s=settings.result_ttl_s)
         self._keys = keys
-        self._runner = ModelRunner(definition)
+        self._runner = ModelRunner(definition, settings)
         self._buffer = BatchBuffer()
         self._state = WorkerState.STARTING
         self._stopping = threading.Event()
