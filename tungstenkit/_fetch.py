@@ -116,10 +116,12 @@ def refusal(address: IPAddress) -> str | None:
         return "a multicast address"
     if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
         return "a shared (carrier-grade NAT) address"
+    if address.is_reserved:
+        return "a reserved address"
     if address.is_private:
         return "a private address"
-    if address.is_reserved or not address.is_global:
-        return "a reserved address"
+    if not address.is_global:
+        return "an address that is not globally routable"
     return None
 
 
@@ -282,36 +284,45 @@ def _exchange(
             "GET", target.path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
         )
         response = connection.getresponse()
-        if response.status in _REDIRECTS:
-            return response.status, response.getheader("Location"), None
-        if not 200 <= response.status < 300:
-            raise FetchError(f"the server answered {response.status} {response.reason}".rstrip())
-        encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
-        if encoding not in ("identity", ""):
-            raise FetchError(f"the server sent a {encoding}-encoded body; only unencoded bodies are accepted")
-        declared = response.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > policy.max_bytes:
-            raise FileTooLarge(f"the file is {declared} bytes; the limit is {policy.max_bytes} (TUNGSTEN_MAX_FILE_BYTES)")
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            if time.monotonic() > deadline:
-                raise FetchError(f"the download took longer than {policy.total_timeout_s:g}s")
-            chunk = response.read1(_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > policy.max_bytes:
-                raise FileTooLarge(f"the file is over the limit of {policy.max_bytes} bytes (TUNGSTEN_MAX_FILE_BYTES)")
-            parts.append(chunk)
-        content_type = response.getheader("Content-Type") or ""
-        return response.status, None, Download(b"".join(parts), content_type, url)
+        try:
+            return _read_response(response, target, policy, deadline, url)
+        finally:
+            response.close()
     except TimeoutError:
         raise FetchError(f"no answer from {target.host} within {policy.read_timeout_s:g}s") from None
     except ssl.SSLError as exc:
         raise FetchError(f"TLS with {target.host} failed: {exc.reason or exc}") from None
     except (http.client.HTTPException, OSError) as exc:
         raise FetchError(f"the connection to {target.host} failed: {_describe(exc)}") from None
+
+
+def _read_response(
+    response: http.client.HTTPResponse, target: Target, policy: FetchPolicy, deadline: float, url: str
+) -> tuple[int, str | None, Download | None]:
+    if response.status in _REDIRECTS:
+        return response.status, response.getheader("Location"), None
+    if not 200 <= response.status < 300:
+        raise FetchError(f"the server answered {response.status} {response.reason}".rstrip())
+    encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise FetchError(f"the server sent a {encoding}-encoded body; only unencoded bodies are accepted")
+    declared = response.getheader("Content-Length")
+    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+        raise FileTooLarge(f"the file is {declared} bytes; the limit is {policy.max_bytes} (TUNGSTEN_MAX_FILE_BYTES)")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise FetchError(f"the download took longer than {policy.total_timeout_s:g}s")
+        chunk = response.read1(_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > policy.max_bytes:
+            raise FileTooLarge(f"the file is over the limit of {policy.max_bytes} bytes (TUNGSTEN_MAX_FILE_BYTES)")
+        parts.append(chunk)
+    content_type = response.getheader("Content-Type") or ""
+    return response.status, None, Download(b"".join(parts), content_type, url)
 
 
 def _describe(exc: BaseException | None) -> str:

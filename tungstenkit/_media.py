@@ -141,8 +141,10 @@ def open_image(source: bytes | Path, max_pixels: int) -> PILImage:
     from PIL import UnidentifiedImageError
 
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    PILImageModule.init()
+    formats = [name for name in IMAGE_FORMATS if name in PILImageModule.OPEN]
     try:
-        image = PILImageModule.open(stream, formats=IMAGE_FORMATS)
+        image = PILImageModule.open(stream, formats=formats)
     except (PILImageModule.DecompressionBombError, PILImageModule.DecompressionBombWarning):
         raise ImageTooLarge(f"the image has more than {max_pixels} pixels, the limit") from None
     except UnidentifiedImageError:
