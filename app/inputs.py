@@ -12,6 +12,7 @@ from app.errors import InvalidInput, MalformedBody, PayloadTooLarge
 from tungstenkit._files import DEFER_DECODING, FILE_POLICY, FilePolicy
 from tungstenkit._io import BaseIO, batch_group_key, option_names
 from tungstenkit._media import configure_pillow
+from tungstenkit._model import has_file_fields
 
 #: Validation error types that mean "too many bytes", answered with 413 rather than 422.
 _TOO_LARGE = frozenset({"file_too_large"})
@@ -43,7 +44,8 @@ class InputParser:
         # An empty allowance for local files: inputs from HTTP may not name local paths.
         # Masks are checked here and binarised by the worker, which validates again.
         self._context = {FILE_POLICY: self._files, DEFER_DECODING: True}
-        configure_pillow(self._files.max_image_pixels)
+        if has_file_fields(input_cls):
+            configure_pillow(self._files.max_image_pixels)
 
     def parse(self, body: bytes) -> tuple[list[str], list[str]]:
         """Each input as a JSON object string, and each input's option group key."""

@@ -109,12 +109,12 @@ def test_url_inputs_are_fetched_through_the_allowlist(server: Server, remote: Fi
 def test_a_redirect_into_a_private_range_fails_only_that_prediction(server: Server, remote: FileServer) -> None:
     evil = remote.add("/evil.png", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
     good = remote.add("/fine.png", png())
-    bad_id = server.client.post("/predictions", json=[{"image": good}, {"image": evil}]).json()["prediction_id"]
+    bad_id = server.client.post("/predictions", json=[{"image": good}] * 3 + [{"image": evil}]).json()["prediction_id"]
     good_id = server.client.post("/predictions", json=[{"image": good}]).json()["prediction_id"]
     bad = server.result(bad_id)
     assert bad["status"] == "failed" and bad["outputs"] is None
     assert bad["error_message"] == (
-        "URLRefused: input 1, field 'image': 169.254.169.254 is a link-local address (where cloud metadata "
+        "URLRefused: input 3, field 'image': 169.254.169.254 is a link-local address (where cloud metadata "
         "services live); add it to TUNGSTEN_URL_ALLOWLIST to allow it"
     )
     assert server.result(good_id)["status"] == "success"

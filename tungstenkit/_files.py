@@ -122,7 +122,7 @@ def _data_uri_header(uri: str) -> tuple[str, bool]:
 
 def decode_data_uri(uri: str) -> tuple[str, bytes]:
     """Split a ``data:`` URI into its media type and bytes; ValueError if malformed."""
-    header, sep, payload = uri[5:].partition(",")
+    _, sep, payload = uri[5:].partition(",")
     if not sep:
         raise ValueError("a data URI needs a comma between its header and its data")
     mime_type, is_base64 = _data_uri_header(uri)
@@ -184,7 +184,7 @@ class File:
     #: The media type assumed for bytes that announce none.
     default_mime_type: ClassVar[str] = "application/octet-stream"
 
-    __slots__ = ("_uri", "_local_path", "_mime_type")
+    __slots__ = ("_local_path", "_mime_type", "_uri")
 
     def __init__(self, uri: str) -> None:
         self._uri = uri

@@ -96,6 +96,6 @@ def _download(url: str, policy: FetchPolicy) -> Download | FileInputError:
         return fetch(url, policy)
     except FileInputError as exc:
         return exc
-    except Exception as exc:  # noqa: BLE001 - one bad URL must not take the batch down
+    except Exception as exc:  # one bad URL must not take the batch down
         logger.warning("Downloading %s failed unexpectedly", url, exc_info=True)
         return FetchError(f"{type(exc).__name__}: {exc}")

@@ -345,14 +345,14 @@ class AsyncPredictionQueue:
         """An output file's media type and bytes, while its prediction is readable and succeeded."""
         try:
             owner, mime_type, data = await self._redis.hmget(self.keys.file(name), ["p", "t", "d"])
-            if owner is None or data is None:
+            if not isinstance(owner, bytes) or not isinstance(data, bytes):
                 return None
             status = await self._redis.hget(self.keys.prediction(owner.decode()), "status")
         except CONNECTION_ERRORS as exc:
             raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
         if status != b"success":
             return None
-        return (mime_type or b"application/octet-stream").decode(), data
+        return (mime_type if isinstance(mime_type, bytes) else b"application/octet-stream").decode(), data
 
     async def ping(self) -> None:
         try:
@@ -453,7 +453,12 @@ class WorkerQueue:
             for result in with_files:
                 for stored in result.files:
                     key = self.keys.file(stored.name)
-                    pipe.hset(key, mapping={"p": result.entry.prediction_id, "t": stored.mime_type, "d": stored.data})
+                    fields: dict[str | bytes, str | bytes] = {
+                        "p": result.entry.prediction_id,
+                        "t": stored.mime_type,
+                        "d": stored.data,
+                    }
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                     pipe.pexpire(key, ttl_ms)
             pipe.execute()
 

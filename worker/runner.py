@@ -47,8 +47,9 @@ class ModelRunner:
         self.files = FilePolicy.from_settings(settings)
         self._output_links = settings.output_files == "url"
         self._public_url = settings.public_url
-        configure_pillow(self.files.max_image_pixels)
         self._has_file_inputs = has_file_fields(definition.input_cls)
+        if self._has_file_inputs:
+            configure_pillow(self.files.max_image_pixels)
         self._model: Any = None
         self._inputs_adapter = TypeAdapter(list[definition.input_cls])  # type: ignore[name-defined]
         self._running_batch: int | None = None

@@ -23,6 +23,7 @@ from tungstenkit._queue import CONNECTION_ERRORS, Entry, EntryResult, Keys, Work
 from tungstenkit._settings import Settings
 from worker.buffer import Batch, BatchBuffer, Work
 from worker.io import Heartbeat, Reader, StopListener, Writer
+from worker.outcome import InputOutcome
 from worker.runner import ModelRunner, describe_exception
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class Worker:
         if logger.isEnabledFor(TRACE):
             logger.log(TRACE, "Batch %d: %d inputs from %d predictions", batch.batch_id, len(batch), len(prediction_ids))
         inputs = batch.inputs
-        outputs: list[str] | None = None
+        outputs: list[InputOutcome] | None = None
         error: str | None = None
         try:
             outputs = self._runner.predict(batch.batch_id, inputs)

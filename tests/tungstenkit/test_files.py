@@ -7,8 +7,21 @@ import pytest
 from PIL import Image as PILImage
 from pydantic import ValidationError
 
-from tungstenkit import BaseIO, Binary, Image
-from tungstenkit._files import ALLOW_LOCAL_FILES, materialize_files_in, sniff_mime_type
+from tests.filesupport import FileServer, data_uri, gif_video, jpeg, png, png_bomb, wav
+from tungstenkit import Audio, BaseIO, Binary, Image, MaskedImage, Video
+from tungstenkit._errors import URLRefused
+from tungstenkit._fetch import Allowlist, FetchPolicy
+from tungstenkit._files import (
+    ALLOW_LOCAL_FILES,
+    DEFER_DECODING,
+    FILE_POLICY,
+    OUTPUT_FILE_SINK,
+    FilePolicy,
+    materialize_files_in,
+    sniff_mime_type,
+)
+from tungstenkit._prepare import prepare_inputs
+from worker.outputs import OutputFileSink
 
 
 class Input(BaseIO):
@@ -90,26 +103,15 @@ def test_mime_sniffing() -> None:
 
 # -- URL inputs, limits and content checks ------------------------------------------------
 
-from typing import Optional  # noqa: E402
-
-
-from tests.filesupport import FileServer, data_uri, gif_video, jpeg, png, png_bomb, wav  # noqa: E402
-from tungstenkit import Audio, MaskedImage, Video  # noqa: E402
-from tungstenkit._errors import URLRefused  # noqa: E402
-from tungstenkit._fetch import Allowlist, FetchPolicy  # noqa: E402
-from tungstenkit._files import DEFER_DECODING, FILE_POLICY, OUTPUT_FILE_SINK, FilePolicy  # noqa: E402
-from tungstenkit._prepare import prepare_inputs  # noqa: E402
-from worker.outputs import OutputFileSink  # noqa: E402
-
 LOOPBACK = FilePolicy(fetch=FetchPolicy(allowlist=Allowlist.parse("127.0.0.1/32"), read_timeout_s=5))
 
 
 class Everything(BaseIO):
-    image: Optional[Image] = None  # noqa: UP007
-    audio: Optional[Audio] = None  # noqa: UP007
-    video: Optional[Video] = None  # noqa: UP007
-    binary: Optional[Binary] = None  # noqa: UP007
-    masked: Optional[MaskedImage] = None  # noqa: UP007
+    image: Image | None = None
+    audio: Audio | None = None
+    video: Video | None = None
+    binary: Binary | None = None
+    masked: MaskedImage | None = None
 
 
 def _error(values: dict, **context: object) -> dict:
