@@ -424,7 +424,7 @@ class WorkerQueue:
         returned set names those that had already ended (canceled, failed) and so
         must not produce outputs.
         """
-        self._store_files(results)
+        results = self._store_files(results)
         calls: list[tuple[Script, list[str], list[Any]]] = []
         stamp = now_iso()
         for prediction_ids in started:
@@ -443,24 +443,35 @@ class WorkerQueue:
             ended.append({prediction_ids[i - 1] for i in reply})
         return ended
 
-    def _store_files(self, results: Sequence[EntryResult]) -> None:
-        """Write output files before the results that link to them become visible."""
-        with_files = [r for r in results if r.files and r.kind == EntryResult.OUTPUTS]
+    def _store_files(self, results: Sequence[EntryResult]) -> list[EntryResult]:
+        """Write output files before the results that link to them become visible.
+
+        A result whose files Redis refuses (out of memory, say) becomes an error, so
+        its prediction fails with the reason instead of being retried forever.
+        """
+        with_files = [i for i, r in enumerate(results) if r.files and r.kind == EntryResult.OUTPUTS]
         if not with_files:
-            return
+            return list(results)
         ttl_ms = self._ttl * FILE_TTL_FACTOR * 1000
         with self._redis.pipeline(transaction=False) as pipe:
-            for result in with_files:
-                for stored in result.files:
+            for i in with_files:
+                for stored in results[i].files:
                     key = self.keys.file(stored.name)
                     fields: dict[str | bytes, str | bytes] = {
-                        "p": result.entry.prediction_id,
+                        "p": results[i].entry.prediction_id,
                         "t": stored.mime_type,
                         "d": stored.data,
                     }
                     pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                     pipe.pexpire(key, ttl_ms)
-            pipe.execute()
+            replies = iter(pipe.execute(raise_on_error=False))
+        checked = list(results)
+        for i in with_files:
+            errors = [r for _ in range(2 * len(results[i].files)) if isinstance(r := next(replies), Exception)]
+            if errors:
+                message = f"OutputFilesNotStored: Redis refused the output files: {errors[0]}"
+                checked[i] = EntryResult(results[i].entry, EntryResult.ERROR, message)
+        return checked
 
     def requeue(self, entries: Sequence[Entry]) -> int:
         """Hand entries that were read but never started back to the stream."""
