@@ -9,7 +9,13 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 
 from app.errors import InvalidInput, MalformedBody, PayloadTooLarge
+from tungstenkit._files import DEFER_DECODING, FILE_POLICY, FilePolicy
 from tungstenkit._io import BaseIO, batch_group_key, option_names
+from tungstenkit._media import configure_pillow
+from tungstenkit._model import has_file_fields
+
+#: Validation error types that mean "too many bytes", answered with 413 rather than 422.
+_TOO_LARGE = frozenset({"file_too_large"})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -30,10 +36,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 class InputParser:
     """Turns a request body into validated inputs ready to queue."""
 
-    def __init__(self, input_cls: type[BaseIO], max_inputs: int) -> None:
+    def __init__(self, input_cls: type[BaseIO], max_inputs: int, files: FilePolicy | None = None) -> None:
         self._adapter = TypeAdapter(list[input_cls])  # type: ignore[valid-type]
         self._options = set(option_names(input_cls))
         self._max_inputs = max_inputs
+        self._files = files or FilePolicy()
+        # An empty allowance for local files: inputs from HTTP may not name local paths.
+        # Masks are checked here and binarised by the worker, which validates again.
+        self._context = {FILE_POLICY: self._files, DEFER_DECODING: True}
+        if has_file_fields(input_cls):
+            configure_pillow(self._files.max_image_pixels)
 
     def parse(self, body: bytes) -> tuple[list[str], list[str]]:
         """Each input as a JSON object string, and each input's option group key."""
@@ -50,15 +62,16 @@ class InputParser:
                 _detail((), f"At most {self._max_inputs} inputs per request, got {len(data)}", "too_long")
             )
         try:
-            # An empty context: file inputs from HTTP may not name local paths.
-            inputs = self._adapter.validate_python(data, context={})
+            inputs = self._adapter.validate_python(data, context=self._context)
         except ValidationError as exc:
-            raise InvalidInput(
-                [
-                    {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
-                    for error in exc.errors(include_url=False, include_context=False, include_input=False)
-                ]
-            ) from None
+            errors = [
+                {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+                for error in exc.errors(include_url=False, include_context=False, include_input=False)
+            ]
+            too_large = [error for error in errors if error["type"] in _TOO_LARGE]
+            if too_large:
+                raise PayloadTooLarge(too_large) from None
+            raise InvalidInput(errors) from None
         encoded = [item.model_dump_json() for item in inputs]
         if self._options:
             groups = [batch_group_key(item.model_dump(mode="json", include=self._options)) for item in inputs]

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.errors import Draining, InvalidInput, NotFound, SyncTimeout
+from app.files import get_file
 from app.inputs import InputParser, read_body
 from app.waiters import CompletionWaiter
 from tungstenkit._errors import RedisUnavailable
@@ -177,4 +178,5 @@ ROUTES = [
     # The seed's example cancels with GET, so both methods are answered.
     Route("/predictions/{prediction_id}/cancel", cancel_prediction, methods=["POST", "GET"]),
     Route("/predict", predict_sync, methods=["POST"]),
+    Route("/files/{name}", get_file, methods=["GET"]),
 ]

@@ -15,6 +15,7 @@ from app.errors import EXCEPTION_HANDLERS
 from app.inputs import InputParser
 from app.routes import ROUTES, ServingContext
 from app.waiters import CompletionWaiter
+from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys
 from tungstenkit._settings import Settings
@@ -62,7 +63,7 @@ def create_app(
             client, keys, result_ttl_s=settings.result_ttl_s, max_queued_inputs=settings.max_queued_inputs
         ),
         waiter=CompletionWaiter(subscriber, keys.done_channel),
-        parser=InputParser(definition.input_cls, settings.max_inputs_per_request),
+        parser=InputParser(definition.input_cls, settings.max_inputs_per_request, FilePolicy.from_settings(settings)),
         chunk_size=batch_size,
         metadata=model_metadata(definition, model_name, batch_size),
     )

@@ -256,7 +256,7 @@ def predict(
     from worker.local import parse_assignments, predict_once
 
     definition = _source(ctx, model, module, class_name).load()
-    output = predict_once(definition, parse_assignments(assignments), output_dir)
+    output = predict_once(definition, parse_assignments(assignments), output_dir, _settings(ctx))
     click.echo(json.dumps(output, indent=2))
 
 

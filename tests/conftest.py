@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.filesupport import FileServer
+from tests.filesupport import file_server as serve_files
 from tests.support import ServerFactory
 from tungstenkit._redis_server import RedisServer, free_port
 
@@ -60,3 +62,9 @@ def module_serve(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> It
     factory = ServerFactory(folder, redis_url, folder / "home")
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    """A loopback HTTP server that tests fill with files to fetch."""
+    yield from serve_files()

@@ -5,6 +5,7 @@ This import stays light: it pulls in pydantic, never starlette, uvicorn, redis o
 
 from tungstenkit._files import Audio, Binary, Image, Video
 from tungstenkit._io import BaseIO, Field, Option
+from tungstenkit._masked_image import MaskedImage
 from tungstenkit._model import define_model
 
 __version__ = "0.3.0"
@@ -15,6 +16,7 @@ __all__ = [
     "Binary",
     "Field",
     "Image",
+    "MaskedImage",
     "Option",
     "Video",
     "__version__",

@@ -85,3 +85,34 @@ class PredictionTimeout(PredictionInterrupted):
     """A call into the model ran longer than its timeout."""
 
     client_message = "Timeout"
+
+
+class FileInputError(TungstenError, ValueError):
+    """A file input cannot be used: too large, not what it claims to be, or unreachable.
+
+    ``field`` names the input field (``"image"``, ``"masked.mask"``) when it is known.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class FileTooLarge(FileInputError):
+    """A file is over the per-file size limit (``max_file_bytes``)."""
+
+
+class ImageTooLarge(FileInputError):
+    """An image has more pixels than ``max_image_pixels`` allows (a decompression bomb, perhaps)."""
+
+
+class InvalidFileContent(FileInputError):
+    """A file's bytes contradict its declared type, or are not the kind of file the field takes."""
+
+
+class FetchError(FileInputError):
+    """Downloading a URL input failed: unreachable, an HTTP error, too slow or too large."""
+
+
+class URLRefused(FetchError):
+    """A URL input points somewhere the server may not fetch from (a private address, a bad scheme)."""

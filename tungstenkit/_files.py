@@ -1,9 +1,15 @@
 """File types for model inputs and outputs: ``Image``, ``Video``, ``Audio``, ``Binary``.
 
 A file travels through JSON as a URI string. Inputs from HTTP clients may be data
-URIs or plain base64; local paths and ``file://`` URIs are accepted only where the
-caller allows local files (``tungsten predict`` and plain Python), never from HTTP
-or from Redis. Outputs are written as data URIs.
+URIs, plain base64 or http(s) URLs; local paths and ``file://`` URIs are accepted only
+where the caller allows local files (``tungsten predict`` and plain Python), never from
+HTTP or from Redis. Outputs are written as data URIs, or as links to the API when the
+worker serialises them with an output-file sink.
+
+Validation checks what it can without the network: sizes, that a data URI's bytes are
+what it declares, image dimensions (from the header, nothing decoded), and that a URL
+is http(s) and not a literal private address. URL inputs are downloaded later, in the
+worker, by ``tungstenkit._prepare``.
 """
 
 from __future__ import annotations
@@ -15,65 +21,112 @@ import contextlib
 import contextvars
 import io
 import mimetypes
+import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote_to_bytes, urlparse
 from urllib.request import url2pathname
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, SerializationInfo, ValidationInfo
 from pydantic_core import PydanticCustomError, core_schema
+
+from tungstenkit._errors import FileInputError, FileTooLarge, ImageTooLarge, InvalidFileContent, URLRefused
+from tungstenkit._fetch import SCHEMES, Allowlist, Download, FetchPolicy, fetch, parse_url
+from tungstenkit._media import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    check_declared_type,
+    decode_image,
+    image_size,
+    normalize_mime_type,
+    sniff_mime_type,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
     from typing_extensions import Self
 
+    from tungstenkit._settings import Settings
+
 #: Validation context key: when true, local paths and ``file://`` URIs are accepted.
 ALLOW_LOCAL_FILES = "allow_local_files"
+#: Validation context key: the ``FilePolicy`` (limits, URL allow-list) to apply.
+FILE_POLICY = "file_policy"
+#: Validation context key: when true, files are checked but not transformed (the API
+#: leaves binarising masks to the worker, which validates the same input again).
+DEFER_DECODING = "defer_decoding"
+#: Serialisation context key: a callable taking a ``File`` and returning the string to
+#: put in the JSON instead of a data URI (the worker's store for ``output_files=url``).
+OUTPUT_FILE_SINK = "output_file_sink"
 
-_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (0, b"BM", "image/bmp"),
-    (0, b"II*\x00", "image/tiff"),
-    (0, b"MM\x00*", "image/tiff"),
-    (0, b"OggS", "audio/ogg"),
-    (0, b"fLaC", "audio/flac"),
-    (0, b"ID3", "audio/mpeg"),
-    (0, b"\x1a\x45\xdf\xa3", "video/webm"),
-    (4, b"ftyp", "video/mp4"),
-)
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+_DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
+
+__all__ = [
+    "ALLOW_LOCAL_FILES",
+    "DEFER_DECODING",
+    "FILE_POLICY",
+    "OUTPUT_FILE_SINK",
+    "Audio",
+    "Binary",
+    "File",
+    "FilePolicy",
+    "Image",
+    "Video",
+    "decode_data_uri",
+    "encode_data_uri",
+    "materialize_files_in",
+    "sniff_mime_type",
+]
 
 
-def sniff_mime_type(data: bytes) -> str | None:
-    """The media type that a file's first bytes announce, if they are a known format."""
-    if data[:4] == b"RIFF" and len(data) >= 12:
-        return {b"WEBP": "image/webp", b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo"}.get(data[8:12])
-    if data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio/mpeg"
-    for offset, magic, mime in _SIGNATURES:
-        if data[offset : offset + len(magic)] == magic:
-            return mime
-    return None
+@dataclass(frozen=True)
+class FilePolicy:
+    """The limits applied to file inputs, built from ``Settings`` at an entry point."""
+
+    #: Largest file, decoded (413 from the API above it, a failed prediction for a download).
+    max_file_bytes: int = _DEFAULT_MAX_FILE_BYTES
+    #: Largest image, in pixels (width x height).
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FilePolicy:
+        return cls(
+            max_file_bytes=settings.max_file_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            fetch=FetchPolicy(
+                allowlist=Allowlist.parse(settings.url_allowlist),
+                max_bytes=settings.max_file_bytes,
+                connect_timeout_s=settings.url_connect_timeout_s,
+                read_timeout_s=settings.url_read_timeout_s,
+                total_timeout_s=settings.url_timeout_s,
+                max_redirects=settings.url_max_redirects,
+            ),
+        )
 
 
 def encode_data_uri(data: bytes, mime_type: str) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def _data_uri_header(uri: str) -> tuple[str, bool]:
+    header = uri[5:].split(",", 1)[0]
+    params = header.split(";")
+    return params[0] or "text/plain", params[-1].strip().lower() == "base64"
+
+
 def decode_data_uri(uri: str) -> tuple[str, bytes]:
     """Split a ``data:`` URI into its media type and bytes; ValueError if malformed."""
-    header, sep, payload = uri[5:].partition(",")
+    _, sep, payload = uri[5:].partition(",")
     if not sep:
         raise ValueError("a data URI needs a comma between its header and its data")
-    params = header.split(";")
-    mime_type = params[0] or "text/plain"
-    if params[-1] == "base64":
+    mime_type, is_base64 = _data_uri_header(uri)
+    if is_base64:
         try:
             return mime_type, base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -81,21 +134,30 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
     return mime_type, unquote_to_bytes(payload)
 
 
-# Where ``File.path`` writes the bytes of data URIs. The worker points this at a
-# per-batch folder that it removes afterwards; plain Python use gets one folder
-# per process, removed at exit.
+# Where ``File.path`` writes the bytes of data URIs and downloads. The worker points
+# this at a per-batch folder that it removes afterwards; plain Python use gets one
+# folder per process, removed at exit. The policy is the one lazy downloads follow.
 _materialize_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("tungsten_materialize_dir", default=None)
+_policy: contextvars.ContextVar[FilePolicy | None] = contextvars.ContextVar("tungsten_file_policy", default=None)
 _process_dir: Path | None = None
+_DEFAULT_POLICY = FilePolicy()
 
 
 @contextlib.contextmanager
-def materialize_files_in(folder: Path) -> Iterator[Path]:
-    """Within the block, ``File.path`` writes files under ``folder``."""
+def materialize_files_in(folder: Path, policy: FilePolicy | None = None) -> Iterator[Path]:
+    """Within the block, ``File.path`` and downloads write files under ``folder``."""
     token = _materialize_dir.set(folder)
+    policy_token = _policy.set(policy) if policy is not None else None
     try:
         yield folder
     finally:
+        if policy_token is not None:
+            _policy.reset(policy_token)
         _materialize_dir.reset(token)
+
+
+def current_policy() -> FilePolicy:
+    return _policy.get() or _DEFAULT_POLICY
 
 
 def _current_materialize_dir() -> Path:
@@ -109,6 +171,11 @@ def _current_materialize_dir() -> Path:
     return _process_dir
 
 
+def _scheme(value: str) -> str:
+    match = _SCHEME.match(value)
+    return match.group(1).lower() if match else ""
+
+
 class File:
     """A file given to or returned by a model, carried as a URI string."""
 
@@ -117,11 +184,12 @@ class File:
     #: The media type assumed for bytes that announce none.
     default_mime_type: ClassVar[str] = "application/octet-stream"
 
-    __slots__ = ("_uri", "_local_path")
+    __slots__ = ("_local_path", "_mime_type", "_uri")
 
     def __init__(self, uri: str) -> None:
         self._uri = uri
         self._local_path: Path | None = None
+        self._mime_type: str | None = None
 
     # -- constructors -------------------------------------------------------------
     @classmethod
@@ -136,6 +204,7 @@ class File:
 
     @classmethod
     def from_url(cls, url: str) -> Self:
+        """A file at an http(s) URL, downloaded (with the server's URL guard) when first read."""
         return cls(url)
 
     # -- access -------------------------------------------------------------------
@@ -144,39 +213,141 @@ class File:
         return self._uri
 
     @property
+    def is_remote(self) -> bool:
+        """Whether this is a URL that has not been downloaded yet."""
+        return self._local_path is None and _scheme(self._uri) in SCHEMES
+
+    @property
     def mime_type(self) -> str:
+        if self._mime_type is not None:
+            return self._mime_type
         if self._uri.startswith("data:"):
-            return decode_data_uri(self._uri)[0]
-        guessed, _ = mimetypes.guess_type(self._uri)
+            return normalize_mime_type(_data_uri_header(self._uri)[0])
+        guessed, _ = mimetypes.guess_type(urlparse(self._uri).path)
         return guessed or self.default_mime_type
 
     def read_bytes(self) -> bytes:
-        scheme = self._uri.split(":", 1)[0].lower()
+        """The file's bytes (a URL is downloaded first, into the batch's folder)."""
+        if self._local_path is not None:
+            return self._local_path.read_bytes()
+        scheme = _scheme(self._uri)
         if scheme == "data":
             return decode_data_uri(self._uri)[1]
         if scheme == "file":
             return _file_uri_to_path(self._uri).read_bytes()
+        if scheme in SCHEMES:
+            return self._download().read_bytes()
         raise ValueError(f"Cannot read {scheme!r} URIs: {self._uri[:80]}")
 
     @property
     def path(self) -> Path:
-        """A local path holding the file's bytes (written on first access)."""
+        """A local path holding the file's bytes (written on first access, in a temporary folder)."""
         if self._local_path is None:
-            if self._uri.startswith("file:"):
+            scheme = _scheme(self._uri)
+            if scheme == "file":
                 self._local_path = _file_uri_to_path(self._uri)
+            elif scheme in SCHEMES:
+                self._download()
             else:
-                mime_type, data = decode_data_uri(self._uri) if self._uri.startswith("data:") else ("", self.read_bytes())
-                suffix = mimetypes.guess_extension(mime_type) or ""
-                target = _current_materialize_dir() / f"{uuid.uuid4().hex}{suffix}"
-                target.write_bytes(data)
-                self._local_path = target
+                mime_type, data = decode_data_uri(self._uri)
+                self._local_path = self._write(data, mime_type)
+        assert self._local_path is not None
         return self._local_path
 
     def to_data_uri(self) -> str:
         if self._uri.startswith("data:"):
             return self._uri
         data = self.read_bytes()
-        return encode_data_uri(data, sniff_mime_type(data) or self.mime_type)
+        return encode_data_uri(data, self.content_type(data))
+
+    def content_type(self, data: bytes) -> str:
+        """The media type to announce for this file's ``data``."""
+        if self._uri.startswith("data:") or self._mime_type is not None:
+            return self.mime_type
+        return sniff_mime_type(data) or self.mime_type
+
+    # -- downloads ------------------------------------------------------------------
+    def attach_download(self, download: Download, policy: FilePolicy) -> None:
+        """Keep a finished download of this file's URL: checked, then written to the batch's folder."""
+        declared = normalize_mime_type(download.content_type)
+        mime_type = sniff_mime_type(download.data) or (
+            declared if declared not in ("", "application/octet-stream", "binary/octet-stream") else self.mime_type
+        )
+        self._check_content(download.data, policy)
+        self._local_path = self._write(download.data, mime_type)
+        self._mime_type = mime_type
+
+    def _download(self) -> Path:
+        policy = current_policy()
+        self.attach_download(fetch(self._uri, policy.fetch), policy)
+        assert self._local_path is not None
+        return self._local_path
+
+    def _write(self, data: bytes, mime_type: str) -> Path:
+        suffix = mimetypes.guess_extension(normalize_mime_type(mime_type)) or ""
+        target = _current_materialize_dir() / f"{uuid.uuid4().hex}{suffix}"
+        target.write_bytes(data)
+        return target
+
+    # -- validation -------------------------------------------------------------------
+    def _check_content(self, source: bytes | Path, policy: FilePolicy) -> None:
+        """Refuse bytes this kind of file cannot be (overridden by ``Image``)."""
+
+    @classmethod
+    def _checked(cls, uri: str, data: bytes, mime_type: str, policy: FilePolicy) -> Self:
+        if len(data) > policy.max_file_bytes:
+            raise FileTooLarge(f"the file is {len(data)} bytes; the limit is {policy.max_file_bytes} (TUNGSTEN_MAX_FILE_BYTES)")
+        file = cls(uri)
+        file._mime_type = mime_type
+        file._check_content(data, policy)
+        return file
+
+    @classmethod
+    def _local(cls, path: Path, policy: FilePolicy) -> Self:
+        if not path.is_file():
+            raise FileInputError(f"File not found: {path}")
+        size = path.stat().st_size
+        if size > policy.max_file_bytes:
+            raise FileTooLarge(f"{path} is {size} bytes; the limit is {policy.max_file_bytes} (TUNGSTEN_MAX_FILE_BYTES)")
+        file = cls(path.resolve().as_uri())
+        file._check_content(path, policy)
+        return file
+
+    @classmethod
+    def parse(cls, value: str, policy: FilePolicy | None = None, allow_local: bool = False) -> Self:
+        """Check a file input string and return the file it names; ``FileInputError`` if unfit."""
+        policy = policy or _DEFAULT_POLICY
+        scheme = _scheme(value)
+        if scheme == "data":
+            value = "data:" + value[5:]
+            try:
+                declared, data = decode_data_uri(value)
+            except ValueError as exc:
+                raise InvalidFileContent(f"Invalid data URI: {exc}") from None
+            return cls._checked(value, data, check_declared_type(declared, data), policy)
+        if scheme in SCHEMES:
+            parse_url(value, policy.fetch.allowlist)
+            return cls(value)
+        if scheme == "file":
+            if not allow_local:
+                raise URLRefused("Local file paths are not accepted here; send the file as a data URI, base64 or an http(s) URL")
+            return cls._local(_file_uri_to_path(value), policy)
+        if scheme and not (allow_local and len(scheme) == 1):  # "C:\..." is a Windows path
+            raise URLRefused(f"Unsupported URI scheme {scheme!r}: send a data URI, base64, or an http(s) URL")
+        if allow_local:
+            path = Path(value).expanduser()
+            if path.is_file():
+                return cls._local(path, policy)
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            if allow_local and _looks_like_path(value):
+                raise FileInputError(f"File not found: {Path(value).expanduser()}") from None
+            raise InvalidFileContent(
+                "Invalid file input: expected a data URI, a base64-encoded string or an http(s) URL"
+            ) from None
+        mime_type = sniff_mime_type(data) or cls.default_mime_type
+        return cls._checked(encode_data_uri(data, mime_type), data, mime_type, policy)
 
     # -- pydantic integration -------------------------------------------------------
     @classmethod
@@ -184,7 +355,7 @@ class File:
         return core_schema.with_info_plain_validator_function(
             cls._validate,
             serialization=core_schema.plain_serializer_function_ser_schema(
-                _serialize_file, when_used="json-unless-none"
+                _serialize_file, info_arg=True, when_used="json-unless-none"
             ),
         )
 
@@ -195,11 +366,21 @@ class File:
     @classmethod
     def _validate(cls, value: Any, info: ValidationInfo) -> File:
         if isinstance(value, File):
-            return value if type(value) is cls else cls(value.uri)
+            return value if type(value) is cls else cls._convert(value)
         if not isinstance(value, str):
-            raise PydanticCustomError("file_type", "A file must be given as a string (a data URI or base64)")
-        allow_local = bool(info.context and info.context.get(ALLOW_LOCAL_FILES))
-        return cls(_normalize_uri(value, cls.default_mime_type, allow_local))
+            raise PydanticCustomError("file_type", "A file must be given as a string (a data URI, base64 or a URL)")
+        context = info.context or {}
+        try:
+            return cls.parse(value, context.get(FILE_POLICY), bool(context.get(ALLOW_LOCAL_FILES)))
+        except FileInputError as exc:
+            raise file_error(exc) from None
+
+    @classmethod
+    def _convert(cls, other: File) -> Self:
+        file = cls(other._uri)
+        file._local_path = other._local_path
+        file._mime_type = other._mime_type
+        return file
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, File) and other._uri == self._uri
@@ -215,46 +396,37 @@ class File:
         return self._uri
 
 
-def _serialize_file(value: File) -> str:
+def file_error(exc: FileInputError) -> PydanticCustomError:
+    """A validation error for a refused file, whose ``type`` tells the API which status to answer."""
+    kinds: tuple[tuple[type[FileInputError], str], ...] = (
+        (FileTooLarge, "file_too_large"),
+        (ImageTooLarge, "image_too_large"),
+        (URLRefused, "file_url"),
+        (InvalidFileContent, "file_content"),
+    )
+    kind = next((name for error_type, name in kinds if isinstance(exc, error_type)), "file_input")
+    return PydanticCustomError(kind, "{reason}", {"reason": str(exc)})
+
+
+def _serialize_file(value: File, info: SerializationInfo) -> str:
+    sink: Callable[[File], str] | None = (info.context or {}).get(OUTPUT_FILE_SINK)
+    if sink is not None:
+        return sink(value)
+    if value.is_remote:
+        # A URL nobody downloaded stays a URL: serialising never makes a request.
+        return value.uri
     return value.to_data_uri()
 
 
 def _file_uri_to_path(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.netloc not in ("", "localhost"):
-        raise ValueError("Remote file:// URIs are not supported")
+        raise URLRefused("Remote file:// URIs are not supported")
     return Path(url2pathname(parsed.path))
 
 
-def _normalize_uri(value: str, default_mime_type: str, allow_local: bool) -> str:
-    """Check a file input string and return it as a URI the worker can read."""
-    scheme = value.split(":", 1)[0].lower() if ":" in value[:16] else ""
-    if scheme == "data":
-        try:
-            decode_data_uri(value)
-        except ValueError as exc:
-            raise PydanticCustomError("file_data_uri", "Invalid data URI: {reason}", {"reason": str(exc)}) from None
-        return value
-    if scheme in ("http", "https"):
-        raise PydanticCustomError("file_url", "URL inputs are not supported yet; send the file as a data URI or base64")
-    if scheme == "file" or (allow_local and _looks_like_path(value)):
-        if not allow_local:
-            raise PydanticCustomError("file_local", "Local file paths are not accepted here; send the file as a data URI or base64")
-        path = _file_uri_to_path(value) if scheme == "file" else Path(value).expanduser()
-        if not path.is_file():
-            raise PydanticCustomError("file_missing", "File not found: {path}", {"path": str(path)})
-        return path.resolve().as_uri()
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise PydanticCustomError(
-            "file_encoding", "Invalid file input: expected a data URI or a base64-encoded string"
-        ) from None
-    return encode_data_uri(data, sniff_mime_type(data) or default_mime_type)
-
-
 def _looks_like_path(value: str) -> bool:
-    return "/" in value or "\\" in value or Path(value).expanduser().exists()
+    return "/" in value or "\\" in value or value.startswith("~")
 
 
 class Binary(File):
@@ -264,10 +436,16 @@ class Binary(File):
 
 
 class Image(File):
-    """An image file (PNG, JPEG, ...)."""
+    """An image file (PNG, JPEG, GIF, WebP, BMP or TIFF)."""
 
     kind = "image"
     default_mime_type = "image/png"
+
+    __slots__ = ("_size",)
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self._size: tuple[int, int] | None = None
 
     @classmethod
     def from_pil_image(cls, image: PILImage, format: str | None = None) -> Self:  # noqa: A002 - Pillow's name
@@ -278,16 +456,31 @@ class Image(File):
         return cls.from_bytes(buffer.getvalue(), f"image/{fmt.lower()}")
 
     def to_pil_image(self, mode: str | None = "RGB") -> PILImage:
-        """The image decoded by Pillow, converted to ``mode`` unless it is None."""
-        from PIL import Image as PILImageModule
+        """The image decoded by Pillow, converted to ``mode`` unless it is None.
 
-        image = PILImageModule.open(io.BytesIO(self.read_bytes()))
-        image.load()
-        return image.convert(mode) if mode else image
+        Images over the server's pixel limit raise ``ImageTooLarge`` instead of filling memory.
+        """
+        return decode_image(self.read_bytes(), current_policy().max_image_pixels, mode)
+
+    def size_within(self, policy: FilePolicy) -> tuple[int, int]:
+        """Width and height, read from the header (``ImageTooLarge`` past the pixel limit)."""
+        if self._size is None:
+            source = self._local_path or (_file_uri_to_path(self._uri) if self._uri.startswith("file:") else None)
+            self._size = image_size(source or self.read_bytes(), policy.max_image_pixels)
+        return self._size
+
+    def _check_content(self, source: bytes | Path, policy: FilePolicy) -> None:
+        self._size = image_size(source, policy.max_image_pixels)
+
+    @classmethod
+    def _convert(cls, other: File) -> Self:
+        file = super()._convert(other)
+        file._size = other._size if isinstance(other, Image) else None
+        return file
 
 
 class Audio(File):
-    """An audio file (WAV, MP3, ...)."""
+    """An audio file (WAV, MP3, FLAC, Ogg, ...)."""
 
     kind = "audio"
     default_mime_type = "audio/wav"

@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar, Union
 from tungstenkit._errors import ModelDefinitionError
 from tungstenkit._files import File
 from tungstenkit._io import BaseIO, option_names
+from tungstenkit._masked_image import MaskedImage
 
 T = TypeVar("T", bound=type)
 
@@ -240,6 +241,19 @@ def _is_file_type(annotation: Any) -> bool:
     return inspect.isclass(annotation) and issubclass(annotation, File)
 
 
+def _is_masked_image(annotation: Any) -> bool:
+    return inspect.isclass(annotation) and issubclass(annotation, MaskedImage)
+
+
+def has_file_fields(input_cls: type[BaseIO]) -> bool:
+    """Whether an input class has file fields (``Image``, ``MaskedImage``, ...), which need preparing."""
+    for info in input_cls.model_fields.values():
+        annotation, _ = _unwrap_optional(info.annotation)
+        if _is_file_type(annotation) or _is_masked_image(annotation):
+            return True
+    return False
+
+
 def _check_input_fields(input_cls: type[BaseIO]) -> None:
     for name, info in input_cls.model_fields.items():
         annotation, optional = _unwrap_optional(info.annotation)
@@ -247,11 +261,11 @@ def _check_input_fields(input_cls: type[BaseIO]) -> None:
             raise ModelDefinitionError(
                 f"{input_cls.__name__}.{name} is Optional but required: give it a default with Option(...)"
             )
-        if annotation in _INPUT_PRIMITIVES or _is_file_type(annotation):
+        if annotation in _INPUT_PRIMITIVES or _is_file_type(annotation) or _is_masked_image(annotation):
             continue
         raise ModelDefinitionError(
             f"{input_cls.__name__}.{name} has type {info.annotation!r}; input fields may be "
-            "int, float, str, bool, Image, Video, Audio or Binary (Optional[...] only with a default)"
+            "int, float, str, bool, Image, Video, Audio, Binary or MaskedImage (Optional[...] only with a default)"
         )
 
 
@@ -267,6 +281,10 @@ def _check_output_fields(output_cls: type[BaseIO], where: str) -> None:
 def _check_output_type(annotation: Any, where: str) -> None:
     if annotation in _OUTPUT_PRIMITIVES or _is_file_type(annotation):
         return
+    if _is_masked_image(annotation):
+        raise ModelDefinitionError(
+            f"{where}: MaskedImage is an input type; return the image and the mask as two Image fields"
+        )
     if inspect.isclass(annotation) and issubclass(annotation, BaseIO):
         _check_output_fields(annotation, where)
         return

@@ -14,6 +14,8 @@ as entries of one stream that the workers read through one consumer group::
     tungsten:{ns}:worker:<wid>   hash with a short TTL (its heartbeat)
     tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
                                  counting crashes if it dies)
+    tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
+                                 output file served as ``GET /files/<name>``
 
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
@@ -79,6 +81,8 @@ class Keys:
     @property
     def prediction_prefix(self) -> str:
         return f"{self.prefix}pred:"
+    def file(self, name: str) -> str:
+        return f"{self.prefix}file:{name}"
 
 
 def redacted(url: str) -> str:
@@ -231,6 +235,21 @@ class BatchStart:
 
 
 @dataclass(frozen=True)
+class StoredFile:
+    """An output file kept in Redis for ``GET /files/<name>`` (``output_files=url``)."""
+
+    name: str
+    mime_type: str
+    data: bytes
+
+
+#: Output files outlive their prediction's TTL by this factor, so that a file written
+#: when one entry finished is still there when the last entry ends the prediction. The
+#: API serves a file only while its prediction exists and succeeded.
+FILE_TTL_FACTOR = 2
+
+
+@dataclass(frozen=True)
 class EntryResult:
     """What became of an entry: outputs (``OUTPUTS``), an error, or dropped unrun."""
 
@@ -243,6 +262,8 @@ class EntryResult:
     #: For outputs, the entry's outputs as JSON objects joined by commas; for an
     #: error, its message.
     payload: str = ""
+    #: For outputs, the files their links point to (``output_files=url``).
+    files: tuple[StoredFile, ...] = ()
 
 
 # ---------------------------------------------------------------------------------
@@ -347,6 +368,19 @@ class AsyncPredictionQueue:
             raise PredictionNotFound(prediction_id)
         return body
 
+    async def fetch_file(self, name: str) -> tuple[str, bytes] | None:
+        """An output file's media type and bytes, while its prediction is readable and succeeded."""
+        try:
+            owner, mime_type, data = await self._redis.hmget(self.keys.file(name), ["p", "t", "d"])
+            if not isinstance(owner, bytes) or not isinstance(data, bytes):
+                return None
+            status = await self._redis.hget(self.keys.prediction(owner.decode()), "status")
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        if status != b"success":
+            return None
+        return (mime_type if isinstance(mime_type, bytes) else b"application/octet-stream").decode(), data
+
     async def ping(self) -> None:
         try:
             await self._redis.ping()
@@ -416,6 +450,7 @@ class WorkerQueue:
         For each started batch, the returned set names the predictions that had
         already ended (canceled, failed) and so must not produce outputs.
         """
+        results = self._store_files(results)
         calls: list[tuple[Script, list[str], list[Any]]] = []
         stamp = now_iso()
         for batch in started:
@@ -495,6 +530,36 @@ class WorkerQueue:
             return []
         claimed = self._redis.xclaim(self.keys.queue, GROUP, worker_id, min_idle_ms, forgotten)
         return [Entry.from_fields(sid, fields) for sid, fields in claimed if fields]
+
+    def _store_files(self, results: Sequence[EntryResult]) -> list[EntryResult]:
+        """Write output files before the results that link to them become visible.
+
+        A result whose files Redis refuses (out of memory, say) becomes an error, so
+        its prediction fails with the reason instead of being retried forever.
+        """
+        with_files = [i for i, r in enumerate(results) if r.files and r.kind == EntryResult.OUTPUTS]
+        if not with_files:
+            return list(results)
+        ttl_ms = self._ttl * FILE_TTL_FACTOR * 1000
+        with self._redis.pipeline(transaction=False) as pipe:
+            for i in with_files:
+                for stored in results[i].files:
+                    key = self.keys.file(stored.name)
+                    fields: dict[str | bytes, str | bytes] = {
+                        "p": results[i].entry.prediction_id,
+                        "t": stored.mime_type,
+                        "d": stored.data,
+                    }
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                    pipe.pexpire(key, ttl_ms)
+            replies = iter(pipe.execute(raise_on_error=False))
+        checked = list(results)
+        for i in with_files:
+            errors = [r for _ in range(2 * len(results[i].files)) if isinstance(r := next(replies), Exception)]
+            if errors:
+                message = f"OutputFilesNotStored: Redis refused the output files: {errors[0]}"
+                checked[i] = EntryResult(results[i].entry, EntryResult.ERROR, message)
+        return checked
 
     def requeue(self, entries: Sequence[Entry]) -> int:
         """Hand entries that were read but never started back to the stream."""

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tungstenkit._errors import ConfigError
+from tungstenkit._fetch import Allowlist
 
 ENV_PREFIX = "TUNGSTEN_"
 ENV_HOME = "TUNGSTEN_HOME"
 ENV_REDIS_URL = "TUNGSTEN_REDIS_URL"
 #: The conventional name, accepted as well (DESIGN §4).
 ENV_REDIS_URL_PLAIN = "REDIS_URL"
+#: Values of ``output_files``: inline data URIs (the default, as the seed shows) or links.
+OUTPUT_FILE_MODES = ("data_uri", "url")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,39 @@ class Settings:
     heartbeat_interval_s: float = 1.0
     #: Times an input may be running when its worker dies before its prediction fails.
     max_input_crashes: int = 3
+    #: Largest file input, decoded: inline (413 above it) or downloaded from a URL.
+    max_file_bytes: int = 100 * 1024 * 1024
+    #: Largest image input in pixels; more is refused as a likely decompression bomb.
+    max_image_pixels: int = 89_478_485
+    #: Hosts and networks URL inputs may reach although they are not public: CIDRs,
+    #: addresses and host names (``*.corp.example`` for subdomains), comma-separated.
+    url_allowlist: str = ""
+    #: Seconds to connect to a URL input's server.
+    url_connect_timeout_s: float = 5.0
+    #: Seconds a URL input's server may stay silent mid-download.
+    url_read_timeout_s: float = 30.0
+    #: Seconds one URL input's whole download may take.
+    url_timeout_s: float = 120.0
+    #: Redirects followed per URL input (each one checked like the first URL).
+    url_max_redirects: int = 5
+    #: How output files reach clients: ``data_uri`` inline, or ``url`` (``GET /files/{name}``).
+    output_files: str = "data_uri"
+    #: The API's public base URL, for output file links (empty: links are relative, ``/files/...``).
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.output_files not in OUTPUT_FILE_MODES:
+            raise ConfigError(
+                f"{ENV_PREFIX}OUTPUT_FILES={self.output_files!r}: expected one of {', '.join(OUTPUT_FILE_MODES)}"
+            )
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{ENV_PREFIX}PUBLIC_URL={self.public_url!r} must start with http:// or https://")
+        for name in ("max_file_bytes", "max_image_pixels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.url_max_redirects < 0:
+            raise ConfigError(f"{ENV_PREFIX}URL_MAX_REDIRECTS must be 0 or more")
+        Allowlist.parse(self.url_allowlist)  # ConfigError for an entry that is no network or host
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

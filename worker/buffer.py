@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tungstenkit._queue import Entry, EntryResult
+from tungstenkit._queue import Entry, EntryResult, StoredFile
+from worker.outcome import InputOutcome, as_outcome
 
 
 @dataclass(eq=False)
@@ -27,6 +28,7 @@ class Work:
     read_at: float = field(default_factory=time.monotonic)
     next_input: int = 0
     outputs: list[str | None] = field(default_factory=list)
+    files: list[StoredFile] = field(default_factory=list)
     done_inputs: int = 0
     in_flight: int = 0
     ended: bool = False
@@ -93,11 +95,12 @@ class Outcome:
     """What one slice of a batch produced: its outputs, or an error message."""
 
     slice: Slice
-    outputs: Sequence[str] | None = None
+    #: One per input of the slice: its output, or why that input alone failed.
+    outputs: Sequence[InputOutcome | str] | None = None
     error: str | None = None
 
     @classmethod
-    def of_batch(cls, batch: Batch, outputs: Sequence[str] | None, error: str | None) -> list[Outcome]:
+    def of_batch(cls, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None) -> list[Outcome]:
         outcomes = []
         position = 0
         for s in batch.slices:
@@ -195,7 +198,9 @@ class BatchBuffer:
         self._queue = kept
         return Batch(next(self._ids), slices)
 
-    def finish(self, batch: Batch, outputs: Sequence[str] | None, error: str | None) -> list[EntryResult]:
+    def finish(
+        self, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None
+    ) -> list[EntryResult]:
         """Record a whole batch's outcome; see ``record``."""
         return self.record(Outcome.of_batch(batch, outputs, error))
 
@@ -203,7 +208,8 @@ class BatchBuffer:
         """Record what slices produced; returns the results of entries now complete.
 
         An error ends every entry it touched: their predictions fail, so their
-        remaining inputs are dropped too.
+        remaining inputs are dropped too. An input that failed on its own (its file
+        could not be fetched) ends only its entry.
         """
         results: list[EntryResult] = []
         with self._lock:
@@ -219,11 +225,21 @@ class BatchBuffer:
                     self._emit(results, work, EntryResult.ERROR, outcome.error)
                 else:
                     assert outcome.outputs is not None
-                    work.outputs[s.offset : s.offset + s.count] = outcome.outputs
-                    work.done_inputs += s.count
-                    if work.done_inputs == work.entry.count:
-                        work.ended = True
-                        self._emit(results, work, EntryResult.OUTPUTS, ",".join(work.outputs))  # type: ignore[arg-type]
+                    inputs = [as_outcome(o) for o in outcome.outputs]
+                    failed = next(((k, o.failure) for k, o in enumerate(inputs) if o.failure is not None), None)
+                    if failed is not None:
+                        index = work.entry.start + s.offset + failed[0]
+                        self._end(work)
+                        self._emit(results, work, EntryResult.ERROR, failed[1].message(index))
+                    else:
+                        work.outputs[s.offset : s.offset + s.count] = [o.output for o in inputs]
+                        for item in inputs:
+                            work.files.extend(item.files)
+                        work.done_inputs += s.count
+                        if work.done_inputs == work.entry.count:
+                            work.ended = True
+                            payload = ",".join(work.outputs)  # type: ignore[arg-type]
+                            self._emit(results, work, EntryResult.OUTPUTS, payload, tuple(work.files))
         return results
 
     @staticmethod
@@ -298,8 +314,10 @@ class BatchBuffer:
             pass
 
     @staticmethod
-    def _emit(results: list[EntryResult], work: Work, kind: str, payload: str = "") -> None:
+    def _emit(
+        results: list[EntryResult], work: Work, kind: str, payload: str = "", files: tuple[StoredFile, ...] = ()
+    ) -> None:
         """Each entry gets exactly one result, whoever ends it first."""
         if not work.reported:
             work.reported = True
-            results.append(EntryResult(work.entry, kind, payload))
+            results.append(EntryResult(work.entry, kind, payload, files))

@@ -11,8 +11,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from tungstenkit._errors import InvalidOutput, TungstenError
-from tungstenkit._files import ALLOW_LOCAL_FILES, File
+from tungstenkit._files import ALLOW_LOCAL_FILES, FILE_POLICY, File, FilePolicy
 from tungstenkit._model import ModelDefinition
+from tungstenkit._settings import Settings
 from worker.runner import ModelRunner, describe_exception
 
 
@@ -31,32 +32,44 @@ def parse_assignments(assignments: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
-def predict_once(definition: ModelDefinition, values: dict[str, Any], output_dir: Path) -> dict[str, Any]:
-    """Set the model up, run it on one input, and return the output with files saved."""
+def predict_once(
+    definition: ModelDefinition, values: dict[str, Any], output_dir: Path, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Set the model up, run it on one input, and return the output with files saved.
+
+    Local paths are accepted as file inputs (this runs on the user's own machine);
+    URL inputs are fetched under the same guard as in the server.
+    """
+    settings = settings or Settings()
+    context = {ALLOW_LOCAL_FILES: True, FILE_POLICY: FilePolicy.from_settings(settings)}
     try:
-        model_input = definition.input_cls.model_validate(values, context={ALLOW_LOCAL_FILES: True})
+        model_input = definition.input_cls.model_validate(values, context=context)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         raise TungstenError(f"Invalid input: {problems}") from None
-    runner = ModelRunner(definition)
+    runner = ModelRunner(definition, settings)
     runner.setup()
-    try:
-        outputs = runner.model.predict([model_input])
-        output = runner.check_outputs(outputs, 1)[0]
-    except InvalidOutput:
-        raise
-    except Exception as exc:
-        raise TungstenError(f"predict failed: {describe_exception(exc)}") from exc
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return _save_files(output.model_dump(mode="python"), output_dir)
+    with runner.batch_folder(0):
+        failure = runner.prepare([model_input]).get(0)
+        if failure is not None:
+            raise TungstenError(f"Input {failure.field!r}: {failure.error}")
+        try:
+            outputs = runner.model.predict([model_input])
+            output = runner.check_outputs(outputs, 1)[0]
+        except InvalidOutput:
+            raise
+        except Exception as exc:
+            raise TungstenError(f"predict failed: {describe_exception(exc)}") from exc
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return _save_files(output.model_dump(mode="python"), output_dir)
 
 
 def _save_files(value: Any, folder: Path) -> Any:
     if isinstance(value, File):
         data = value.read_bytes()
-        target = folder / f"{uuid.uuid4().hex[:12]}{mimetypes.guess_extension(value.mime_type) or ''}"
+        target = folder / f"{uuid.uuid4().hex[:12]}{mimetypes.guess_extension(value.content_type(data)) or ''}"
         target.write_bytes(data)
         return str(target)
     if isinstance(value, dict):

@@ -21,9 +21,16 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from pydantic import BaseModel
+
 from tungstenkit._errors import InvalidOutput, PredictionCanceled, PredictionInterrupted, PredictionTimeout, SetupFailed
-from tungstenkit._files import materialize_files_in
-from tungstenkit._model import ModelDefinition
+from tungstenkit._files import FILE_POLICY, OUTPUT_FILE_SINK, FilePolicy, materialize_files_in
+from tungstenkit._media import configure_pillow
+from tungstenkit._model import ModelDefinition, has_file_fields
+from tungstenkit._prepare import FileFailure, prepare_inputs
+from tungstenkit._settings import Settings
+from worker.outcome import InputFailure, InputOutcome
+from worker.outputs import OutputFileSink
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +102,22 @@ class ModelRunner:
     def __init__(
         self,
         definition: ModelDefinition,
+        settings: Settings | None = None,
         *,
-        prediction_timeout_s: float = 0.0,
-        setup_timeout_s: float = 0.0,
         on_stuck: Callable[[int], None] | None = None,
     ) -> None:
+        settings = settings or Settings()
         self.definition = definition
+        self.files = FilePolicy.from_settings(settings)
+        self._output_links = settings.output_files == "url"
+        self._public_url = settings.public_url
+        self._has_file_inputs = has_file_fields(definition.input_cls)
+        if self._has_file_inputs:
+            configure_pillow(self.files.max_image_pixels)
         self._model: Any = None
         self._inputs_adapter = TypeAdapter(list[definition.input_cls])  # type: ignore[name-defined]
-        self._prediction_timeout = prediction_timeout_s
-        self._setup_timeout = setup_timeout_s
+        prediction_timeout_s = self._prediction_timeout = settings.prediction_timeout_s
+        setup_timeout_s = self._setup_timeout = settings.setup_timeout_s
         self._calls = itertools.count(1)
         self._running_call: int | None = None
         self._running_batch: int | None = None
@@ -143,7 +156,7 @@ class ModelRunner:
 
     def decode_inputs(self, data: bytes) -> list[Any]:
         """Validate an entry's inputs; files may not refer to local paths (they came from Redis)."""
-        return self._inputs_adapter.validate_json(data)
+        return self._inputs_adapter.validate_json(data, context={FILE_POLICY: self.files})
 
     def install_interrupt_handler(self) -> None:
         signal.signal(INTERRUPT_SIGNAL, self._on_interrupt_signal)
@@ -184,22 +197,45 @@ class ModelRunner:
             if self._watchdog is not None:
                 self._watchdog.done()
 
-    def predict(self, batch_id: int, inputs: list[Any]) -> list[str]:
-        """Run one batch; returns each output as a JSON object string.
+    @contextlib.contextmanager
+    def batch_folder(self, batch_id: int) -> Iterator[Path]:
+        """A temporary folder for the batch's files (``.path``, downloads), removed at the end however it ends."""
+        folder = Path(tempfile.mkdtemp(prefix=f"tungsten-batch{batch_id}-"))
+        try:
+            with materialize_files_in(folder, self.files):
+                yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
-        Raises ``PredictionInterrupted`` when canceled or overrunning, ``InvalidOutput``
-        when the model breaks its contract, and whatever ``predict`` raised otherwise.
+    def prepare(self, inputs: list[Any]) -> dict[int, FileFailure]:
+        """Download URL inputs into the batch's folder and finish masks; the inputs that cannot run."""
+        return prepare_inputs(inputs, self.files)
+
+    def predict(self, batch_id: int, inputs: list[Any]) -> list[InputOutcome]:
+        """Run one batch; returns each input's output as a JSON object string, or why it could not run.
+
+        File inputs are made ready first (URLs downloaded); an input whose file failed
+        is left out of ``predict`` and reported alone. Raises ``PredictionInterrupted``
+        when canceled or overrunning (downloads included), ``InvalidOutput`` when the
+        model breaks its contract, and whatever ``predict`` raised otherwise.
         """
         if self._canceled_batch == batch_id:
             raise PredictionCanceled()
-        folder = Path(tempfile.mkdtemp(prefix=f"tungsten-batch{batch_id}-"))
-        try:
-            with materialize_files_in(folder):
-                with self._call(batch_id, self._prediction_timeout):
-                    outputs = self._model.predict(inputs)
-                return [item.model_dump_json() for item in self.check_outputs(outputs, len(inputs))]
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        with self.batch_folder(batch_id):
+            with self._call(batch_id, self._prediction_timeout):
+                failures = self.prepare(inputs) if self._has_file_inputs else {}
+                ready = [item for index, item in enumerate(inputs) if index not in failures]
+                outputs = self._model.predict(ready) if ready else []
+            serialized = iter([self._serialize(item) for item in self.check_outputs(outputs, len(ready))])
+            return [
+                _failed(failures[index]) if index in failures else next(serialized) for index in range(len(inputs))
+            ]
+
+    def _serialize(self, output: BaseModel) -> InputOutcome:
+        if not self._output_links:
+            return InputOutcome(output=output.model_dump_json())
+        sink = OutputFileSink(self._public_url)
+        return InputOutcome(output=output.model_dump_json(context={OUTPUT_FILE_SINK: sink}), files=tuple(sink.files))
 
     def check_outputs(self, outputs: Any, expected: int) -> list[Any]:
         """``predict``'s return value as a list of output objects; ``InvalidOutput`` if it is not."""
@@ -223,6 +259,10 @@ class ModelRunner:
             except ValidationError as exc:
                 raise InvalidOutput(f"an output does not match {output_cls.__name__}: {_first_error(exc)}") from None
         return checked
+
+
+def _failed(failure: FileFailure) -> InputOutcome:
+    return InputOutcome(failure=InputFailure(type(failure.error).__name__, failure.field, str(failure.error)))
 
 
 def _first_error(exc: ValidationError) -> str:

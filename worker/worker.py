@@ -23,6 +23,7 @@ from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, Entry, EntryResult
 from tungstenkit._settings import Settings
 from worker.buffer import Batch, BatchBuffer, Outcome, Work
 from worker.io import Heartbeat, Reader, Reaper, StopListener, Writer
+from worker.outcome import InputOutcome
 from worker.runner import EXIT_STUCK, ModelRunner, describe_exception
 
 #: Exit codes the supervisor reads: the model cannot start, so restarting will not help.
@@ -64,12 +65,7 @@ class Worker:
         self._client = client
         self._queue = WorkerQueue(client, keys, result_ttl_s=settings.result_ttl_s)
         self._keys = keys
-        self._runner = ModelRunner(
-            definition,
-            prediction_timeout_s=settings.prediction_timeout_s,
-            setup_timeout_s=settings.setup_timeout_s,
-            on_stuck=self._on_model_stuck,
-        )
+        self._runner = ModelRunner(definition, settings, on_stuck=self._on_model_stuck)
         self._buffer = BatchBuffer()
         self._state = WorkerState.STARTING
         self._stopping = threading.Event()
@@ -272,7 +268,7 @@ class Worker:
         if len(batch) == 1:
             return Outcome.of_batch(batch, None, error)
         halves = batch.split()
-        tries: list[tuple[list[str] | None, str | None]] = []
+        tries: list[tuple[list[InputOutcome] | None, str | None]] = []
         for half in halves:
             try:
                 tries.append((self._runner.predict(batch.batch_id, half.inputs), None))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
+from tests.filesupport import FileServer, gradient_png
 from tests.support import EXAMPLES, MODELS, tungsten
 from tungstenkit._redis_server import free_port
 
@@ -106,6 +107,28 @@ def test_predict_runs_once_and_writes_files(env: dict[str, str], tmp_path: Path)
     with PILImage.open(output["image"]) as image:
         assert image.size == (128, 128)
     assert Path(output["image"]).parent == out
+
+
+def test_predict_takes_local_files_and_guarded_urls(env: dict[str, str], tmp_path: Path, file_server: FileServer) -> None:
+    picture = tmp_path / "in.png"
+    picture.write_bytes(gradient_png())
+    out = tmp_path / "out"
+    result = tungsten("predict", str(EXAMPLES / "image_filter"), "-i", f"image={picture}", "-i", "filter=invert",
+                      "-o", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    output = Path(json.loads(result.stdout)["image"])
+    assert output.parent == out
+    with PILImage.open(output) as image, PILImage.open(picture) as original:
+        assert image.size == (32, 24)
+        assert image.getpixel((0, 0)) == tuple(255 - v for v in original.getpixel((0, 0)))
+    url = file_server.add("/in.png", gradient_png())
+    refused = tungsten("predict", str(EXAMPLES / "image_filter"), "-i", f"image={file_server.url('/in.png', 'localhost')}",
+                       env=env)
+    _one_line_error(refused, "Input 'image': localhost resolves to")
+    allowed = tungsten("predict", str(EXAMPLES / "image_filter"), "-i", f"image={url}", "-o", str(out),
+                       env={**env, "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1"})
+    assert allowed.returncode == 0, allowed.stderr
+    assert file_server.requests == ["/in.png"]
 
 
 def test_predict_reports_invalid_input(env: dict[str, str]) -> None:

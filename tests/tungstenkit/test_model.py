@@ -104,3 +104,21 @@ def test_supported_field_types_are_accepted() -> None:
         nested_list: list[Nested]
 
     assert get_definition(_define({"predict": _predict}, input=RichInput, output=RichOutput)) is not None
+
+
+def test_masked_image_inputs_are_accepted_and_refused_as_outputs() -> None:
+    from tungstenkit import MaskedImage
+    from tungstenkit._model import has_file_fields
+
+    class MaskedInput(BaseIO):
+        masked: MaskedImage
+        prompt: str = Option("")
+
+    class MaskedOutput(BaseIO):
+        masked: MaskedImage
+
+    definition = get_definition(_define({"predict": _predict}, input=MaskedInput))
+    assert definition is not None and has_file_fields(MaskedInput) and not has_file_fields(Input)
+    assert definition.input_schema()["$defs"]["MaskedImage"]["x-tungsten-file"] == "masked_image"
+    with pytest.raises(ModelDefinitionError, match="MaskedImage is an input type"):
+        _define({"predict": _predict}, output=MaskedOutput)

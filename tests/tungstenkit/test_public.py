@@ -7,7 +7,9 @@ import sys
 
 import tungstenkit
 
-PUBLIC = ["Audio", "BaseIO", "Binary", "Field", "Image", "Option", "Video", "__version__", "define_model"]
+PUBLIC = [
+    "Audio", "BaseIO", "Binary", "Field", "Image", "MaskedImage", "Option", "Video", "__version__", "define_model",
+]
 
 
 def test_public_names_are_pinned() -> None:

@@ -20,6 +20,7 @@ from tungstenkit._queue import (
     Entry,
     EntryResult,
     Keys,
+    StoredFile,
     WorkerQueue,
     render_prediction,
     split_into_chunks,
@@ -292,3 +293,28 @@ def test_entries_a_live_worker_forgot_are_claimed_again(queues: Queues) -> None:
     held, lost = queues.worker.read("w1", 10, None)
     assert queues.worker.reclaim_forgotten("w1", 0, {held.sid}) == [lost]
     assert queues.worker.reclaim_forgotten("w1", 60_000, set()) == []  # claiming reset its idle time
+def test_output_files_are_stored_and_served_only_while_their_prediction_succeeded(queues: Queues) -> None:
+    queues.submit("p", 1)
+    (entry,) = queues.read()
+    stored = StoredFile("n" * 32 + ".png", "image/png", b"\x89PNG...")
+    assert queues._api("fetch_file", stored.name) is None
+    queues.start(["p"])
+    queues.finish([EntryResult(entry, EntryResult.OUTPUTS, '{"y": 0}', (stored,))])
+    assert queues._api("fetch_file", stored.name) == ("image/png", b"\x89PNG...")
+    ttl = queues.client.pttl(queues.keys.file(stored.name))
+    assert 60_000 < ttl <= 120_000  # outlives the prediction's 60 s; served only while it exists
+    queues.client.delete(queues.keys.prediction("p"))  # the prediction expired
+    assert queues._api("fetch_file", stored.name) is None
+
+
+def test_output_files_redis_refuses_fail_their_prediction(queues: Queues) -> None:
+    queues.submit("p", 1)
+    (entry,) = queues.read()
+    stored = StoredFile("m" * 32 + ".bin", "application/octet-stream", b"data")
+    queues.client.set(queues.keys.file(stored.name), "in the way")  # HSET on it answers WRONGTYPE
+    queues.start(["p"])
+    queues.finish([EntryResult(entry, EntryResult.OUTPUTS, '{"y": 0}', (stored,))])
+    result = queues.get("p")
+    assert result["status"] == "failed"
+    assert result["error_message"].startswith("OutputFilesNotStored: Redis refused the output files: WRONGTYPE")
+    assert queues.queued() == 0

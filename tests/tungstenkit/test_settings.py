@@ -1,0 +1,45 @@
+"""Settings read from the environment, and refused when unusable."""
+
+from __future__ import annotations
+
+import pytest
+
+from tungstenkit._errors import ConfigError
+from tungstenkit._files import FilePolicy
+from tungstenkit._settings import Settings
+
+
+def test_file_settings_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "TUNGSTEN_MAX_FILE_BYTES": "1000",
+            "TUNGSTEN_MAX_IMAGE_PIXELS": "4096",
+            "TUNGSTEN_URL_ALLOWLIST": "10.0.0.0/8, files.internal",
+            "TUNGSTEN_URL_CONNECT_TIMEOUT_S": "1.5",
+            "TUNGSTEN_URL_MAX_REDIRECTS": "2",
+            "TUNGSTEN_OUTPUT_FILES": "url",
+            "TUNGSTEN_PUBLIC_URL": "https://models.example.com",
+        }
+    )
+    assert settings.output_files == "url" and settings.public_url == "https://models.example.com"
+    policy = FilePolicy.from_settings(settings)
+    assert policy.max_file_bytes == 1000 and policy.fetch.max_bytes == 1000
+    assert policy.max_image_pixels == 4096
+    assert policy.fetch.connect_timeout_s == 1.5 and policy.fetch.max_redirects == 2
+    assert policy.fetch.allowlist.allows_host("files.internal")
+    assert Settings.from_env(settings.to_env()) == settings  # what child processes get back
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TUNGSTEN_OUTPUT_FILES", "links", "expected one of data_uri, url"),
+        ("TUNGSTEN_URL_ALLOWLIST", "10.0.0.0/40", "TUNGSTEN_URL_ALLOWLIST"),
+        ("TUNGSTEN_PUBLIC_URL", "models.example.com", "must start with http"),
+        ("TUNGSTEN_MAX_FILE_BYTES", "0", "must be positive"),
+        ("TUNGSTEN_MAX_IMAGE_PIXELS", "many", "not a valid int"),
+    ],
+)
+def test_unusable_values_are_refused(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({name: value})

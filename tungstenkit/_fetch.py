@@ -1,0 +1,333 @@
+"""Downloading URL inputs without becoming a proxy into the server's own network.
+
+Every hop is checked the same way (BentoML's CVE-2025-54381 fix, the OWASP SSRF advice):
+
+1. the scheme is http or https;
+2. the host name is resolved once, and every address it resolves to must be public:
+   loopback, private, link-local (cloud metadata at 169.254.169.254), shared (CGNAT),
+   multicast, reserved and unspecified ranges are refused, including IPv4 addresses
+   embedded in IPv6 (mapped, 6to4, NAT64, Teredo), unless an allow-list entry names
+   the host or covers the address;
+3. the connection goes to the address that was checked, not to a second lookup, so a
+   DNS answer that changes between check and connect (rebinding) gains nothing;
+4. a redirect is followed only to a URL that passes the same checks, at most
+   ``max_redirects`` times.
+
+Bodies are read up to ``max_bytes`` with connect, read and overall time limits, and
+only the identity encoding is accepted (no gzip bombs).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from tungstenkit._errors import ConfigError, FetchError, FileTooLarge, URLRefused
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SCHEMES = ("http", "https")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SHARED = ipaddress.ip_network("100.64.0.0/10")
+USER_AGENT = "tungstenkit-serving (+https://github.com/tungsten-ai/tungstenkit)"
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Hosts and networks that URL inputs may reach although they are not public."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    #: Exact host names, lower case; an entry ``.example.com`` covers its subdomains.
+    hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, setting: str = "TUNGSTEN_URL_ALLOWLIST") -> Allowlist:
+        """Comma- or space-separated CIDRs, addresses and host names (``*.corp`` or ``.corp`` for subdomains)."""
+        networks: list[IPNetwork] = []
+        hosts: list[str] = []
+        for raw in text.replace(",", " ").split():
+            entry = raw.strip().lower()
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                continue
+            except ValueError:
+                pass
+            if entry.startswith("*."):
+                entry = entry[1:]
+            name = entry.lstrip(".")
+            if not name or "/" in entry or ":" in entry or not all(part for part in name.split(".")):
+                raise ConfigError(f"{setting}: {raw!r} is neither a network (10.0.0.0/8), an address nor a host name")
+            hosts.append(entry)
+        return cls(tuple(networks), tuple(hosts))
+
+    def allows_host(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return any(host == h or (h.startswith(".") and host.endswith(h)) for h in self.hosts)
+
+    def allows_address(self, address: IPAddress) -> bool:
+        return any(address.version == n.version and address in n for n in self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.hosts)
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Where URL inputs may be fetched from, and how much time and room a download gets."""
+
+    allowlist: Allowlist = field(default_factory=Allowlist)
+    max_bytes: int = 100 * 1024 * 1024
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    total_timeout_s: float = 120.0
+    max_redirects: int = 5
+
+
+@dataclass(frozen=True)
+class Download:
+    data: bytes
+    content_type: str
+    url: str
+
+
+def refusal(address: IPAddress) -> str | None:
+    """Why ``address`` is not public (None if it is)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            reason = refusal(embedded)
+            return f"{reason} (embedded in {address})" if reason else None
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (where cloud metadata services live)"
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
+        return "a shared (carrier-grade NAT) address"
+    if address.is_reserved:
+        return "a reserved address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global:
+        return "an address that is not globally routable"
+    return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A URL taken apart: where to connect and what to ask for."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    literal: IPAddress | None
+
+
+def parse_url(url: str, allowlist: Allowlist) -> Target:
+    """Check a URL's form, and its address when it is a literal IP; ``URLRefused`` if not fit.
+
+    Needs no DNS, so the API can run it on every request.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise URLRefused(f"malformed URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise URLRefused(f"unsupported scheme {scheme!r}; URLs must be http or https")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise URLRefused("the URL has no host")
+    literal: IPAddress | None
+    try:
+        literal = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        literal = None
+    if literal is not None:
+        _check_address(host, literal, allowlist)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return Target(scheme, host, port or (443 if scheme == "https" else 80), path, literal)
+
+
+def _check_address(host: str, address: IPAddress, allowlist: Allowlist) -> None:
+    if allowlist.allows_host(host) or allowlist.allows_address(address):
+        return
+    reason = refusal(address)
+    if reason:
+        where = f"{address} is" if host == str(address) else f"{host} resolves to {address},"
+        raise URLRefused(f"{where} {reason}; add it to TUNGSTEN_URL_ALLOWLIST to allow it")
+
+
+def resolve(target: Target, allowlist: Allowlist) -> list[IPAddress]:
+    """The addresses to connect to: every address the host resolves to, each checked."""
+    if target.literal is not None:
+        return [target.literal]
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve {target.host}: {getattr(exc, 'strerror', None) or exc}") from None
+    addresses: list[IPAddress] = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise FetchError(f"{target.host} resolves to no address")
+    for address in addresses:
+        # One non-public answer refuses the host: a name that mixes public and private
+        # addresses is more likely an attack than a deployment.
+        _check_address(target.host, address, allowlist)
+    return addresses
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to an address checked beforehand (``Host`` stays the name)."""
+
+    def __init__(self, target: Target, address: IPAddress, policy: FetchPolicy) -> None:
+        super().__init__(target.host, target.port, timeout=policy.connect_timeout_s)
+        self._address = str(address)
+        self._read_timeout = policy.read_timeout_s
+
+    def _open_socket(self) -> socket.socket:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock.settimeout(self._read_timeout)
+        return sock
+
+    def connect(self) -> None:
+        self.sock = self._open_socket()
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    """HTTPS to a checked address; the certificate is verified against the host name."""
+
+    def __init__(self, target: Target, address: IPAddress, policy: FetchPolicy) -> None:
+        super().__init__(target, address, policy)
+        self._ssl = ssl.create_default_context()
+
+    def connect(self) -> None:
+        sock = self._open_socket()
+        try:
+            self.sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def fetch(url: str, policy: FetchPolicy) -> Download:
+    """GET ``url`` under ``policy``; raises ``URLRefused``, ``FetchError`` or ``FileTooLarge``."""
+    deadline = time.monotonic() + policy.total_timeout_s
+    current = url
+    for _hop in range(policy.max_redirects + 1):
+        target = parse_url(current, policy.allowlist)
+        addresses = resolve(target, policy.allowlist)
+        status, location, download = _get(target, addresses, policy, deadline, current)
+        if download is not None:
+            return download
+        if not location:
+            raise FetchError(f"the server answered {status} (a redirect) without a Location")
+        current = urljoin(current, location)
+    raise FetchError(f"more than {policy.max_redirects} redirects")
+
+
+def _get(
+    target: Target, addresses: Iterable[IPAddress], policy: FetchPolicy, deadline: float, url: str
+) -> tuple[int, str | None, Download | None]:
+    last_error: OSError | None = None
+    for address in addresses:
+        kind = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+        connection = kind(target, address, policy)
+        try:
+            try:
+                connection.connect()
+            except OSError as exc:
+                last_error = exc
+                continue
+            return _exchange(connection, target, policy, deadline, url)
+        finally:
+            connection.close()
+    raise FetchError(f"cannot connect to {target.host}:{target.port}: {_describe(last_error)}")
+
+
+def _exchange(
+    connection: http.client.HTTPConnection, target: Target, policy: FetchPolicy, deadline: float, url: str
+) -> tuple[int, str | None, Download | None]:
+    try:
+        connection.request(
+            "GET", target.path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
+        )
+        response = connection.getresponse()
+        try:
+            return _read_response(response, target, policy, deadline, url)
+        finally:
+            response.close()
+    except TimeoutError:
+        raise FetchError(f"no answer from {target.host} within {policy.read_timeout_s:g}s") from None
+    except ssl.SSLError as exc:
+        raise FetchError(f"TLS with {target.host} failed: {exc.reason or exc}") from None
+    except (http.client.HTTPException, OSError) as exc:
+        raise FetchError(f"the connection to {target.host} failed: {_describe(exc)}") from None
+
+
+def _read_response(
+    response: http.client.HTTPResponse, target: Target, policy: FetchPolicy, deadline: float, url: str
+) -> tuple[int, str | None, Download | None]:
+    if response.status in _REDIRECTS:
+        return response.status, response.getheader("Location"), None
+    if not 200 <= response.status < 300:
+        raise FetchError(f"the server answered {response.status} {response.reason}".rstrip())
+    encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise FetchError(f"the server sent a {encoding}-encoded body; only unencoded bodies are accepted")
+    declared = response.getheader("Content-Length")
+    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+        raise FileTooLarge(f"the file is {declared} bytes; the limit is {policy.max_bytes} (TUNGSTEN_MAX_FILE_BYTES)")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise FetchError(f"the download took longer than {policy.total_timeout_s:g}s")
+        chunk = response.read1(_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > policy.max_bytes:
+            raise FileTooLarge(f"the file is over the limit of {policy.max_bytes} bytes (TUNGSTEN_MAX_FILE_BYTES)")
+        parts.append(chunk)
+    content_type = response.getheader("Content-Type") or ""
+    return response.status, None, Download(b"".join(parts), content_type, url)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no address to try"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -1,0 +1,101 @@
+"""Making a batch's file inputs ready before ``predict``: URLs downloaded, masks finished.
+
+This runs in the worker, inside the batch's temporary folder, before the model sees
+the batch. A download that is refused or fails is reported for its own input only, so
+the worker can fail that input's prediction and run the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pydantic
+
+from tungstenkit._errors import FetchError, FileInputError
+from tungstenkit._fetch import Download, FetchPolicy, fetch
+from tungstenkit._files import File, FilePolicy
+from tungstenkit._masked_image import MaskedImage
+
+logger = logging.getLogger(__name__)
+
+#: Downloads of one batch that run at the same time.
+MAX_PARALLEL_DOWNLOADS = 8
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """Why an input cannot run: the field whose file failed, and the error."""
+
+    field: str
+    error: FileInputError
+
+
+def prepare_inputs(inputs: Sequence[pydantic.BaseModel], policy: FilePolicy) -> dict[int, FileFailure]:
+    """Download every URL input (each distinct URL once) and finish ``MaskedImage`` inputs.
+
+    Downloads land in the current materialisation folder. Returns the inputs that
+    cannot run, by index; the others are ready.
+    """
+    users: dict[str, list[tuple[int, str, File]]] = {}
+    masks: list[tuple[int, str, MaskedImage]] = []
+    for index, item in enumerate(inputs):
+        for name in type(item).model_fields:
+            value = getattr(item, name)
+            if isinstance(value, File) and value.is_remote:
+                users.setdefault(value.uri, []).append((index, name, value))
+            elif isinstance(value, MaskedImage):
+                for part in ("image", "mask"):
+                    file = getattr(value, part)
+                    if file.is_remote:
+                        users.setdefault(file.uri, []).append((index, f"{name}.{part}", file))
+                if not value.ready:
+                    masks.append((index, name, value))
+    failures: dict[int, FileFailure] = {}
+    if users:
+        downloads = _download_all(list(users), policy.fetch)
+        for url, wanting in users.items():
+            result = downloads[url]
+            for index, name, file in wanting:
+                if index in failures:
+                    continue
+                try:
+                    if isinstance(result, FileInputError):
+                        raise result
+                    file.attach_download(result, policy)
+                except FileInputError as exc:
+                    failures[index] = FileFailure(name, exc)
+    for index, name, masked in masks:
+        if index in failures:
+            continue
+        try:
+            masked.finish(policy)
+        except FileInputError as exc:
+            failures[index] = FileFailure(f"{name}.{exc.field}" if exc.field else name, exc)
+    return failures
+
+
+def _download_all(urls: list[str], policy: FetchPolicy) -> dict[str, Download | FileInputError]:
+    if len(urls) == 1:
+        return {urls[0]: _download(urls[0], policy)}
+    # Downloads run on helper threads and only return bytes; files are written by the
+    # caller. If the batch is interrupted (cancel, timeout) while waiting, the helpers
+    # are left to finish within their timeouts and their bytes are dropped.
+    pool = concurrent.futures.ThreadPoolExecutor(min(MAX_PARALLEL_DOWNLOADS, len(urls)), "tungsten-download")
+    try:
+        futures = {url: pool.submit(_download, url, policy) for url in urls}
+        return {url: future.result() for url, future in futures.items()}
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _download(url: str, policy: FetchPolicy) -> Download | FileInputError:
+    try:
+        return fetch(url, policy)
+    except FileInputError as exc:
+        return exc
+    except Exception as exc:  # one bad URL must not take the batch down
+        logger.warning("Downloading %s failed unexpectedly", url, exc_info=True)
+        return FetchError(f"{type(exc).__name__}: {exc}")
