@@ -145,7 +145,10 @@ _DEFAULT_POLICY = FilePolicy()
 
 @contextlib.contextmanager
 def materialize_files_in(folder: Path, policy: FilePolicy | None = None) -> Iterator[Path]:
-    """Within the block, ``File.path`` and downloads write files under ``folder``."""
+    """Within the block, ``File.path`` and downloads write files under ``folder``.
+
+    The folder is created on first use, so a batch that writes no file costs nothing.
+    """
     token = _materialize_dir.set(folder)
     policy_token = _policy.set(policy) if policy is not None else None
     try:
@@ -164,6 +167,7 @@ def _current_materialize_dir() -> Path:
     global _process_dir
     folder = _materialize_dir.get()
     if folder is not None:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return folder
     if _process_dir is None:
         _process_dir = Path(tempfile.mkdtemp(prefix="tungsten-files-"))

@@ -15,6 +15,7 @@ import signal
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -199,13 +200,17 @@ class ModelRunner:
 
     @contextlib.contextmanager
     def batch_folder(self, batch_id: int) -> Iterator[Path]:
-        """A temporary folder for the batch's files (``.path``, downloads), removed at the end however it ends."""
-        folder = Path(tempfile.mkdtemp(prefix=f"tungsten-batch{batch_id}-"))
+        """A temporary folder for the batch's files (``.path``, downloads), removed at the end however it ends.
+
+        It is only created if something writes a file there.
+        """
+        folder = Path(tempfile.gettempdir()) / f"tungsten-batch{batch_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             with materialize_files_in(folder, self.files):
                 yield folder
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
 
     def prepare(self, inputs: list[Any]) -> dict[int, FileFailure]:
         """Download URL inputs into the batch's folder and finish masks; the inputs that cannot run."""
