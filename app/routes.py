@@ -17,7 +17,7 @@ from app.files import get_file
 from app.inputs import InputParser, read_body
 from app.waiters import CompletionWaiter
 from tungstenkit._errors import RedisUnavailable
-from tungstenkit._queue import TERMINAL_STATUSES, AsyncPredictionQueue, split_into_chunks, status_of
+from tungstenkit._queue import AsyncPredictionQueue, Fetched, split_into_chunks
 from tungstenkit._settings import Settings
 
 _ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
@@ -73,16 +73,30 @@ async def _submit(context: ServingContext, request: Request) -> str:
     prediction_id = new_prediction_id()
     chunks = split_into_chunks(inputs, groups, context.chunk_size)
     await context.queue.submit(prediction_id, chunks, len(inputs))
+    context.waiter.accepted(prediction_id)
     return prediction_id
 
 
-async def _wait(context: ServingContext, prediction_id: str, wait_s: float) -> bytes | None:
-    """The prediction's body once it ended, or as it stands after ``wait_s``."""
+async def _read(context: ServingContext, prediction_id: str) -> Fetched | None:
+    """The prediction as it stands: from what this process heard, else from Redis."""
+    body = context.waiter.ended_body(prediction_id)
+    if body is not None:
+        return Fetched(body, True)
+    return await context.queue.fetch(prediction_id)
+
+
+async def _wait(context: ServingContext, prediction_id: str, wait_s: float) -> Fetched | None:
+    """The prediction once it ended, or as it stands after ``wait_s``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    with context.waiter.watch(prediction_id) as ended:
-        body = await context.queue.fetch(prediction_id)
-        while body is not None and status_of(body) not in TERMINAL_STATUSES:
+    waiter = context.waiter
+    with waiter.watch(prediction_id) as ended:
+        # A prediction this process accepted and has not heard end is open: no need to
+        # read it before waiting (a missed announcement is caught by the recheck).
+        fetched = None if waiter.known_open(prediction_id) else await _read(context, prediction_id)
+        while fetched is None or not fetched.ended:
+            if fetched is None and not waiter.known_open(prediction_id):
+                return None
             remaining = deadline - loop.time()
             if remaining <= 0 or context.draining:
                 break
@@ -91,8 +105,8 @@ async def _wait(context: ServingContext, prediction_id: str, wait_s: float) -> b
             except asyncio.TimeoutError:
                 pass
             ended.clear()
-            body = await context.queue.fetch(prediction_id)
-    return body
+            fetched = await _read(context, prediction_id)
+    return fetched if fetched is not None else await _read(context, prediction_id)
 
 
 def _wait_seconds(request: Request, limit: float) -> float:
@@ -118,10 +132,10 @@ async def get_prediction(request: Request) -> Response:
     context = _context(request)
     prediction_id = _prediction_id(request)
     wait_s = _wait_seconds(request, context.settings.max_wait_s)
-    body = await (_wait(context, prediction_id, wait_s) if wait_s > 0 else context.queue.fetch(prediction_id))
-    if body is None:
+    fetched = await (_wait(context, prediction_id, wait_s) if wait_s > 0 else _read(context, prediction_id))
+    if fetched is None:
         raise NotFound(f"Prediction {prediction_id} not found")
-    return _json(body)
+    return _json(fetched.body)
 
 
 async def cancel_prediction(request: Request) -> Response:
@@ -133,15 +147,15 @@ async def predict_sync(request: Request) -> Response:
     context = _context(request)
     prediction_id = await _submit(context, request)
     timeout = context.settings.sync_timeout_s
-    body = await _wait(context, prediction_id, timeout)
-    if body is None or status_of(body) not in TERMINAL_STATUSES:
+    fetched = await _wait(context, prediction_id, timeout)
+    if fetched is None or not fetched.ended:
         raise SyncTimeout(
             {
                 "message": f"The prediction did not finish within {timeout:g}s; poll GET /predictions/{prediction_id}",
                 "prediction_id": prediction_id,
             }
         )
-    return _json(body)
+    return _json(fetched.body)
 
 
 async def metadata(request: Request) -> Response:

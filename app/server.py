@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds the API waits for Redis on any one call before answering 503.
 REDIS_SOCKET_TIMEOUT_S = 5.0
+#: Connections to Redis per API process (requests share them: see AsyncPredictionQueue).
+REDIS_MAX_CONNECTIONS = 32
 
 
 def model_metadata(definition: ModelDefinition, name: str, batch_size: int) -> dict[str, Any]:
@@ -49,20 +51,29 @@ def create_app(
     """The API for ``definition``, queueing into the Redis at ``redis_url``."""
     batch_size = batch_size or definition.config.batch_size
     keys = Keys(namespace)
-    client = redis.asyncio.Redis.from_url(
+    # No per-socket read timeout (redis-py would wrap every send in a task for it): the
+    # queue bounds each call as a whole. A blocking pool waits for a free connection
+    # rather than failing at once under load.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         redis_url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_SOCKET_TIMEOUT_S,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
         health_check_interval=30,
     )
+    client = redis.asyncio.Redis(connection_pool=pool)
     # Pub/sub waits indefinitely for messages, so it gets a client without a read timeout.
     subscriber = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
     serving = ServingContext(
         settings=settings,
         queue=AsyncPredictionQueue(
-            client, keys, result_ttl_s=settings.result_ttl_s, max_queued_inputs=settings.max_queued_inputs
+            client,
+            keys,
+            result_ttl_s=settings.result_ttl_s,
+            max_queued_inputs=settings.max_queued_inputs,
+            timeout_s=REDIS_SOCKET_TIMEOUT_S,
         ),
-        waiter=CompletionWaiter(subscriber, keys.done_channel),
+        waiter=CompletionWaiter(subscriber, keys.done_channel, settings.result_ttl_s),
         parser=InputParser(definition.input_cls, settings.max_inputs_per_request, FilePolicy.from_settings(settings)),
         chunk_size=batch_size,
         metadata=model_metadata(definition, model_name, batch_size),

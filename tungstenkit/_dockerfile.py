@@ -100,5 +100,5 @@ tungsten = "cli.main:main"
 include = ["tungstenkit*", "app*", "worker*", "cli*"]
 
 [tool.setuptools.package-data]
-tungstenkit = ["_lua/*.lua"]
+tungstenkit = ["_queue/lua/*.lua"]
 """

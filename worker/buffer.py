@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tungstenkit._queue import Entry, EntryResult, StoredFile
+from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile
 from worker.outcome import InputOutcome, as_outcome
 
 
@@ -33,6 +33,8 @@ class Work:
     in_flight: int = 0
     ended: bool = False
     reported: bool = False
+    #: When the first batch holding this entry started.
+    started_at: str = ""
 
     def __post_init__(self) -> None:
         self.outputs = [None] * self.entry.count
@@ -67,6 +69,24 @@ class Batch:
     @property
     def sids(self) -> list[str]:
         return list(dict.fromkeys(s.work.entry.sid for s in self.slices))
+
+    def start_record(self) -> BatchStart:
+        """What Redis is told when the batch starts.
+
+        A prediction is ``whole`` here when its only slice is all of a whole entry read
+        for the first time: then a single check tells whether it may still run.
+        """
+        slices_of: dict[str, list[Slice]] = {}
+        for s in self.slices:
+            slices_of.setdefault(s.work.entry.prediction_id, []).append(s)
+        whole = []
+        for parts in slices_of.values():
+            entry = parts[0].work.entry
+            whole.append(
+                len(parts) == 1 and parts[0].offset == 0 and parts[0].count == entry.count
+                and entry.whole and not entry.redelivered
+            )
+        return BatchStart(list(slices_of), self.sids, whole)
 
     def __len__(self) -> int:
         return sum(s.count for s in self.slices)
@@ -247,6 +267,11 @@ class BatchBuffer:
         """The result of an entry that cannot run at all (its inputs did not decode)."""
         return EntryResult(entry, EntryResult.ERROR, message)
 
+    def mark_started(self, batch: Batch, when: str) -> None:
+        for s in batch.slices:
+            if not s.work.started_at:
+                s.work.started_at = when
+
     def without_ended(self, batch: Batch) -> tuple[Batch, list[EntryResult]]:
         """The batch minus slices whose entries ended before it started, and their results."""
         live: list[Slice] = []
@@ -320,4 +345,4 @@ class BatchBuffer:
         """Each entry gets exactly one result, whoever ends it first."""
         if not work.reported:
             work.reported = True
-            results.append(EntryResult(work.entry, kind, payload, files))
+            results.append(EntryResult(work.entry, kind, payload, files, work.started_at))

@@ -42,9 +42,15 @@ class Backoff:
 class _Pending:
     started: list[tuple[int, BatchStart]] = field(default_factory=list)
     results: list[EntryResult] = field(default_factory=list)
+    finished: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.started or self.results)
+
+    def starts_to_send(self) -> list[tuple[int, BatchStart]]:
+        """A batch that already finished need not be announced as started: nobody could
+        have seen it running, and its results end its predictions in the same call."""
+        return [(batch_id, start) for batch_id, start in self.started if batch_id not in self.finished]
 
 
 class Writer(threading.Thread):
@@ -68,6 +74,11 @@ class Writer(threading.Thread):
         with self._cond:
             self._pending.started.append((batch_id, start))
             self._cond.notify()
+
+    def finished(self, batch_id: int) -> None:
+        """Every result of the batch has been handed over."""
+        with self._cond:
+            self._pending.finished.add(batch_id)
 
     def results(self, results: Sequence[EntryResult]) -> None:
         if not results:
@@ -107,14 +118,16 @@ class Writer(threading.Thread):
                     return
                 work, self._pending = self._pending, _Pending()
                 self._busy = True
+            starts = work.starts_to_send()
             try:
-                ended = self._queue.write(self._worker_id, [start for _, start in work.started], work.results)
+                ended = self._queue.write(self._worker_id, [start for _, start in starts], work.results)
             except CONNECTION_ERRORS as exc:
                 logger.warning("Redis unreachable while writing results (%s); retrying", exc)
                 with self._cond:
                     # Put the unsent writes back in front, in their order.
                     work.started += self._pending.started
                     work.results += self._pending.results
+                    work.finished |= self._pending.finished
                     self._pending = work
                     self._busy = False
                 # Keep retrying even while stopping: flush() decides how long to wait.
@@ -129,7 +142,7 @@ class Writer(threading.Thread):
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
-            for (batch_id, _), gone in zip(work.started, ended):
+            for (batch_id, _), gone in zip(starts, ended):
                 if gone:
                     self._on_ended(batch_id, gone)
 

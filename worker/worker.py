@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from tungstenkit._errors import InvalidOutput, PredictionInterrupted, PredictionTimeout, SetupFailed
 from tungstenkit._logging import TRACE
 from tungstenkit._model import ModelDefinition
-from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, Entry, EntryResult, Keys, WorkerQueue, now_iso
+from tungstenkit._queue import CONNECTION_ERRORS, Entry, EntryResult, Keys, WorkerQueue, now_iso
 from tungstenkit._settings import Settings
 from worker.buffer import Batch, BatchBuffer, Outcome, Work
 from worker.io import Heartbeat, Reader, Reaper, StopListener, Writer
@@ -232,7 +232,8 @@ class Worker:
         with self._current_lock:
             self._current = batch
         self._set_state(WorkerState.BUSY)
-        self._writer.started(batch.batch_id, BatchStart(prediction_ids, batch.sids))
+        self._buffer.mark_started(batch, now_iso())
+        self._writer.started(batch.batch_id, batch.start_record())
         if logger.isEnabledFor(TRACE):
             logger.log(TRACE, "Batch %d: %d inputs from %d predictions", batch.batch_id, len(batch), len(prediction_ids))
         try:
@@ -244,6 +245,7 @@ class Worker:
         self.batches_run += 1
         self.inputs_run += len(batch)
         self._writer.results(self._buffer.record(outcomes))
+        self._writer.finished(batch.batch_id)
 
     def _execute(self, batch: Batch) -> list[Outcome]:
         """Run a batch; if ``predict`` raises, find which inputs fail on their own."""

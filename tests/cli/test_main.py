@@ -48,7 +48,7 @@ def test_the_dockerfile_serves_on_port_3000(env: dict[str, str], tmp_path: Path)
     assert "EXPOSE 3000" in dockerfile
     assert 'ENTRYPOINT ["tungsten"]' in dockerfile
     assert '"serve", "/model"' in dockerfile and '"-p", "3000"' in dockerfile
-    assert (folder / "runtime" / "tungstenkit" / "_queue.py").is_file()
+    assert (folder / "runtime" / "tungstenkit" / "_queue" / "lua" / "submit.lua").is_file()
     assert (folder / "runtime" / "pyproject.toml").is_file()
     assert "torch==2.13.0" in dockerfile
 

@@ -14,18 +14,19 @@ import redis.asyncio
 from tungstenkit._errors import PredictionNotFound, QueueFull
 from tungstenkit._queue import (
     GROUP,
-    STATUS_FIELDS,
-    BatchStart,
     AsyncPredictionQueue,
+    BatchStart,
     Entry,
     EntryResult,
     Keys,
     StoredFile,
     WorkerQueue,
-    render_prediction,
+    parse_done_message,
+    read_prediction,
+    render_body,
     split_into_chunks,
-    status_of,
 )
+from tungstenkit._queue._scripts import script
 
 
 class Queues:
@@ -56,11 +57,14 @@ class Queues:
         return json.loads(self._api("cancel", prediction_id))
 
     def get(self, prediction_id: str) -> dict[str, Any] | None:
-        body = render_prediction(self.client.hmget(self.keys.prediction(prediction_id), STATUS_FIELDS))
-        return None if body is None else json.loads(body)
+        fetched = self.worker.fetch(prediction_id)
+        return None if fetched is None else json.loads(fetched.body)
 
-    def start(self, prediction_ids: list[str], sids: list[str] = (), worker: str = "w1") -> set[str]:
-        return self.worker.write(worker, [BatchStart(prediction_ids, list(sids))], [])[0]
+    def start(
+        self, prediction_ids: list[str], sids: list[str] = (), worker: str = "w1", whole: bool = False
+    ) -> set[str]:
+        start = BatchStart(prediction_ids, list(sids), [whole] * len(prediction_ids))
+        return self.worker.write(worker, [start], [])[0]
 
     def finish(self, results: list[EntryResult], worker: str = "w1") -> None:
         self.worker.write(worker, [], results)
@@ -209,10 +213,10 @@ def test_requeue_hands_entries_back_for_another_worker(queues: Queues) -> None:
     assert queues.queued() == 0
 
 
-def test_rendered_status_is_readable() -> None:
-    body = render_prediction([b"running", b"t0", b"t1", None, None, None])
-    assert body is not None and status_of(body) == "running"
-    assert json.loads(body) == {
+def test_open_predictions_render_pending_or_running() -> None:
+    running = read_prediction([None, b"t0", b"t1"])
+    assert running is not None and not running.ended
+    assert json.loads(running.body) == {
         "outputs": None,
         "status": "running",
         "error_message": None,
@@ -220,6 +224,27 @@ def test_rendered_status_is_readable() -> None:
         "started_at": "t1",
         "completed_at": None,
     }
+    assert json.loads(read_prediction([None, b"t0", None]).body)["status"] == "pending"  # type: ignore[union-attr]
+    assert read_prediction([None, None, None]) is None
+
+
+def test_python_and_lua_render_the_same_body(queues: Queues) -> None:
+    message = 'ValueError: "quoted"\n/slashes/ and ünïcode'
+    in_lua = queues.client.eval(
+        script("cancel").source.split("local body, released")[0]
+        + "return render('failed', nil, ARGV[1], 't0', '', 't2')",
+        0,
+        message,
+    )
+    assert json.loads(in_lua) == json.loads(render_body("failed", None, message, "t0", "", "t2"))
+
+
+def test_done_messages_carry_small_bodies() -> None:
+    assert parse_done_message(b'a {"x":1}\nb\nc {"y": "a b"}') == [
+        ("a", b'{"x":1}'),
+        ("b", None),
+        ("c", b'{"y": "a b"}'),
+    ]
 
 
 def _register(queues: Queues, worker: str) -> None:
@@ -291,7 +316,8 @@ def test_entries_a_live_worker_forgot_are_claimed_again(queues: Queues) -> None:
     queues.submit("held", 1)
     queues.submit("lost", 1)
     held, lost = queues.worker.read("w1", 10, None)
-    assert queues.worker.reclaim_forgotten("w1", 0, {held.sid}) == [lost]
+    (again,) = queues.worker.reclaim_forgotten("w1", 0, {held.sid})
+    assert (again.sid, again.data, again.redelivered) == (lost.sid, lost.data, True)
     assert queues.worker.reclaim_forgotten("w1", 60_000, set()) == []  # claiming reset its idle time
 def test_output_files_are_stored_and_served_only_while_their_prediction_succeeded(queues: Queues) -> None:
     queues.submit("p", 1)
@@ -318,3 +344,26 @@ def test_output_files_redis_refuses_fail_their_prediction(queues: Queues) -> Non
     assert result["status"] == "failed"
     assert result["error_message"].startswith("OutputFilesNotStored: Redis refused the output files: WRONGTYPE")
     assert queues.queued() == 0
+
+
+def test_whole_predictions_start_with_one_check(queues: Queues) -> None:
+    queues.submit("a", 1)
+    queues.submit("b", 1)
+    queues.read()
+    queues.cancel("b")
+    assert queues.start(["a", "b"], whole=True) == {"b"}
+    assert queues.get("a")["status"] == "running"
+    canceled = queues.get("b")
+    assert canceled["error_message"] == "Canceled" and canceled["started_at"] is None
+
+
+def test_a_batch_finished_before_its_start_was_announced_still_reports_its_start(queues: Queues) -> None:
+    queues.submit("p", 8, chunk=4)
+    first, second = queues.read()
+    results = [
+        EntryResult(e, EntryResult.OUTPUTS, _outputs(e).payload, started="2026-01-01T00:00:00.000000Z")
+        for e in (first, second)
+    ]
+    queues.finish(results)  # no start was written
+    done = queues.get("p")
+    assert done["status"] == "success" and done["started_at"] == "2026-01-01T00:00:00.000000Z"

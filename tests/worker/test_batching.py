@@ -16,7 +16,7 @@ from app.inputs import InputParser
 from tests.support import MODELS, audit_runs
 from tungstenkit._loader import load_model
 from tungstenkit._model import ModelDefinition
-from tungstenkit._queue import STATUS_FIELDS, AsyncPredictionQueue, Keys, render_prediction, split_into_chunks
+from tungstenkit._queue import AsyncPredictionQueue, Keys, WorkerQueue, split_into_chunks
 from tungstenkit._settings import Settings
 from worker.worker import Worker
 
@@ -63,9 +63,9 @@ class Harness:
         worker.run_burst()
 
     def result(self, prediction_id: str) -> dict[str, Any]:
-        body = render_prediction(self.client.hmget(self.keys.prediction(prediction_id), STATUS_FIELDS))
-        assert body is not None
-        return __import__("json").loads(body)  # type: ignore[no-any-return]
+        fetched = WorkerQueue(self.client, self.keys, result_ttl_s=60).fetch(prediction_id)
+        assert fetched is not None
+        return __import__("json").loads(fetched.body)  # type: ignore[no-any-return]
 
     def batches(self) -> list[list[int]]:
         return [xs for _pid, xs in audit_runs(self.audit)]

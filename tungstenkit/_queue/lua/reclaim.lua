@@ -14,7 +14,7 @@ local running = {}
 for sid in string.gmatch(redis.call('GET', KEYS[3]) or '', '%S+') do
   running[sid] = true
 end
-local claim, ended = {}, {}
+local claim, ended, announced = {}, {}, {}
 local released = 0
 for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)) do
   local sid, deliveries = item[1], tonumber(item[4])
@@ -27,7 +27,7 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
     end
   end
   local key = fields.p and (prefix .. fields.p)
-  if not key or not is_open(redis.call('HGET', key, 'status')) then
+  if not key or redis.call('HEXISTS', key, 'result') == 1 or redis.call('EXISTS', key) == 0 then
     -- Its prediction ended (or the entry is gone): nothing left to do for it.
     redis.call('XACK', queue, group, sid)
     if redis.call('XDEL', queue, sid) == 1 then
@@ -45,23 +45,22 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
       message = 'This input was handed to ' .. deliveries .. ' workers that died; it is not retried again'
     end
     if message then
-      released = released + fail_prediction(queue, key, message, now, ttl)
+      local body, dropped = fail_prediction(queue, key, message, now, ttl)
+      released = released + dropped
       redis.call('XACK', queue, group, sid)
-      if redis.call('XDEL', queue, sid) == 1 then
-        released = released + tonumber(fields.n)
+      if body then
+        ended[#ended + 1] = fields.p
+        announced[#announced + 1] = fields.p .. ' ' .. body
       end
-      ended[#ended + 1] = fields.p
     else
       claim[#claim + 1] = sid
     end
   end
 end
 redis.call('DEL', KEYS[3])
-if released > 0 then
-  redis.call('DECRBY', counter, released)
-end
+release(counter, released)
 if #ended > 0 then
-  redis.call('PUBLISH', ARGV[8], table.concat(ended, ' '))
+  redis.call('PUBLISH', ARGV[8], table.concat(announced, '\n'))
   redis.call('PUBLISH', ARGV[9], table.concat(ended, ' '))
 end
 if #claim == 0 then

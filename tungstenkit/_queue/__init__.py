@@ -1,0 +1,77 @@
+"""The Redis data model: every key, script and state transition, for the API and the workers.
+
+Nothing outside this package formats a key or calls a script. A prediction is a hash;
+its inputs travel as entries of one stream that the workers read through one consumer
+group::
+
+    tungsten:{ns}:queue          stream, one entry per chunk of a prediction's inputs
+                                 (p=id s=start n=count g=option group d=JSON list
+                                 t=the prediction's input count c=created)
+    tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
+    tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
+                                 started, result (the ended GET body, ready to send),
+                                 o:<start> partial outputs, crashes:<start>
+    tungsten:{ns}:done           channel: "<id> <body>" (or "<id>") lines of ended predictions
+    tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
+    tungsten:{ns}:workers        zset index of worker ids
+    tungsten:{ns}:worker:<wid>   hash with a short TTL (a worker's heartbeat)
+    tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
+                                 counting crashes if it dies)
+    tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
+                                 output file served as ``GET /files/<name>``
+
+The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
+needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
+State changes are Lua scripts (``lua/``), so processes on many machines never race.
+"""
+
+from tungstenkit._queue._api import AsyncPredictionQueue, WorkerInfo
+from tungstenkit._queue._keys import (
+    CONNECTION_ERRORS,
+    GROUP,
+    RUNNING_KEY_TTL_S,
+    Keys,
+    connect,
+    now_iso,
+    redacted,
+)
+from tungstenkit._queue._records import (
+    FILE_TTL_FACTOR,
+    BatchStart,
+    Chunk,
+    Entry,
+    EntryResult,
+    Fetched,
+    StoredFile,
+    parse_done_message,
+    read_prediction,
+    render_body,
+    render_open,
+    split_into_chunks,
+)
+from tungstenkit._queue._worker import WorkerQueue
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "FILE_TTL_FACTOR",
+    "GROUP",
+    "RUNNING_KEY_TTL_S",
+    "AsyncPredictionQueue",
+    "BatchStart",
+    "Chunk",
+    "Entry",
+    "EntryResult",
+    "Fetched",
+    "Keys",
+    "StoredFile",
+    "WorkerInfo",
+    "WorkerQueue",
+    "connect",
+    "now_iso",
+    "parse_done_message",
+    "read_prediction",
+    "redacted",
+    "render_body",
+    "render_open",
+    "split_into_chunks",
+]

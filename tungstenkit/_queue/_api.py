@@ -1,0 +1,198 @@
+"""The API's side of the data model (asyncio): submit, read, cancel, health.
+
+Concurrent requests share round trips: what they ask of Redis during one turn of the
+event loop goes out as one pipeline, and all submits of that turn as one script call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio
+from redis.exceptions import NoScriptError
+
+from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._queue._keys import CONNECTION_ERRORS, Keys, now_iso
+from tungstenkit._queue._records import READ_FIELDS, Chunk, Fetched, read_prediction
+from tungstenkit._queue._scripts import Script, script
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    fields: dict[str, str]
+
+
+@dataclass
+class _Submit:
+    prediction_id: str
+    chunks: Sequence[Chunk]
+    total_inputs: int
+
+
+class AsyncPredictionQueue:
+    """What the API does with Redis."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        keys: Keys,
+        *,
+        result_ttl_s: int,
+        max_queued_inputs: int,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self._redis = client
+        self.keys = keys
+        self._ttl = result_ttl_s
+        self._limit = max_queued_inputs
+        self._timeout = timeout_s
+        self._submits: list[tuple[_Submit, asyncio.Future[Any]]] = []
+        self._fetches: list[tuple[str, asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    # -- the hot path: shared round trips ------------------------------------------------
+    async def submit(self, prediction_id: str, chunks: Sequence[Chunk], total_inputs: int) -> None:
+        """Accept a prediction; raises ``QueueFull`` past the queue bound."""
+        accepted, queued = await self._enqueue(self._submits, _Submit(prediction_id, chunks, total_inputs))
+        if not accepted:
+            raise QueueFull(queued, self._limit)
+
+    async def fetch(self, prediction_id: str) -> Fetched | None:
+        """The prediction's GET body, or None if there is no such prediction."""
+        return await self._enqueue(self._fetches, prediction_id)  # type: ignore[no-any-return]
+
+    def _enqueue(self, bucket: list[tuple[Any, asyncio.Future[Any]]], item: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        bucket.append((item, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            # After the callbacks already due this turn: the requests that arrived
+            # together join this flush.
+            loop.call_soon(self._start_flush)
+        return future
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        submits, self._submits = self._submits, []
+        fetches, self._fetches = self._fetches, []
+        task = asyncio.get_running_loop().create_task(self._flush(submits, fetches))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(
+        self, submits: list[tuple[_Submit, asyncio.Future[Any]]], fetches: list[tuple[str, asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            keys, args = self._submit_call([s for s, _ in submits]) if submits else ([], [])
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if submits:
+                    pipe.evalsha(script("submit").sha, len(keys), *keys, *args)
+                for prediction_id, _ in fetches:
+                    pipe.hmget(self.keys.prediction(prediction_id), READ_FIELDS)
+                replies = list(await self._bounded(pipe.execute(raise_on_error=False)))
+            if submits and isinstance(replies[0], NoScriptError):
+                replies[0] = await self._eval(script("submit"), keys, args)
+        except (RedisUnavailable, *CONNECTION_ERRORS) as exc:
+            failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(f"Redis is unreachable: {exc}")
+            for _, future in [*submits, *fetches]:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        except BaseException as exc:
+            for _, future in [*submits, *fetches]:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        position = 0
+        if submits:
+            reply = replies[0]
+            position = 1
+            if isinstance(reply, Exception):
+                for _, future in submits:
+                    future.set_exception(reply)
+            else:
+                flags, queued = reply
+                for (_, future), flag in zip(submits, flags):
+                    future.set_result((bool(flag), int(queued)))
+        for (_, future), reply in zip(fetches, replies[position:]):
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(read_prediction(reply))
+
+    def _submit_call(self, submits: Sequence[_Submit]) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.queue, self.keys.queued]
+        args: list[Any] = [now_iso(), self._limit]
+        for submit in submits:
+            keys.append(self.keys.prediction(submit.prediction_id))
+            args += [submit.prediction_id, submit.total_inputs, len(submit.chunks)]
+            for chunk in submit.chunks:
+                args += [chunk.start, chunk.count, chunk.group, chunk.data]
+        return keys, args
+
+    # -- the rest ----------------------------------------------------------------------
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """``call``, or ``RedisUnavailable`` if Redis does not answer in time or at all."""
+        try:
+            return await asyncio.wait_for(call, self._timeout)
+        except (asyncio.TimeoutError, *CONNECTION_ERRORS) as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc or 'no answer in time'}") from exc
+
+    async def _eval(self, to_run: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._bounded(self._redis.evalsha(to_run.sha, len(keys), *keys, *args))
+        except NoScriptError:
+            await self._bounded(self._redis.script_load(to_run.source))
+            return await self._bounded(self._redis.evalsha(to_run.sha, len(keys), *keys, *args))
+
+    async def cancel(self, prediction_id: str) -> bytes:
+        """Cancel the prediction unless it ended; returns its body afterwards."""
+        body = await self._eval(
+            script("cancel"),
+            [self.keys.prediction(prediction_id), self.keys.queue, self.keys.queued],
+            [prediction_id, now_iso(), self._ttl, self.keys.done_channel, self.keys.stop_channel],
+        )
+        if body is None:
+            raise PredictionNotFound(prediction_id)
+        return body  # type: ignore[no-any-return]
+
+    async def fetch_file(self, name: str) -> tuple[str, bytes] | None:
+        """An output file's media type and bytes, while its prediction is readable and succeeded."""
+        owner, mime_type, data = await self._bounded(self._redis.hmget(self.keys.file(name), ["p", "t", "d"]))
+        if not isinstance(owner, bytes) or not isinstance(data, bytes):
+            return None
+        result = await self._bounded(self._redis.hget(self.keys.prediction(owner.decode()), "result"))
+        if not isinstance(result, bytes) or json.loads(result).get("status") != "success":
+            return None
+        return (mime_type if isinstance(mime_type, bytes) else b"application/octet-stream").decode(), data
+
+    async def ping(self) -> None:
+        await self._bounded(self._redis.ping())
+
+    async def queued_inputs(self) -> int:
+        return int(await self._bounded(self._redis.get(self.keys.queued)) or 0)
+
+    async def workers(self) -> list[WorkerInfo]:
+        ids = await self._bounded(self._redis.zrange(self.keys.workers, 0, -1))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(self.keys.worker(worker_id.decode()))
+            found = await self._bounded(pipe.execute())
+        return live_workers(ids, found)
+
+
+def live_workers(ids: Iterable[bytes], found: Iterable[dict[bytes, bytes]]) -> list[WorkerInfo]:
+    workers = []
+    for worker_id, fields in zip(ids, found):
+        if fields:
+            workers.append(WorkerInfo(worker_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}))
+    return workers

@@ -1,0 +1,87 @@
+"""Key names, connection helpers and the clock the data model uses."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import redis
+
+from tungstenkit._errors import RedisUnavailable
+
+GROUP = "workers"
+#: A dead consumer with nothing pending is removed from the group after this idle time.
+FORGET_IDLE_CONSUMER_MS = 60_000
+#: How long a worker's running key outlives its last batch start; a dead worker's
+#: key must survive until another worker reclaims its entries.
+RUNNING_KEY_TTL_S = 7 * 24 * 3600
+
+#: The errors that mean Redis could not be reached or did not answer in time.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+class Keys:
+    """Key and channel names of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        if not namespace or any(c in namespace for c in "{} \n"):
+            raise ValueError(f"invalid namespace {namespace!r}")
+        self.namespace = namespace
+        self.prefix = f"tungsten:{{{namespace}}}:"
+        self.queue = self.prefix + "queue"
+        self.queued = self.prefix + "queued"
+        self.workers = self.prefix + "workers"
+        self.done_channel = self.prefix + "done"
+        self.stop_channel = self.prefix + "stop"
+        self.prediction_prefix = self.prefix + "pred:"
+
+    def prediction(self, prediction_id: str) -> str:
+        return self.prediction_prefix + prediction_id
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    def running(self, worker_id: str) -> str:
+        return f"{self.prefix}running:{worker_id}"
+
+    def file(self, name: str) -> str:
+        return f"{self.prefix}file:{name}"
+
+
+def redacted(url: str) -> str:
+    """A Redis URL without its password, for messages."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def connect(url: str, timeout_s: float) -> redis.Redis:
+    """A blocking client for ``url`` once Redis answers; ``RedisUnavailable`` after ``timeout_s``."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15, health_check_interval=30)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.AuthenticationError as exc:
+            client.close()
+            raise RedisUnavailable(f"Redis at {redacted(url)} refused the password: {exc}") from exc
+        except CONNECTION_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                client.close()
+                raise RedisUnavailable(f"Cannot reach Redis at {redacted(url)}: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def now_iso() -> str:
+    """The current UTC time as an ISO 8601 string, as predictions report it."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,180 @@
+"""What travels through Redis: stream entries, results, and the rendered prediction body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A run of consecutive inputs of one prediction that share an option group."""
+
+    start: int
+    count: int
+    group: str
+    data: str  # JSON list of the inputs
+
+
+def split_into_chunks(inputs: Sequence[str], groups: Sequence[str], max_size: int) -> list[Chunk]:
+    """Cut a prediction's inputs (each a JSON object string) into stream entries.
+
+    A chunk never mixes option groups and never holds more than ``max_size`` inputs,
+    so several workers can share a large request.
+    """
+    chunks: list[Chunk] = []
+    start = 0
+    while start < len(inputs):
+        end = start + 1
+        while end < len(inputs) and end - start < max_size and groups[end] == groups[start]:
+            end += 1
+        chunks.append(Chunk(start, end - start, groups[start], "[" + ",".join(inputs[start:end]) + "]"))
+        start = end
+    return chunks
+
+
+@dataclass
+class Entry:
+    """A stream entry as a worker holds it."""
+
+    sid: str
+    prediction_id: str
+    start: int
+    count: int
+    group: str
+    data: bytes
+    #: How many inputs the whole prediction has, and when it was created.
+    total: int = 0
+    created: str = ""
+    #: Taken over from a worker that died, or recovered: it may have started before.
+    redelivered: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """Whether this entry is all of its prediction."""
+        return self.start == 0 and self.count == self.total
+
+    @classmethod
+    def from_fields(cls, sid: bytes | str, fields: dict[bytes, bytes], redelivered: bool = False) -> Entry:
+        count = int(fields[b"n"])
+        return cls(
+            sid=sid.decode() if isinstance(sid, bytes) else sid,
+            prediction_id=fields[b"p"].decode(),
+            start=int(fields[b"s"]),
+            count=count,
+            group=fields[b"g"].decode(),
+            data=fields[b"d"],
+            total=int(fields.get(b"t", b"0")) or -1,
+            created=fields.get(b"c", b"").decode(),
+            redelivered=redelivered,
+        )
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """A batch that began: the predictions it serves and the entries it runs.
+
+    ``whole[i]`` says that the batch holds all of prediction ``i`` in one entry read
+    for the first time, so one check marks it started.
+    """
+
+    prediction_ids: list[str]
+    sids: list[str]
+    whole: list[bool]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An output file kept in Redis for ``GET /files/<name>`` (``output_files=url``)."""
+
+    name: str
+    mime_type: str
+    data: bytes
+
+
+#: Output files outlive their prediction's TTL by this factor, so that a file written
+#: when one entry finished is still there when the last entry ends the prediction. The
+#: API serves a file only while its prediction exists and succeeded.
+FILE_TTL_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    """What became of an entry: outputs, an error, or dropped unrun."""
+
+    OUTPUTS = "o"
+    ERROR = "e"
+    DROPPED = "x"
+    #: The prediction's whole ended body (made from OUTPUTS or ERROR of a whole entry).
+    BODY = "b"
+
+    entry: Entry
+    kind: str
+    #: For outputs, the entry's outputs as JSON objects joined by commas; for an
+    #: error, its message; for a body, the body.
+    payload: str = ""
+    #: For outputs, the files their links point to (``output_files=url``).
+    files: tuple[StoredFile, ...] = ()
+    #: When the first batch holding the entry started.
+    started: str = ""
+
+
+# ---------------------------------------------------------------------------------
+# The GET body. ``lua/common.lua`` renders the same shape for what ends in Lua.
+
+
+def _json_string(value: str | None) -> str:
+    return json.dumps(value) if value else "null"
+
+
+def render_body(
+    status: str, outputs: str | None, error: str | None, created: str, started: str | None, completed: str | None
+) -> str:
+    """``{"outputs", "status", "error_message", "created_at", "started_at", "completed_at"}``.
+
+    ``outputs`` is a JSON list, copied through without being parsed again.
+    """
+    return (
+        f'{{"outputs":{outputs or "null"},"status":"{status}","error_message":{_json_string(error)},'
+        f'"created_at":{_json_string(created)},"started_at":{_json_string(started)},'
+        f'"completed_at":{_json_string(completed)}}}'
+    )
+
+
+def render_open(created: bytes, started: bytes | None) -> bytes:
+    """The body of a prediction still pending or running."""
+    status = "running" if started else "pending"
+    return render_body(status, None, None, created.decode(), (started or b"").decode(), None).encode()
+
+
+#: The prediction hash fields a read needs.
+READ_FIELDS = ("result", "created", "started")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A prediction's GET body, and whether it ended (its body will not change)."""
+
+    body: bytes
+    ended: bool
+
+
+def read_prediction(values: Sequence[bytes | None]) -> Fetched | None:
+    """A prediction from its ``READ_FIELDS``; None if there is no such prediction."""
+    result, created, started = values
+    if result is not None:
+        return Fetched(result, True)
+    if created is None:
+        return None
+    return Fetched(render_open(created, started), False)
+
+
+def parse_done_message(data: bytes) -> list[tuple[str, bytes | None]]:
+    """The ``done`` channel's lines: each ended prediction's id, with its body when it fit."""
+    ended = []
+    for line in data.split(b"\n"):
+        prediction_id, _, body = line.partition(b" ")
+        if prediction_id:
+            ended.append((prediction_id.decode(), body or None))
+    return ended

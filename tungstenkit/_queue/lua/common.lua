@@ -1,0 +1,63 @@
+-- Shared by the scripts that end predictions.
+--
+-- A prediction hash holds `created`, `n` (inputs), `left` (entries not finished),
+-- `entries` (space-separated "sid:start:count" triples, in input order), `started`
+-- once a batch starts it ("" if it ended before starting), and, once it ended,
+-- `result`: the finished GET body, stored ready to send. A prediction is open while
+-- it has no `result`.
+
+-- A JSON string, or null.
+local function json_string(value)
+  if value == nil or value == false or value == '' then
+    return 'null'
+  end
+  return cjson.encode(value)
+end
+
+-- The GET body of an ended prediction (`outputs` is a JSON list or nil).
+local function render(status, outputs, message, created, started, completed)
+  return '{"outputs":' .. (outputs or 'null') .. ',"status":"' .. status .. '","error_message":'
+    .. json_string(message) .. ',"created_at":' .. json_string(created) .. ',"started_at":'
+    .. json_string(started) .. ',"completed_at":' .. json_string(completed) .. '}'
+end
+
+-- Deletes the prediction's entries that are still in the stream, so that no worker
+-- reads them any more, and returns how many inputs they held.
+local function drop_entries(queue, entries)
+  local released = 0
+  if not entries then
+    return 0
+  end
+  for sid, count in string.gmatch(entries, '([^%s:]+):%d+:(%d+)') do
+    if redis.call('XDEL', queue, sid) == 1 then
+      released = released + tonumber(count)
+    end
+  end
+  return released
+end
+
+-- Stores the ended prediction's body and starts its expiry.
+local function conclude(key, body, ttl)
+  redis.call('HSET', key, 'result', body)
+  redis.call('HSETNX', key, 'started', '')
+  redis.call('EXPIRE', key, ttl)
+end
+
+-- Ends an open prediction as failed and stops the rest of its work. Returns the
+-- rendered body (nil if it had already ended) and the number of inputs released.
+local function fail_prediction(queue, key, message, now, ttl)
+  local state = redis.call('HMGET', key, 'result', 'entries', 'created', 'started')
+  if state[1] or not state[3] then
+    return nil, 0
+  end
+  local body = render('failed', nil, message, state[3], state[4], now)
+  conclude(key, body, ttl)
+  return body, drop_entries(queue, state[2])
+end
+
+-- Releases `released` inputs from the queue bound, which never goes below zero.
+local function release(counter, released)
+  if released > 0 and redis.call('DECRBY', counter, released) < 0 then
+    redis.call('SET', counter, 0)
+  end
+end
