@@ -1,0 +1,436 @@
+"""Benchmark scenarios: start the servers, run the load, write results.
+
+    python bench/run.py SCENARIO [SCENARIO ...] [--quick] [--reps N] [--no-tk] [--out DIR]
+
+Scenarios (those of issue 5, plus the helpers):
+
+    a   no-op model, 1 client: the latency floor
+    b   no-op model, 64 clients: the server's own overhead
+    c   fixed 20 ms per batch (<= 32 inputs), 64 single-input clients (ideal 1,600 inputs/s)
+    d   the same with 16 clients x 4 inputs and 4 clients x 32 inputs
+    e   examples/text_to_image on the CPU, 16 single-input clients
+    f   open loop: latency against arrival rate, fixed 20 ms model, 1 input per request
+    g   fixed 100 ms per batch, 4 inputs per request, 32 clients: 1 worker vs 2 workers
+    tk-poll   Tungstenkit's poll interval swept (how the fair interval was chosen)
+    accounting   Redis commands per input and per batch, by process and by script (MONITOR)
+    all   a b c d e f g accounting, then the report
+    report   rebuild results/README.md and the plot from the JSON files already there
+
+Each scenario writes ``results/<name>.json`` (every run, every figure) and
+``results/<name>.md`` (its table); ``report`` writes ``results/summary.md`` with the
+targets and ``results/throughput_latency.png``. Every comparison with Tungstenkit
+alternates the two servers run by run, with both running throughout, and every ratio is
+taken between runs of one invocation. ``--quick`` shortens every run to a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from servers import BENCH, ROOT, OurServer, TungstenkitServer  # noqa: E402
+
+MODELS = BENCH / "models"
+TEXT_TO_IMAGE = ROOT / "examples" / "text_to_image"
+RESULTS = BENCH / "results"
+TEXT_INPUT = '{"text": "r%i"}'
+PROMPT_INPUT = '{"prompt": "a professional photograph of an astronaut riding a horse", "seed": 7}'
+
+#: Tungstenkit has no long-poll; clients poll its GET every this many ms. Chosen per
+#: scenario as the best interval of the ``tk-poll`` sweep (results/tk-poll.md).
+TK_POLL_MS = {"a": 1.0, "b": 20.0, "c": 10.0, "d": 10.0, "e": 10.0, "f": 5.0}
+
+
+@dataclass
+class LoadSpec:
+    label: str
+    clients: int = 0
+    rate: float = 0.0
+    inputs: int = 1
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    model: Path
+    loads: list[LoadSpec]
+    ideal_inputs_per_s: float | None = None
+    input_template: str = TEXT_INPUT
+    tk: bool = True
+    workers: tuple[int, ...] = (1,)
+    direct_batch: int = 32
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "a": Scenario("a", "no-op model, 1 client (latency floor)", MODELS / "noop", [LoadSpec("1 client x 1", clients=1)]),
+    "b": Scenario("b", "no-op model, 64 clients (server overhead)", MODELS / "noop", [LoadSpec("64 clients x 1", clients=64)]),
+    "c": Scenario(
+        "c", "fixed 20 ms per batch, 64 single-input clients", MODELS / "sleep20",
+        [LoadSpec("64 clients x 1", clients=64)], ideal_inputs_per_s=1600,
+    ),
+    "d": Scenario(
+        "d", "fixed 20 ms per batch, multi-input requests", MODELS / "sleep20",
+        [LoadSpec("16 clients x 4", clients=16, inputs=4), LoadSpec("4 clients x 32", clients=4, inputs=32)],
+        ideal_inputs_per_s=1600,
+    ),
+    "e": Scenario(
+        "e", "examples/text_to_image on the CPU, 16 single-input clients", TEXT_TO_IMAGE,
+        [LoadSpec("16 clients x 1", clients=16)], input_template=PROMPT_INPUT, direct_batch=8,
+    ),
+    "f": Scenario(
+        "f", "open loop, fixed 20 ms per batch, 1 input per request", MODELS / "sleep20",
+        [LoadSpec(f"{r} req/s", rate=r) for r in (100, 200, 400, 800, 1200, 1500)], ideal_inputs_per_s=1600,
+    ),
+    "g": Scenario(
+        "g", "fixed 100 ms per batch, 32 clients x 4 inputs: 1 vs 2 workers", MODELS / "sleep100",
+        [LoadSpec("32 clients x 4", clients=32, inputs=4)], ideal_inputs_per_s=320, tk=False, workers=(1, 2),
+    ),
+}
+
+
+@dataclass
+class Timing:
+    duration_s: float
+    warmup_s: float
+    reps: int
+
+    @classmethod
+    def pick(cls, quick: bool, reps: int | None) -> Timing:
+        if quick:
+            return cls(2.0, 0.5, reps or 1)
+        return cls(10.0, 2.0, reps or 3)
+
+
+# ---------------------------------------------------------------------------------
+# Running one load against one server
+
+
+def run_load(server: Any, spec: LoadSpec, timing: Timing, *, template: str, poll_ms: float, tag: str) -> dict[str, Any]:
+    out = RESULTS / "tmp" / f"{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, str(BENCH / "loadgen.py"), "--url", server.url, "--mode", server.mode,
+            "--inputs", str(spec.inputs), "--duration", str(timing.duration_s), "--warmup", str(timing.warmup_s),
+            "--poll-ms", str(poll_ms), "--input", template, "--json", str(out)]
+    if spec.clients:
+        args += ["--clients", str(spec.clients)]
+    else:
+        args += ["--rate", str(spec.rate), "--timeout", "15"]
+    for name, pid in server.pids().items():
+        args += ["--pid", f"{name}={pid}"]
+    if server.redis_address:
+        args += ["--redis", server.redis_address]
+    subprocess.run(args, check=True, timeout=timing.duration_s + timing.warmup_s + 120)
+    result = json.loads(out.read_text())
+    result["server"] = server.kind
+    result["load"]["label"] = spec.label
+    wait_idle(server)
+    return result
+
+
+def wait_idle(server: Any, timeout: float = 60.0) -> None:
+    """Wait until the server's processes stop using CPU (a backlog from an overloaded run drained)."""
+    from loadgen import proc_cpu_s
+
+    pids = server.pids()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(proc_cpu_s(p) or 0 for p in pids.values())
+        time.sleep(0.5)
+        after = sum(proc_cpu_s(p) or 0 for p in pids.values())
+        if after - before < 0.05:
+            return
+
+
+def direct_loop(model: Path, batch: int, template: str, seconds: float) -> dict[str, Any]:
+    """The limit: the model's ``predict`` called in a loop on pre-formed batches, in-process."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "direct.py"), str(model), "--batch", str(batch), "--seconds", str(seconds),
+         "--input", template],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=seconds * 3 + 120,
+    )
+    return json.loads(out.stdout)
+
+
+# ---------------------------------------------------------------------------------
+# Scenarios
+
+
+def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: Path) -> dict[str, Any]:
+    print(f"== ({scenario.name}) {scenario.title}", flush=True)
+    record: dict[str, Any] = {
+        "scenario": scenario.name, "title": scenario.title, "model": str(scenario.model.relative_to(ROOT)),
+        "ideal_inputs_per_s": scenario.ideal_inputs_per_s, "timing": timing.__dict__, "host": host_info(),
+        "runs": [],
+    }
+    direct_seconds = 1.0 if timing.duration_s < 5 else 3.0
+    record["direct"] = direct_loop(scenario.model, scenario.direct_batch, scenario.input_template, direct_seconds)
+    print(f"   direct loop, batch {scenario.direct_batch}: {record['direct']['inputs_per_s']:.0f} inputs/s", flush=True)
+    with_tk = with_tk and scenario.tk and TungstenkitServer.available()
+    poll_ms = TK_POLL_MS.get(scenario.name, 5.0)
+    record["tk_poll_ms"] = poll_ms if with_tk else None
+    for workers in scenario.workers:
+        servers: list[Any] = [OurServer(scenario.model, folder / f"{scenario.name}-w{workers}", workers=workers)]
+        if with_tk:
+            servers.append(TungstenkitServer(scenario.model, folder / f"{scenario.name}-tk", batch_size=32
+                                             if scenario.direct_batch == 32 else scenario.direct_batch))
+        try:
+            for server in servers:
+                server.start()
+            for rep in range(timing.reps):
+                for spec in scenario.loads:
+                    for server in servers:
+                        tag = f"{scenario.name}-{server.kind}-w{workers}-{spec.label.replace(' ', '')}-{rep}"
+                        result = run_load(server, spec, timing, template=scenario.input_template,
+                                          poll_ms=poll_ms, tag=tag)
+                        result["workers"] = workers if server.kind == "ours" else 1
+                        result["rep"] = rep
+                        record["runs"].append(result)
+                        print("   " + one_line(result), flush=True)
+        finally:
+            for server in servers:
+                server.stop()
+    record["table"] = scenario_table(record)
+    write(scenario.name, record)
+    return record
+
+
+def host_info() -> dict[str, Any]:
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    return {"cpus": os.cpu_count(), "loadavg_at_start": load, "python": sys.version.split()[0]}
+
+
+def one_line(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    return (f"{r['server']:<11} w{r.get('workers', 1)} {r['load']['label']:<16} {r['inputs_per_s']:>8.1f} in/s "
+            f"{r['requests_per_s']:>7.1f} req/s  p50 {lat['p50']} p99 {lat['p99']} ms  batch {r['batches']['mean']}  "
+            f"http/pred {r['http_per_prediction']}  cmds/in {r['redis_commands_per_input']}  "
+            f"cpu {r['cpu_s']}  machine {r['machine_busy_cores']}  {r['statuses']}")
+
+
+def run_tk_poll(timing: Timing, folder: Path) -> dict[str, Any]:
+    """Sweep Tungstenkit's poll interval on the loads of (a), (b) and (c)."""
+    print("== (tk-poll) Tungstenkit poll interval sweep", flush=True)
+    record: dict[str, Any] = {"scenario": "tk-poll", "timing": timing.__dict__, "runs": []}
+    for name in ("a", "b", "c"):
+        scenario = SCENARIOS[name]
+        server = TungstenkitServer(scenario.model, folder / f"tkpoll-{name}")
+        try:
+            server.start()
+            for poll_ms in (1.0, 2.0, 5.0, 10.0, 20.0, 50.0):
+                result = run_load(server, scenario.loads[0], timing, template=scenario.input_template,
+                                  poll_ms=poll_ms, tag=f"tkpoll-{name}-{poll_ms}")
+                result["for_scenario"] = name
+                record["runs"].append(result)
+                print(f"   ({name}) poll {poll_ms:>4} ms: " + one_line(result), flush=True)
+        finally:
+            server.stop()
+    lines = ["| scenario | poll ms | inputs/s | p50 ms | p99 ms | HTTP/prediction | TK server CPU s |", "|---|---|---|---|---|---|---|"]
+    for r in record["runs"]:
+        lines.append(f"| ({r['for_scenario']}) | {r['load']['poll_ms']:g} | {r['inputs_per_s']:.0f} | {r['latency_ms']['p50']} | "
+                     f"{r['latency_ms']['p99']} | {r['http_per_prediction']} | {r['cpu_s'].get('tk-server')} |")
+    record["table"] = "\n".join(lines)
+    write("tk-poll", record)
+    return record
+
+
+# ---------------------------------------------------------------------------------
+# Redis command accounting (MONITOR)
+
+
+class Monitor(threading.Thread):
+    """Counts the commands Redis executes, by client connection and for Lua, while running."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(daemon=True)
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.sendall(b"MONITOR\r\n")
+        self.counts: dict[tuple[str, str], int] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        buffer = b""
+        while not self._halt.is_set():
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            *lines, buffer = buffer.split(b"\r\n")
+            for line in lines:
+                # +1700000000.123456 [0 127.0.0.1:5555] "EVALSHA" "sha" ...
+                if not line.startswith(b"+") or b"[" not in line:
+                    continue
+                source = line[line.index(b"[") + 1 : line.index(b"]")].split(b" ", 1)[1].decode()
+                rest = line[line.index(b"]") + 2 :]
+                parts = rest.split(b'"')
+                command = parts[1].decode().lower() if len(parts) > 1 else "?"
+                if command in ("evalsha", "eval") and len(parts) > 3:
+                    command = f"{command}:{parts[3].decode()[:12]}"
+                key = (source, command)
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def stop(self) -> dict[tuple[str, str], int]:
+        self._halt.set()
+        self.sock.close()
+        self.join(2)
+        return dict(self.counts)
+
+
+def socket_owners(pids: dict[str, int]) -> dict[int, str]:
+    """Local TCP port -> process name, for the connections the named processes hold."""
+    inodes: dict[str, str] = {}
+    for name, pid in pids.items():
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = name
+        except OSError:
+            continue
+    ports: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for row in f:
+                    cols = row.split()
+                    if cols[9] in inodes:
+                        ports[int(cols[1].rsplit(":", 1)[1], 16)] = inodes[cols[9]]
+        except OSError:
+            continue
+    return ports
+
+
+def run_accounting(timing: Timing, folder: Path) -> dict[str, Any]:
+    """Every command Redis runs during a short load, attributed to API, worker or Lua."""
+    from tungstenkit._queue import cancel_script, finish_script, requeue_script, start_script, submit_script
+
+    print("== (accounting) Redis commands per input and per batch", flush=True)
+    scripts = {s.sha[:12]: s.name for s in (submit_script(), start_script(), finish_script(), cancel_script(), requeue_script())}
+    record: dict[str, Any] = {"scenario": "accounting", "runs": []}
+    cases = [("b", SCENARIOS["b"].loads[0]), ("c", SCENARIOS["c"].loads[0])] + [("d", spec) for spec in SCENARIOS["d"].loads]
+    short = Timing(min(timing.duration_s, 3.0), 0.5, 1)
+    for name, spec in cases:
+        scenario = SCENARIOS[name]
+        server = OurServer(scenario.model, folder / f"acct-{name}")
+        try:
+            server.start()
+            monitor = Monitor(server.redis_address)
+            monitor.start()
+            owners_before = socket_owners(server.pids())
+            result = run_load(server, spec, short, template=scenario.input_template, poll_ms=0, tag=f"acct-{name}")
+            owners = {**owners_before, **socket_owners(server.pids())}
+            counts = monitor.stop()
+        finally:
+            server.stop()
+        # MONITOR sees the whole run (warm-up included): normalise by what the run completed.
+        by_process: dict[str, dict[str, int]] = {}
+        for (source, command), n in counts.items():
+            if source == "lua":
+                who = "lua (inside scripts)"
+            else:
+                port = int(source.rsplit(":", 1)[1]) if ":" in source else -1
+                who = owners.get(port, f"other ({source})")
+            if command.startswith("evalsha:") or command.startswith("eval:"):
+                kind, sha = command.split(":", 1)
+                command = f"{kind} {scripts.get(sha, sha)}"
+            by_process.setdefault(who, {})
+            by_process[who][command] = by_process[who].get(command, 0) + n
+        summary = {
+            "for_scenario": name, "label": spec.label, "by_process": by_process,
+            "load_result": {k: result[k] for k in ("inputs_per_s", "batches", "redis_commands_per_input")},
+        }
+        record["runs"].append(summary)
+        print(f"   ({name}) {spec.label}: {json.dumps(by_process)}", flush=True)
+    write("accounting", record)
+    return record
+
+
+def write(name: str, record: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    if record.get("table"):
+        (RESULTS / f"{name}.md").write_text(f"# ({name}) {record.get('title', '')}\n\n{record['table']}\n")
+
+
+# ---------------------------------------------------------------------------------
+# Tables
+
+
+def scenario_table(record: dict[str, Any]) -> str:
+    head = ("| server | workers | load | inputs/s | requests/s | p50 ms | p90 ms | p99 ms | mean batch | batch histogram "
+            "| HTTP/pred | Redis cmds/input | CPU s (per process) | loadgen CPU s | machine busy cores |")
+    lines = [head, "|" + "---|" * 15]
+    for r in record["runs"]:
+        lat = r["latency_ms"]
+        hist = " ".join(f"{k}:{v}" for k, v in r["batches"]["histogram"].items())
+        if len(hist) > 60:
+            hist = hist[:57] + "..."
+        cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_s"].items() if v)
+        lines.append(
+            f"| {r['server']} | {r.get('workers', 1)} | {r['load']['label']} | {r['inputs_per_s']:.0f} | {r['requests_per_s']:.0f} "
+            f"| {lat['p50']} | {lat['p90']} | {lat['p99']} | {r['batches']['mean']} | {hist} | {r['http_per_prediction']} "
+            f"| {r['redis_commands_per_input'] if r['redis_commands_per_input'] is not None else '-'} | {cpu} "
+            f"| {r['cpu_s_loadgen']} | {r['machine_busy_cores']} |"
+        )
+    d = record["direct"]
+    lines.append(f"\nDirect in-process loop (`predict` on pre-formed batches of {d['batch']}): "
+                 f"{d['inputs_per_s']:.0f} inputs/s; with output serialisation {d['inputs_per_s_serialised']:.0f} inputs/s.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("scenarios", nargs="+")
+    parser.add_argument("--quick", action="store_true", help="a few seconds per run")
+    parser.add_argument("--reps", type=int, help="alternations of the servers per load [3; quick 1]")
+    parser.add_argument("--no-tk", action="store_true", help="skip Tungstenkit even if bench/.venv-tk exists")
+    parser.add_argument("--out", type=Path, help="results folder [bench/results]")
+    args = parser.parse_args(argv)
+    global RESULTS
+    if args.out:
+        RESULTS = args.out.resolve()
+    timing = Timing.pick(args.quick, args.reps)
+    folder = RESULTS / "tmp"
+    names = []
+    for name in args.scenarios:
+        names += ["a", "b", "c", "d", "e", "f", "g", "accounting", "report"] if name == "all" else [name]
+    for name in names:
+        if name in SCENARIOS:
+            run_scenario(SCENARIOS[name], timing, with_tk=not args.no_tk, folder=folder)
+        elif name == "tk-poll":
+            run_tk_poll(timing, folder)
+        elif name == "accounting":
+            run_accounting(timing, folder)
+        elif name == "report":
+            import report
+
+            report.build(RESULTS)
+        else:
+            parser.error(f"unknown scenario {name!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
