@@ -299,11 +299,11 @@ def request_body(template: str, n: int, counter: int) -> bytes:
     return ("[" + ",".join(template.replace("%i", str(counter * 1000 + i)) for i in range(n)) + "]").encode()
 
 
-async def _closed_loop(load: Load, host: str, port: int, stop_at: float, outcomes: list[Outcome]) -> None:
+async def _closed_loop(load: Load, targets: list[tuple[str, int]], stop_at: float, outcomes: list[Outcome]) -> None:
     bodies = [request_body(load.input_template, load.inputs_per_request, i) for i in range(16)]
 
     async def client(index: int) -> None:
-        conn = Connection(host, port)
+        conn = Connection(*targets[index % len(targets)])
         count = 0
         try:
             while time.monotonic() < stop_at:
@@ -316,7 +316,8 @@ async def _closed_loop(load: Load, host: str, port: int, stop_at: float, outcome
     await asyncio.gather(*(client(i) for i in range(load.clients)))
 
 
-async def _open_loop(load: Load, host: str, port: int, stop_at: float, outcomes: list[Outcome]) -> None:
+async def _open_loop(load: Load, targets: list[tuple[str, int]], stop_at: float, outcomes: list[Outcome]) -> None:
+    host, port = targets[0]
     rng = random.Random(load.seed)
     idle: list[Connection] = []
     tasks: set[asyncio.Task[None]] = set()
@@ -352,8 +353,10 @@ async def _open_loop(load: Load, host: str, port: int, stop_at: float, outcomes:
 
 
 async def run_load(load: Load, pids: dict[str, int], redis_address: str | None) -> dict[str, Any]:
-    parts = urlsplit(load.url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    targets = []
+    for url in load.url.split(","):
+        parts = urlsplit(url)
+        targets.append((parts.hostname or "127.0.0.1", parts.port or 80))
     outcomes: list[Outcome] = []
     t0 = time.monotonic()
     window_start = t0 + load.warmup_s
@@ -368,9 +371,9 @@ async def run_load(load: Load, pids: dict[str, int], redis_address: str | None) 
 
     snapper = asyncio.create_task(take_snapshots())
     if load.clients:
-        await _closed_loop(load, host, port, window_end, outcomes)
+        await _closed_loop(load, targets, window_end, outcomes)
     else:
-        await _open_loop(load, host, port, window_end, outcomes)
+        await _open_loop(load, targets, window_end, outcomes)
     await snapper
     return summarize(load, outcomes, edges[0], edges[1], pids)
 
@@ -469,7 +472,8 @@ def _r(value: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:3000")
+    parser.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:3000; "
+                        "several, comma-separated, share the closed-loop clients round-robin")
     parser.add_argument("--mode", choices=["longpoll", "poll"], default="longpoll")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval (mode poll)")
     parser.add_argument("--wait", type=float, default=30.0, help="?wait= seconds (mode longpoll)")

@@ -13,6 +13,7 @@ Scenarios (those of issue 5, plus the helpers):
     g   fixed 100 ms per batch, 4 inputs per request, 32 clients: 1 worker vs 2 workers
     tk-poll   Tungstenkit's poll interval swept (how the fair interval was chosen)
     accounting   Redis commands per input and per batch, by process and by script (MONITOR)
+    profile   py-spy samples of our API and worker under the loads of (b) and (c)
     all   a b c d e f g accounting, then the report
     report   rebuild results/README.md and the plot from the JSON files already there
 
@@ -50,7 +51,7 @@ PROMPT_INPUT = '{"prompt": "a professional photograph of an astronaut riding a h
 
 #: Tungstenkit has no long-poll; clients poll its GET every this many ms. Chosen per
 #: scenario as the best interval of the ``tk-poll`` sweep (results/tk-poll.md).
-TK_POLL_MS = {"a": 1.0, "b": 20.0, "c": 10.0, "d": 10.0, "e": 10.0, "f": 5.0}
+TK_POLL_MS = {"a": 1.0, "b": 5.0, "c": 10.0, "d": 10.0, "e": 10.0, "f": 5.0}
 
 
 @dataclass
@@ -72,6 +73,8 @@ class Scenario:
     tk: bool = True
     workers: tuple[int, ...] = (1,)
     direct_batch: int = 32
+    max_reps: int = 99
+    note: str = ""
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -89,10 +92,14 @@ SCENARIOS: dict[str, Scenario] = {
     "e": Scenario(
         "e", "examples/text_to_image on the CPU, 16 single-input clients", TEXT_TO_IMAGE,
         [LoadSpec("16 clients x 1", clients=16)], input_template=PROMPT_INPUT, direct_batch=8,
+        # The example builds its PNG output with Image.from_bytes(data, "image/png");
+        # Tungstenkit 0.2.20's Image.from_bytes takes the bytes only, so every batch fails there.
+        tk=False, note="Tungstenkit not run: the example calls Image.from_bytes(data, mime), which 0.2.20 lacks.",
     ),
     "f": Scenario(
         "f", "open loop, fixed 20 ms per batch, 1 input per request", MODELS / "sleep20",
         [LoadSpec(f"{r} req/s", rate=r) for r in (100, 200, 400, 800, 1200, 1500)], ideal_inputs_per_s=1600,
+        max_reps=1,
     ),
     "g": Scenario(
         "g", "fixed 100 ms per batch, 32 clients x 4 inputs: 1 vs 2 workers", MODELS / "sleep100",
@@ -173,6 +180,7 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
     record: dict[str, Any] = {
         "scenario": scenario.name, "title": scenario.title, "model": str(scenario.model.relative_to(ROOT)),
         "ideal_inputs_per_s": scenario.ideal_inputs_per_s, "timing": timing.__dict__, "host": host_info(),
+        "note": scenario.note,
         "runs": [],
     }
     direct_seconds = 1.0 if timing.duration_s < 5 else 3.0
@@ -189,7 +197,7 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
         try:
             for server in servers:
                 server.start()
-            for rep in range(timing.reps):
+            for rep in range(min(timing.reps, scenario.max_reps)):
                 for spec in scenario.loads:
                     for server in servers:
                         tag = f"{scenario.name}-{server.kind}-w{workers}-{spec.label.replace(' ', '')}-{rep}"
@@ -202,7 +210,7 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
         finally:
             for server in servers:
                 server.stop()
-    record["table"] = scenario_table(record)
+    record["table"] = scenario_table(record) + (f"\n\n{scenario.note}" if scenario.note else "")
     write(scenario.name, record)
     return record
 
@@ -366,6 +374,126 @@ def run_accounting(timing: Timing, folder: Path) -> dict[str, Any]:
     return record
 
 
+# ---------------------------------------------------------------------------------
+# Profiles (py-spy)
+
+
+def run_profile(timing: Timing, folder: Path) -> dict[str, Any]:
+    """Sample the API and the worker with py-spy under the loads of (b) and (c)."""
+    import shutil
+
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
+    print("== (profile) where our API and worker spend their CPU", flush=True)
+    record: dict[str, Any] = {"scenario": "profile", "runs": []}
+    out_dir = RESULTS / "profile"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds = timing.duration_s
+    for name in ("b", "c"):
+        scenario = SCENARIOS[name]
+        server = OurServer(scenario.model, folder / f"profile-{name}")
+        try:
+            server.start()
+            pids = server.pids()
+            samplers = []
+            for proc in ("api", "worker-1"):
+                raw = out_dir / f"{name}-{proc}.txt"
+                samplers.append((proc, raw, subprocess.Popen(
+                    [py_spy, "record", "--pid", str(pids[proc]), "--duration", str(int(seconds)), "--rate", "250",
+                     "--format", "raw", "--nonblocking", "--output", str(raw)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+            result = run_load(server, scenario.loads[0], Timing(seconds, 0.5, 1), template=scenario.input_template,
+                              poll_ms=0, tag=f"profile-{name}")
+            for _, _, sampler in samplers:
+                sampler.wait(60)
+        finally:
+            server.stop()
+        entry = {"for_scenario": name, "load": one_line(result), "processes": {}}
+        for proc, raw, _ in samplers:
+            entry["processes"][proc] = summarize_profile(raw)
+        record["runs"].append(entry)
+        print(f"   ({name}) {one_line(result)}", flush=True)
+    record["table"] = profile_table(record)
+    write("profile", record)
+    return record
+
+
+def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares by function and by module, from py-spy's collapsed stacks."""
+    self_counts: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    modules: dict[str, int] = {}
+    total = 0
+    idle_markers = ("select (selectors.py", "epoll", "_run_once", "wait (threading.py", "poll (selectors.py")
+    if not path.exists():
+        return {"samples": 0}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if not f.startswith("thread (") and not f.startswith("process ")]
+        if not frames:
+            continue
+        total += count
+        leaf = frames[-1]
+        self_counts[leaf] = self_counts.get(leaf, 0) + count
+        seen = set()
+        for frame in frames:
+            key = _frame_key(frame)
+            if key not in seen:
+                inclusive[key] = inclusive.get(key, 0) + count
+                seen.add(key)
+        module = _frame_module(leaf)
+        modules[module] = modules.get(module, 0) + count
+    share = lambda n: round(100 * n / total, 1) if total else 0.0  # noqa: E731
+    return {
+        "samples": total,
+        "self_top": [(k, share(v)) for k, v in sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]],
+        "inclusive_top": [(k, share(v)) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top * 2]],
+        "self_by_package": [(k, share(v)) for k, v in sorted(modules.items(), key=lambda kv: -kv[1])[:top]],
+        "idle_markers": idle_markers,
+    }
+
+
+def _frame_key(frame: str) -> str:
+    # "function (path/to/file.py:123)" -> "function (file.py)"
+    name, _, where = frame.partition(" (")
+    file = where.rsplit(":", 1)[0].rstrip(")")
+    return f"{name} ({_short_path(file)})"
+
+
+def _frame_module(frame: str) -> str:
+    _, _, where = frame.partition(" (")
+    file = where.rsplit(":", 1)[0].rstrip(")")
+    short = _short_path(file)
+    return short.split("/")[0] if "/" in short else short
+
+
+def _short_path(file: str) -> str:
+    for marker in ("site-packages/", "/lib/python3.11/", str(ROOT) + "/"):
+        if marker in file:
+            return file.split(marker, 1)[1]
+    return file
+
+
+def profile_table(record: dict[str, Any]) -> str:
+    parts = []
+    for run in record["runs"]:
+        parts.append(f"### ({run['for_scenario']}) {run['load']}\n")
+        for proc, summary in run["processes"].items():
+            if not summary.get("samples"):
+                continue
+            parts.append(f"**{proc}**: {summary['samples']} samples (250/s, idle included)\n")
+            parts.append("| self time by package/file | % |\n|---|---|")
+            parts += [f"| `{k}` | {v} |" for k, v in summary["self_by_package"][:12]]
+            parts.append("\n| inclusive time by function | % |\n|---|---|")
+            parts += [f"| `{k}` | {v} |" for k, v in summary["inclusive_top"][:30]]
+            parts.append("")
+    return "\n".join(parts)
+
+
 def write(name: str, record: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -423,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
             run_tk_poll(timing, folder)
         elif name == "accounting":
             run_accounting(timing, folder)
+        elif name == "profile":
+            run_profile(timing, folder)
         elif name == "report":
             import report
 
