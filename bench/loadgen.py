@@ -57,6 +57,11 @@ class HTTPError(Exception):
     pass
 
 
+#: uvicorn closes a keep-alive connection idle for 5 s; a connection idle this long is
+#: replaced before use rather than risk a request racing the server's close.
+IDLE_REUSE_S = 3.0
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection; reconnects when the server closed it."""
 
@@ -66,11 +71,16 @@ class Connection:
         self._host_header = f"{host}:{port}".encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._last_used = 0.0
 
     async def _connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
 
     async def request(self, method: bytes, path: bytes, body: bytes = b"") -> tuple[int, bytes]:
+        now = time.monotonic()
+        if self._writer is not None and now - self._last_used > IDLE_REUSE_S:
+            await self.close()
+        self._last_used = now
         if self._writer is None:
             await self._connect()
         assert self._reader is not None and self._writer is not None
@@ -111,6 +121,7 @@ class Connection:
         else:
             payload = await self._reader.read()
             close = True
+        self._last_used = time.monotonic()
         if close:
             await self.close()
         return status, payload
@@ -135,7 +146,7 @@ class Outcome:
     ended: float
     status: str
     http_requests: int
-    batches: list[tuple[int, str]] = field(default_factory=list)  # (batch size, batch id) per input
+    batches: list[tuple[int, str, float]] = field(default_factory=list)  # (size, id, start) per input
     error: str = ""
 
     @property
@@ -156,12 +167,36 @@ def _status(body: bytes) -> str:
     return body[marker : body.index(b'"', marker)].decode()
 
 
-def _batches(body: bytes) -> list[tuple[int, str]]:
-    """(batch size, batch id) of each output, when the model reports them."""
+def _batches(body: bytes) -> list[tuple[int, str, float]]:
+    """(batch size, batch id, batch start) of each output, when the model reports them."""
     if b'"batch"' not in body:
         return []
     outputs = json.loads(body).get("outputs") or []
-    return [(int(o["batch"]), str(o.get("batch_id", ""))) for o in outputs if isinstance(o, dict) and "batch" in o]
+    return [
+        (int(o["batch"]), str(o.get("batch_id", "")), float(o.get("batch_started", 0.0)))
+        for o in outputs
+        if isinstance(o, dict) and "batch" in o
+    ]
+
+
+def batch_intervals_ms(starts: dict[str, float]) -> list[float]:
+    """Time between the starts of consecutive batches of one worker process, in ms.
+
+    Batch ids are ``<pid>-<counter>``; only pairs whose both batches were seen count.
+    With a model of fixed cost, interval minus that cost is the model's idle gap.
+    """
+    by_pid: dict[str, dict[int, float]] = {}
+    for batch_id, started in starts.items():
+        pid, _, counter = batch_id.rpartition("-")
+        if pid and counter.isdigit() and started:
+            by_pid.setdefault(pid, {})[int(counter)] = started
+    intervals = []
+    for seen in by_pid.values():
+        for counter, started in seen.items():
+            following = seen.get(counter + 1)
+            if following is not None:
+                intervals.append((following - started) * 1000)
+    return sorted(intervals)
 
 
 @dataclass
@@ -405,14 +440,17 @@ def summarize(load: Load, outcomes: list[Outcome], first: Snapshot, last: Snapsh
     inputs = len(ok) * load.inputs_per_request
     # Batch figures: exact from the batch ids the bench models report.
     batch_sizes: dict[str, int] = {}
+    batch_starts: dict[str, float] = {}
     for o in ok:
-        for size, batch_id in o.batches:
+        for size, batch_id, started in o.batches:
             batch_sizes[batch_id] = size
+            batch_starts[batch_id] = started
+    intervals = batch_intervals_ms(batch_starts)
     histogram: dict[int, int] = {}
     for size in batch_sizes.values():
         histogram[size] = histogram.get(size, 0) + 1
     reported_inputs = sum(len(o.batches) for o in ok)
-    per_input_mean = sum(s for o in ok for s, _ in o.batches) / reported_inputs if reported_inputs else None
+    per_input_mean = sum(b[0] for o in ok for b in o.batches) / reported_inputs if reported_inputs else None
     cpu = {}
     for name in pids:
         a, b = first.procs.get(name), last.procs.get(name)
@@ -454,6 +492,14 @@ def summarize(load: Load, outcomes: list[Outcome], first: Snapshot, last: Snapsh
             "mean": round(sum(batch_sizes.values()) / len(batch_sizes), 2) if batch_sizes else None,
             "mean_seen_by_input": round(per_input_mean, 2) if per_input_mean else None,
             "histogram": dict(sorted(histogram.items())),
+            # Start-to-start time of consecutive batches of one worker (fixed-cost models:
+            # minus the model's cost, this is the time the model waited between batches).
+            "interval_ms": {
+                "count": len(intervals),
+                "p50": _r(percentile(intervals, 50)),
+                "p90": _r(percentile(intervals, 90)),
+                "mean": _r(sum(intervals) / len(intervals)) if intervals else None,
+            },
         },
         "cpu_s": cpu,
         "cpu_s_server_total": round(sum(v for v in cpu.values() if v), 3),

@@ -175,32 +175,42 @@ def direct_loop(model: Path, batch: int, template: str, seconds: float) -> dict[
 # Scenarios
 
 
+@dataclass
+class Options:
+    api_procs: int = 1
+    tk_log_level: str = "warning"
+
+
+OPTIONS = Options()
+
+
 def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: Path) -> dict[str, Any]:
     print(f"== ({scenario.name}) {scenario.title}", flush=True)
     record: dict[str, Any] = {
         "scenario": scenario.name, "title": scenario.title, "model": str(scenario.model.relative_to(ROOT)),
         "ideal_inputs_per_s": scenario.ideal_inputs_per_s, "timing": timing.__dict__, "host": host_info(),
-        "note": scenario.note,
+        "note": scenario.note, "api_procs": OPTIONS.api_procs, "tk_log_level": OPTIONS.tk_log_level,
         "runs": [],
     }
-    direct_seconds = 1.0 if timing.duration_s < 5 else 3.0
+    direct_seconds = min(3.0, max(0.2, timing.duration_s / 3))
     record["direct"] = direct_loop(scenario.model, scenario.direct_batch, scenario.input_template, direct_seconds)
     print(f"   direct loop, batch {scenario.direct_batch}: {record['direct']['inputs_per_s']:.0f} inputs/s", flush=True)
     with_tk = with_tk and scenario.tk and TungstenkitServer.available()
     poll_ms = TK_POLL_MS.get(scenario.name, 5.0)
     record["tk_poll_ms"] = poll_ms if with_tk else None
     for workers in scenario.workers:
-        servers: list[Any] = [OurServer(scenario.model, folder / f"{scenario.name}-w{workers}", workers=workers)]
+        servers: list[Any] = [OurServer(scenario.model, folder / f"{scenario.name}-w{workers}", workers=workers,
+                                        api_procs=OPTIONS.api_procs)]
         if with_tk:
-            servers.append(TungstenkitServer(scenario.model, folder / f"{scenario.name}-tk", batch_size=32
-                                             if scenario.direct_batch == 32 else scenario.direct_batch))
+            servers.append(TungstenkitServer(scenario.model, folder / f"{scenario.name}-tk", batch_size=scenario.direct_batch,
+                                             log_level=OPTIONS.tk_log_level))
         try:
             for server in servers:
                 server.start()
             for rep in range(min(timing.reps, scenario.max_reps)):
                 for spec in scenario.loads:
                     for server in servers:
-                        tag = f"{scenario.name}-{server.kind}-w{workers}-{spec.label.replace(' ', '')}-{rep}"
+                        tag = f"{scenario.name}-{server.kind}-w{workers}-{spec.label.replace(' ', '').replace('/', 'per')}-{rep}"
                         result = run_load(server, spec, timing, template=scenario.input_template,
                                           poll_ms=poll_ms, tag=tag)
                         result["workers"] = workers if server.kind == "ours" else 1
@@ -450,11 +460,52 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
     share = lambda n: round(100 * n / total, 1) if total else 0.0  # noqa: E731
     return {
         "samples": total,
+        "categories": [(k, share(v)) for k, v in sorted(categorize(path).items(), key=lambda kv: -kv[1])],
         "self_top": [(k, share(v)) for k, v in sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]],
         "inclusive_top": [(k, share(v)) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top * 2]],
         "self_by_package": [(k, share(v)) for k, v in sorted(modules.items(), key=lambda kv: -kv[1])[:top]],
         "idle_markers": idle_markers,
     }
+
+
+#: (category, what a frame's file path contains), by priority: a sample anywhere under a
+#: redis-py frame is the Redis client's, even when its leaf is a socket write in asyncio.
+CATEGORIES = [
+    ("redis-py client (incl. its socket writes/reads)", ("redis/",)),
+    ("temp folder per batch (mkdtemp/rmtree)", ("shutil.py", "tempfile.py")),
+    ("pydantic (validation, serialisation)", ("pydantic",)),
+    ("json", ("json/",)),
+    ("the model's predict", ("tungsten_model.py",)),
+]
+LEAF_CATEGORIES = [
+    ("our code (app/, worker/, tungstenkit/)", ("app/", "worker/", "tungstenkit/")),
+    ("starlette (routing, middleware, responses)", ("starlette/",)),
+    ("uvicorn (HTTP protocol, incl. its socket writes)", ("uvicorn/",)),
+    ("threading (waits, hand-offs)", ("threading.py",)),
+    ("asyncio event loop", ("asyncio/",)),
+]
+
+
+def categorize(path: Path) -> dict[str, int]:
+    """Samples per category (counts), from a py-spy raw file."""
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = [f for f in stack.split(";") if not f.startswith("thread (") and not f.startswith("process ")]
+        if not frames:
+            continue
+        found = next((name for name, marks in CATEGORIES if any(m in f for f in frames for m in marks)), None)
+        if found is None:
+            # The innermost frame that belongs to a known package names the category.
+            for frame in reversed(frames):
+                found = next((name for name, marks in LEAF_CATEGORIES if any(m in frame for m in marks)), None)
+                if found:
+                    break
+        found = found or "other"
+        counts[found] = counts.get(found, 0) + int(count_text)
+    return counts
 
 
 def _frame_key(frame: str) -> str:
@@ -485,7 +536,10 @@ def profile_table(record: dict[str, Any]) -> str:
         for proc, summary in run["processes"].items():
             if not summary.get("samples"):
                 continue
-            parts.append(f"**{proc}**: {summary['samples']} samples (250/s, idle included)\n")
+            parts.append(f"**{proc}**: {summary['samples']} samples of busy threads (py-spy, 250/s, idle excluded)\n")
+            parts.append("| where the CPU goes (category) | % |\n|---|---|")
+            parts += [f"| {k} | {v} |" for k, v in summary["categories"]]
+            parts.append("")
             parts.append("| self time by package/file | % |\n|---|---|")
             parts += [f"| `{k}` | {v} |" for k, v in summary["self_by_package"][:12]]
             parts.append("\n| inclusive time by function | % |\n|---|---|")
@@ -507,8 +561,8 @@ def write(name: str, record: dict[str, Any]) -> None:
 
 def scenario_table(record: dict[str, Any]) -> str:
     head = ("| server | workers | load | inputs/s | requests/s | p50 ms | p90 ms | p99 ms | mean batch | batch histogram "
-            "| HTTP/pred | Redis cmds/input | CPU s (per process) | loadgen CPU s | machine busy cores |")
-    lines = [head, "|" + "---|" * 15]
+            "| batch start-to-start p50 ms | HTTP/pred | Redis cmds/input | CPU s (per process) | loadgen CPU s | machine busy cores |")
+    lines = [head, "|" + "---|" * 16]
     for r in record["runs"]:
         lat = r["latency_ms"]
         hist = " ".join(f"{k}:{v}" for k, v in r["batches"]["histogram"].items())
@@ -517,7 +571,8 @@ def scenario_table(record: dict[str, Any]) -> str:
         cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_s"].items() if v)
         lines.append(
             f"| {r['server']} | {r.get('workers', 1)} | {r['load']['label']} | {r['inputs_per_s']:.0f} | {r['requests_per_s']:.0f} "
-            f"| {lat['p50']} | {lat['p90']} | {lat['p99']} | {r['batches']['mean']} | {hist} | {r['http_per_prediction']} "
+            f"| {lat['p50']} | {lat['p90']} | {lat['p99']} | {r['batches']['mean']} | {hist} "
+            f"| {r['batches'].get('interval_ms', {}).get('p50', '-')} | {r['http_per_prediction']} "
             f"| {r['redis_commands_per_input'] if r['redis_commands_per_input'] is not None else '-'} | {cpu} "
             f"| {r['cpu_s_loadgen']} | {r['machine_busy_cores']} |"
         )
@@ -533,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="+")
     parser.add_argument("--quick", action="store_true", help="a few seconds per run")
     parser.add_argument("--reps", type=int, help="alternations of the servers per load [3; quick 1]")
+    parser.add_argument("--duration", type=float, help="measured seconds per run [10; quick 2]")
+    parser.add_argument("--warmup", type=float, help="seconds before each run's window [2; quick 0.5]")
+    parser.add_argument("--api-procs", type=int, default=1, help="API processes of our server [1]")
+    parser.add_argument("--tk-log-level", default="warning", help="Tungstenkit's --log-level [warning; its default: info]")
     parser.add_argument("--no-tk", action="store_true", help="skip Tungstenkit even if bench/.venv-tk exists")
     parser.add_argument("--out", type=Path, help="results folder [bench/results]")
     args = parser.parse_args(argv)
@@ -540,6 +599,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         RESULTS = args.out.resolve()
     timing = Timing.pick(args.quick, args.reps)
+    OPTIONS.api_procs = args.api_procs
+    OPTIONS.tk_log_level = args.tk_log_level
+    if args.duration:
+        timing.duration_s = args.duration
+    if args.warmup is not None:
+        timing.warmup_s = args.warmup
     folder = RESULTS / "tmp"
     names = []
     for name in args.scenarios:

@@ -160,15 +160,19 @@ class OurServer:
     mode = "longpoll"
 
     def __init__(self, model: Path, folder: Path, *, workers: int = 1, batch_size: int | None = None,
-                 env: dict[str, str] | None = None, python: str = sys.executable, port: int | None = None) -> None:
+                 env: dict[str, str] | None = None, python: str = sys.executable, port: int | None = None,
+                 api_procs: int = 1) -> None:
         self.model = model
+        self.api_procs = api_procs
+        self.extra: list[tuple[subprocess.Popen, int]] = []
         self.folder = folder
         self.workers = workers
         self.batch_size = batch_size
         self.env = env or {}
         self.python = python
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.main_url = f"http://127.0.0.1:{self.port}"
+        self.url = self.main_url
         self.redis = Redis(folder / "redis")
         self.process: subprocess.Popen | None = None
         self.log = folder / f"ours-{model.name}-{self.port}.log"
@@ -191,11 +195,28 @@ class OurServer:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
-        def ready() -> bool:
-            reply = http_get(self.url + "/health")
+        def ready(url: str) -> bool:
+            reply = http_get(url + "/health")
             return reply is not None and reply[0] == 200 and json.loads(reply[1])["ready_workers"] >= self.workers
 
-        wait_until(ready, timeout, f"tungsten serve {self.model.name}", self.process, self.log)
+        wait_until(lambda: ready(self.main_url), timeout, f"tungsten serve {self.model.name}", self.process, self.log)
+        # More API processes: API-only `tungsten serve --workers 0` on the same Redis and
+        # namespace; the load generator spreads its clients over every API (``url`` lists them).
+        urls = [self.main_url]
+        for _ in range(self.api_procs - 1):
+            port = free_port()
+            log = self.folder / f"ours-api-{port}.log"
+            extra = [self.python, "-m", "cli", "serve", str(self.model), "-p", str(port), "--host", "127.0.0.1",
+                     "--workers", "0", "--redis-url", self.redis.url, "--namespace", "bench", "--log-level", "warning"]
+            if self.batch_size:
+                extra += ["--batch-size", str(self.batch_size)]
+            with log.open("wb") as out:
+                process = subprocess.Popen(extra, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+            self.extra.append((process, port))
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda url=url: ready(url), timeout, f"API-only tungsten serve on {port}", process, log)
+            urls.append(url)
+        self.url = ",".join(urls)
         return self
 
     def pids(self) -> dict[str, int]:
@@ -209,9 +230,15 @@ class OurServer:
             elif "worker" in argv:
                 workers += 1
                 names[f"worker-{workers}"] = pid
+        for index, (process, _) in enumerate(self.extra, start=2):
+            for pid in children(process.pid):
+                if "_api" in cmdline(pid):
+                    names[f"api-{index}"] = pid
         return names
 
     def stop(self) -> None:
+        for process, _ in self.extra:
+            _stop(process, 30)
         _stop(self.process, 60)
         self.redis.stop()
 
@@ -224,9 +251,10 @@ class TungstenkitServer:
     redis_address = None
 
     def __init__(self, model: Path, folder: Path, *, batch_size: int = 32, class_name: str | None = None,
-                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+                 env: dict[str, str] | None = None, port: int | None = None, log_level: str = "warning") -> None:
         self.model = model
         self.folder = folder
+        self.log_level = log_level
         self.batch_size = batch_size
         self.class_name = class_name
         self.env = env or {}
@@ -249,10 +277,11 @@ class TungstenkitServer:
         shutil.copytree(self.model, workdir, ignore=shutil.ignore_patterns("__pycache__"))
         env = {**os.environ, "TUNGSTEN_MODEL_MODULE": "tungsten_model",
                "TUNGSTEN_MODEL_CLASS": self.class_name or model_class_name(self.model), **self.env}
-        # --log-level warning: its best configuration (no per-prediction log lines); the
-        # uvicorn access log stays on, as Tungstenkit offers no switch for it.
+        # --log-level warning (the default here): its best configuration, without its
+        # per-prediction log lines; the uvicorn access log stays on, as Tungstenkit
+        # offers no switch for it. Its own default is info.
         command = [str(TK_PYTHON), "-m", "tungstenkit._internal.model_server", "-p", str(self.port),
-                   "-b", str(self.batch_size), "--log-level", "warning"]
+                   "-b", str(self.batch_size), "--log-level", self.log_level]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
 

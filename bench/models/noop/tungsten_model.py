@@ -6,6 +6,7 @@ on Tungstenkit 0.2.20. Each output reports the batch it ran in (size and a batch
 
 import itertools
 import os
+import time
 from typing import List
 
 from tungstenkit import BaseIO, Field, define_model
@@ -21,10 +22,12 @@ class Output(BaseIO):
     text: str
     batch: int
     batch_id: str
+    batch_started: float  # time.time() when predict began: the bench derives the model's idle gaps
 
 
 @define_model(input=Input, output=Output, batch_size=32)
 class NoopModel:
     def predict(self, inputs: List[Input]) -> List[Output]:
+        started = time.time()
         batch_id = f"{os.getpid()}-{next(_BATCHES)}"
-        return [Output(text=x.text, batch=len(inputs), batch_id=batch_id) for x in inputs]
+        return [Output(text=x.text, batch=len(inputs), batch_id=batch_id, batch_started=started) for x in inputs]

@@ -3,7 +3,7 @@
 An accelerator-bound model in miniature: the ideal throughput is 32 inputs per 100 ms, reached
 only when every batch is full and the next one starts the moment the last ends. Written
 against the Tungstenkit model API only, so the same file runs on this server and on
-Tungstenkit 0.2.20. Each output reports the batch it ran in (size and a batch id).
+Tungstenkit 0.2.20. Each output reports the batch it ran in (size, id, start time).
 """
 
 import itertools
@@ -25,11 +25,13 @@ class Output(BaseIO):
     text: str
     batch: int
     batch_id: str
+    batch_started: float  # time.time() when predict began: the bench derives the model's idle gaps
 
 
 @define_model(input=Input, output=Output, batch_size=32)
 class FixedCostModel:
     def predict(self, inputs: List[Input]) -> List[Output]:
+        started = time.time()
         time.sleep(BATCH_SECONDS)
         batch_id = f"{os.getpid()}-{next(_BATCHES)}"
-        return [Output(text=x.text, batch=len(inputs), batch_id=batch_id) for x in inputs]
+        return [Output(text=x.text, batch=len(inputs), batch_id=batch_id, batch_started=started) for x in inputs]
