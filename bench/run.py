@@ -13,7 +13,7 @@ Scenarios (those of issue 5, plus the helpers):
     g   fixed 100 ms per batch, 4 inputs per request, 32 clients: 1 worker vs 2 workers
     tk-poll   Tungstenkit's poll interval swept (how the fair interval was chosen)
     accounting   Redis commands per input and per batch, by process and by script (MONITOR)
-    profile   py-spy samples of our API and worker under the loads of (b) and (c)
+    profile   py-spy samples of our API and worker under the loads of (b), (c) and (d) 4 x 32
     all   a b c d e f g accounting, then the report
     report   rebuild results/README.md and the plot from the JSON files already there
 
@@ -389,18 +389,22 @@ def run_accounting(timing: Timing, folder: Path) -> dict[str, Any]:
 
 
 def run_profile(timing: Timing, folder: Path) -> dict[str, Any]:
-    """Sample the API and the worker with py-spy under the loads of (b) and (c)."""
+    """Sample the API and the worker with py-spy under the loads of (b), (c) and (d) 4 x 32."""
     import shutil
 
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
     print("== (profile) where our API and worker spend their CPU", flush=True)
+    # --gil: only samples of the thread holding the GIL, i.e. running Python (blocking
+    # reads, sleeps and lock waits release it), so shares are shares of Python CPU time.
+    # --threads keeps thread names; per-thread CPU seconds come from /proc.
     record: dict[str, Any] = {"scenario": "profile", "runs": []}
     out_dir = RESULTS / "profile"
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds = timing.duration_s
-    for name in ("b", "c"):
+    cases = [("b", SCENARIOS["b"].loads[0]), ("c", SCENARIOS["c"].loads[0]), ("d", SCENARIOS["d"].loads[1])]
+    for name, spec in cases:
         scenario = SCENARIOS[name]
         server = OurServer(scenario.model, folder / f"profile-{name}")
         try:
@@ -410,11 +414,13 @@ def run_profile(timing: Timing, folder: Path) -> dict[str, Any]:
             for proc in ("api", "worker-1"):
                 raw = out_dir / f"{name}-{proc}.txt"
                 samplers.append((proc, raw, subprocess.Popen(
-                    [py_spy, "record", "--pid", str(pids[proc]), "--duration", str(int(seconds)), "--rate", "250",
-                     "--format", "raw", "--nonblocking", "--output", str(raw)],
+                    [py_spy, "record", "--pid", str(pids[proc]), "--duration", str(int(seconds)), "--rate", "100",
+                     "--format", "raw", "--threads", "--gil", "--output", str(raw)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
-            result = run_load(server, scenario.loads[0], Timing(seconds, 0.5, 1), template=scenario.input_template,
+            threads_before = {proc: thread_cpu(pids[proc]) for proc in ("api", "worker-1")}
+            result = run_load(server, spec, Timing(seconds, 0.5, 1), template=scenario.input_template,
                               poll_ms=0, tag=f"profile-{name}")
+            threads_after = {proc: thread_cpu(pids[proc]) for proc in ("api", "worker-1")}
             for _, _, sampler in samplers:
                 sampler.wait(60)
         finally:
@@ -422,11 +428,47 @@ def run_profile(timing: Timing, folder: Path) -> dict[str, Any]:
         entry = {"for_scenario": name, "load": one_line(result), "processes": {}}
         for proc, raw, _ in samplers:
             entry["processes"][proc] = summarize_profile(raw)
+            names = thread_names(raw)
+            entry["processes"][proc]["thread_cpu_s"] = {
+                names.get(tid, tid): round(cpu - threads_before[proc].get(tid, 0.0), 3)
+                for tid, cpu in threads_after[proc].items()
+                if cpu - threads_before[proc].get(tid, 0.0) > 0.005
+            }
         record["runs"].append(entry)
         print(f"   ({name}) {one_line(result)}", flush=True)
     record["table"] = profile_table(record)
     write("profile", record)
     return record
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of ``pid`` (by thread id), from /proc."""
+    from loadgen import CLK_TCK
+
+    found = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                found[tid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        pass
+    return found
+
+
+def thread_names(path: Path) -> dict[str, str]:
+    """Thread id -> Python thread name, from py-spy's ``thread (TID): NAME`` frames."""
+    names: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            head = line.split(";", 1)[0]
+            if head.startswith("thread (") and "): " in head:
+                tid, _, name = head[8:].partition("): ")
+                names[tid] = name
+    return names
 
 
 def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
@@ -536,7 +578,8 @@ def profile_table(record: dict[str, Any]) -> str:
         for proc, summary in run["processes"].items():
             if not summary.get("samples"):
                 continue
-            parts.append(f"**{proc}**: {summary['samples']} samples of busy threads (py-spy, 250/s, idle excluded)\n")
+            parts.append(f"**{proc}**: {summary['samples']} samples of the GIL holder (py-spy --gil, 100/s); "
+                         f"CPU seconds per thread: {summary.get('thread_cpu_s')}\n")
             parts.append("| where the CPU goes (category) | % |\n|---|---|")
             parts += [f"| {k} | {v} |" for k, v in summary["categories"]]
             parts.append("")
