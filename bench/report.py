@@ -44,6 +44,11 @@ def paired(ours: list[dict[str, Any]], tk: list[dict[str, Any]], figure) -> floa
     return median(ratios)
 
 
+def cpu_per_prediction(run: dict[str, Any]) -> float | None:
+    """CPU milliseconds the server's processes (API, workers, Redis; TK: its two) spent per prediction."""
+    return 1000 * run["cpu_s_server_total"] / run["predictions"] if run["predictions"] else None
+
+
 def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -76,7 +81,9 @@ def build(results: Path) -> str:
                     f"| {(fmt(m(tk, lambda r: r['latency_ms']['p50'])) + ' / ' + fmt(m(tk, lambda r: r['latency_ms']['p99']))) if tk else '-'} "
                     f"| {fmt(m(ours, lambda r: r['batches']['mean']))} | {fmt(m(tk, lambda r: r['batches']['mean'])) if tk else '-'} "
                     f"| {fmt(m(ours, lambda r: r['http_per_prediction']))} | {fmt(m(tk, lambda r: r['http_per_prediction'])) if tk else '-'} "
-                    f"| {fmt(m(ours, lambda r: r['redis_commands_per_input']))} |"
+                    f"| {fmt(m(ours, lambda r: r['redis_commands_per_input']))} "
+                    f"| {fmt(m(ours, cpu_per_prediction), 3)} / {fmt(m(tk, cpu_per_prediction), 3) if tk else '-'} "
+                    f"| {fmt(m(ours, lambda r: r['batches'].get('interval_ms', {}).get('p50')))} |"
                 )
         ours_all = [r for r in record["runs"] if r["server"] == "ours"]
         tk_all = [r for r in record["runs"] if r["server"] == "tungstenkit"]
@@ -128,10 +135,19 @@ def build(results: Path) -> str:
         "## Ours vs Tungstenkit 0.2.20 vs the direct loop",
         "",
         "| scenario, load | ours inputs/s | TK inputs/s | direct loop inputs/s | ours/TK | ours p50 / p99 ms | TK p50 / p99 ms "
-        "| ours mean batch | TK mean batch | ours HTTP/pred | TK HTTP/pred | ours Redis cmds/input |",
-        "|" + "---|" * 12,
+        "| ours mean batch | TK mean batch | ours HTTP/pred | TK HTTP/pred | ours Redis cmds/input "
+        "| server CPU ms per prediction, ours / TK | ours batch start-to-start p50 ms |",
+        "|" + "---|" * 14,
         *rows,
     ]
+    accounting = load(results, "accounting")
+    if accounting is not None:
+        lines += ["", "## Redis commands, by who sends them (MONITOR, a short run of each load)", "",
+                  "Commands inside Lua scripts run in Redis in the same round trip as the script call.", "",
+                  "| load | predictions | inputs | batches | API commands per prediction | worker commands per batch "
+                  "| Lua-internal commands per input | all commands per input |", "|---|---|---|---|---|---|---|---|"]
+        for run in accounting["runs"]:
+            lines.append(accounting_row(run))
     f = load(results, "f")
     if f is not None:
         lines += ["", "## (f) Open loop: latency against arrival rate (fixed 20 ms model, 1 input per request)", "",
@@ -146,6 +162,24 @@ def build(results: Path) -> str:
     text = "\n".join(lines) + "\n"
     (results / "summary.md").write_text(text)
     return text
+
+
+def accounting_row(run: dict[str, Any]) -> str:
+    per_input = int(run["label"].rsplit("x", 1)[1])
+    by = run["by_process"]
+    api = {k: v for k, v in by.get("api", {}).items() if k not in ("hello", "ping", "script")}
+    worker = {k: v for k, v in by.get("worker-1", {}).items() if k not in ("hello", "ping", "script", "hset", "pexpire", "zadd")}
+    lua = by.get("lua (inside scripts)", {})
+    predictions = api.get("evalsha submit", 0)
+    batches = worker.get("evalsha start", 0)
+    inputs = predictions * per_input
+    if not predictions or not batches:
+        return f"| ({run['for_scenario']}) {run['label']} | - | - | - | - | - | - | - |"
+    total = sum(api.values()) + sum(worker.values()) + sum(lua.values())
+    detail = lambda d: ", ".join(f"{k} {v / (predictions if d is api else batches):.2f}" for k, v in d.items())  # noqa: E731
+    return (f"| ({run['for_scenario']}) {run['label']} | {predictions} | {inputs} | {batches} "
+            f"| {sum(api.values()) / predictions:.2f} ({detail(api)}) | {sum(worker.values()) / batches:.2f} ({detail(worker)}) "
+            f"| {sum(lua.values()) / inputs:.2f} | {total / inputs:.2f} |")
 
 
 def plot(record: dict[str, Any], path: Path) -> bool:
