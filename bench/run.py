@@ -179,6 +179,7 @@ def direct_loop(model: Path, batch: int, template: str, seconds: float) -> dict[
 class Options:
     api_procs: int = 1
     tk_log_level: str = "warning"
+    tk_python: Path | None = None
 
 
 OPTIONS = Options()
@@ -190,6 +191,7 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
         "scenario": scenario.name, "title": scenario.title, "model": str(scenario.model.relative_to(ROOT)),
         "ideal_inputs_per_s": scenario.ideal_inputs_per_s, "timing": timing.__dict__, "host": host_info(),
         "note": scenario.note, "api_procs": OPTIONS.api_procs, "tk_log_level": OPTIONS.tk_log_level,
+        "tk_python": str(OPTIONS.tk_python) if OPTIONS.tk_python else None,
         "runs": [],
     }
     direct_seconds = min(3.0, max(0.2, timing.duration_s / 3))
@@ -203,7 +205,8 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
                                         api_procs=OPTIONS.api_procs)]
         if with_tk:
             servers.append(TungstenkitServer(scenario.model, folder / f"{scenario.name}-tk", batch_size=scenario.direct_batch,
-                                             log_level=OPTIONS.tk_log_level))
+                                             log_level=OPTIONS.tk_log_level,
+                                             **({"python": OPTIONS.tk_python} if OPTIONS.tk_python else {})))
         try:
             for server in servers:
                 server.start()
@@ -417,12 +420,21 @@ def run_profile(timing: Timing, folder: Path) -> dict[str, Any]:
                     [py_spy, "record", "--pid", str(pids[proc]), "--duration", str(int(seconds)), "--rate", "100",
                      "--format", "raw", "--threads", "--gil", "--output", str(raw)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+            # The worker's model thread by wall time (not only GIL time): file-system calls
+            # and waits release the GIL but still delay the next batch. --nonblocking, so
+            # that it can sample alongside the --gil sampler.
+            wall = out_dir / f"{name}-worker-1-wall.txt"
+            wall_sampler = subprocess.Popen(
+                [py_spy, "record", "--pid", str(pids["worker-1"]), "--duration", str(int(seconds)), "--rate", "200",
+                 "--format", "raw", "--threads", "--nonblocking", "--output", str(wall)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             threads_before = {proc: thread_cpu(pids[proc]) for proc in ("api", "worker-1")}
             result = run_load(server, spec, Timing(seconds, 0.5, 1), template=scenario.input_template,
                               poll_ms=0, tag=f"profile-{name}")
             threads_after = {proc: thread_cpu(pids[proc]) for proc in ("api", "worker-1")}
             for _, _, sampler in samplers:
                 sampler.wait(60)
+            wall_sampler.wait(60)
         finally:
             server.stop()
         entry = {"for_scenario": name, "load": one_line(result), "processes": {}}
@@ -434,11 +446,45 @@ def run_profile(timing: Timing, folder: Path) -> dict[str, Any]:
                 for tid, cpu in threads_after[proc].items()
                 if cpu - threads_before[proc].get(tid, 0.0) > 0.005
             }
+        entry["model_thread_outside_predict"] = model_thread_outside_predict(wall, 200, result)
         record["runs"].append(entry)
         print(f"   ({name}) {one_line(result)}", flush=True)
     record["table"] = profile_table(record)
     write("profile", record)
     return record
+
+
+def model_thread_outside_predict(path: Path, rate: float, result: dict[str, Any]) -> dict[str, Any]:
+    """What the worker's main thread does between ``predict`` calls, in ms per batch.
+
+    From py-spy samples of busy threads (idle threads excluded by py-spy); samples inside
+    the model's ``predict`` are left out, the rest grouped by the first telling frame.
+    Samples cover the whole recording; batches are counted over the load's window, so
+    the per-batch figures are approximate.
+    """
+    groups = [
+        ("temp folder per batch (mkdtemp/rmtree)", ("mkdtemp", "rmtree")),
+        ("check and serialise outputs", ("check_outputs", "model_dump_json")),
+        ("BatchBuffer (take/cut/finish)", ("BatchBuffer.",)),
+        ("hand-offs to the writer/reader threads", ("Writer.", "Reader.room_made", "Condition.notify", "Event.set")),
+    ]
+    counts: dict[str, int] = {}
+    if not path.exists():
+        return {}
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = stack.split(";")
+        if not frames or not frames[0].endswith("MainThread"):
+            continue
+        names = [f.split(" (")[0] for f in frames[1:]]
+        if any(n.endswith(".predict") and "ModelRunner" not in n for n in names):
+            continue  # inside the model
+        if "Worker._run_batch" not in names and "BatchBuffer.take" not in names:
+            continue
+        found = next((g for g, marks in groups if any(m in n for n in names for m in marks)), "other")
+        counts[found] = counts.get(found, 0) + int(count_text)
+    batches = max(1, round(result["batches"]["count"] or 1))
+    return {g: round(n / rate * 1000 / batches, 3) for g, n in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -575,6 +621,10 @@ def profile_table(record: dict[str, Any]) -> str:
     parts = []
     for run in record["runs"]:
         parts.append(f"### ({run['for_scenario']}) {run['load']}\n")
+        outside = run.get("model_thread_outside_predict")
+        if outside:
+            parts.append("Worker model thread between `predict` calls (py-spy wall samples, ms per batch): "
+                         + ", ".join(f"{k} {v}" for k, v in outside.items()) + "\n")
         for proc, summary in run["processes"].items():
             if not summary.get("samples"):
                 continue
@@ -635,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, help="seconds before each run's window [2; quick 0.5]")
     parser.add_argument("--api-procs", type=int, default=1, help="API processes of our server [1]")
     parser.add_argument("--tk-log-level", default="warning", help="Tungstenkit's --log-level [warning; its default: info]")
+    parser.add_argument("--tk-venv", type=Path, help="another venv with Tungstenkit [bench/.venv-tk]")
     parser.add_argument("--no-tk", action="store_true", help="skip Tungstenkit even if bench/.venv-tk exists")
     parser.add_argument("--out", type=Path, help="results folder [bench/results]")
     args = parser.parse_args(argv)
@@ -644,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     timing = Timing.pick(args.quick, args.reps)
     OPTIONS.api_procs = args.api_procs
     OPTIONS.tk_log_level = args.tk_log_level
+    OPTIONS.tk_python = (args.tk_venv.resolve() / "bin" / "python") if args.tk_venv else None
     if args.duration:
         timing.duration_s = args.duration
     if args.warmup is not None:

@@ -251,7 +251,9 @@ class TungstenkitServer:
     redis_address = None
 
     def __init__(self, model: Path, folder: Path, *, batch_size: int = 32, class_name: str | None = None,
-                 env: dict[str, str] | None = None, port: int | None = None, log_level: str = "warning") -> None:
+                 env: dict[str, str] | None = None, port: int | None = None, log_level: str = "warning",
+                 python: Path = TK_PYTHON) -> None:
+        self.python = python
         self.model = model
         self.folder = folder
         self.log_level = log_level
@@ -280,7 +282,7 @@ class TungstenkitServer:
         # --log-level warning (the default here): its best configuration, without its
         # per-prediction log lines; the uvicorn access log stays on, as Tungstenkit
         # offers no switch for it. Its own default is info.
-        command = [str(TK_PYTHON), "-m", "tungstenkit._internal.model_server", "-p", str(self.port),
+        command = [str(self.python), "-m", "tungstenkit._internal.model_server", "-p", str(self.port),
                    "-b", str(self.batch_size), "--log-level", self.log_level]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
