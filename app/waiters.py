@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 #: Bytes of ended bodies kept for later GETs.
 REMEMBERED_BYTES = 32 * 1024 * 1024
-#: Predictions accepted here whose end has not been heard yet (beyond this, the
-#: oldest are forgotten, which only costs a Redis read).
-TRACKED_OPEN = 100_000
+#: Predictions tracked as accepted here but not heard to end, and as heard to end
+#: (beyond these, the oldest are forgotten, which only costs a Redis read).
+TRACKED_IDS = 100_000
 
 
 class CompletionWaiter:
@@ -35,16 +35,21 @@ class CompletionWaiter:
         # Forget a body a little before Redis does, so an expired prediction reads 404.
         self._remember_s = max(0.0, result_ttl_s - 1)
         self._events: dict[str, set[asyncio.Event]] = {}
-        self._ended: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._ended: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
         self._ended_bytes = 0
         self._open: OrderedDict[str, None] = OrderedDict()
         self.connected = asyncio.Event()
 
     # -- what this process knows -----------------------------------------------------
     def accepted(self, prediction_id: str) -> None:
-        """This process created the prediction: it exists, and its end will be announced."""
+        """This process created the prediction: it exists, and its end will be announced.
+
+        The announcement may come before the submit's reply: then it is already over.
+        """
+        if prediction_id in self._ended:
+            return
         self._open[prediction_id] = None
-        if len(self._open) > TRACKED_OPEN:
+        if len(self._open) > TRACKED_IDS:
             self._open.popitem(last=False)
 
     def known_open(self, prediction_id: str) -> bool:
@@ -60,15 +65,20 @@ class CompletionWaiter:
             return None
         return body
 
-    def _remember(self, prediction_id: str, body: bytes) -> None:
+    def _remember(self, prediction_id: str, body: bytes | None) -> None:
+        """Note an ended prediction, with its body when the announcement carried it."""
         if prediction_id in self._ended:
             return
-        self._ended[prediction_id] = (time.monotonic() + self._remember_s, body)
-        self._ended_bytes += len(body)
         now = time.monotonic()
-        while self._ended and (self._ended_bytes > REMEMBERED_BYTES or next(iter(self._ended.values()))[0] < now):
+        self._ended[prediction_id] = (now + self._remember_s, body)
+        self._ended_bytes += len(body or b"")
+        while self._ended and (
+            self._ended_bytes > REMEMBERED_BYTES
+            or len(self._ended) > TRACKED_IDS
+            or next(iter(self._ended.values()))[0] < now
+        ):
             _, (_, old) = self._ended.popitem(last=False)
-            self._ended_bytes -= len(old)
+            self._ended_bytes -= len(old or b"")
 
     # -- waiting ---------------------------------------------------------------------
     @contextlib.contextmanager
@@ -94,8 +104,7 @@ class CompletionWaiter:
     def _heard(self, data: bytes) -> None:
         for prediction_id, body in parse_done_message(data):
             self._open.pop(prediction_id, None)
-            if body is not None:
-                self._remember(prediction_id, body)
+            self._remember(prediction_id, body)
             for event in self._events.get(prediction_id, ()):
                 event.set()
 
