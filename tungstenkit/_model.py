@@ -245,6 +245,16 @@ def _is_masked_image(annotation: Any) -> bool:
     return inspect.isclass(annotation) and issubclass(annotation, MaskedImage)
 
 
+def mentions_files(annotation: Any) -> bool:
+    """Whether values of this type can hold files, at any depth (outputs: lists, dicts, nested IO)."""
+    annotation, _ = _unwrap_optional(annotation)
+    if _is_file_type(annotation) or _is_masked_image(annotation):
+        return True
+    if inspect.isclass(annotation) and issubclass(annotation, BaseIO):
+        return any(mentions_files(info.annotation) for info in annotation.model_fields.values())
+    return any(mentions_files(arg) for arg in typing.get_args(annotation))
+
+
 def has_file_fields(input_cls: type[BaseIO]) -> bool:
     """Whether an input class has file fields (``Image``, ``MaskedImage``, ...), which need preparing."""
     for info in input_cls.model_fields.values():

@@ -27,7 +27,8 @@ class Work:
     #: Monotonic time the entry was read, for the bounded batch wait.
     read_at: float = field(default_factory=time.monotonic)
     next_input: int = 0
-    outputs: list[str | None] = field(default_factory=list)
+    #: JSON strings, or output objects the writer thread serialises.
+    outputs: list[Any] = field(default_factory=list)
     files: list[StoredFile] = field(default_factory=list)
     done_inputs: int = 0
     in_flight: int = 0
@@ -195,17 +196,20 @@ class BatchBuffer:
         Entries are not split across batches, so an entry's outputs are all produced by
         one ``predict`` call: if the worker dies, redelivering the entry runs nothing
         twice. Only an entry larger than the batch (a worker started with a smaller
-        batch size than the API's) is split.
+        batch size than the API's) is split. A redelivered entry runs alone.
         """
-        group = self._queue[0].entry.group
+        head = self._queue[0].entry
+        group = head.group
         slices: list[Slice] = []
         room = max_size
         kept: deque[Work] = deque()
         while self._queue:
             work = self._queue.popleft()
             # An entry that does not fit waits for the next batch, unless it is the first
-            # and larger than any batch.
-            fits = work.remaining <= room or not slices
+            # and larger than any batch. An entry redelivered after a worker died runs
+            # alone: if it is what kills workers, it takes no other input down with it.
+            suspect = work.entry.redelivered or head.redelivered
+            fits = not slices or (work.remaining <= room and not suspect)
             if room and work.entry.group == group and fits:
                 count = min(room, work.remaining)
                 slices.append(Slice(work, work.next_input, count))
@@ -252,14 +256,16 @@ class BatchBuffer:
                         self._end(work)
                         self._emit(results, work, EntryResult.ERROR, failed[1].message(index))
                     else:
-                        work.outputs[s.offset : s.offset + s.count] = [o.output for o in inputs]
+                        # Serialised outputs (str), or output objects the writer serialises.
+                        work.outputs[s.offset : s.offset + s.count] = [
+                            o.output if o.raw is None else o.raw for o in inputs
+                        ]
                         for item in inputs:
                             work.files.extend(item.files)
                         work.done_inputs += s.count
                         if work.done_inputs == work.entry.count:
                             work.ended = True
-                            payload = ",".join(work.outputs)  # type: ignore[arg-type]
-                            self._emit(results, work, EntryResult.OUTPUTS, payload, tuple(work.files))
+                            self._emit_outputs(results, work)
         return results
 
     @staticmethod
@@ -338,11 +344,23 @@ class BatchBuffer:
         except ValueError:
             pass
 
+    @classmethod
+    def _emit_outputs(cls, results: list[EntryResult], work: Work) -> None:
+        if all(isinstance(o, str) for o in work.outputs):
+            cls._emit(results, work, EntryResult.OUTPUTS, ",".join(work.outputs), tuple(work.files))  # type: ignore[arg-type]
+        else:
+            cls._emit(results, work, EntryResult.OUTPUTS, "", tuple(work.files), tuple(work.outputs))
+
     @staticmethod
     def _emit(
-        results: list[EntryResult], work: Work, kind: str, payload: str = "", files: tuple[StoredFile, ...] = ()
+        results: list[EntryResult],
+        work: Work,
+        kind: str,
+        payload: str = "",
+        files: tuple[StoredFile, ...] = (),
+        outputs: tuple[Any, ...] = (),
     ) -> None:
         """Each entry gets exactly one result, whoever ends it first."""
         if not work.reported:
             work.reported = True
-            results.append(EntryResult(work.entry, kind, payload, files, work.started_at))
+            results.append(EntryResult(work.entry, kind, payload, files, work.started_at, outputs))

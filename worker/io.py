@@ -12,15 +12,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import redis
 
 from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, EntryResult, WorkerQueue
+from worker.outcome import InputOutcome
 
 logger = logging.getLogger(__name__)
 
 _BACKOFF_START_S = 0.1
+#: How long after a batch began its start is announced (see ``Writer.started``).
+START_DELAY_S = 0.002
+#: How long the reader lets the model thread go first after it took a batch.
+ROOM_DELAY_S = 0.001
 _BACKOFF_MAX_S = 5.0
 
 
@@ -59,21 +65,36 @@ class Writer(threading.Thread):
     Nothing is lost while Redis is away: pending writes are kept and retried.
     """
 
-    def __init__(self, queue: WorkerQueue, worker_id: str, on_ended: Callable[[int, set[str]], None]) -> None:
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        worker_id: str,
+        on_ended: Callable[[int, set[str]], None],
+        serialize: Callable[[Any], InputOutcome] | None = None,
+    ) -> None:
         super().__init__(name="tungsten-writer", daemon=True)
         self._queue = queue
         self._worker_id = worker_id
+        self._serialize = serialize
         self._on_ended = on_ended
         self._cond = threading.Condition()
         self._pending = _Pending()
         self._busy = False
         self._halt = threading.Event()
         self._never = threading.Event()
+        self._start_due = 0.0
 
     def started(self, batch_id: int, start: BatchStart) -> None:
+        """A batch began. It is announced a moment later rather than at once: waking
+        this thread now would take the GIL from the model thread just as it calls
+        ``predict``, and a batch that ends within the delay needs no announcement."""
         with self._cond:
+            first = not self._pending.started
+            if first:
+                self._start_due = time.monotonic() + START_DELAY_S
             self._pending.started.append((batch_id, start))
-            self._cond.notify()
+            if first:
+                self._cond.notify()  # only to set its timer: nothing is sent yet
 
     def finished(self, batch_id: int) -> None:
         """Every result of the batch has been handed over."""
@@ -86,6 +107,24 @@ class Writer(threading.Thread):
         with self._cond:
             self._pending.results.extend(results)
             self._cond.notify()
+
+    def _finish_serializing(self, result: EntryResult) -> EntryResult:
+        """Serialise the output objects the model thread left for this thread."""
+        if not result.outputs or self._serialize is None:
+            return result
+        try:
+            outcomes = [o if isinstance(o, str) else self._serialize(o) for o in result.outputs]
+        except Exception as exc:  # noqa: BLE001 - a bad output fails its prediction, not the worker
+            logger.exception("Serialising outputs of prediction %s failed", result.entry.prediction_id)
+            return replace(result, kind=EntryResult.ERROR, payload=f"InvalidOutput: {exc}", outputs=())
+        payload = ",".join(o if isinstance(o, str) else (o.output or "") for o in outcomes)
+        files = tuple(result.files) + tuple(f for o in outcomes if not isinstance(o, str) for f in o.files)
+        return replace(result, payload=payload, files=files, outputs=())
+
+    def _due(self) -> bool:
+        """Whether there is something to send now (called with the lock held)."""
+        pending = self._pending
+        return bool(pending.results) or (bool(pending.started) and time.monotonic() >= self._start_due)
 
     def pending_sids(self) -> set[str]:
         """Entries whose results are handed over but not yet written."""
@@ -112,13 +151,14 @@ class Writer(threading.Thread):
         backoff = Backoff()
         while True:
             with self._cond:
-                while not self._pending and not self._halt.is_set():
-                    self._cond.wait()
+                while not self._due() and not self._halt.is_set():
+                    self._cond.wait(None if not self._pending.started else self._start_due - time.monotonic())
                 if not self._pending and self._halt.is_set():
                     return
                 work, self._pending = self._pending, _Pending()
                 self._busy = True
             starts = work.starts_to_send()
+            work.results = [self._finish_serializing(r) for r in work.results]
             try:
                 ended = self._queue.write(self._worker_id, [start for _, start in starts], work.results)
             except CONNECTION_ERRORS as exc:
@@ -255,7 +295,10 @@ class Reader(threading.Thread):
         while not self._halt.is_set():
             wanted = self._wanted_inputs()
             if wanted <= 0:
-                self._room.wait(0.5)
+                if self._room.wait(0.5):
+                    # Room was made as the model thread took a batch: let it reach
+                    # ``predict`` before this thread competes with it for the GIL.
+                    self._halt.wait(ROOM_DELAY_S)
                 self._room.clear()
                 continue
             count = max(1, int(wanted / self._mean_entry_size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tungstenkit._queue import StoredFile
 
@@ -22,11 +23,14 @@ class InputFailure:
 
 @dataclass(frozen=True)
 class InputOutcome:
-    #: The output as a JSON object string (None when the input failed).
+    #: The output as a JSON object string (None when the input failed or is not
+    #: serialised yet).
     output: str | None = None
     failure: InputFailure | None = None
     #: Output files to store in Redis, linked from ``output`` (``output_files=url``).
     files: tuple[StoredFile, ...] = ()
+    #: The output object, when its serialisation is left to the writer thread.
+    raw: Any = None
 
 
 def as_outcome(value: InputOutcome | str) -> InputOutcome:

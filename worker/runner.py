@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from tungstenkit._errors import InvalidOutput, PredictionCanceled, PredictionInterrupted, PredictionTimeout, SetupFailed
 from tungstenkit._files import FILE_POLICY, OUTPUT_FILE_SINK, FilePolicy, materialize_files_in
 from tungstenkit._media import configure_pillow
-from tungstenkit._model import ModelDefinition, has_file_fields
+from tungstenkit._model import ModelDefinition, has_file_fields, mentions_files
 from tungstenkit._prepare import FileFailure, prepare_inputs
 from tungstenkit._settings import Settings
 from worker.outcome import InputFailure, InputOutcome
@@ -113,6 +113,9 @@ class ModelRunner:
         self._output_links = settings.output_files == "url"
         self._public_url = settings.public_url
         self._has_file_inputs = has_file_fields(definition.input_cls)
+        # Outputs that cannot hold files need nothing from the batch's folder, so the
+        # writer thread serialises them while the model runs the next batch.
+        self._defer_serialization = not mentions_files(definition.output_cls)
         if self._has_file_inputs:
             configure_pillow(self.files.max_image_pixels)
         self._model: Any = None
@@ -231,12 +234,18 @@ class ModelRunner:
                 failures = self.prepare(inputs) if self._has_file_inputs else {}
                 ready = [item for index, item in enumerate(inputs) if index not in failures]
                 outputs = self._model.predict(ready) if ready else []
-            serialized = iter([self._serialize(item) for item in self.check_outputs(outputs, len(ready))])
+            checked = self.check_outputs(outputs, len(ready))
+            if self._defer_serialization:
+                serialized = iter([InputOutcome(raw=item) for item in checked])
+            else:
+                # Outputs may point into the batch's folder, removed when it ends.
+                serialized = iter([self.serialize(item) for item in checked])
             return [
                 _failed(failures[index]) if index in failures else next(serialized) for index in range(len(inputs))
             ]
 
-    def _serialize(self, output: BaseModel) -> InputOutcome:
+    def serialize(self, output: BaseModel) -> InputOutcome:
+        """An output as the JSON object clients get (links stored aside with ``output_files=url``)."""
         if not self._output_links:
             return InputOutcome(output=output.model_dump_json())
         sink = OutputFileSink(self._public_url)

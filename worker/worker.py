@@ -77,7 +77,7 @@ class Worker:
         self.batches_run = 0
         self.inputs_run = 0
         self.started_at = now_iso()
-        self._writer = Writer(self._queue, self.worker_id, self._on_batch_predictions_ended)
+        self._writer = Writer(self._queue, self.worker_id, self._on_batch_predictions_ended, self._runner.serialize)
         self._reader = Reader(self._queue, self.worker_id, self._wanted_inputs, self._on_entries)
         self._listener = StopListener(client, keys.stop_channel, self._on_predictions_stopped)
         self._heartbeat = Heartbeat(self._queue, self.worker_id, self._registry_fields, settings.heartbeat_interval_s)
@@ -233,7 +233,10 @@ class Worker:
             self._current = batch
         self._set_state(WorkerState.BUSY)
         self._buffer.mark_started(batch, now_iso())
-        self._writer.started(batch.batch_id, batch.start_record())
+        if any(s.work.entry.redelivered for s in batch.slices):
+            self._announce_start_now(batch)
+        else:
+            self._writer.started(batch.batch_id, batch.start_record())
         if logger.isEnabledFor(TRACE):
             logger.log(TRACE, "Batch %d: %d inputs from %d predictions", batch.batch_id, len(batch), len(prediction_ids))
         try:
@@ -246,6 +249,21 @@ class Worker:
         self.inputs_run += len(batch)
         self._writer.results(self._buffer.record(outcomes))
         self._writer.finished(batch.batch_id)
+
+    def _announce_start_now(self, batch: Batch) -> None:
+        """Record the start before running an entry that was running when a worker died.
+
+        Starts are normally written a moment after the model begins (see
+        ``Writer.started``); an input that kills workers would die before that, and its
+        deaths would go uncounted. This rare case waits for Redis instead.
+        """
+        try:
+            ended = self._queue.write(self.worker_id, [batch.start_record()], [])[0]
+        except CONNECTION_ERRORS as exc:
+            logger.warning("Could not record the start of batch %d: %s", batch.batch_id, exc)
+            return
+        if ended:
+            self._on_batch_predictions_ended(batch.batch_id, ended)
 
     def _execute(self, batch: Batch) -> list[Outcome]:
         """Run a batch; if ``predict`` raises, find which inputs fail on their own."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class EntryResult:
     files: tuple[StoredFile, ...] = ()
     #: When the first batch holding the entry started.
     started: str = ""
+    #: For outputs not serialised yet: the output objects, in order (the worker's
+    #: writer thread serialises them into ``payload``, off the model thread).
+    outputs: tuple[Any, ...] = ()
 
 
 # ---------------------------------------------------------------------------------
