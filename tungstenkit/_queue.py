@@ -16,6 +16,16 @@ as entries of one stream that the workers read through one consumer group::
                                  counting crashes if it dies)
     tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
                                  output file served as ``GET /files/<name>``
+    tungsten:{ns}:metrics        hash: counters and histograms (see ``_metrics.py``)
+    tungsten:{ns}:webhooks       list: "<id> <event>" for each webhook event that happened;
+                                 a prediction that asked for one has hash fields
+                                 webhook (URL) and webhook_events
+    tungsten:{ns}:webhooks:dispatching   list: the events being turned into RQ jobs
+    tungsten:{ns}:webhooks:lock  who dispatches webhook events (one process at a time)
+    tungsten:{ns}:webhooks:secret  the generated signing secret (without a configured one)
+
+Webhook deliveries are RQ jobs on the queue ``Keys.webhook_queue`` (RQ's own keys, its
+JSON serializer).
 
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
@@ -24,8 +34,9 @@ needs. Values are JSON or plain strings: nothing read from Redis is ever unpickl
 from __future__ import annotations
 
 import json
+import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
@@ -37,6 +48,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._metrics import lua_prelude
 
 GROUP = "workers"
 #: A dead consumer with nothing pending is removed from the group after this idle time.
@@ -68,6 +80,11 @@ class Keys:
         self.workers = self.prefix + "workers"
         self.done_channel = self.prefix + "done"
         self.stop_channel = self.prefix + "stop"
+        self.metrics = self.prefix + "metrics"
+        self.webhooks = self.prefix + "webhooks"
+        self.webhooks_dispatching = self.prefix + "webhooks:dispatching"
+        self.webhooks_lock = self.prefix + "webhooks:lock"
+        self.webhooks_secret = self.prefix + "webhooks:secret"
 
     def prediction(self, prediction_id: str) -> str:
         return f"{self.prefix}pred:{prediction_id}"
@@ -81,8 +98,14 @@ class Keys:
     @property
     def prediction_prefix(self) -> str:
         return f"{self.prefix}pred:"
+
     def file(self, name: str) -> str:
         return f"{self.prefix}file:{name}"
+
+    @property
+    def webhook_queue(self) -> str:
+        """The name of the RQ queue of this namespace's webhook deliveries."""
+        return f"tungsten-webhooks-{self.namespace}"
 
 
 def redacted(url: str) -> str:
@@ -139,7 +162,7 @@ def _script(name: str, with_common: bool = False) -> Script:
     folder = resources.files("tungstenkit") / "_lua"
     source = (folder / f"{name}.lua").read_text()
     if with_common:
-        source = (folder / "common.lua").read_text() + "\n" + source
+        source = lua_prelude() + (folder / "common.lua").read_text() + "\n" + source
     return Script(name, source)
 
 
@@ -148,7 +171,16 @@ def submit_script() -> Script:
 
 
 def start_script() -> Script:
-    return _script("start")
+    return _script("start", with_common=True)
+
+
+@cache
+def webhook_submit_script() -> Script:
+    """submit.lua wrapped as a function, then storing the webhook of an accepted prediction."""
+    folder = resources.files("tungstenkit") / "_lua"
+    submit = (folder / "submit.lua").read_text()
+    source = f"local function submit()\n{submit}\nend\n" + (folder / "webhook_submit.lua").read_text()
+    return Script("webhook_submit", source)
 
 
 #: How long a worker's running key outlives its last batch start; a dead worker's
@@ -170,6 +202,10 @@ def requeue_script() -> Script:
 
 def reclaim_script() -> Script:
     return _script("reclaim", with_common=True)
+
+
+def lock_script() -> Script:
+    return _script("lock")
 
 
 # ---------------------------------------------------------------------------------
@@ -348,6 +384,34 @@ class AsyncPredictionQueue:
         if not accepted:
             raise QueueFull(int(queued), self._limit)
 
+    async def submit_with_webhook(
+        self, prediction_id: str, chunks: Sequence[Chunk], total_inputs: int, url: str, events: Sequence[str]
+    ) -> None:
+        """``submit``, also recording the webhook to call when one of ``events`` happens."""
+        args: list[Any] = [prediction_id, now_iso(), total_inputs, self._limit]
+        for chunk in chunks:
+            args += [chunk.start, chunk.count, chunk.group, chunk.data]
+        args += [url, " ".join(events)]
+        accepted, queued = await self._eval(
+            webhook_submit_script(), [self.keys.queue, self.keys.queued, self.keys.prediction(prediction_id)], args
+        )
+        if not accepted:
+            raise QueueFull(int(queued), self._limit)
+
+    async def snapshot(self) -> Snapshot:
+        """Queue depth, metrics, live workers and waiting webhook events, in two round trips."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                _ask_snapshot(pipe, self.keys)
+                first = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for worker_id in first[2]:
+                    pipe.hgetall(self.keys.worker(worker_id.decode()))
+                found = await pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        return _snapshot(first, found)
+
     async def fetch(self, prediction_id: str) -> bytes | None:
         """The prediction's rendered body, or None if there is no such prediction."""
         try:
@@ -360,7 +424,13 @@ class AsyncPredictionQueue:
         """Cancel the prediction unless it ended; returns its body afterwards."""
         outcome = await self._eval(
             cancel_script(),
-            [self.keys.prediction(prediction_id), self.keys.queue, self.keys.queued],
+            [
+                self.keys.prediction(prediction_id),
+                self.keys.queue,
+                self.keys.queued,
+                self.keys.metrics,
+                self.keys.webhooks,
+            ],
             [prediction_id, now_iso(), self._ttl, self.keys.done_channel, self.keys.stop_channel],
         )
         body = await self.fetch(prediction_id) if outcome != -1 else None
@@ -415,6 +485,61 @@ def _live_workers(ids: Iterable[bytes], found: Iterable[dict[bytes, bytes]]) -> 
 
 
 # ---------------------------------------------------------------------------------
+# Monitoring: /metrics, /health and `tungsten status`
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One namespace's state as monitoring shows it."""
+
+    queued_inputs: int
+    #: The metrics hash (``_metrics.py`` names its fields).
+    metrics: dict[str, float]
+    workers: list[WorkerInfo]
+    #: Webhook events not yet handed to RQ.
+    webhook_events_waiting: int
+
+
+def _ask_snapshot(pipe: Any, keys: Keys) -> None:
+    pipe.get(keys.queued)
+    pipe.hgetall(keys.metrics)
+    pipe.zrange(keys.workers, 0, -1)
+    pipe.llen(keys.webhooks)
+    pipe.llen(keys.webhooks_dispatching)
+
+
+def _snapshot(first: Sequence[Any], found: Sequence[dict[bytes, bytes]]) -> Snapshot:
+    queued, metrics, ids, waiting, dispatching = first
+    return Snapshot(
+        queued_inputs=int(queued or 0),
+        metrics={k.decode(): float(v) for k, v in metrics.items()},
+        workers=_live_workers(ids, found),
+        webhook_events_waiting=int(waiting) + int(dispatching),
+    )
+
+
+def read_snapshot(client: redis.Redis, keys: Keys) -> Snapshot:
+    """``AsyncPredictionQueue.snapshot`` for blocking callers (``tungsten status``)."""
+    with client.pipeline(transaction=False) as pipe:
+        _ask_snapshot(pipe, keys)
+        first = pipe.execute()
+    with client.pipeline(transaction=False) as pipe:
+        for worker_id in first[2]:
+            pipe.hgetall(keys.worker(worker_id.decode()))
+        found = pipe.execute()
+    return _snapshot(first, found)
+
+
+def find_namespaces(client: redis.Redis) -> list[str]:
+    """The namespaces that have a queue in this Redis (one per served model)."""
+    found = set()
+    for key in client.scan_iter(match="tungsten:{*}:queue", count=1000, _type="stream"):
+        name = key.decode() if isinstance(key, bytes) else key
+        found.add(name[len("tungsten:{") : -len("}:queue")])
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------------
 # The worker's side (blocking)
 
 
@@ -455,7 +580,8 @@ class WorkerQueue:
         stamp = now_iso()
         for batch in started:
             keys = [self.keys.running(worker_id)] + [self.keys.prediction(p) for p in batch.prediction_ids]
-            calls.append((start_script(), keys, [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S]))
+            begun = [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, self.keys.metrics, self.keys.webhooks]
+            calls.append((start_script(), keys, begun))
         if results:
             keys = [self.keys.queue, self.keys.queued]
             args: list[Any] = [GROUP, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel]
@@ -463,6 +589,7 @@ class WorkerQueue:
                 entry = result.entry
                 keys.append(self.keys.prediction(entry.prediction_id))
                 args += [entry.prediction_id, entry.sid, result.kind, entry.start, entry.count, result.payload]
+            keys += [self.keys.metrics, self.keys.webhooks]
             calls.append((finish_script(), keys, args))
         replies = self._run_scripts(calls)
         return [{batch.prediction_ids[i - 1] for i in reply} for batch, reply in zip(started, replies)]
@@ -494,7 +621,7 @@ class WorkerQueue:
                 [
                     (
                         reclaim_script(),
-                        [self.keys.queue, self.keys.queued, self.keys.running(name)],
+                        [self.keys.queue, self.keys.queued, self.keys.running(name), self.keys.metrics, self.keys.webhooks],
                         [
                             GROUP,
                             worker_id,
@@ -571,12 +698,31 @@ class WorkerQueue:
             args += [e.sid, e.prediction_id, e.start, e.count, e.group, e.data]
         return int(self._run_scripts([(requeue_script(), keys, args)])[0])
 
-    def heartbeat(self, worker_id: str, fields: dict[str, str], ttl_s: float) -> None:
-        with self._redis.pipeline(transaction=False) as pipe:
+    def heartbeat(
+        self, worker_id: str, fields: dict[str, str], ttl_s: float, metrics: Mapping[str, float] | None = None
+    ) -> None:
+        """Refresh the worker's registry entry, and add ``metrics`` (deltas) to the metrics hash."""
+        # A transaction, so that deltas are added entirely or not at all (then sent again).
+        with self._redis.pipeline(transaction=bool(metrics)) as pipe:
             pipe.hset(self.keys.worker(worker_id), mapping=fields)
             pipe.pexpire(self.keys.worker(worker_id), int(ttl_s * 1000))
             pipe.zadd(self.keys.workers, {worker_id: time.time()})
+            self._add_metrics(pipe, metrics or {})
             pipe.execute()
+
+    def add_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Add counts and observations (deltas) to the metrics hash, all or none."""
+        if metrics:
+            with self._redis.pipeline(transaction=True) as pipe:
+                self._add_metrics(pipe, metrics)
+                pipe.execute()
+
+    def _add_metrics(self, pipe: Any, metrics: Mapping[str, float]) -> None:
+        for field, amount in metrics.items():
+            if field.endswith(":sum"):
+                pipe.hincrbyfloat(self.keys.metrics, field, float(amount))
+            else:
+                pipe.hincrby(self.keys.metrics, field, int(amount))
 
     def unregister(self, worker_id: str) -> None:
         with self._redis.pipeline(transaction=False) as pipe:
@@ -617,3 +763,78 @@ class WorkerQueue:
             for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             return list(pipe.execute(raise_on_error=False))
+
+
+# ---------------------------------------------------------------------------------
+# Webhooks (the webhook worker's side, blocking)
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A prediction's event to announce: where to, and its ``GET`` body at this moment."""
+
+    item: str
+    prediction_id: str
+    event: str
+    url: str
+    body: bytes
+
+
+class WebhookQueue:
+    """Webhook events that the scripts queued, on their way to becoming RQ jobs.
+
+    One process at a time (the lock holder) moves events from the webhook list to a
+    dispatching list, makes an RQ job of each, then removes it; a new lock holder first
+    finishes what a dead one left in the dispatching list, so no event is lost (one may
+    be delivered twice).
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
+        self.keys = keys
+
+    def hold_lock(self, owner: str, ttl_ms: int) -> bool:
+        """Take or keep the dispatcher's lock; False while another process holds it."""
+        script = lock_script()
+        args = (script.sha, 1, self.keys.webhooks_lock, owner, ttl_ms)
+        try:
+            return bool(self._redis.evalsha(*args))
+        except NoScriptError:
+            self._redis.script_load(script.source)
+            return bool(self._redis.evalsha(*args))
+
+    def release_lock(self, owner: str) -> None:
+        if self._redis.get(self.keys.webhooks_lock) == owner.encode():
+            self._redis.delete(self.keys.webhooks_lock)
+
+    def take(self, timeout_s: float) -> str | None:
+        """The next event, moved to the dispatching list; None after ``timeout_s``."""
+        item = self._redis.blmove(self.keys.webhooks, self.keys.webhooks_dispatching, timeout_s, "LEFT", "RIGHT")
+        return item.decode() if isinstance(item, bytes) else item
+
+    def dispatching(self) -> list[str]:
+        """Events a dispatcher took but did not finish (it died)."""
+        return [item.decode() for item in self._redis.lrange(self.keys.webhooks_dispatching, 0, -1)]
+
+    def dispatched(self, item: str) -> None:
+        self._redis.lrem(self.keys.webhooks_dispatching, 1, item)
+
+    def event(self, item: str) -> WebhookEvent | None:
+        """What to send for a queued event; None if the prediction expired meanwhile."""
+        prediction_id, _, event = item.partition(" ")
+        values = self._redis.hmget(self.keys.prediction(prediction_id), ["webhook", *STATUS_FIELDS])
+        url, body = values[0], render_prediction(values[1:])
+        if not isinstance(url, bytes) or body is None:
+            return None
+        return WebhookEvent(item, prediction_id, event, url.decode(), body)
+
+    def secret(self) -> str:
+        """The namespace's generated signing secret, created on first use."""
+        self._redis.set(self.keys.webhooks_secret, secrets.token_hex(32), nx=True)
+        value = self._redis.get(self.keys.webhooks_secret)
+        assert value is not None
+        return value.decode()
+
+    def count(self, outcome: str) -> None:
+        """Count a delivery attempt's outcome (``_metrics.WEBHOOK_OUTCOMES``)."""
+        self._redis.hincrby(self.keys.metrics, f"webhooks:{outcome}", 1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from tungstenkit._metrics import MetricDeltas
 from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, EntryResult, WorkerQueue
 
 logger = logging.getLogger(__name__)
@@ -135,19 +136,34 @@ class Writer(threading.Thread):
 
 
 class Heartbeat(threading.Thread):
-    """Keeps the worker's registry entry alive and current."""
+    """Keeps the worker's registry entry alive and current, and sends the metrics
+    gathered since the last beat (one round trip a beat, whatever the batch rate)."""
 
-    def __init__(self, queue: WorkerQueue, worker_id: str, fields: Callable[[], dict[str, str]], interval_s: float) -> None:
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        worker_id: str,
+        fields: Callable[[], dict[str, str]],
+        interval_s: float,
+        metrics: MetricDeltas | None = None,
+    ) -> None:
         super().__init__(name="tungsten-heartbeat", daemon=True)
         self._queue = queue
         self._worker_id = worker_id
         self._fields = fields
         self._interval = interval_s
+        self._metrics = metrics
         self._halt = threading.Event()
         self._soon = threading.Event()
 
     def beat(self) -> None:
-        self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._interval * 5)
+        deltas = self._metrics.take() if self._metrics is not None else {}
+        try:
+            self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._interval * 5, metrics=deltas)
+        except BaseException:
+            if self._metrics is not None:
+                self._metrics.restore(deltas)
+            raise
 
     def wake(self) -> None:
         """Beat now rather than at the next interval (the worker's state changed)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from tungstenkit._errors import ModelLoadError, RedisUnavailable, SetupFailed
-from tungstenkit._logging import configure_logging
+from tungstenkit._logging import add_log_context, configure_logging
 from tungstenkit._process import announce_ready
 from tungstenkit._queue import Keys, connect
 from tungstenkit._settings import Settings
@@ -25,7 +25,7 @@ def run_worker(
     ready_fd: int | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT; returns the process exit code."""
-    configure_logging(log_level, "worker")
+    configure_logging(log_level, "worker", settings.log_format)
     try:
         definition = source.load()
     except ModelLoadError as exc:
@@ -37,6 +37,7 @@ def run_worker(
         logger.error("%s", exc)
         return EXIT_REDIS_UNREACHABLE
     worker = Worker(definition, client, Keys(namespace), settings, batch_size=batch_size, model_name=source.reference)
+    add_log_context(worker=worker.worker_id)
     worker.install_signal_handlers()
     try:
         worker.setup()

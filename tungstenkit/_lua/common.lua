@@ -31,3 +31,76 @@ local function fail_prediction(queue, key, message, now, ttl)
   redis.call('EXPIRE', key, ttl)
   return drop_entries(queue, state[2])
 end
+
+-- Monitoring and webhooks. The scripts that start or end predictions take two optional
+-- keys, the metrics hash and the webhook list (see _queue.py); either may be nil.
+-- SECONDS_BOUNDS and SECONDS_LABELS are generated from tungstenkit/_metrics.py.
+
+-- Seconds since the epoch of a now_iso() timestamp ('2024-05-01T12:00:00.123456Z').
+local function epoch_seconds(stamp)
+  local y, mo, d, h, mi, s = string.match(stamp or '', '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d%.]+)')
+  if not y then
+    return nil
+  end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo <= 2 then
+    y = y - 1
+  end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+end
+
+-- Adds the seconds between two timestamps to a histogram of the metrics hash.
+local function observe_seconds(metrics, name, from, to)
+  local first, last = epoch_seconds(from), epoch_seconds(to)
+  if not first or not last then
+    return
+  end
+  local value = math.max(last - first, 0)
+  local label = '+Inf'
+  for i, bound in ipairs(SECONDS_BOUNDS) do
+    if value <= bound then
+      label = SECONDS_LABELS[i]
+      break
+    end
+  end
+  redis.call('HINCRBY', metrics, name .. ':le:' .. label, 1)
+  redis.call('HINCRBYFLOAT', metrics, name .. ':sum', value)
+end
+
+-- Hands a prediction's event to the webhook dispatcher if the prediction asked for it.
+local function queue_webhook(hooks, key, events, event)
+  if hooks and events and string.find(events, event, 1, true) then
+    local id = string.match(key, 'pred:([^:]+)$')
+    redis.call('RPUSH', hooks, id .. ' ' .. event)
+  end
+end
+
+-- A prediction just started running (at `now`).
+local function prediction_started(key, now, metrics, hooks)
+  if not metrics and not hooks then
+    return
+  end
+  local state = redis.call('HMGET', key, 'created', 'webhook_events')
+  if metrics then
+    observe_seconds(metrics, 'queue_seconds', state[1], now)
+  end
+  queue_webhook(hooks, key, state[2], 'start')
+end
+
+-- A prediction just ended (at `now`) with `outcome`: success, failed or canceled.
+local function prediction_ended(key, outcome, now, metrics, hooks)
+  if not metrics and not hooks then
+    return
+  end
+  local state = redis.call('HMGET', key, 'created', 'webhook_events')
+  if metrics then
+    redis.call('HINCRBY', metrics, 'predictions:' .. outcome, 1)
+    observe_seconds(metrics, 'prediction_seconds', state[1], now)
+  end
+  queue_webhook(hooks, key, state[2], 'completed')
+end

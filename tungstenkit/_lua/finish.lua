@@ -1,17 +1,20 @@
 -- A worker reports what became of entries: outputs ('o'), an error ('e'), or dropped
 -- without running ('x'). Results for predictions that already ended are discarded.
--- KEYS: queue stream, queued-inputs counter, then one prediction hash per result
+-- KEYS: queue stream, queued-inputs counter, then one prediction hash per result,
+--       then (optional) the metrics hash and the webhook list
 -- ARGV: group, completed timestamp, result ttl, done channel, stop channel,
 --       then per result: id, sid, kind, start, count, payload
 local queue, counter = KEYS[1], KEYS[2]
 local group, now, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local acks, done, stopped = {}, {}, {}
 local released = 0
+local metrics, hooks = KEYS[3 + (#ARGV - 5) / 6], KEYS[4 + (#ARGV - 5) / 6]
 
 local function succeed(key, id, outputs)
   redis.call('HSET', key, 'status', 'success', 'outputs', '[' .. outputs .. ']', 'completed', now, 'left', 0)
   redis.call('EXPIRE', key, ttl)
   done[#done + 1] = id
+  prediction_ended(key, 'success', now, metrics, hooks)
 end
 
 local function assemble(key, entries)
@@ -41,6 +44,7 @@ for j = 0, results - 1 do
       if kind == 'e' then
         released = released + fail_prediction(queue, key, payload, now, ttl)
         done[#done + 1] = id
+        prediction_ended(key, 'failed', now, metrics, hooks)
         if string.find(entries, ' ', 1, true) then
           stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
         end

@@ -1,7 +1,8 @@
 -- A worker died (its heartbeat key expired) holding entries: take them over.
 -- Entries it was running count a crash against their inputs; an entry that reached
 -- the limit fails its prediction instead of taking down yet another worker.
--- KEYS: queue stream, queued-inputs counter, the dead worker's running key
+-- KEYS: queue stream, queued-inputs counter, the dead worker's running key, then
+--       (optional) the metrics hash and the webhook list
 -- ARGV: group, claiming consumer, dead consumer, crash limit, delivery limit,
 --       completed timestamp, result ttl, done channel, stop channel, prediction key prefix
 -- Returns the claimed entries, as XCLAIM does.
@@ -51,6 +52,7 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
         released = released + tonumber(fields.n)
       end
       ended[#ended + 1] = fields.p
+      prediction_ended(key, 'failed', now, KEYS[4], KEYS[5])
     else
       claim[#claim + 1] = sid
     end
