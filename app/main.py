@@ -81,6 +81,6 @@ def run_api(
         # Past this many open connections uvicorn answers 503: memory stays bounded.
         limit_concurrency=settings.max_connections or None,
         # JSON logs: uvicorn's own lines go through the same JSON handler.
-        **({"log_config": None} if settings.log_format == "json" else {}),
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     DrainingServer(config, settings.drain_s, ready_fd).run()

@@ -52,8 +52,8 @@ class _Text:
     def family(self, name: str, kind: str, help_text: str) -> None:
         self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
 
-    def sample(self, name: str, value: float, **labels: object) -> None:
-        self.lines.append(f"{name}{_labels(**labels)} {_number(value)}")
+    def sample(self, metric: str, value: float, **labels: object) -> None:
+        self.lines.append(f"{metric}{_labels(**labels)} {_number(value)}")
 
     def counter(self, name: str, help_text: str, label: str, values: Iterable[tuple[str, float]]) -> None:
         self.family(name, "counter", help_text)

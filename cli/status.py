@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import click
@@ -11,7 +11,16 @@ import redis
 
 from tungstenkit._errors import RedisUnavailable, TungstenError
 from tungstenkit._metrics import PREDICTION_OUTCOMES
-from tungstenkit._queue import CONNECTION_ERRORS, Keys, Snapshot, WebhookQueue, connect, find_namespaces, read_snapshot, redacted
+from tungstenkit._queue import (
+    CONNECTION_ERRORS,
+    Keys,
+    Snapshot,
+    WebhookQueue,
+    connect,
+    find_namespaces,
+    read_snapshot,
+    redacted,
+)
 from tungstenkit._redis_server import embedded_redis_urls
 from tungstenkit._settings import Settings
 
@@ -59,7 +68,7 @@ def _ago(unix: str | None, now: float) -> str:
         return "-"
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
@@ -71,8 +80,10 @@ def render(namespace: str, url: str, snapshot: Snapshot, now: float) -> str:
     outcomes = ", ".join(f"{int(snapshot.metrics.get(f'predictions:{o}', 0))} {o}" for o in PREDICTION_OUTCOMES)
     lines = [
         f"{namespace}  (Redis {redacted(url)})",
-        f"queued inputs: {snapshot.queued_inputs}   throughput: {throughput:.2f} inputs/s (last minute)   "
-        f"predictions: {outcomes}   webhook events waiting: {snapshot.webhook_events_waiting}",
+        (
+            f"queued inputs: {snapshot.queued_inputs}   throughput: {throughput:.2f} inputs/s (last minute)   "
+            f"predictions: {outcomes}   webhook events waiting: {snapshot.webhook_events_waiting}"
+        ),
         "",
     ]
     if not workers:

@@ -809,12 +809,15 @@ class WebhookQueue:
 
     def take(self, timeout_s: float) -> str | None:
         """The next event, moved to the dispatching list; None after ``timeout_s``."""
-        item = self._redis.blmove(self.keys.webhooks, self.keys.webhooks_dispatching, timeout_s, "LEFT", "RIGHT")
-        return item.decode() if isinstance(item, bytes) else item
+        item = self._redis.blmove(
+            self.keys.webhooks, self.keys.webhooks_dispatching, timeout_s, "LEFT", "RIGHT"  # type: ignore[arg-type]
+        )
+        return item.decode() if isinstance(item, bytes) else None
 
     def dispatching(self) -> list[str]:
         """Events a dispatcher took but did not finish (it died)."""
-        return [item.decode() for item in self._redis.lrange(self.keys.webhooks_dispatching, 0, -1)]
+        items: list[bytes] = self._redis.lrange(self.keys.webhooks_dispatching, 0, -1)  # type: ignore[assignment]
+        return [item.decode() for item in items]
 
     def dispatched(self, item: str) -> None:
         self._redis.lrem(self.keys.webhooks_dispatching, 1, item)
@@ -822,7 +825,7 @@ class WebhookQueue:
     def event(self, item: str) -> WebhookEvent | None:
         """What to send for a queued event; None if the prediction expired meanwhile."""
         prediction_id, _, event = item.partition(" ")
-        values = self._redis.hmget(self.keys.prediction(prediction_id), ["webhook", *STATUS_FIELDS])
+        values: list[Any] = self._redis.hmget(self.keys.prediction(prediction_id), ["webhook", *STATUS_FIELDS])
         url, body = values[0], render_prediction(values[1:])
         if not isinstance(url, bytes) or body is None:
             return None
@@ -832,7 +835,7 @@ class WebhookQueue:
         """The namespace's generated signing secret, created on first use."""
         self._redis.set(self.keys.webhooks_secret, secrets.token_hex(32), nx=True)
         value = self._redis.get(self.keys.webhooks_secret)
-        assert value is not None
+        assert isinstance(value, bytes)
         return value.decode()
 
     def count(self, outcome: str) -> None:

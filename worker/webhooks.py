@@ -163,8 +163,8 @@ class Dispatcher(threading.Thread):
                 if not holding:
                     holding = True
                     # What a dispatcher that died was in the middle of.
-                    for item in self._webhooks.dispatching():
-                        self._dispatch(item)
+                    for left in self._webhooks.dispatching():
+                        self._dispatch(left)
                 item = self._webhooks.take(_TAKE_TIMEOUT_S)
                 if item:
                     self._dispatch(item)
@@ -180,7 +180,9 @@ class Dispatcher(threading.Thread):
         try:
             self._webhooks.release_lock(self._owner)
             self._scheduler.release_locks()
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+        except CONNECTION_ERRORS as exc:
+            logger.debug("Could not release the webhook locks: %s", exc)
+        except redis.RedisError as exc:
             logger.debug("Could not release the webhook locks: %s", exc)
 
     def _enqueue_due_retries(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -318,3 +319,129 @@ def test_output_files_redis_refuses_fail_their_prediction(queues: Queues) -> Non
     assert result["status"] == "failed"
     assert result["error_message"].startswith("OutputFilesNotStored: Redis refused the output files: WRONGTYPE")
     assert queues.queued() == 0
+
+
+# ---------------------------------------------------------------------------------
+# Metrics and webhook events recorded by the scripts
+
+
+def _metrics(queues: Queues) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in queues.client.hgetall(queues.keys.metrics).items()}
+
+
+def _count(metrics: dict[str, float], histogram: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(f"{histogram}:le:"))
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_outcomes_queue_time_and_latency_are_counted(queues: Queues) -> None:
+    queues.submit("ok", 2)
+    queues.submit("bad", 1)
+    queues.submit("gone", 1)
+    ok, bad, _gone = queues.read()
+    queues.start(["ok", "bad"])
+    queues.finish([_outputs(ok), EntryResult(bad, EntryResult.ERROR, "ValueError: no")])
+    queues.cancel("gone")
+    metrics = _metrics(queues)
+    assert metrics["predictions:success"] == 1
+    assert metrics["predictions:failed"] == 1
+    assert metrics["predictions:canceled"] == 1
+    assert _count(metrics, "queue_seconds") == 2  # the two that started
+    assert _count(metrics, "prediction_seconds") == 3
+    # Lua's reading of the timestamps agrees with Python's.
+    expected = sum(_seconds(r["completed_at"]) - _seconds(r["created_at"]) for r in map(queues.get, ["ok", "bad", "gone"]))
+    assert metrics["prediction_seconds:sum"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_lua_dates_against_redis(queues: Queues) -> None:
+    from tungstenkit._queue import _script
+
+    source = _script("finish", with_common=True).source.split("-- A worker reports")[0]
+    for stamp in ["1970-01-01T00:00:00.000000Z", "2000-02-29T23:59:59.500000Z", "2024-12-31T12:00:00.250000Z",
+                  "2100-03-01T00:00:00.000000Z", "2026-07-15T08:30:15.123456Z"]:
+        found = queues.client.eval(source + "\nreturn string.format('%.6f', epoch_seconds(ARGV[1]))", 0, stamp)
+        assert float(found) == pytest.approx(_seconds(stamp), abs=1e-6)
+
+
+def test_webhook_events_are_queued_as_they_happen(queues: Queues) -> None:
+    chunks = split_into_chunks(['{"x": 1}'], ["g"], 4)
+    queues._api("submit_with_webhook", "hooked", chunks, 1, "https://hooks.example.com/x", ["start", "completed"])
+    queues._api("submit_with_webhook", "ends-only", chunks, 1, "https://hooks.example.com/y", ["completed"])
+    queues.submit("plain", 1)
+    fields = queues.client.hgetall(queues.keys.prediction("hooked"))
+    assert fields[b"webhook"] == b"https://hooks.example.com/x" and fields[b"webhook_events"] == b"start completed"
+    entries = queues.read()
+    queues.start(["hooked", "ends-only", "plain"])
+    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"hooked start"]
+    queues.finish([_outputs(e) for e in entries])
+    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"hooked start", b"hooked completed", b"ends-only completed"]
+
+
+def test_a_canceled_prediction_announces_its_completion(queues: Queues) -> None:
+    chunks = split_into_chunks(['{"x": 1}'], ["g"], 4)
+    queues._api("submit_with_webhook", "p", chunks, 1, "https://hooks.example.com/x", ["completed"])
+    queues.cancel("p")
+    queues.cancel("p")  # changes nothing, announces nothing
+    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"p completed"]
+
+
+def test_a_refused_prediction_leaves_no_webhook_behind(redis_url: str, namespace: str) -> None:
+    queues = Queues(redis_url, namespace, limit=1)
+    chunks = split_into_chunks(['{"x": 1}', '{"x": 2}'], ["g", "g"], 4)
+    with pytest.raises(QueueFull):
+        queues._api("submit_with_webhook", "p", chunks, 2, "https://hooks.example.com/x", ["completed"])
+    assert not queues.client.exists(queues.keys.prediction("p"))
+    queues.client.close()
+
+
+def test_the_webhook_queue_hands_out_each_event_and_survives_a_dead_dispatcher(queues: Queues) -> None:
+    from tungstenkit._queue import WebhookQueue
+
+    chunks = split_into_chunks(['{"x": 1}'], ["g"], 4)
+    queues._api("submit_with_webhook", "p", chunks, 1, "https://hooks.example.com/x", ["start", "completed"])
+    (entry,) = queues.read()
+    queues.start(["p"])
+    queues.finish([_outputs(entry)])
+    webhooks = WebhookQueue(queues.client, queues.keys)
+    assert webhooks.hold_lock("a", 5000) and webhooks.hold_lock("a", 5000)
+    assert not webhooks.hold_lock("b", 5000)
+    assert webhooks.take(0.1) == "p start"
+    # The dispatcher "a" dies here; "b" takes over and finds the event it held.
+    webhooks.release_lock("a")
+    assert webhooks.hold_lock("b", 5000)
+    assert webhooks.dispatching() == ["p start"]
+    event = webhooks.event("p start")
+    assert event is not None and event.url == "https://hooks.example.com/x" and event.event == "start"
+    assert json.loads(event.body)["status"] == "success"
+    webhooks.dispatched("p start")
+    assert webhooks.take(0.1) == "p completed"
+    webhooks.dispatched("p completed")
+    assert webhooks.take(0.1) is None and webhooks.dispatching() == []
+    queues.client.delete(queues.keys.prediction("p"))
+    assert webhooks.event("p completed") is None  # expired meanwhile
+    assert webhooks.secret() == webhooks.secret() and len(webhooks.secret()) == 64
+
+
+def test_heartbeat_metrics_add_up_and_the_snapshot_reads_them(queues: Queues) -> None:
+    from tungstenkit._queue import read_snapshot
+
+    queues.worker.heartbeat("w1", {"state": "ready"}, 5, {"batches": 2, "inputs:success": 7, "model_seconds:sum": 0.25})
+    queues.worker.heartbeat("w1", {"state": "busy"}, 5, {"batches": 1, "model_seconds:sum": 0.5})
+    queues.worker.add_metrics({"inputs:failed": 1})
+    queues.submit("p", 3)
+    snapshot = read_snapshot(queues.client, queues.keys)
+    assert snapshot.metrics["batches"] == 3 and snapshot.metrics["inputs:success"] == 7
+    assert snapshot.metrics["model_seconds:sum"] == pytest.approx(0.75)
+    assert snapshot.metrics["inputs:failed"] == 1
+    assert snapshot.queued_inputs == 3
+    assert [(w.worker_id, w.fields["state"]) for w in snapshot.workers] == [("w1", "busy")]
+    assert queues._api("snapshot") == snapshot
+
+
+def test_namespaces_are_found_by_their_queue(queues: Queues) -> None:
+    from tungstenkit._queue import find_namespaces
+
+    assert queues.keys.namespace in find_namespaces(queues.client)
