@@ -15,6 +15,7 @@ from starlette.routing import Route
 from app.errors import Draining, InvalidInput, NotFound, SyncTimeout
 from app.files import get_file
 from app.inputs import InputParser, read_body
+from app.metrics import worker_view
 from app.waiters import CompletionWaiter
 from tungstenkit._errors import RedisUnavailable
 from tungstenkit._fetch import Allowlist
@@ -173,7 +174,7 @@ async def health(request: Request) -> Response:
             "redis": "ok",
             "queued_inputs": queued,
             "ready_workers": len(ready),
-            "workers": [{"id": w.worker_id, **w.fields} for w in workers],
+            "workers": [worker_view(w) for w in workers],
         },
         status_code=200 if status == "ok" else 503,
     )

@@ -91,13 +91,13 @@ def deliver(prediction_id: str, event: str, url: str, body: str) -> None:
         if job is not None:
             job.retries_left = 0
         delivery.webhooks.count("failed")
-        logger.warning("Webhook %s of prediction %s refused: %s", event, prediction_id, exc, extra=where)
+        logger.warning("Webhook %r of prediction %s refused: %s", event, prediction_id, exc, extra=where)
         raise WebhookFailed(f"{url}: {exc}") from None
     except (FetchError, WebhookFailed) as exc:
         last = job is None or not job.retries_left
         delivery.webhooks.count("failed" if last else "retried")
         logger.warning(
-            "Webhook %s of prediction %s to %s failed: %s%s",
+            "Webhook %r of prediction %s to %s failed: %s%s",
             event, prediction_id, url, exc, "; giving up" if last else "; it will be retried", extra=where,
         )
         raise WebhookFailed(f"{url}: {exc}") from None
@@ -122,6 +122,11 @@ class WebhookWorker(SimpleWorker):
             return super().execute_job(job, queue)
         finally:
             _DELIVERY.reset(token)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        if isinstance(exc_info[1], WebhookFailed):
+            return  # an expected failure, which ``deliver`` logged in one line
+        super().handle_exception(job, *exc_info)
 
 
 class Dispatcher(threading.Thread):
