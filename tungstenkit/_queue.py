@@ -823,9 +823,16 @@ class WebhookQueue:
         self._redis.lrem(self.keys.webhooks_dispatching, 1, item)
 
     def event(self, item: str) -> WebhookEvent | None:
-        """What to send for a queued event; None if the prediction expired meanwhile."""
+        """What to send for a queued event; None if the prediction expired meanwhile.
+
+        A ``start`` event shows the prediction as it was when it started (running, no
+        outputs), even if it ended before the event was sent.
+        """
         prediction_id, _, event = item.partition(" ")
         values: list[Any] = self._redis.hmget(self.keys.prediction(prediction_id), ["webhook", *STATUS_FIELDS])
+        if event == "start" and values[1] is not None:
+            _status, created, started, _completed, _outputs, _error = values[1:]
+            values[1:] = [b"running", created, started, None, None, None]
         url, body = values[0], render_prediction(values[1:])
         if not isinstance(url, bytes) or body is None:
             return None

@@ -147,6 +147,7 @@ class Dispatcher(threading.Thread):
             else None
         )
         self._halt = threading.Event()
+        self._retries_checked_at = 0.0
         self.dispatched = 0
 
     def __repr__(self) -> str:
@@ -191,6 +192,11 @@ class Dispatcher(threading.Thread):
             logger.debug("Could not release the webhook locks: %s", exc)
 
     def _enqueue_due_retries(self) -> None:
+        """Once a second, hand RQ the retries whose backoff is over (the job of its scheduler)."""
+        now = time.monotonic()
+        if now - self._retries_checked_at < _TAKE_TIMEOUT_S:
+            return
+        self._retries_checked_at = now
         self._scheduler.acquire_locks()
         if self._scheduler.acquired_locks:
             self._scheduler.enqueue_scheduled_jobs()

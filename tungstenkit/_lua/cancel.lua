@@ -16,6 +16,7 @@ if released > 0 then
   redis.call('DECRBY', KEYS[3], released)
 end
 prediction_ended(KEYS[1], 'canceled', ARGV[2], KEYS[4], KEYS[5])
+flush_metrics(KEYS[4])
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 redis.call('PUBLISH', ARGV[5], ARGV[1])
 return 1

@@ -35,6 +35,30 @@ end
 -- Monitoring and webhooks. The scripts that start or end predictions take two optional
 -- keys, the metrics hash and the webhook list (see _queue.py); either may be nil.
 -- SECONDS_BOUNDS and SECONDS_LABELS are generated from tungstenkit/_metrics.py.
+-- Increments are gathered in `noted` and written once per field by flush_metrics(), which
+-- each such script calls before it returns.
+local noted, noted_fields = {}, {}
+
+local function note(field, amount)
+  if not noted[field] then
+    noted_fields[#noted_fields + 1] = field
+    noted[field] = 0
+  end
+  noted[field] = noted[field] + amount
+end
+
+local function flush_metrics(metrics)
+  if not metrics then
+    return
+  end
+  for _, field in ipairs(noted_fields) do
+    if string.sub(field, -4) == ':sum' then
+      redis.call('HINCRBYFLOAT', metrics, field, noted[field])
+    else
+      redis.call('HINCRBY', metrics, field, noted[field])
+    end
+  end
+end
 
 -- Seconds since the epoch of a now_iso() timestamp ('2024-05-01T12:00:00.123456Z').
 local function epoch_seconds(stamp)
@@ -55,7 +79,7 @@ local function epoch_seconds(stamp)
 end
 
 -- Adds the seconds between two timestamps to a histogram of the metrics hash.
-local function observe_seconds(metrics, name, from, to)
+local function observe_seconds(name, from, to)
   local first, last = epoch_seconds(from), epoch_seconds(to)
   if not first or not last then
     return
@@ -68,8 +92,8 @@ local function observe_seconds(metrics, name, from, to)
       break
     end
   end
-  redis.call('HINCRBY', metrics, name .. ':le:' .. label, 1)
-  redis.call('HINCRBYFLOAT', metrics, name .. ':sum', value)
+  note(name .. ':le:' .. label, 1)
+  note(name .. ':sum', value)
 end
 
 -- Hands a prediction's event to the webhook dispatcher if the prediction asked for it.
@@ -87,7 +111,7 @@ local function prediction_started(key, now, metrics, hooks)
   end
   local state = redis.call('HMGET', key, 'created', 'webhook_events')
   if metrics then
-    observe_seconds(metrics, 'queue_seconds', state[1], now)
+    observe_seconds('queue_seconds', state[1], now)
   end
   queue_webhook(hooks, key, state[2], 'start')
 end
@@ -99,8 +123,8 @@ local function prediction_ended(key, outcome, now, metrics, hooks)
   end
   local state = redis.call('HMGET', key, 'created', 'webhook_events')
   if metrics then
-    redis.call('HINCRBY', metrics, 'predictions:' .. outcome, 1)
-    observe_seconds(metrics, 'prediction_seconds', state[1], now)
+    note('predictions:' .. outcome, 1)
+    observe_seconds('prediction_seconds', state[1], now)
   end
   queue_webhook(hooks, key, state[2], 'completed')
 end

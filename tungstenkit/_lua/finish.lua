@@ -70,4 +70,5 @@ end
 if #stopped > 0 then
   redis.call('PUBLISH', ARGV[5], table.concat(stopped, ' '))
 end
+flush_metrics(metrics)
 return #done

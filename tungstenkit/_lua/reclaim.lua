@@ -66,6 +66,7 @@ if #ended > 0 then
   redis.call('PUBLISH', ARGV[8], table.concat(ended, ' '))
   redis.call('PUBLISH', ARGV[9], table.concat(ended, ' '))
 end
+flush_metrics(KEYS[4])
 if #claim == 0 then
   return {}
 end

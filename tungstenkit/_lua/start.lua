@@ -15,4 +15,5 @@ for i = 2, #KEYS do
     ended[#ended + 1] = i - 1
   end
 end
+flush_metrics(ARGV[4])
 return ended
