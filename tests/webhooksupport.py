@@ -62,7 +62,7 @@ def webhook_receiver(**options: Any) -> Iterator[Receiver]:
     receiver = Receiver(**options)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             delivery = Delivery(self.path, dict(self.headers.items()), self.rfile.read(length))
             status = receiver.handle(delivery)

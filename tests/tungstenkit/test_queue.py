@@ -415,7 +415,11 @@ def test_the_webhook_queue_hands_out_each_event_and_survives_a_dead_dispatcher(q
     assert webhooks.dispatching() == ["p start"]
     event = webhooks.event("p start")
     assert event is not None and event.url == "https://hooks.example.com/x" and event.event == "start"
-    assert json.loads(event.body)["status"] == "success"
+    started = json.loads(event.body)  # as it was when it started, though it has ended since
+    assert started["status"] == "running" and started["outputs"] is None and started["completed_at"] is None
+    assert started["started_at"] is not None
+    ended = webhooks.event("p completed")
+    assert ended is not None and json.loads(ended.body)["status"] == "success"
     webhooks.dispatched("p start")
     assert webhooks.take(0.1) == "p completed"
     webhooks.dispatched("p completed")

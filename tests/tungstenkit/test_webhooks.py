@@ -124,6 +124,5 @@ def test_post_goes_only_where_downloads_may() -> None:
 
 def test_post_times_out_on_a_receiver_that_hangs() -> None:
     policy = FetchPolicy(allowlist=Allowlist.parse("127.0.0.1/32"), read_timeout_s=0.5, total_timeout_s=0.5)
-    with webhook_receiver(hang=True) as receiver:
-        with pytest.raises(FetchError, match="no answer"):
-            post(receiver.url, b"{}", {}, policy)
+    with webhook_receiver(hang=True) as receiver, pytest.raises(FetchError, match="no answer"):
+        post(receiver.url, b"{}", {}, policy)
