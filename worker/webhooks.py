@@ -37,7 +37,15 @@ from tungstenkit._fetch import Allowlist, FetchPolicy, post
 from tungstenkit._logging import configure_logging
 from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect
 from tungstenkit._settings import Settings
-from tungstenkit._webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, payload, retry_intervals, sign
+from tungstenkit._webhooks import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    payload,
+    redacted_url,
+    retry_intervals,
+    sign,
+)
 from worker.io import Backoff
 
 logger = logging.getLogger(__name__)
@@ -48,10 +56,11 @@ EXIT_REDIS_UNREACHABLE = 5
 _LOCK_TTL_MS = 10_000
 #: Longest the dispatcher waits for an event before it refreshes its lock.
 _TAKE_TIMEOUT_S = 1.0
-#: Finished deliveries stay visible in RQ this long (and a repeated dispatch is skipped).
-_RESULT_TTL_S = 600
-#: Deliveries that failed for good stay in RQ's failed registry this long.
-_FAILURE_TTL_S = 7 * 86_400
+#: Finished deliveries stay in RQ this long (a repeated dispatch meanwhile is skipped); a
+#: job holds the prediction's body, so it is not kept long.
+_RESULT_TTL_S = 60
+#: Deliveries that failed for good stay in RQ's failed registry this long (to requeue them).
+_FAILURE_TTL_S = 86_400
 
 _DELIVERY: contextvars.ContextVar[Delivery] = contextvars.ContextVar("tungsten_webhook_delivery")
 
@@ -92,17 +101,18 @@ def deliver(prediction_id: str, event: str, url: str, body: str) -> None:
             job.retries_left = 0
         delivery.webhooks.count("failed")
         logger.warning("Webhook %r of prediction %s refused: %s", event, prediction_id, exc, extra=where)
-        raise WebhookFailed(f"{url}: {exc}") from None
+        raise WebhookFailed(f"{redacted_url(url)}: {exc}") from None
     except (FetchError, WebhookFailed) as exc:
         last = job is None or not job.retries_left
         delivery.webhooks.count("failed" if last else "retried")
         logger.warning(
             "Webhook %r of prediction %s to %s failed: %s%s",
-            event, prediction_id, url, exc, "; giving up" if last else "; it will be retried", extra=where,
+            event, prediction_id, redacted_url(url), exc, "; giving up" if last else "; it will be retried",
+            extra=where,
         )
-        raise WebhookFailed(f"{url}: {exc}") from None
+        raise WebhookFailed(f"{redacted_url(url)}: {exc}") from None
     delivery.webhooks.count("delivered")
-    logger.debug("Webhook %s of prediction %s delivered to %s", event, prediction_id, url, extra=where)
+    logger.debug("Webhook %r of prediction %s delivered to %s", event, prediction_id, redacted_url(url), extra=where)
 
 
 class WebhookWorker(SimpleWorker):

@@ -351,19 +351,9 @@ def test_outcomes_queue_time_and_latency_are_counted(queues: Queues) -> None:
     assert metrics["predictions:canceled"] == 1
     assert _count(metrics, "queue_seconds") == 2  # the two that started
     assert _count(metrics, "prediction_seconds") == 3
-    # Lua's reading of the timestamps agrees with Python's.
+    # Timed on Redis's clock, from the stream entries' ids: as the reported timestamps say, give or take.
     expected = sum(_seconds(r["completed_at"]) - _seconds(r["created_at"]) for r in map(queues.get, ["ok", "bad", "gone"]))
-    assert metrics["prediction_seconds:sum"] == pytest.approx(expected, abs=1e-4)
-
-
-def test_lua_dates_against_redis(queues: Queues) -> None:
-    from tungstenkit._queue import _script
-
-    source = _script("finish", with_common=True).source.split("-- A worker reports")[0]
-    for stamp in ["1970-01-01T00:00:00.000000Z", "2000-02-29T23:59:59.500000Z", "2024-12-31T12:00:00.250000Z",
-                  "2100-03-01T00:00:00.000000Z", "2026-07-15T08:30:15.123456Z"]:
-        found = queues.client.eval(source + "\nreturn string.format('%.6f', epoch_seconds(ARGV[1]))", 0, stamp)
-        assert float(found) == pytest.approx(_seconds(stamp), abs=1e-6)
+    assert metrics["prediction_seconds:sum"] == pytest.approx(expected, abs=0.05)
 
 
 def test_webhook_events_are_queued_as_they_happen(queues: Queues) -> None:

@@ -13,6 +13,7 @@ from tungstenkit._webhooks import (
     WebhookRequest,
     parse_events,
     payload,
+    redacted_url,
     retry_intervals,
     sign,
     verify_signature,
@@ -87,6 +88,11 @@ def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
 
     expected = hmac.new(b"k", b"42.{}", hashlib.sha256).hexdigest()
     assert sign("k", b"{}", 42) == f"t=42,v1={expected}"
+
+
+def test_urls_in_logs_hide_credentials() -> None:
+    assert redacted_url("https://user:pw@hooks.example.com:8443/in?token=x") == "https://hooks.example.com:8443/in?..."
+    assert redacted_url("http://hooks.example.com/in") == "http://hooks.example.com/in"
 
 
 def test_retries_back_off_four_times_longer_each_time() -> None:

@@ -15,7 +15,7 @@ local released = fail_prediction(KEYS[2], KEYS[1], 'Canceled', ARGV[2], tonumber
 if released > 0 then
   redis.call('DECRBY', KEYS[3], released)
 end
-prediction_ended(KEYS[1], 'canceled', ARGV[2], KEYS[4], KEYS[5])
+prediction_ended(KEYS[1], 'canceled', KEYS[4], KEYS[5])
 flush_metrics(KEYS[4])
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 redis.call('PUBLISH', ARGV[5], ARGV[1])

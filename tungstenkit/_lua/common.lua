@@ -60,31 +60,29 @@ local function flush_metrics(metrics)
   end
 end
 
--- Seconds since the epoch of a now_iso() timestamp ('2024-05-01T12:00:00.123456Z').
-local function epoch_seconds(stamp)
-  local y, mo, d, h, mi, s = string.match(stamp or '', '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d%.]+)')
-  if not y then
-    return nil
+-- Milliseconds on Redis's clock, read once per script call.
+local clock_ms
+local function now_ms()
+  if not clock_ms then
+    local time = redis.call('TIME')
+    clock_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
   end
-  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
-  if mo <= 2 then
-    y = y - 1
-  end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
-  local days = era * 146097 + doe - 719468
-  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+  return clock_ms
 end
 
--- Adds the seconds between two timestamps to a histogram of the metrics hash.
-local function observe_seconds(name, from, to)
-  local first, last = epoch_seconds(from), epoch_seconds(to)
-  if not first or not last then
+-- When a prediction was accepted: the time in the id of its first stream entry (ms on
+-- Redis's clock too, so no clock skew between machines enters the metrics).
+local function created_ms(entries)
+  local ms = string.match(entries or '', '^(%d+)%-')
+  return ms and tonumber(ms)
+end
+
+-- Adds the seconds since `since_ms` to a histogram of the metrics hash.
+local function observe_since(name, since_ms)
+  if not since_ms then
     return
   end
-  local value = math.max(last - first, 0)
+  local value = math.max(now_ms() - since_ms, 0) / 1000
   local label = '+Inf'
   for i, bound in ipairs(SECONDS_BOUNDS) do
     if value <= bound then
@@ -104,27 +102,27 @@ local function queue_webhook(hooks, key, events, event)
   end
 end
 
--- A prediction just started running (at `now`).
-local function prediction_started(key, now, metrics, hooks)
+-- A prediction just started running.
+local function prediction_started(key, metrics, hooks)
   if not metrics and not hooks then
     return
   end
-  local state = redis.call('HMGET', key, 'created', 'webhook_events')
+  local state = redis.call('HMGET', key, 'entries', 'webhook_events')
   if metrics then
-    observe_seconds('queue_seconds', state[1], now)
+    observe_since('queue_seconds', created_ms(state[1]))
   end
   queue_webhook(hooks, key, state[2], 'start')
 end
 
--- A prediction just ended (at `now`) with `outcome`: success, failed or canceled.
-local function prediction_ended(key, outcome, now, metrics, hooks)
+-- A prediction just ended with `outcome`: success, failed or canceled.
+local function prediction_ended(key, outcome, metrics, hooks)
   if not metrics and not hooks then
     return
   end
-  local state = redis.call('HMGET', key, 'created', 'webhook_events')
+  local state = redis.call('HMGET', key, 'entries', 'webhook_events')
   if metrics then
     note('predictions:' .. outcome, 1)
-    observe_seconds('prediction_seconds', state[1], now)
+    observe_since('prediction_seconds', created_ms(state[1]))
   end
   queue_webhook(hooks, key, state[2], 'completed')
 end

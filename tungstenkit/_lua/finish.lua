@@ -14,7 +14,7 @@ local function succeed(key, id, outputs)
   redis.call('HSET', key, 'status', 'success', 'outputs', '[' .. outputs .. ']', 'completed', now, 'left', 0)
   redis.call('EXPIRE', key, ttl)
   done[#done + 1] = id
-  prediction_ended(key, 'success', now, metrics, hooks)
+  prediction_ended(key, 'success', metrics, hooks)
 end
 
 local function assemble(key, entries)
@@ -44,7 +44,7 @@ for j = 0, results - 1 do
       if kind == 'e' then
         released = released + fail_prediction(queue, key, payload, now, ttl)
         done[#done + 1] = id
-        prediction_ended(key, 'failed', now, metrics, hooks)
+        prediction_ended(key, 'failed', metrics, hooks)
         if string.find(entries, ' ', 1, true) then
           stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
         end

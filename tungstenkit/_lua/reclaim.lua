@@ -52,7 +52,7 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
         released = released + tonumber(fields.n)
       end
       ended[#ended + 1] = fields.p
-      prediction_ended(key, 'failed', now, KEYS[4], KEYS[5])
+      prediction_ended(key, 'failed', KEYS[4], KEYS[5])
     else
       claim[#claim + 1] = sid
     end

@@ -10,7 +10,7 @@ for i = 2, #KEYS do
   local status = redis.call('HGET', KEYS[i], 'status')
   if status == 'pending' then
     redis.call('HSET', KEYS[i], 'status', 'running', 'started', ARGV[1])
-    prediction_started(KEYS[i], ARGV[1], ARGV[4], ARGV[5])
+    prediction_started(KEYS[i], ARGV[4], ARGV[5])
   elseif status ~= 'running' then
     ended[#ended + 1] = i - 1
   end
