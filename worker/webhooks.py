@@ -180,6 +180,8 @@ class Dispatcher(threading.Thread):
                     holding = True
                     # What a dispatcher that died was in the middle of.
                     for left in self._webhooks.dispatching():
+                        if not self._webhooks.hold_lock(self._owner, _LOCK_TTL_MS):
+                            break
                         self._dispatch(left)
                 item = self._webhooks.take(_TAKE_TIMEOUT_S)
                 if item:
@@ -189,7 +191,7 @@ class Dispatcher(threading.Thread):
                 holding = False
                 logger.warning("Redis unreachable while dispatching webhooks (%s); retrying", exc)
                 backoff.wait(self._halt)
-            except redis.RedisError:
+            except Exception:  # the dispatcher must outlive any one failure
                 holding = False
                 logger.exception("Dispatching webhooks failed; retrying")
                 backoff.wait(self._halt)
@@ -212,6 +214,17 @@ class Dispatcher(threading.Thread):
             self._scheduler.enqueue_scheduled_jobs()
 
     def _dispatch(self, item: str) -> None:
+        try:
+            self._enqueue(item)
+        except CONNECTION_ERRORS:
+            raise  # the event stays in the dispatching list and is tried again
+        except redis.RedisError:
+            raise
+        except Exception:  # one bad event must not stop the others
+            logger.exception("Webhook event %r dropped: it could not be made into a job", item)
+        self._webhooks.dispatched(item)
+
+    def _enqueue(self, item: str) -> None:
         event = self._webhooks.event(item)
         if event is None:
             logger.warning("Webhook event %r dropped: its prediction expired before it was sent", item)
@@ -234,7 +247,6 @@ class Dispatcher(threading.Thread):
                     description=f"webhook {event.event} of prediction {event.prediction_id}",
                 )
                 self.dispatched += 1
-        self._webhooks.dispatched(item)
 
 
 def webhook_fetch_policy(settings: Settings) -> FetchPolicy:
