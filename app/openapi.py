@@ -27,8 +27,19 @@ _FILE_FORMATS = {
 }
 
 
+#: How the API's own schemas are referred to until their names are settled (a model's
+#: class may have taken one: then the API's is renamed).
+_OWN = "#/tungsten-api/"
+
+
 def _ref(name: str) -> dict[str, str]:
+    """A reference to one of the model's schemas."""
     return {"$ref": _REF.format(model=name)}
+
+
+def _own(name: str) -> dict[str, str]:
+    """A reference to one of the API's own schemas."""
+    return {"$ref": _OWN + name}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +124,7 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
                     },
                     "required": ["id", "event"],
                 },
-                _ref("Prediction"),
+                _own("Prediction"),
             ],
         },
         "Error": {
@@ -181,7 +192,7 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+    return {"description": description, "content": {"application/json": {"schema": _own(schema)}}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -234,7 +245,7 @@ def _callbacks() -> dict[str, Any]:
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref("WebhookDelivery")}},
+                        "content": {"application/json": {"schema": _own("WebhookDelivery")}},
                     },
                     "responses": {
                         "2XX": {"description": "Received. Any other answer, or none in time, is retried."}
@@ -250,10 +261,6 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
     input_name, output_name, schemas = _model_schemas(definition, settings)
     ours = _api_schemas(output_name, settings.max_inputs_per_request)
     ours["Inputs"]["items"] = _ref(input_name)
-    for name in ours:
-        if name in schemas:
-            raise ValueError(f"the model defines a class named {name}, which the API's own schemas use")
-    schemas.update(ours)
     prediction_id = {
         "name": "prediction_id",
         "in": "path",
@@ -264,7 +271,7 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
         "required": True,
         "description": f"A list of 1 to {settings.max_inputs_per_request} inputs of the model "
         f"(at most {settings.max_body_bytes} bytes).",
-        "content": {"application/json": {"schema": _ref("Inputs")}},
+        "content": {"application/json": {"schema": _own("Inputs")}},
     }
     cancel = {
         "summary": "Cancel a prediction",
@@ -384,6 +391,10 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
             }
         },
     }
+    # The model's classes keep their names; an API schema whose name one of them took is renamed.
+    names = {name: _free_name(name, schemas) for name in ours}
+    schemas.update({names[name]: _settle_refs(schema, names) for name, schema in ours.items()})
+    paths = _settle_refs(paths, names)
     description = (
         f"REST API serving the model `{model_name}` ({definition.name}). POST a list of inputs to "
         "/predictions, then GET /predictions/{prediction_id} (with ?wait= to long-poll) or ask for a webhook."
@@ -396,6 +407,25 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
         "paths": paths,
         "components": {"schemas": schemas},
     }
+
+
+def _free_name(name: str, taken: dict[str, Any]) -> str:
+    while name in taken:
+        name = f"Api{name}"
+    return name
+
+
+def _settle_refs(node: Any, names: dict[str, str]) -> Any:
+    """``node`` with its references to the API's own schemas under their final names."""
+    if isinstance(node, list):
+        return [_settle_refs(item, names) for item in node]
+    if not isinstance(node, dict):
+        return node
+    settled = {key: _settle_refs(value, names) for key, value in node.items()}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_OWN):
+        settled["$ref"] = _REF.format(model=names[ref[len(_OWN) :]])
+    return settled
 
 
 async def openapi(request: Request) -> Response:

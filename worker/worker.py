@@ -226,6 +226,8 @@ class Worker:
             self._queue.add_metrics(self._metrics.take())
         except CONNECTION_ERRORS as exc:
             logger.warning("The last metrics could not be sent: %s", exc)
+        except redis.RedisError as exc:
+            logger.warning("The last metrics could not be sent: %s", exc)
 
     def _stop_threads(self) -> None:
         threads = (self._reaper, self._writer, self._listener, self._heartbeat, self._reader)

@@ -97,6 +97,32 @@ def test_choices_bounds_and_descriptions_of_another_model() -> None:
     assert "GET /files/{name}" in schemas["Output"]["properties"]["image"]["description"]
 
 
+def test_model_classes_named_like_the_apis_own_schemas() -> None:
+    from tungstenkit import BaseIO, Field, define_model
+
+    class Prediction(BaseIO):
+        text: str = Field(description="What to read")
+
+    class Error(BaseIO):
+        score: float
+
+    @define_model(input=Prediction, output=Error)
+    class Clash:
+        def predict(self, inputs: list) -> list:
+            return []
+
+    definition = Clash.__tungsten_model__  # type: ignore[attr-defined]
+    document = build_openapi(definition, Settings(), "clash")
+    validate(document)
+    schemas = document["components"]["schemas"]
+    assert schemas["Prediction"]["properties"]["text"]["description"] == "What to read"  # the model's own
+    assert "status" in schemas["ApiPrediction"]["properties"]  # the API's, renamed
+    body = document["paths"]["/predictions/{prediction_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/ApiPrediction"
+    outputs = schemas["ApiPrediction"]["properties"]["outputs"]["anyOf"][0]["items"]
+    assert outputs["$ref"] == "#/components/schemas/Error"
+
+
 def test_docs_page_loads_from_this_server_only(server: Server) -> None:
     page = server.client.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
