@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._errors import InvalidWebhook, PredictionNotFound, QueueFull, RedisUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,16 @@ async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def invalid_webhook(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidWebhook)
+    detail = [{"loc": ["query", exc.field], "msg": str(exc), "type": "webhook"}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 EXCEPTION_HANDLERS = {
     HTTPError: http_error,
     PredictionNotFound: prediction_not_found,
     QueueFull: queue_full,
     RedisUnavailable: redis_unavailable,
+    InvalidWebhook: invalid_webhook,
 }

@@ -60,7 +60,7 @@ def run_api(
     batch_size: int | None,
     ready_fd: int | None = None,
 ) -> None:
-    configure_logging(log_level, "api")
+    configure_logging(log_level, "api", settings.log_format)
     definition = source.load()
     app = create_app(
         definition,
@@ -80,5 +80,7 @@ def run_api(
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         # Past this many open connections uvicorn answers 503: memory stays bounded.
         limit_concurrency=settings.max_connections or None,
+        # JSON logs: uvicorn's own lines go through the same JSON handler.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     DrainingServer(config, settings.drain_s, ready_fd).run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -15,10 +15,13 @@ from starlette.routing import Route
 from app.errors import Draining, InvalidInput, NotFound, SyncTimeout
 from app.files import get_file
 from app.inputs import InputParser, read_body
+from app.metrics import worker_view
 from app.waiters import CompletionWaiter
 from tungstenkit._errors import RedisUnavailable
+from tungstenkit._fetch import Allowlist
 from tungstenkit._queue import AsyncPredictionQueue, Fetched, split_into_chunks
 from tungstenkit._settings import Settings
+from tungstenkit._webhooks import WebhookRequest
 
 _ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 _READY_STATES = frozenset({"ready", "busy"})
@@ -38,6 +41,8 @@ class ServingContext:
     metadata: dict[str, Any]
     #: Set when the process is stopping: new predictions get 503, waits return early.
     draining: bool = False
+    #: Where webhooks may point although not public (``url_allowlist``).
+    webhook_allowlist: Allowlist = field(default_factory=Allowlist)
 
     def start_draining(self) -> None:
         self.draining = True
@@ -68,11 +73,15 @@ async def _submit(context: ServingContext, request: Request) -> str:
     if context.draining:
         raise Draining("This server is shutting down; retry (another instance may take the request)",
                        headers={"Retry-After": "1"})
+    query = request.query_params
+    webhook = WebhookRequest.parse(query.get("webhook"), query.get("webhook_events"), context.webhook_allowlist)
     body = await read_body(request, context.settings.max_body_bytes)
     inputs, groups = context.parser.parse(body)
     prediction_id = new_prediction_id()
     chunks = split_into_chunks(inputs, groups, context.chunk_size)
-    await context.queue.submit(prediction_id, chunks, len(inputs))
+    await context.queue.submit(
+        prediction_id, chunks, len(inputs), webhook.url if webhook else "", webhook.events if webhook else ()
+    )
     context.waiter.accepted(prediction_id)
     return prediction_id
 
@@ -178,7 +187,7 @@ async def health(request: Request) -> Response:
             "redis": "ok",
             "queued_inputs": queued,
             "ready_workers": len(ready),
-            "workers": [{"id": w.worker_id, **w.fields} for w in workers],
+            "workers": [worker_view(w) for w in workers],
         },
         status_code=200 if status == "ok" else 503,
     )

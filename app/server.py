@@ -10,11 +10,16 @@ from typing import Any
 
 import redis.asyncio
 from starlette.applications import Starlette
+from starlette.routing import Route
 
+from app.docs import docs_asset, docs_page
 from app.errors import EXCEPTION_HANDLERS
 from app.inputs import InputParser
+from app.metrics import metrics
+from app.openapi import build_openapi, openapi
 from app.routes import ROUTES, ServingContext
 from app.waiters import CompletionWaiter
+from tungstenkit._fetch import Allowlist
 from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys
@@ -26,6 +31,14 @@ logger = logging.getLogger(__name__)
 REDIS_SOCKET_TIMEOUT_S = 5.0
 #: Connections to Redis per API process (requests share them: see AsyncPredictionQueue).
 REDIS_MAX_CONNECTIONS = 32
+
+#: Operating the server: metrics, the API's description and its interactive page.
+OPERATIONS_ROUTES = [
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/docs", docs_page, methods=["GET"]),
+    Route("/docs/assets/{name}", docs_asset, methods=["GET"]),
+]
 
 
 def model_metadata(definition: ModelDefinition, name: str, batch_size: int) -> dict[str, Any]:
@@ -77,6 +90,7 @@ def create_app(
         parser=InputParser(definition.input_cls, settings.max_inputs_per_request, FilePolicy.from_settings(settings)),
         chunk_size=batch_size,
         metadata=model_metadata(definition, model_name, batch_size),
+        webhook_allowlist=Allowlist.parse(settings.url_allowlist),
     )
 
     @contextlib.asynccontextmanager
@@ -91,6 +105,9 @@ def create_app(
             await client.aclose()
             await subscriber.aclose()
 
-    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app = Starlette(
+        routes=ROUTES + OPERATIONS_ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan  # type: ignore[arg-type]
+    )
     app.state.serving = serving
+    app.state.openapi = build_openapi(definition, settings, model_name)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ import click
 
 from tungstenkit import __version__
 from tungstenkit._errors import TungstenError
-from tungstenkit._logging import LEVELS
+from tungstenkit._logging import FORMATS, LEVELS
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource, ModelStore
 
 LOG_LEVEL = click.Choice(list(LEVELS), case_sensitive=False)
+LOG_FORMAT = click.Choice(list(FORMATS), case_sensitive=False)
 
 
 class TungstenGroup(click.Group):
@@ -49,6 +51,9 @@ def model_options(function: Any) -> Any:
 
 
 def serving_options(function: Any) -> Any:
+    function = click.option(
+        "--log-format", type=LOG_FORMAT, help="Log lines as text or as JSON objects [text; $TUNGSTEN_LOG_FORMAT]."
+    )(function)
     function = click.option("--namespace", help="Redis key namespace [the model's name].")(function)
     function = click.option("--log-level", type=LOG_LEVEL, default="info", show_default=True, help="Log level.")(function)
     return click.option(
@@ -107,13 +112,14 @@ def serve(
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
+    log_format: str | None,
 ) -> None:
     """Serve MODEL (NAME:TAG, NAME, a path, or the latest built) over REST."""
     from tungstenkit._logging import configure_logging
     from tungstenkit._supervisor import ServeOptions, serve as run_serve
 
-    configure_logging(log_level, "serve")
-    settings = _settings(ctx).replace(redis_url=redis_url)
+    settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
+    configure_logging(log_level, "serve", settings.log_format)
     source = _source(ctx, model, module, class_name)
     definition = source.load()
     options = ServeOptions(
@@ -143,11 +149,12 @@ def worker(
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
+    log_format: str | None,
 ) -> None:
     """Run one worker for MODEL against a shared Redis (add capacity from any machine)."""
     from worker.main import run_worker
 
-    settings = _settings(ctx).replace(redis_url=redis_url)
+    settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     if not settings.redis_url:
         raise click.UsageError("--redis-url (or REDIS_URL) is required")
     source = _source(ctx, model, module, class_name)
@@ -181,11 +188,12 @@ def api(
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
+    log_format: str | None,
 ) -> None:
     """The API process that `tungsten serve` starts."""
     from app.main import run_api
 
-    settings = _settings(ctx)
+    settings = _settings(ctx).replace(log_format=log_format)
     if not settings.redis_url:
         raise click.UsageError("TUNGSTEN_REDIS_URL is required")
     source = _source(ctx, model, module, class_name)
@@ -200,6 +208,57 @@ def api(
         batch_size=batch_size,
         ready_fd=ready_fd,
     )
+
+
+@cli.command("_webhooks", hidden=True)
+@click.option("--namespace", required=True)
+@click.option("--log-level", type=LOG_LEVEL, default="info")
+@click.pass_context
+def webhooks(ctx: click.Context, namespace: str, log_level: str) -> None:
+    """A webhook worker, as `tungsten serve` starts them."""
+    from worker.webhooks import run_webhook_worker
+
+    settings = _settings(ctx)
+    if not settings.redis_url:
+        raise click.UsageError("TUNGSTEN_REDIS_URL is required")
+    sys.exit(run_webhook_worker(settings, redis_url=settings.redis_url, namespace=namespace, log_level=log_level))
+
+
+@cli.command()
+@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="The Redis to read [$REDIS_URL; else the embedded one "
+              "of a running `tungsten serve`].")
+@click.option("--namespace", help="The model's namespace [every one found].")
+@click.option("-w", "--watch", is_flag=True, help="Refresh until Ctrl+C.")
+@click.option("-n", "--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+@click.option("--count", type=click.IntRange(min=1), help="With --watch, stop after this many refreshes.")
+@click.option("--webhook-secret", "print_secret", is_flag=True,
+              help="Print the secret that signs webhooks (to verify them) and exit.")
+@click.pass_context
+def status(
+    ctx: click.Context,
+    redis_url: str | None,
+    namespace: str | None,
+    watch: bool,
+    interval: float,
+    count: int | None,
+    print_secret: bool,
+) -> None:
+    """Workers, queue depth and recent throughput of the models being served."""
+    from cli import status as view
+
+    settings = _settings(ctx).replace(redis_url=redis_url)
+    targets = view.find_targets(settings, settings.redis_url, namespace or settings.namespace)
+    if print_secret:
+        click.echo(view.webhook_secret(settings, targets))
+        return
+    if not watch:
+        click.echo(view.show(targets))
+        return
+    try:
+        view.watch(targets, interval, count, time.sleep)
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.command("models")

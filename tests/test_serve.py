@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import subprocess
@@ -122,3 +123,21 @@ def test_trace_logs_each_batch_formed(serve: ServerFactory) -> None:
     server = serve(MODELS / "recorder", "--log-level", "trace")
     assert server.predict([{"x": 1}, {"x": 2}])["status"] == "success"
     wait_for(lambda: "Batch 1: 2 inputs from 1 predictions" in server.log(), 10, what="the trace line")
+
+
+def test_json_logs_carry_worker_batch_and_prediction_ids(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder", "--log-level", "trace", "--log-format", "json")
+    prediction_id = server.client.post("/predictions", json=[{"x": 1}]).json()["prediction_id"]
+    assert server.result(prediction_id)["status"] == "success"
+
+    def batch_line() -> dict | None:
+        for line in server.log().splitlines():
+            record = json.loads(line)  # every line of every process is JSON
+            if record.get("batch_id") and prediction_id in record.get("prediction_ids", ()):
+                return record  # type: ignore[no-any-return]
+        return None
+
+    record = wait_for(batch_line, 10, what="the batch's JSON line")
+    assert record["process"] == "worker" and record["worker"].count(":") == 2 and record["level"] == "trace"
+    processes = {json.loads(line)["process"] for line in server.log().splitlines()}
+    assert {"serve", "api", "worker", "webhooks"} <= processes

@@ -116,3 +116,18 @@ class FetchError(FileInputError):
 
 class URLRefused(FetchError):
     """A URL input points somewhere the server may not fetch from (a private address, a bad scheme)."""
+
+
+class InvalidWebhook(TungstenError, ValueError):
+    """A webhook a client asked for cannot be used (bad URL, unknown event, refused address).
+
+    ``field`` names the query parameter (``webhook`` or ``webhook_events``).
+    """
+
+    def __init__(self, message: str, field: str = "webhook") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class WebhookFailed(TungstenError):
+    """A webhook delivery was not accepted (an error status, a timeout, no connection)."""

@@ -24,7 +24,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -323,6 +323,65 @@ def _read_response(
         parts.append(chunk)
     content_type = response.getheader("Content-Type") or ""
     return response.status, None, Download(b"".join(parts), content_type, url)
+
+
+#: How much of a POST's answer is read (and thrown away) before the connection closes.
+_ANSWER_BYTES = 64 * 1024
+
+
+def post(url: str, body: bytes, headers: Mapping[str, str], policy: FetchPolicy) -> int:
+    """POST ``body`` to ``url`` under ``policy`` (webhook deliveries); returns the status.
+
+    The address is checked as for downloads and the connection pinned to it; redirects
+    are not followed (a 3xx is returned like any other status). Raises ``URLRefused`` or
+    ``FetchError``.
+    """
+    deadline = time.monotonic() + policy.total_timeout_s
+    target = parse_url(url, policy.allowlist)
+    last_error: OSError | None = None
+    for address in resolve(target, policy.allowlist):
+        kind = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+        connection = kind(target, address, policy)
+        try:
+            try:
+                connection.connect()
+            except OSError as exc:
+                last_error = exc
+                continue
+            return _post_exchange(connection, target, body, headers, policy, deadline)
+        finally:
+            connection.close()
+    raise FetchError(f"cannot connect to {target.host}:{target.port}: {_describe(last_error)}")
+
+
+def _post_exchange(
+    connection: http.client.HTTPConnection,
+    target: Target,
+    body: bytes,
+    headers: Mapping[str, str],
+    policy: FetchPolicy,
+    deadline: float,
+) -> int:
+    sent = {"User-Agent": USER_AGENT, "Content-Type": "application/json", "Accept-Encoding": "identity", **headers}
+    try:
+        connection.request("POST", target.path, body=body, headers=sent)
+        response = connection.getresponse()
+        try:
+            read = 0
+            while read < _ANSWER_BYTES and time.monotonic() < deadline:
+                chunk = response.read1(_CHUNK)
+                if not chunk:
+                    break
+                read += len(chunk)
+            return response.status
+        finally:
+            response.close()
+    except TimeoutError:
+        raise FetchError(f"no answer from {target.host} within {policy.read_timeout_s:g}s") from None
+    except ssl.SSLError as exc:
+        raise FetchError(f"TLS with {target.host} failed: {exc.reason or exc}") from None
+    except (http.client.HTTPException, OSError) as exc:
+        raise FetchError(f"the connection to {target.host} failed: {_describe(exc)}") from None
 
 
 def _describe(exc: BaseException | None) -> str:

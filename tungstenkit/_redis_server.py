@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -19,6 +20,34 @@ logger = logging.getLogger(__name__)
 
 #: Longest unix socket path Linux accepts (sun_path holds 108 bytes with the NUL).
 _MAX_SOCKET_PATH = 100
+#: Where a running ``tungsten serve`` leaves its embedded Redis's URL (for ``tungsten status``).
+URL_FILE = "redis.url"
+
+
+def embedded_redis_dir(home: Path, namespace: str) -> Path:
+    """The data folder of the embedded Redis that ``tungsten serve`` runs for ``namespace``."""
+    return home / "redis" / namespace
+
+
+def write_url_file(data_dir: Path, url: str) -> Path:
+    """Leave ``url`` (it holds the password) in a file only this user can read."""
+    path = data_dir / URL_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(url + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def embedded_redis_urls(home: Path) -> dict[str, str]:
+    """The URL of each embedded Redis under ``home``, by namespace (running or not)."""
+    found = {}
+    for path in sorted((home / "redis").glob(f"*/{URL_FILE}")):
+        try:
+            found[path.parent.name] = path.read_text().strip()
+        except OSError:
+            continue
+    return found
 
 
 def find_redis_server() -> str:

@@ -21,6 +21,8 @@ ENV_REDIS_URL = "TUNGSTEN_REDIS_URL"
 ENV_REDIS_URL_PLAIN = "REDIS_URL"
 #: Values of ``output_files``: inline data URIs (the default, as the seed shows) or links.
 OUTPUT_FILE_MODES = ("data_uri", "url")
+#: Values of ``log_format``.
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,19 @@ class Settings:
     output_files: str = "data_uri"
     #: The API's public base URL, for output file links (empty: links are relative, ``/files/...``).
     public_url: str = ""
+    #: Secret that signs webhook deliveries (HMAC-SHA256). Empty: one is generated per
+    #: namespace and kept in Redis; ``tungsten status --webhook-secret`` prints it.
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    #: Seconds one webhook delivery may take to connect, send and be answered.
+    webhook_timeout_s: float = 10.0
+    #: Times a failed webhook delivery is tried again.
+    webhook_retries: int = 6
+    #: Seconds before the first retry of a webhook delivery; each later wait is 4 times longer.
+    webhook_backoff_s: int = 2
+    #: Webhook delivery processes (RQ workers) that ``tungsten serve`` runs (0: none).
+    webhook_workers: int = 2
+    #: Log lines as ``text`` or as ``json`` objects, one per line.
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if self.output_files not in OUTPUT_FILE_MODES:
@@ -101,6 +116,13 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.url_max_redirects < 0:
             raise ConfigError(f"{ENV_PREFIX}URL_MAX_REDIRECTS must be 0 or more")
+        for name in ("webhook_retries", "webhook_backoff_s", "webhook_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 0 or more")
+        if not self.webhook_timeout_s > 0:
+            raise ConfigError(f"{ENV_PREFIX}WEBHOOK_TIMEOUT_S must be positive")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         Allowlist.parse(self.url_allowlist)  # ConfigError for an entry that is no network or host
 
     @classmethod

@@ -22,7 +22,7 @@ from typing import IO
 from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
 from tungstenkit._process import die_with_parent
 from tungstenkit._queue import connect
-from tungstenkit._redis_server import RedisServer
+from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, write_url_file
 from tungstenkit._settings import ENV_REDIS_URL, Settings
 from tungstenkit._store import ModelSource
 
@@ -158,9 +158,11 @@ class Supervisor:
             connect(self.settings.redis_url, self.settings.redis_connect_timeout_s).close()
         redis_url = self.settings.redis_url or self._start_embedded_redis()
         try:
-            self._children = [self._api_child(redis_url)] + [
-                self._worker_child(redis_url, i) for i in range(self.options.workers)
-            ]
+            self._children = (
+                [self._api_child(redis_url)]
+                + [self._worker_child(redis_url, i) for i in range(self.options.workers)]
+                + [self._webhook_child(redis_url, i) for i in range(self.settings.webhook_workers)]
+            )
             for child in self._children:
                 child.start()
             return self._watch()
@@ -196,6 +198,11 @@ class Supervisor:
         argv = [sys.executable, "-m", "cli", "worker", *self._model_args()]
         return Child(f"worker-{index + 1}", argv, self._child_env(redis_url), reports_ready=True)
 
+    def _webhook_child(self, redis_url: str, index: int) -> Child:
+        argv = [sys.executable, "-m", "cli", "_webhooks", "--namespace", self.options.namespace]
+        argv += ["--log-level", self.options.log_level]
+        return Child(f"webhooks-{index + 1}", argv, self._child_env(redis_url))
+
     def _watch(self) -> int:
         while not self._stop.wait(0.2):
             if self._redis is not None and not self._redis.is_running():
@@ -220,6 +227,8 @@ class Supervisor:
         return 0
 
     def _fatal_reason(self, child: Child, code: int) -> str | None:
+        if child.name.startswith("webhooks"):
+            return None  # deliveries wait in Redis; restarting with backoff is enough
         if child.name == "api":
             # An API that never came up is hopeless (bad port, broken model); one that
             # dies after listening is restarted like a worker.
@@ -239,8 +248,10 @@ class Supervisor:
 
     def _stop_children(self) -> None:
         api = [c for c in self._children if c.name == "api"]
-        workers = [c for c in self._children if c.name != "api"]
-        for group in (api, workers):
+        workers = [c for c in self._children if c.name.startswith("worker")]
+        webhooks = [c for c in self._children if c.name.startswith("webhooks")]
+        # Webhook workers last: they deliver what the stopping workers finish.
+        for group in (api, workers, webhooks):
             for child in group:
                 child.signal(signal.SIGTERM)
             deadline = time.monotonic() + self.settings.shutdown_grace_s + 5
@@ -266,7 +277,7 @@ class Supervisor:
 
     # -- embedded Redis --------------------------------------------------------------
     def _start_embedded_redis(self) -> str:
-        data_dir = self.settings.home / "redis" / self.options.namespace
+        data_dir = embedded_redis_dir(self.settings.home, self.options.namespace)
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = (data_dir / "serve.lock").open("w")
         try:
@@ -278,6 +289,7 @@ class Supervisor:
             ) from None
         self._redis = RedisServer(data_dir, die_with_parent=True, appendfsync=self.settings.redis_appendfsync)
         self._redis.start()
+        write_url_file(data_dir, self._redis.url)
         logger.info("Embedded Redis ready (data in %s)", data_dir)
         return self._redis.url
 
@@ -294,6 +306,7 @@ class Supervisor:
     def _stop_embedded_redis(self) -> None:
         if self._redis is not None:
             self._redis.stop()
+            (self._redis.data_dir / URL_FILE).unlink(missing_ok=True)
         if self._lock_file is not None:
             self._lock_file.close()
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile
+from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile, sid_ms
 from worker.outcome import InputOutcome, as_outcome
 
 
@@ -80,14 +80,17 @@ class Batch:
         slices_of: dict[str, list[Slice]] = {}
         for s in self.slices:
             slices_of.setdefault(s.work.entry.prediction_id, []).append(s)
-        whole = []
+        whole, hooked, queued_ms = [], [], []
         for parts in slices_of.values():
             entry = parts[0].work.entry
             whole.append(
                 len(parts) == 1 and parts[0].offset == 0 and parts[0].count == entry.count
                 and entry.whole and not entry.redelivered
             )
-        return BatchStart(list(slices_of), self.sids, whole)
+            hooked.append("start" in entry.webhook_events)
+            first = next((p for p in parts if p.work.entry.start == 0 and p.offset == 0), None)
+            queued_ms.append(sid_ms(first.work.entry.sid) if first is not None and not entry.redelivered else 0)
+        return BatchStart(list(slices_of), self.sids, whole, hooked, queued_ms, time.time())
 
     def __len__(self) -> int:
         return sum(s.count for s in self.slices)

@@ -17,7 +17,8 @@ from typing import Any
 
 import redis
 
-from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, EntryResult, WorkerQueue
+from tungstenkit._metrics import MetricDeltas
+from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, EntryResult, WorkerQueue, WriteReport
 from worker.outcome import InputOutcome
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,13 @@ class _Pending:
 
     def starts_to_send(self) -> list[tuple[int, BatchStart]]:
         """A batch that already finished need not be announced as started: nobody could
-        have seen it running, and its results end its predictions in the same call."""
-        return [(batch_id, start) for batch_id, start in self.started if batch_id not in self.finished]
+        have seen it running, and its results end its predictions in the same call
+        (unless a webhook asked to hear of the start)."""
+        return [
+            (batch_id, start)
+            for batch_id, start in self.started
+            if batch_id not in self.finished or any(start.hooked)
+        ]
 
 
 class Writer(threading.Thread):
@@ -160,7 +166,7 @@ class Writer(threading.Thread):
             starts = work.starts_to_send()
             work.results = [self._finish_serializing(r) for r in work.results]
             try:
-                ended = self._queue.write(self._worker_id, [start for _, start in starts], work.results)
+                report = self._queue.write(self._worker_id, [start for _, start in starts], work.results)
             except CONNECTION_ERRORS as exc:
                 logger.warning("Redis unreachable while writing results (%s); retrying", exc)
                 with self._cond:
@@ -177,30 +183,49 @@ class Writer(threading.Thread):
                 # Not a connection problem, so retrying would fail the same way; the
                 # entries stay pending and the reaper runs them again later.
                 logger.exception("Writing results failed; their entries will be run again")
-                ended = []
+                report = WriteReport([set() for _ in starts], [])
             backoff.reset()
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
-            for (batch_id, _), gone in zip(starts, ended):
+            self.written(work, report)
+            for (batch_id, _), gone in zip(starts, report.ended_before_start):
                 if gone:
                     self._on_ended(batch_id, gone)
 
+    def written(self, work: _Pending, report: WriteReport) -> None:
+        """What was just written, and what the write found (a hook for metrics)."""
+
 
 class Heartbeat(threading.Thread):
-    """Keeps the worker's registry entry alive and current."""
+    """Keeps the worker's registry entry alive and current, and sends the metrics
+    gathered since the last beat (one round trip a beat, whatever the batch rate)."""
 
-    def __init__(self, queue: WorkerQueue, worker_id: str, fields: Callable[[], dict[str, str]], interval_s: float) -> None:
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        worker_id: str,
+        fields: Callable[[], dict[str, str]],
+        interval_s: float,
+        metrics: MetricDeltas | None = None,
+    ) -> None:
         super().__init__(name="tungsten-heartbeat", daemon=True)
         self._queue = queue
         self._worker_id = worker_id
         self._fields = fields
         self._interval = interval_s
+        self._metrics = metrics
         self._halt = threading.Event()
         self._soon = threading.Event()
 
     def beat(self) -> None:
-        self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._interval * 5)
+        deltas = self._metrics.take() if self._metrics is not None else {}
+        try:
+            self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._interval * 5, metrics=deltas)
+        except BaseException:
+            if self._metrics is not None:
+                self._metrics.restore(deltas)
+            raise
 
     def wake(self) -> None:
         """Beat now rather than at the next interval (the worker's state changed)."""

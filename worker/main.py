@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from tungstenkit._errors import ModelLoadError, RedisUnavailable, SetupFailed
-from tungstenkit._logging import configure_logging
+from tungstenkit._logging import add_log_context, configure_logging
 from tungstenkit._process import announce_ready
 from tungstenkit._queue import Keys, connect
 from tungstenkit._settings import Settings
@@ -15,7 +14,6 @@ from worker.worker import EXIT_LOAD_FAILED, EXIT_REDIS_UNREACHABLE, EXIT_SETUP_F
 
 logger = logging.getLogger(__name__)
 
-SWITCH_INTERVAL_S = 0.0005
 
 def run_worker(
     source: ModelSource,
@@ -28,10 +26,7 @@ def run_worker(
     ready_fd: int | None = None,
 ) -> int:
     """Run one worker until SIGTERM/SIGINT; returns the process exit code."""
-    configure_logging(log_level, "worker")
-    # The model thread gets the GIL back sooner from the Redis threads when a batch
-    # ends (default 5 ms): the gap between batches shrinks.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    configure_logging(log_level, "worker", settings.log_format)
     try:
         definition = source.load()
     except ModelLoadError as exc:
@@ -43,6 +38,7 @@ def run_worker(
         logger.error("%s", exc)
         return EXIT_REDIS_UNREACHABLE
     worker = Worker(definition, client, Keys(namespace), settings, batch_size=batch_size, model_name=source.reference)
+    add_log_context(worker=worker.worker_id)
     worker.install_signal_handlers()
     try:
         worker.setup()

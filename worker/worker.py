@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import signal
@@ -18,11 +19,13 @@ from pydantic import ValidationError
 
 from tungstenkit._errors import InvalidOutput, PredictionInterrupted, PredictionTimeout, SetupFailed
 from tungstenkit._logging import TRACE
+from tungstenkit._metrics import MetricDeltas, ThroughputMeter, gpu_memory
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import CONNECTION_ERRORS, Entry, EntryResult, Keys, WorkerQueue, now_iso
 from tungstenkit._settings import Settings
 from worker.buffer import Batch, BatchBuffer, Outcome, Work
-from worker.io import Heartbeat, Reader, Reaper, StopListener, Writer
+from worker.io import Heartbeat, Reader, Reaper, StopListener
+from worker.metrics import MeteredWriter, record_batch
 from worker.outcome import InputOutcome
 from worker.runner import EXIT_STUCK, ModelRunner, describe_exception
 
@@ -77,10 +80,16 @@ class Worker:
         self.batches_run = 0
         self.inputs_run = 0
         self.started_at = now_iso()
-        self._writer = Writer(self._queue, self.worker_id, self._on_batch_predictions_ended, self._runner.serialize)
+        self._metrics = MetricDeltas()
+        self._throughput = ThroughputMeter()
+        self._writer = MeteredWriter(
+            self._queue, self.worker_id, self._on_batch_predictions_ended, self._runner.serialize, metrics=self._metrics
+        )
         self._reader = Reader(self._queue, self.worker_id, self._wanted_inputs, self._on_entries)
         self._listener = StopListener(client, keys.stop_channel, self._on_predictions_stopped)
-        self._heartbeat = Heartbeat(self._queue, self.worker_id, self._registry_fields, settings.heartbeat_interval_s)
+        self._heartbeat = Heartbeat(
+            self._queue, self.worker_id, self._registry_fields, settings.heartbeat_interval_s, self._metrics
+        )
         self._reaper = Reaper(
             self._queue,
             self.worker_id,
@@ -170,6 +179,7 @@ class Worker:
         finally:
             self._writer.flush(30)
             self._stop_threads()
+            self._flush_metrics()
             self._queue.unregister(self.worker_id)
 
     def stop(self) -> None:
@@ -206,10 +216,20 @@ class Worker:
         if not self._writer.flush(self.settings.shutdown_grace_s):
             logger.warning("Some results could not be written before stopping; they will be redelivered")
         self._stop_threads()
+        self._flush_metrics()
         try:
             self._queue.unregister(self.worker_id)
         except CONNECTION_ERRORS:
             pass
+
+    def _flush_metrics(self) -> None:
+        """Send what the heartbeat had not sent yet."""
+        try:
+            self._queue.add_metrics(self._metrics.take())
+        except CONNECTION_ERRORS as exc:
+            logger.warning("The last metrics could not be sent: %s", exc)
+        except redis.RedisError as exc:
+            logger.warning("The last metrics could not be sent: %s", exc)
 
     def _stop_threads(self) -> None:
         threads = (self._reaper, self._writer, self._listener, self._heartbeat, self._reader)
@@ -238,13 +258,22 @@ class Worker:
         else:
             self._writer.started(batch.batch_id, batch.start_record())
         if logger.isEnabledFor(TRACE):
-            logger.log(TRACE, "Batch %d: %d inputs from %d predictions", batch.batch_id, len(batch), len(prediction_ids))
+            logger.log(
+                TRACE,
+                "Batch %d: %d inputs from %d predictions",
+                batch.batch_id,
+                len(batch),
+                len(prediction_ids),
+                extra={"batch_id": batch.batch_id, "batch_size": len(batch), "prediction_ids": prediction_ids},
+            )
+        began = time.perf_counter()
         try:
             outcomes = self._execute(batch)
         finally:
             with self._current_lock:
                 self._current = None
             self._set_state(WorkerState.READY)
+        record_batch(self._metrics, len(batch), time.perf_counter() - began)
         self.batches_run += 1
         self.inputs_run += len(batch)
         self._writer.results(self._buffer.record(outcomes))
@@ -258,7 +287,7 @@ class Worker:
         deaths would go uncounted. This rare case waits for Redis instead.
         """
         try:
-            ended = self._queue.write(self.worker_id, [batch.start_record()], [])[0]
+            ended = self._queue.write(self.worker_id, [batch.start_record()], []).ended_before_start[0]
         except CONNECTION_ERRORS as exc:
             logger.warning("Could not record the start of batch %d: %s", batch.batch_id, exc)
             return
@@ -270,7 +299,9 @@ class Worker:
         try:
             return Outcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs), None)
         except PredictionInterrupted as exc:
-            logger.info("Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc))
+            logger.info(
+                "Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc), extra=_batch_context(batch)
+            )
             return Outcome.of_batch(batch, None, describe_exception(exc))
         except Exception as exc:
             error = self._describe_failure(batch, exc)
@@ -308,9 +339,11 @@ class Worker:
 
     def _describe_failure(self, batch: Batch, exc: Exception) -> str:
         if isinstance(exc, InvalidOutput):
-            logger.error("Batch %d (%d inputs): %s", batch.batch_id, len(batch), exc)
+            logger.error("Batch %d (%d inputs): %s", batch.batch_id, len(batch), exc, extra=_batch_context(batch))
             return f"InvalidOutput: {exc}"
-        logger.exception("predict raised on batch %d (%d inputs)", batch.batch_id, len(batch))
+        logger.exception(
+            "predict raised on batch %d (%d inputs)", batch.batch_id, len(batch), extra=_batch_context(batch)
+        )
         return describe_exception(exc)
 
     # -- callbacks from the Redis threads ----------------------------------------------
@@ -393,7 +426,7 @@ class Worker:
 
     def _registry_fields(self) -> dict[str, str]:
         current = self._current
-        return {
+        fields = {
             "host": socket.gethostname(),
             "pid": str(os.getpid()),
             "model": self.model_name,
@@ -405,4 +438,14 @@ class Worker:
             "started_at": self.started_at,
             "heartbeat_at": now_iso(),
             "heartbeat_unix": f"{time.time():.3f}",
+            "inputs_per_s": f"{self._throughput.rate(self.inputs_run):.3f}",
         }
+        gpus = gpu_memory()
+        if gpus:
+            fields["gpus"] = json.dumps(gpus)
+        return fields
+
+
+def _batch_context(batch: Batch) -> dict[str, Any]:
+    """``extra=`` for log lines about a batch (fields of JSON logs)."""
+    return {"batch_id": batch.batch_id, "batch_size": len(batch), "prediction_ids": batch.prediction_ids}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -63,11 +64,11 @@ class Queues:
     def start(
         self, prediction_ids: list[str], sids: list[str] = (), worker: str = "w1", whole: bool = False
     ) -> set[str]:
-        start = BatchStart(prediction_ids, list(sids), [whole] * len(prediction_ids))
-        return self.worker.write(worker, [start], [])[0]
+        start = BatchStart(prediction_ids, list(sids), [whole] * len(prediction_ids), [False] * len(prediction_ids))
+        return self.worker.write(worker, [start], []).ended_before_start[0]
 
-    def finish(self, results: list[EntryResult], worker: str = "w1") -> None:
-        self.worker.write(worker, [], results)
+    def finish(self, results: list[EntryResult], worker: str = "w1") -> list[tuple[str, str]]:
+        return self.worker.write(worker, [], results).ended
 
     def read(self, count: int = 100) -> list[Entry]:
         return self.worker.read("c1", count, None)
@@ -367,3 +368,125 @@ def test_a_batch_finished_before_its_start_was_announced_still_reports_its_start
     queues.finish(results)  # no start was written
     done = queues.get("p")
     assert done["status"] == "success" and done["started_at"] == "2026-01-01T00:00:00.000000Z"
+# ---------------------------------------------------------------------------------
+# Metrics and webhook events recorded by the scripts
+
+
+def _metrics(queues: Queues) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in queues.client.hgetall(queues.keys.metrics).items()}
+
+
+def _count(metrics: dict[str, float], histogram: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(f"{histogram}:le:"))
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_finish_reports_the_predictions_it_ended_and_cancel_counts_itself(queues: Queues) -> None:
+    queues.submit("ok", 2)
+    queues.submit("bad", 1)
+    queues.submit("gone", 1)
+    ok, bad, _gone = queues.read()
+    queues.start(["ok", "bad"])
+    # Workers count what they end (with their heartbeats); the write tells them what that was.
+    assert queues.finish([_outputs(ok), EntryResult(bad, EntryResult.ERROR, "ValueError: no")]) == [
+        ("ok", "success"),
+        ("bad", "failed"),
+    ]
+    queues.cancel("gone")
+    metrics = _metrics(queues)
+    assert metrics["predictions:canceled"] == 1
+    assert _count(metrics, "prediction_seconds") == 1
+    # Timed on Redis's clock, from the stream entries' ids: as the reported timestamps say, give or take.
+    gone = queues.get("gone")
+    expected = _seconds(gone["completed_at"]) - _seconds(gone["created_at"])
+    assert metrics["prediction_seconds:sum"] == pytest.approx(expected, abs=0.05)
+
+
+def test_webhook_events_are_queued_as_they_happen(queues: Queues) -> None:
+    chunks = split_into_chunks(['{"x": 1}'], ["g"], 4)
+    queues._api("submit", "hooked", chunks, 1, "https://hooks.example.com/x", ["start", "completed"])
+    queues._api("submit", "ends-only", chunks, 1, "https://hooks.example.com/y", ["completed"])
+    queues.submit("plain", 1)
+    fields = queues.client.hgetall(queues.keys.prediction("hooked"))
+    assert fields[b"webhook"] == b"https://hooks.example.com/x" and fields[b"webhook_events"] == b"start completed"
+    entries = queues.read()
+    assert [e.webhook_events for e in entries] == ["start completed", "completed", ""]
+    start = BatchStart(["hooked", "ends-only", "plain"], [e.sid for e in entries], [True] * 3, [True, False, False])
+    queues.worker.write("w1", [start], [])
+    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"hooked start"]
+    queues.finish([_outputs(e) for e in entries])
+    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"hooked start", b"hooked completed", b"ends-only completed"]
+
+
+def test_a_canceled_prediction_announces_its_completion(queues: Queues) -> None:
+    chunks = split_into_chunks(['{"x": 1}'], ["g"], 4)
+    queues._api("submit", "p", chunks, 1, "https://hooks.example.com/x", ["completed"])
+    queues.cancel("p")
+    queues.cancel("p")  # changes nothing, announces nothing
+    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"p completed"]
+
+
+def test_a_refused_prediction_leaves_no_webhook_behind(redis_url: str, namespace: str) -> None:
+    queues = Queues(redis_url, namespace, limit=1)
+    chunks = split_into_chunks(['{"x": 1}', '{"x": 2}'], ["g", "g"], 4)
+    with pytest.raises(QueueFull):
+        queues._api("submit", "p", chunks, 2, "https://hooks.example.com/x", ["completed"])
+    assert not queues.client.exists(queues.keys.prediction("p"))
+    queues.client.close()
+
+
+def test_the_webhook_queue_hands_out_each_event_and_survives_a_dead_dispatcher(queues: Queues) -> None:
+    from tungstenkit._queue import WebhookQueue
+
+    chunks = split_into_chunks(['{"x": 1}'], ["g"], 4)
+    queues._api("submit", "p", chunks, 1, "https://hooks.example.com/x", ["start", "completed"])
+    (entry,) = queues.read()
+    queues.worker.write("w1", [BatchStart(["p"], [entry.sid], [True], [True])], [])
+    queues.finish([_outputs(entry)])
+    webhooks = WebhookQueue(queues.client, queues.keys)
+    assert webhooks.hold_lock("a", 5000) and webhooks.hold_lock("a", 5000)
+    assert not webhooks.hold_lock("b", 5000)
+    assert webhooks.take(0.1) == "p start"
+    # The dispatcher "a" dies here; "b" takes over and finds the event it held.
+    webhooks.release_lock("a")
+    assert webhooks.hold_lock("b", 5000)
+    assert webhooks.dispatching() == ["p start"]
+    event = webhooks.event("p start")
+    assert event is not None and event.url == "https://hooks.example.com/x" and event.event == "start"
+    started = json.loads(event.body)  # as it was when it started, though it has ended since
+    assert started["status"] == "running" and started["outputs"] is None and started["completed_at"] is None
+    assert started["started_at"] is not None
+    ended = webhooks.event("p completed")
+    assert ended is not None and json.loads(ended.body)["status"] == "success"
+    webhooks.dispatched("p start")
+    assert webhooks.take(0.1) == "p completed"
+    webhooks.dispatched("p completed")
+    assert webhooks.take(0.1) is None and webhooks.dispatching() == []
+    queues.client.delete(queues.keys.prediction("p"))
+    assert webhooks.event("p completed") is None  # expired meanwhile
+    assert webhooks.secret() == webhooks.secret() and len(webhooks.secret()) == 64
+
+
+def test_heartbeat_metrics_add_up_and_the_snapshot_reads_them(queues: Queues) -> None:
+    from tungstenkit._queue import read_snapshot
+
+    queues.worker.heartbeat("w1", {"state": "ready"}, 5, {"batches": 2, "inputs:success": 7, "model_seconds:sum": 0.25})
+    queues.worker.heartbeat("w1", {"state": "busy"}, 5, {"batches": 1, "model_seconds:sum": 0.5})
+    queues.worker.add_metrics({"inputs:failed": 1})
+    queues.submit("p", 3)
+    snapshot = read_snapshot(queues.client, queues.keys)
+    assert snapshot.metrics["batches"] == 3 and snapshot.metrics["inputs:success"] == 7
+    assert snapshot.metrics["model_seconds:sum"] == pytest.approx(0.75)
+    assert snapshot.metrics["inputs:failed"] == 1
+    assert snapshot.queued_inputs == 3
+    assert [(w.worker_id, w.fields["state"]) for w in snapshot.workers] == [("w1", "busy")]
+    assert queues._api("snapshot") == snapshot
+
+
+def test_namespaces_are_found_by_their_queue(queues: Queues) -> None:
+    from tungstenkit._queue import find_namespaces
+
+    assert queues.keys.namespace in find_namespaces(queues.client)

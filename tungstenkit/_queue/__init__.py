@@ -6,7 +6,8 @@ group::
 
     tungsten:{ns}:queue          stream, one entry per chunk of a prediction's inputs
                                  (p=id s=start n=count g=option group d=JSON list
-                                 t=the prediction's input count c=created)
+                                 t=the prediction's input count c=created
+                                 w=webhook events, if any)
     tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
     tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
                                  started, result (the ended GET body, ready to send),
@@ -19,13 +20,24 @@ group::
                                  counting crashes if it dies)
     tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
                                  output file served as ``GET /files/<name>``
+    tungsten:{ns}:metrics        hash: counters and histograms (``tungstenkit._metrics``)
+    tungsten:{ns}:webhooks       list: "<id> <event>" for each webhook event that happened;
+                                 a prediction that asked for one has hash fields webhook
+                                 (URL) and webhook_events, and its entries a field w
+    tungsten:{ns}:webhooks:dispatching   list: the events being turned into RQ jobs
+    tungsten:{ns}:webhooks:lock  who dispatches webhook events (one process at a time)
+    tungsten:{ns}:webhooks:secret  the generated signing secret (without a configured one)
+
+Webhook deliveries are RQ jobs on the queue ``Keys.webhook_queue`` (RQ's own keys, its
+JSON serializer).
 
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
 State changes are Lua scripts (``lua/``), so processes on many machines never race.
 """
 
-from tungstenkit._queue._api import AsyncPredictionQueue, WorkerInfo
+from tungstenkit._queue._api import AsyncPredictionQueue
+from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
 from tungstenkit._queue._keys import (
     CONNECTION_ERRORS,
     GROUP,
@@ -47,9 +59,11 @@ from tungstenkit._queue._records import (
     read_prediction,
     render_body,
     render_open,
+    sid_ms,
     split_into_chunks,
 )
-from tungstenkit._queue._worker import WorkerQueue
+from tungstenkit._queue._webhooks import WebhookEvent, WebhookQueue
+from tungstenkit._queue._worker import WorkerQueue, WriteReport
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -63,15 +77,22 @@ __all__ = [
     "EntryResult",
     "Fetched",
     "Keys",
+    "Snapshot",
     "StoredFile",
+    "WebhookEvent",
+    "WebhookQueue",
     "WorkerInfo",
     "WorkerQueue",
+    "WriteReport",
     "connect",
+    "find_namespaces",
     "now_iso",
     "parse_done_message",
     "read_prediction",
+    "read_snapshot",
     "redacted",
     "render_body",
     "render_open",
+    "sid_ms",
     "split_into_chunks",
 ]

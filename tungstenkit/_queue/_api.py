@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,16 +17,11 @@ from redis.exceptions import NoScriptError
 
 from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
 from tungstenkit._queue._keys import CONNECTION_ERRORS, Keys, now_iso
+from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, ask_snapshot, live_workers, make_snapshot
 from tungstenkit._queue._records import READ_FIELDS, Chunk, Fetched, read_prediction
 from tungstenkit._queue._scripts import Script, script
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    worker_id: str
-    fields: dict[str, str]
 
 
 @dataclass
@@ -34,6 +29,8 @@ class _Submit:
     prediction_id: str
     chunks: Sequence[Chunk]
     total_inputs: int
+    webhook_url: str
+    webhook_events: str
 
 
 class AsyncPredictionQueue:
@@ -59,9 +56,18 @@ class AsyncPredictionQueue:
         self._flushes: set[asyncio.Task[None]] = set()
 
     # -- the hot path: shared round trips ------------------------------------------------
-    async def submit(self, prediction_id: str, chunks: Sequence[Chunk], total_inputs: int) -> None:
-        """Accept a prediction; raises ``QueueFull`` past the queue bound."""
-        accepted, queued = await self._enqueue(self._submits, _Submit(prediction_id, chunks, total_inputs))
+    async def submit(
+        self,
+        prediction_id: str,
+        chunks: Sequence[Chunk],
+        total_inputs: int,
+        webhook_url: str = "",
+        webhook_events: Sequence[str] = (),
+    ) -> None:
+        """Accept a prediction (with the webhook to call on ``webhook_events``, if any);
+        raises ``QueueFull`` past the queue bound."""
+        submit = _Submit(prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events))
+        accepted, queued = await self._enqueue(self._submits, submit)
         if not accepted:
             raise QueueFull(queued, self._limit)
 
@@ -134,7 +140,9 @@ class AsyncPredictionQueue:
         args: list[Any] = [now_iso(), self._limit]
         for submit in submits:
             keys.append(self.keys.prediction(submit.prediction_id))
-            args += [submit.prediction_id, submit.total_inputs, len(submit.chunks)]
+            args += [
+                submit.prediction_id, submit.total_inputs, len(submit.chunks), submit.webhook_url, submit.webhook_events
+            ]
             for chunk in submit.chunks:
                 args += [chunk.start, chunk.count, chunk.group, chunk.data]
         return keys, args
@@ -158,7 +166,7 @@ class AsyncPredictionQueue:
         """Cancel the prediction unless it ended; returns its body afterwards."""
         body = await self._eval(
             script("cancel"),
-            [self.keys.prediction(prediction_id), self.keys.queue, self.keys.queued],
+            [self.keys.prediction(prediction_id), self.keys.queue, self.keys.queued, self.keys.webhooks, self.keys.metrics],
             [prediction_id, now_iso(), self._ttl, self.keys.done_channel, self.keys.stop_channel],
         )
         if body is None:
@@ -181,6 +189,17 @@ class AsyncPredictionQueue:
     async def queued_inputs(self) -> int:
         return int(await self._bounded(self._redis.get(self.keys.queued)) or 0)
 
+    async def snapshot(self) -> Snapshot:
+        """Queue depth, metrics, live workers and waiting webhook events, in two round trips."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            ask_snapshot(pipe, self.keys)
+            first = await self._bounded(pipe.execute())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for worker_id in first[2]:
+                pipe.hgetall(self.keys.worker(worker_id.decode()))
+            found = await self._bounded(pipe.execute())
+        return make_snapshot(first, found)
+
     async def workers(self) -> list[WorkerInfo]:
         ids = await self._bounded(self._redis.zrange(self.keys.workers, 0, -1))
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -190,9 +209,3 @@ class AsyncPredictionQueue:
         return live_workers(ids, found)
 
 
-def live_workers(ids: Iterable[bytes], found: Iterable[dict[bytes, bytes]]) -> list[WorkerInfo]:
-    workers = []
-    for worker_id, fields in zip(ids, found):
-        if fields:
-            workers.append(WorkerInfo(worker_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}))
-    return workers

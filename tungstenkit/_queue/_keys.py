@@ -40,6 +40,13 @@ class Keys:
         self.done_channel = self.prefix + "done"
         self.stop_channel = self.prefix + "stop"
         self.prediction_prefix = self.prefix + "pred:"
+        self.metrics = self.prefix + "metrics"
+        self.webhooks = self.prefix + "webhooks"
+        self.webhooks_dispatching = self.prefix + "webhooks:dispatching"
+        self.webhooks_lock = self.prefix + "webhooks:lock"
+        self.webhooks_secret = self.prefix + "webhooks:secret"
+        #: The RQ queue of this namespace's webhook deliveries (RQ's own keys).
+        self.webhook_queue = f"tungsten-webhooks-{namespace}"
 
     def prediction(self, prediction_id: str) -> str:
         return self.prediction_prefix + prediction_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -50,6 +50,8 @@ class Entry:
     created: str = ""
     #: Taken over from a worker that died, or recovered: it may have started before.
     redelivered: bool = False
+    #: The events the prediction's webhook wants ("start completed"; "" for none).
+    webhook_events: str = ""
 
     @property
     def whole(self) -> bool:
@@ -69,6 +71,7 @@ class Entry:
             total=int(fields.get(b"t", b"0")) or -1,
             created=fields.get(b"c", b"").decode(),
             redelivered=redelivered,
+            webhook_events=fields.get(b"w", b"").decode(),
         )
 
 
@@ -77,12 +80,28 @@ class BatchStart:
     """A batch that began: the predictions it serves and the entries it runs.
 
     ``whole[i]`` says that the batch holds all of prediction ``i`` in one entry read
-    for the first time, so one check marks it started.
+    for the first time, so one check marks it started; ``hooked[i]`` that its webhook
+    wants the start event (so the start is announced even if the batch ended first).
     """
 
     prediction_ids: list[str]
     sids: list[str]
     whole: list[bool]
+    hooked: list[bool] = field(default_factory=list)
+    #: Per prediction: when its first entry was queued (ms, Redis's clock), for those
+    #: whose first entry is in this batch; else 0.
+    queued_ms: list[int] = field(default_factory=list)
+    #: When the batch began (Unix seconds, the worker's clock).
+    at: float = 0.0
+
+    def flags(self) -> list[str]:
+        hooked = self.hooked or [False] * len(self.whole)
+        return [("w" if w else "") + ("h" if h else "") or "-" for w, h in zip(self.whole, hooked)]
+
+
+def sid_ms(sid: str) -> int:
+    """When a stream entry was added: the milliseconds of its id (Redis's clock)."""
+    return int(sid.split("-", 1)[0])
 
 
 @dataclass(frozen=True)

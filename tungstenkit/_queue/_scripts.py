@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from tungstenkit._metrics import lua_prelude
+
 
 @dataclass(frozen=True)
 class Script:
@@ -24,5 +26,5 @@ def script(name: str) -> Script:
     folder = resources.files("tungstenkit._queue") / "lua"
     source = (folder / f"{name}.lua").read_text()
     if name in ("finish", "cancel", "reclaim"):
-        source = (folder / "common.lua").read_text() + "\n" + source
+        source = lua_prelude() + (folder / "common.lua").read_text() + "\n" + source
     return Script(name, source)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -21,6 +22,16 @@ from tungstenkit._queue._records import (
     render_body,
 )
 from tungstenkit._queue._scripts import Script, script
+
+@dataclass(frozen=True)
+class WriteReport:
+    """What a write found: per started batch, the predictions that had already ended
+    (canceled, failed: they must not produce outputs); and the predictions the results
+    ended, with their outcome (success or failed)."""
+
+    ended_before_start: list[set[str]]
+    ended: list[tuple[str, str]]
+
 
 #: Ended bodies up to this size travel on the done channel, so waiting requests need
 #: not read them back; larger ones (images, say) are read from the prediction's hash.
@@ -53,21 +64,17 @@ class WorkerQueue:
                     entries.append(Entry.from_fields(sid, fields))
         return entries
 
-    def write(self, worker_id: str, started: Sequence[BatchStart], results: Sequence[EntryResult]) -> list[set[str]]:
-        """Mark batches started and record results, in one round trip.
-
-        For each started batch, the returned set names the predictions that had
-        already ended (canceled, failed) and so must not produce outputs.
-        """
+    def write(self, worker_id: str, started: Sequence[BatchStart], results: Sequence[EntryResult]) -> WriteReport:
+        """Mark batches started and record results, in one round trip."""
         results = self._store_files(results)
         calls: list[tuple[Script, list[str], list[Any]]] = []
         stamp = now_iso()
         for batch in started:
-            keys = [self.keys.running(worker_id)] + [self.keys.prediction(p) for p in batch.prediction_ids]
-            flags = ["1" if whole else "0" for whole in batch.whole]
-            calls.append((script("start"), keys, [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, *flags]))
+            keys = [self.keys.running(worker_id), self.keys.webhooks]
+            keys += [self.keys.prediction(p) for p in batch.prediction_ids]
+            calls.append((script("start"), keys, [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, *batch.flags()]))
         if results:
-            keys = [self.keys.queue, self.keys.queued]
+            keys = [self.keys.queue, self.keys.queued, self.keys.webhooks]
             args: list[Any] = [
                 GROUP, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel, INLINE_BODY_BYTES
             ]
@@ -75,10 +82,16 @@ class WorkerQueue:
                 entry = result.entry
                 kind, payload = _as_body(result, stamp)
                 keys.append(self.keys.prediction(entry.prediction_id))
-                args += [entry.prediction_id, entry.sid, kind, entry.start, entry.count, payload, result.started]
+                args += [
+                    entry.prediction_id, entry.sid, kind, entry.start, entry.count, payload, result.started,
+                    entry.webhook_events,
+                ]
             calls.append((script("finish"), keys, args))
         replies = self._run_scripts(calls)
-        return [{batch.prediction_ids[i - 1] for i in reply} for batch, reply in zip(started, replies)]
+        ended_first = [{batch.prediction_ids[i - 1] for i in reply} for batch, reply in zip(started, replies)]
+        outcomes = replies[len(started)] if results else []
+        ended = [(outcomes[i].decode(), outcomes[i + 1].decode()) for i in range(0, len(outcomes), 2)]
+        return WriteReport(ended_first, ended)
 
     def reap(self, worker_id: str, crash_limit: int) -> list[Entry]:
         """Take over the entries of workers whose heartbeat expired; returns them.
@@ -107,7 +120,13 @@ class WorkerQueue:
                 [
                     (
                         script("reclaim"),
-                        [self.keys.queue, self.keys.queued, self.keys.running(name)],
+                        [
+                            self.keys.queue,
+                            self.keys.queued,
+                            self.keys.running(name),
+                            self.keys.webhooks,
+                            self.keys.metrics,
+                        ],
                         [
                             GROUP,
                             worker_id,
@@ -185,15 +204,34 @@ class WorkerQueue:
         keys = [self.keys.queue] + [self.keys.prediction(e.prediction_id) for e in entries]
         args: list[Any] = [GROUP]
         for e in entries:
-            args += [e.sid, e.prediction_id, e.start, e.count, e.group, e.data, e.total, e.created]
+            args += [e.sid, e.prediction_id, e.start, e.count, e.group, e.data, e.total, e.created, e.webhook_events]
         return int(self._run_scripts([(script("requeue"), keys, args)])[0])
 
-    def heartbeat(self, worker_id: str, fields: dict[str, str], ttl_s: float) -> None:
-        with self._redis.pipeline(transaction=False) as pipe:
+    def heartbeat(
+        self, worker_id: str, fields: dict[str, str], ttl_s: float, metrics: Mapping[str, float] | None = None
+    ) -> None:
+        """Refresh the worker's registry entry, and add ``metrics`` (deltas) to the metrics hash."""
+        # A transaction, so that deltas are added entirely or not at all (then sent again).
+        with self._redis.pipeline(transaction=bool(metrics)) as pipe:
             pipe.hset(self.keys.worker(worker_id), mapping=fields)
             pipe.pexpire(self.keys.worker(worker_id), int(ttl_s * 1000))
             pipe.zadd(self.keys.workers, {worker_id: time.time()})
+            self._add_metrics(pipe, metrics or {})
             pipe.execute()
+
+    def add_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Add counts and observations (deltas) to the metrics hash, all or none."""
+        if metrics:
+            with self._redis.pipeline(transaction=True) as pipe:
+                self._add_metrics(pipe, metrics)
+                pipe.execute()
+
+    def _add_metrics(self, pipe: Any, metrics: Mapping[str, float]) -> None:
+        for field, amount in metrics.items():
+            if field.endswith(":sum"):
+                pipe.hincrbyfloat(self.keys.metrics, field, float(amount))
+            else:
+                pipe.hincrby(self.keys.metrics, field, int(amount))
 
     def unregister(self, worker_id: str) -> None:
         with self._redis.pipeline(transaction=False) as pipe:

@@ -44,15 +44,45 @@ local function conclude(key, body, ttl)
 end
 
 -- Ends an open prediction as failed and stops the rest of its work. Returns the
--- rendered body (nil if it had already ended) and the number of inputs released.
+-- rendered body (nil if it had already ended), the number of inputs released, the
+-- webhook events it asked for, and its entries.
 local function fail_prediction(queue, key, message, now, ttl)
-  local state = redis.call('HMGET', key, 'result', 'entries', 'created', 'started')
+  local state = redis.call('HMGET', key, 'result', 'entries', 'created', 'started', 'webhook_events')
   if state[1] or not state[3] then
-    return nil, 0
+    return nil, 0, nil, nil
   end
   local body = render('failed', nil, message, state[3], state[4], now)
   conclude(key, body, ttl)
-  return body, drop_entries(queue, state[2])
+  return body, drop_entries(queue, state[2]), state[5], state[2]
+end
+
+-- Queues a webhook event ("<id> <event>") if the prediction asked for that event.
+local function queue_webhook(hooks, id, events, event)
+  if events and string.find(events, event, 1, true) then
+    redis.call('RPUSH', hooks, id .. ' ' .. event)
+  end
+end
+
+-- Counts a prediction that ended here (cancel, or a worker's death) in the metrics
+-- hash, with its duration since its first entry was queued, on Redis's clock. The
+-- workers count the predictions they end themselves, with their heartbeats.
+local function count_ended(metrics, outcome, entries)
+  redis.call('HINCRBY', metrics, 'predictions:' .. outcome, 1)
+  local created = tonumber(string.match(entries or '', '^(%d+)%-') or '')
+  if not created then
+    return
+  end
+  local clock = redis.call('TIME')
+  local seconds = math.max(tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - created, 0) / 1000
+  local label = '+Inf'
+  for i, bound in ipairs(SECONDS_BOUNDS) do
+    if seconds <= bound then
+      label = SECONDS_LABELS[i]
+      break
+    end
+  end
+  redis.call('HINCRBY', metrics, 'prediction_seconds:le:' .. label, 1)
+  redis.call('HINCRBYFLOAT', metrics, 'prediction_seconds:sum', seconds)
 end
 
 -- Releases `released` inputs from the queue bound, which never goes below zero.

@@ -1,7 +1,9 @@
 -- A worker died (its heartbeat key expired) holding entries: take them over.
 -- Entries it was running count a crash against their inputs; an entry that reached
 -- the limit fails its prediction instead of taking down yet another worker.
--- KEYS: queue stream, queued-inputs counter, the dead worker's running key
+-- KEYS: queue stream, queued-inputs counter, the dead worker's running key, the
+--       webhook list, the metrics hash, then
+--       (optional) the metrics hash and the webhook list
 -- ARGV: group, claiming consumer, dead consumer, crash limit, delivery limit,
 --       completed timestamp, result ttl, done channel, stop channel, prediction key prefix
 -- Returns the claimed entries, as XCLAIM does.
@@ -45,12 +47,14 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
       message = 'This input was handed to ' .. deliveries .. ' workers that died; it is not retried again'
     end
     if message then
-      local body, dropped = fail_prediction(queue, key, message, now, ttl)
+      local body, dropped, events, entries = fail_prediction(queue, key, message, now, ttl)
       released = released + dropped
       redis.call('XACK', queue, group, sid)
       if body then
         ended[#ended + 1] = fields.p
         announced[#announced + 1] = fields.p .. ' ' .. body
+        queue_webhook(KEYS[4], fields.p, events, 'completed')
+        count_ended(KEYS[5], 'failed', entries)
       end
     else
       claim[#claim + 1] = sid

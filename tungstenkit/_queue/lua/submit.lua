@@ -2,7 +2,8 @@
 -- bound, add each prediction's entries to the stream, and create its hash.
 -- KEYS: queue stream, queued-inputs counter, then one prediction hash per prediction
 -- ARGV: created timestamp, limit (0: none), then per prediction: id, inputs, chunks,
---       and per chunk: start, count, option group, JSON list of inputs
+--       webhook URL ('' if none), webhook events ('' if none), and per chunk: start,
+--       count, option group, JSON list of inputs
 -- Returns {accepted flags (1/0) in order, queued inputs afterwards}.
 local queue, counter = KEYS[1], KEYS[2]
 local created, limit = ARGV[1], tonumber(ARGV[2])
@@ -11,19 +12,29 @@ local added = 0
 local accepted = {}
 local i = 3
 for p = 3, #KEYS do
-  local id, total, chunks = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  i = i + 3
+  local id, total, chunks, hook, events = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
   if limit > 0 and queued + total > limit then
     accepted[#accepted + 1] = 0
   else
     local entries = {}
     for c = 0, chunks - 1 do
       local at = i + c * 4
-      local sid = redis.call('XADD', queue, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
-        'd', ARGV[at + 3], 't', total, 'c', created)
+      local sid
+      if hook == '' then
+        sid = redis.call('XADD', queue, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
+          'd', ARGV[at + 3], 't', total, 'c', created)
+      else
+        -- Workers see which events the prediction's webhook wants.
+        sid = redis.call('XADD', queue, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
+          'd', ARGV[at + 3], 't', total, 'c', created, 'w', events)
+      end
       entries[#entries + 1] = sid .. ':' .. ARGV[at] .. ':' .. ARGV[at + 1]
     end
     redis.call('HSET', KEYS[p], 'created', created, 'n', total, 'left', chunks, 'entries', table.concat(entries, ' '))
+    if hook ~= '' then
+      redis.call('HSET', KEYS[p], 'webhook', hook, 'webhook_events', events)
+    end
     queued = queued + total
     added = added + total
     accepted[#accepted + 1] = 1

@@ -1,0 +1,432 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document of the API, with the served model's own
+input and output schemas (descriptions, bounds, choices, file formats)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tungstenkit import __version__
+from tungstenkit._model import ModelDefinition
+from tungstenkit._settings import Settings
+from tungstenkit._webhooks import DELIVERY_HEADER, EVENT_HEADER, EVENTS, MAX_URL_LENGTH, SIGNATURE_HEADER
+
+OPENAPI_VERSION = "3.1.0"
+_REF = "#/components/schemas/{model}"
+
+#: What each file kind accepts, for the field descriptions.
+_FILE_FORMATS = {
+    "image": ("image/*", "an image: PNG, JPEG, GIF, WebP, BMP or TIFF"),
+    "audio": ("audio/*", "an audio file (WAV, MP3, FLAC, Ogg, ...)"),
+    "video": ("video/*", "a video file (MP4, WebM, ...)"),
+    "binary": ("application/octet-stream", "any file"),
+}
+
+
+#: How the API's own schemas are referred to until their names are settled (a model's
+#: class may have taken one: then the API's is renamed).
+_OWN = "#/tungsten-api/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    """A reference to one of the model's schemas."""
+    return {"$ref": _REF.format(model=name)}
+
+
+def _own(name: str) -> dict[str, str]:
+    """A reference to one of the API's own schemas."""
+    return {"$ref": _OWN + name}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _describe_files(node: Any, inputs: bool, output_files: str) -> None:
+    """Say, on each file field, what it accepts or returns (in place)."""
+    if isinstance(node, list):
+        for item in node:
+            _describe_files(item, inputs, output_files)
+        return
+    if not isinstance(node, dict):
+        return
+    kind = node.get("x-tungsten-file")
+    if kind in _FILE_FORMATS:
+        media_type, what = _FILE_FORMATS[kind]
+        if inputs:
+            how = "as a data URI, plain base64, or an http(s) URL on a public address"
+        elif output_files == "url":
+            how = "as a link to GET /files/{name}"
+        else:
+            how = "as a data URI"
+        node["contentMediaType"] = media_type
+        note = f"{what[0].upper()}{what[1:]}, {how}."
+        node["description"] = f"{node['description']} ({note})" if node.get("description") else note
+    for value in node.values():
+        _describe_files(value, inputs, output_files)
+
+
+def _model_schemas(definition: ModelDefinition, settings: Settings) -> tuple[str, str, dict[str, Any]]:
+    """The names of the input and output schemas, and every schema they need."""
+    refs, found = models_json_schema(
+        [(definition.input_cls, "validation"), (definition.output_cls, "serialization")], ref_template=_REF
+    )
+    schemas = copy.deepcopy(found.get("$defs", {}))
+    input_name = refs[(definition.input_cls, "validation")]["$ref"].rsplit("/", 1)[1]
+    output_name = refs[(definition.output_cls, "serialization")]["$ref"].rsplit("/", 1)[1]
+    _describe_files(schemas[input_name], True, settings.output_files)
+    for name, schema in schemas.items():
+        if name != input_name:
+            _describe_files(schema, name == "MaskedImage", settings.output_files)
+    return input_name, output_name, schemas
+
+
+def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
+    stamp = _nullable({"type": "string", "format": "date-time"})
+    prediction = {
+        "type": "object",
+        "description": "A prediction as GET /predictions/{prediction_id} shows it.",
+        "properties": {
+            "outputs": {
+                **_nullable({"type": "array", "items": _ref(output_name)}),
+                "description": "One output per input, in input order, once every input succeeded; else null.",
+            },
+            "status": {"type": "string", "enum": ["pending", "running", "success", "failed"]},
+            "error_message": {
+                **_nullable({"type": "string"}),
+                "description": 'Why it failed: "ExceptionType: message", or "Canceled".',
+            },
+            "created_at": stamp,
+            "started_at": stamp,
+            "completed_at": stamp,
+        },
+        "required": ["outputs", "status", "error_message"],
+    }
+    return {
+        "PredictionCreated": {
+            "type": "object",
+            "properties": {"prediction_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+            "required": ["prediction_id"],
+        },
+        "Prediction": prediction,
+        "WebhookDelivery": {
+            "description": "What a webhook receives: the prediction, with its id and the event.",
+            "allOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "description": "The prediction id."},
+                        "event": {"type": "string", "enum": list(EVENTS)},
+                    },
+                    "required": ["id", "event"],
+                },
+                _own("Prediction"),
+            ],
+        },
+        "Error": {
+            "type": "object",
+            "properties": {"detail": {"description": "What went wrong."}},
+            "required": ["detail"],
+        },
+        "ValidationError": {
+            "type": "object",
+            "properties": {
+                "detail": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "loc": {
+                                "type": "array",
+                                "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                                "description": 'Where: ["body", <input index>, <field>] or ["query", <parameter>].',
+                            },
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                        "required": ["loc", "msg", "type"],
+                    },
+                }
+            },
+            "required": ["detail"],
+        },
+        "Health": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "no_ready_workers", "draining", "unavailable"]},
+                "redis": {"type": "string", "enum": ["ok", "unreachable"]},
+                "queued_inputs": {"type": "integer"},
+                "ready_workers": {"type": "integer"},
+                "workers": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "description": "A live worker: id, host, pid, model, state, batch_size, current_batch, "
+                        "heartbeat_at, inputs_per_s and more.",
+                        "additionalProperties": True,
+                    },
+                },
+            },
+            "required": ["status", "redis", "workers"],
+        },
+        "Metadata": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "model_class": {"type": "string"},
+                "batch_size": {"type": "integer"},
+                "input_schema": {"type": "object"},
+                "output_schema": {"type": "object"},
+            },
+        },
+        "Inputs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": max_inputs,
+        },
+    }
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _own(schema)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    described = {
+        400: ("Error", "The body is not valid JSON."),
+        404: ("Error", "No such prediction (never created, or expired)."),
+        413: ("Error", "The body, or a file input, is over its size limit."),
+        422: ("ValidationError", "Invalid inputs or query parameters; `loc` says where."),
+        429: ("Error", "The queue is full; retry after Retry-After seconds."),
+        503: ("Error", "Redis is unreachable, or the server is shutting down; retry after Retry-After seconds."),
+        504: ("Error", "The prediction did not finish in time; poll GET /predictions/{prediction_id}."),
+    }
+    return {str(code): _json(*described[code]) for code in codes}
+
+
+def _webhook_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "webhook",
+            "in": "query",
+            "required": False,
+            "description": "A URL to POST the prediction to when it completes (and, if asked, when it starts). "
+            "Deliveries are signed and retried with backoff; the address must be public.",
+            "schema": {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH},
+        },
+        {
+            "name": "webhook_events",
+            "in": "query",
+            "required": False,
+            "description": "Which events to deliver, comma-separated: start, completed [completed].",
+            "schema": {"type": "string", "examples": ["start,completed"]},
+        },
+    ]
+
+
+def _callbacks() -> dict[str, Any]:
+    def header(name: str, description: str) -> dict[str, Any]:
+        return {"name": name, "in": "header", "required": True, "description": description, "schema": {"type": "string"}}
+
+    return {
+        "webhook": {
+            "{$request.query.webhook}": {
+                "post": {
+                    "summary": "The prediction, when an event it asked for happens",
+                    "parameters": [
+                        header(SIGNATURE_HEADER, 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> '
+                               "with the webhook secret (`tungsten status --webhook-secret`)."),
+                        header(EVENT_HEADER, "start or completed."),
+                        header(DELIVERY_HEADER, "The same for every retry of one delivery (deduplicate on it)."),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _own("WebhookDelivery")}},
+                    },
+                    "responses": {
+                        "2XX": {"description": "Received. Any other answer, or none in time, is retried."}
+                    },
+                }
+            }
+        }
+    }
+
+
+def build_openapi(definition: ModelDefinition, settings: Settings, model_name: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the API serving ``definition``."""
+    input_name, output_name, schemas = _model_schemas(definition, settings)
+    ours = _api_schemas(output_name, settings.max_inputs_per_request)
+    ours["Inputs"]["items"] = _ref(input_name)
+    prediction_id = {
+        "name": "prediction_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    }
+    inputs_body = {
+        "required": True,
+        "description": f"A list of 1 to {settings.max_inputs_per_request} inputs of the model "
+        f"(at most {settings.max_body_bytes} bytes).",
+        "content": {"application/json": {"schema": _own("Inputs")}},
+    }
+    cancel = {
+        "summary": "Cancel a prediction",
+        "description": 'A canceled prediction reads failed with error_message "Canceled"; '
+        "canceling one that ended changes nothing.",
+        "parameters": [prediction_id],
+        "responses": {"200": _json("Prediction", "The prediction after the cancel."), **_errors(404, 503)},
+    }
+    paths: dict[str, Any] = {
+        "/": {
+            "get": {
+                "operationId": "metadata",
+                "summary": "The served model",
+                "responses": {"200": _json("Metadata", "Model name, class, input and output schemas, batch size.")},
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Readiness",
+                "description": "200 when Redis answers and a worker has the model loaded; 503 otherwise.",
+                "responses": {
+                    "200": _json("Health", "Ready: the live workers and the queue depth."),
+                    "503": _json("Health", "Not ready: Redis is unreachable or no worker is ready."),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Metrics in the Prometheus text format, the same from every API process.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(503),
+                },
+            }
+        },
+        "/predictions": {
+            "post": {
+                "operationId": "create_prediction",
+                "summary": "Create a prediction",
+                "description": "Queues the inputs and answers at once with the prediction's id.",
+                "parameters": _webhook_parameters(),
+                "requestBody": inputs_body,
+                "responses": {
+                    "200": _json("PredictionCreated", "Accepted."),
+                    **_errors(400, 413, 422, 429, 503),
+                },
+                "callbacks": _callbacks(),
+            }
+        },
+        "/predictions/{prediction_id}": {
+            "get": {
+                "operationId": "get_prediction",
+                "summary": "A prediction's status and outputs",
+                "parameters": [
+                    prediction_id,
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "description": f"Hold the answer up to this many seconds (at most {settings.max_wait_s:g}) "
+                        "until the prediction ends.",
+                        "schema": {"type": "number", "minimum": 0},
+                    },
+                ],
+                "responses": {"200": _json("Prediction", "The prediction."), **_errors(404, 422, 503)},
+            }
+        },
+        "/predictions/{prediction_id}/cancel": {
+            "post": {**cancel, "operationId": "cancel_prediction"},
+            "get": {**cancel, "operationId": "cancel_prediction_get"},
+        },
+        "/predict": {
+            "post": {
+                "operationId": "predict",
+                "summary": "Predict and wait for the result",
+                "description": f"Like POST /predictions, then waits (at most {settings.sync_timeout_s:g}s) "
+                "and answers like GET /predictions/{prediction_id}.",
+                "parameters": _webhook_parameters(),
+                "requestBody": inputs_body,
+                "responses": {
+                    "200": _json("Prediction", "The prediction once it ended."),
+                    **_errors(400, 413, 422, 429, 503, 504),
+                },
+                "callbacks": _callbacks(),
+            }
+        },
+        "/files/{name}": {
+            "get": {
+                "operationId": "get_file",
+                "summary": "An output file (with TUNGSTEN_OUTPUT_FILES=url)",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The file.", "content": {"*/*": {"schema": {}}}},
+                    **_errors(404, 503),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {
+                    "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}
+                },
+            }
+        },
+        "/docs": {
+            "get": {
+                "operationId": "docs",
+                "summary": "Interactive documentation (works offline)",
+                "responses": {"200": {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+            }
+        },
+    }
+    # The model's classes keep their names; an API schema whose name one of them took is renamed.
+    names = {name: _free_name(name, schemas) for name in ours}
+    schemas.update({names[name]: _settle_refs(schema, names) for name, schema in ours.items()})
+    paths = _settle_refs(paths, names)
+    description = (
+        f"REST API serving the model `{model_name}` ({definition.name}). POST a list of inputs to "
+        "/predictions, then GET /predictions/{prediction_id} (with ?wait= to long-poll) or ask for a webhook."
+    )
+    if definition.config.readme_md:
+        description += "\n\n" + definition.config.readme_md
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": model_name, "version": __version__, "description": description},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _free_name(name: str, taken: dict[str, Any]) -> str:
+    while name in taken:
+        name = f"Api{name}"
+    return name
+
+
+def _settle_refs(node: Any, names: dict[str, str]) -> Any:
+    """``node`` with its references to the API's own schemas under their final names."""
+    if isinstance(node, list):
+        return [_settle_refs(item, names) for item in node]
+    if not isinstance(node, dict):
+        return node
+    settled = {key: _settle_refs(value, names) for key, value in node.items()}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_OWN):
+        settled["$ref"] = _REF.format(model=names[ref[len(_OWN) :]])
+    return settled
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)

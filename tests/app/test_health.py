@@ -1,0 +1,59 @@
+"""``GET /health`` as a readiness probe: the live workers, and 503 when none can serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from tests.support import MODELS, ROOT, ServerFactory, wait_for
+
+
+def _worker(redis_url: str, namespace: str, log: Path, home: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli", "worker", str(MODELS / "recorder"), "--redis-url", redis_url,
+             "--namespace", namespace],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TUNGSTEN_HOME": str(home)},
+        )
+
+
+def test_health_turns_503_when_the_last_worker_dies_and_200_when_one_is_back(
+    serve: ServerFactory, redis_url: str, tmp_path: Path
+) -> None:
+    namespace = f"health{uuid.uuid4().hex[:8]}"
+    # The API alone, with a worker it does not supervise, so that nothing restarts it.
+    server = serve(MODELS / "recorder", workers=0, namespace=namespace, env={"TUNGSTEN_HEARTBEAT_INTERVAL_S": "0.5"})
+    assert server.client.get("/health").status_code == 503
+    log = tmp_path / "workers.log"
+    first = _worker(redis_url, namespace, log, tmp_path / "home")
+    try:
+        server.wait_ready()
+        body = server.client.get("/health").json()
+        assert body["status"] == "ok" and body["ready_workers"] == 1
+        (worker,) = body["workers"]
+        assert int(worker["pid"]) == first.pid
+        for field in ("host", "model", "state", "heartbeat_at", "current_batch", "batch_size"):
+            assert worker[field], field
+        assert worker["model"] == "recorder" and worker["state"] == "ready"
+
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        wait_for(lambda: server.client.get("/health").status_code == 503, 30, what="503 once the worker is gone")
+        assert server.client.get("/health").json()["status"] == "no_ready_workers"
+
+        second = _worker(redis_url, namespace, log, tmp_path / "home")
+        try:
+            wait_for(lambda: server.client.get("/health").status_code == 200, 60, what="200 with the new worker")
+            (worker,) = server.client.get("/health").json()["workers"]
+            assert int(worker["pid"]) == second.pid
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()

@@ -1,0 +1,158 @@
+"""``/openapi.json`` describes every endpoint with the model's own schemas; ``/docs`` works offline."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from app.openapi import build_openapi
+from app.routes import ROUTES
+from app.server import OPERATIONS_ROUTES
+from tests.support import EXAMPLES, MODELS, Server, ServerFactory
+from tungstenkit._settings import Settings
+from tungstenkit._store import ModelStore
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def server(module_serve: ServerFactory) -> Server:
+    return module_serve(MODELS / "files", workers=0)
+
+
+@pytest.fixture(scope="module")
+def document(server: Server) -> dict[str, Any]:
+    response = server.client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_the_document_is_valid_openapi_31(document: dict[str, Any]) -> None:
+    assert document["openapi"] == "3.1.0"
+    validate(document)
+
+
+def test_every_endpoint_is_described(document: dict[str, Any]) -> None:
+    served = {
+        (route.path, method.lower())
+        for route in ROUTES + OPERATIONS_ROUTES
+        for method in route.methods or ()
+        if method != "HEAD" and route.path != "/docs/assets/{name}"
+    }
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert served == described
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def test_the_model_schemas_are_the_models_own(document: dict[str, Any]) -> None:
+    body = document["paths"]["/predictions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    inputs = _resolve(document, body)
+    assert inputs["type"] == "array" and inputs["minItems"] == 1 and inputs["maxItems"] == Settings().max_inputs_per_request
+    item = _resolve(document, inputs["items"])
+    hold = item["properties"]["hold"]
+    assert (hold["minimum"], hold["maximum"], hold["default"]) == (0, 120, 0.0)
+    image = item["properties"]["image"]["anyOf"][0]
+    assert image["x-tungsten-file"] == "image" and image["contentMediaType"] == "image/*"
+    assert "PNG, JPEG" in image["description"] and "URL" in image["description"]
+    masked = _resolve(document, item["properties"]["masked"]["anyOf"][0])
+    assert set(masked["required"]) == {"image", "mask"}
+    prediction = _resolve(document, document["paths"]["/predictions/{prediction_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"])
+    outputs = prediction["properties"]["outputs"]["anyOf"][0]
+    output = _resolve(document, outputs["items"])
+    assert set(output["properties"]) == {"echo", "by_field", "paths", "image_size", "mask", "mask_values"}
+    assert "data URI" in _resolve(document, output["properties"]["echo"])["properties"]["image"]["items"]["description"]
+
+
+def test_webhooks_are_documented_as_callbacks(document: dict[str, Any]) -> None:
+    create = document["paths"]["/predictions"]["post"]
+    assert {p["name"] for p in create["parameters"]} == {"webhook", "webhook_events"}
+    callback = create["callbacks"]["webhook"]["{$request.query.webhook}"]["post"]
+    assert "X-Tungsten-Signature" in {p["name"] for p in callback["parameters"]}
+
+
+def test_choices_bounds_and_descriptions_of_another_model() -> None:
+    definition = ModelStore(Path("/nonexistent")).resolve(str(EXAMPLES / "image_filter"), None, None).load()
+    document = build_openapi(definition, Settings(output_files="url"), "image_filter:latest")
+    validate(document)
+    schemas = document["components"]["schemas"]
+    fields = schemas["Input"]["properties"]
+    own = definition.input_schema()["properties"]
+    assert fields["filter"]["enum"] == own["filter"]["enum"] == ["blur", "sharpen", "edges", "invert"]
+    assert fields["filter"]["description"] == own["filter"]["description"]
+    assert fields["image"]["description"].startswith(own["image"]["description"])
+    assert "GET /files/{name}" in schemas["Output"]["properties"]["image"]["description"]
+
+
+def test_model_classes_named_like_the_apis_own_schemas() -> None:
+    from tungstenkit import BaseIO, Field, define_model
+
+    class Prediction(BaseIO):
+        text: str = Field(description="What to read")
+
+    class Error(BaseIO):
+        score: float
+
+    @define_model(input=Prediction, output=Error)
+    class Clash:
+        def predict(self, inputs: list) -> list:
+            return []
+
+    definition = Clash.__tungsten_model__  # type: ignore[attr-defined]
+    document = build_openapi(definition, Settings(), "clash")
+    validate(document)
+    schemas = document["components"]["schemas"]
+    assert schemas["Prediction"]["properties"]["text"]["description"] == "What to read"  # the model's own
+    assert "status" in schemas["ApiPrediction"]["properties"]  # the API's, renamed
+    body = document["paths"]["/predictions/{prediction_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/ApiPrediction"
+    outputs = schemas["ApiPrediction"]["properties"]["outputs"]["anyOf"][0]["items"]
+    assert outputs["$ref"] == "#/components/schemas/Error"
+
+
+def test_docs_page_loads_from_this_server_only(server: Server) -> None:
+    page = server.client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    references = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert references and all(not re.match(r"^(https?:)?//", ref) for ref in references)
+    for ref in references:
+        response = server.client.get(ref if ref.startswith("/") else "/" + ref)
+        assert response.status_code == 200, ref
+        assert not re.search(r"https?://", response.text), f"{ref} reaches out to the network"
+    assert server.client.get("/docs/assets/secrets.txt").status_code == 404
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_docs_page_renders_the_document_and_sends_requests(server: Server, document: dict[str, Any], tmp_path: Path) -> None:
+    spec = tmp_path / "openapi.json"
+    spec.write_text(json.dumps(document))
+    script = tmp_path / "docs.js"
+    script.write_bytes(server.client.get("/docs/assets/docs.js").content)
+    found = subprocess.run(
+        ["node", str(HERE / "docs_smoke.js"), str(script), str(spec)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    rendered = json.loads(found.stdout)
+    assert rendered["title"] == document["info"]["title"]
+    assert "/predictions/{prediction_id}/cancel" in rendered["operations"]
+    assert len(rendered["operations"]) == sum(len(item) for item in document["paths"].values())
+    assert rendered["schemas"] == len(document["components"]["schemas"])
+    assert isinstance(rendered["example"], list) and rendered["example"][0]["hold"] == 0.0
+    assert rendered["requests"][0]["url"] == "./openapi.json"
+    assert rendered["requests"][1]["method"] == "POST" and rendered["requests"][1]["url"] == "./predictions"
+    assert rendered["previews"] == 1  # an output image is shown

@@ -1,0 +1,53 @@
+"""What a worker counts for ``/metrics``: inputs and predictions by outcome, batch sizes,
+model time, time in queue, end-to-end latency.
+
+Counted in memory and added to Redis by the heartbeat (see ``worker.io.Heartbeat``): no
+Redis command on the hot path. Times use the stream entries' ids (Redis's clock) against
+this machine's clock, so they are exact on one machine and off by the clocks' skew across
+machines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tungstenkit._metrics import BATCH_SIZE, MODEL_TIME, PREDICTION_TIME, QUEUE_TIME, MetricDeltas
+from tungstenkit._queue import EntryResult, WriteReport, sid_ms
+from worker.io import Writer, _Pending
+
+_OUTCOMES = {EntryResult.OUTPUTS: "success", EntryResult.ERROR: "failed", EntryResult.DROPPED: "dropped"}
+
+
+class MeteredWriter(Writer):
+    """A ``Writer`` that counts what it writes."""
+
+    def __init__(self, *args: Any, metrics: MetricDeltas, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metrics = metrics
+
+    def results(self, results: Sequence[EntryResult]) -> None:
+        for result in results:
+            self._metrics.add(f"inputs:{_OUTCOMES[result.kind]}", result.entry.count)
+        super().results(results)
+
+    def written(self, work: _Pending, report: WriteReport) -> None:
+        for _, start in work.started:
+            for queued in start.queued_ms:
+                if queued:
+                    self._metrics.observe(QUEUE_TIME, max(start.at - queued / 1000, 0.0))
+        if report.ended:
+            now = time.time()
+            created = {r.entry.prediction_id: sid_ms(r.entry.sid) / 1000 for r in work.results}
+            for prediction_id, outcome in report.ended:
+                self._metrics.add(f"predictions:{outcome}")
+                if prediction_id in created:
+                    self._metrics.observe(PREDICTION_TIME, max(now - created[prediction_id], 0.0))
+
+
+def record_batch(metrics: MetricDeltas, size: int, model_seconds: float) -> None:
+    """One batch ran: its size, and how long the model took (bisection retries included)."""
+    metrics.add("batches")
+    metrics.observe(BATCH_SIZE, size)
+    metrics.observe(MODEL_TIME, model_seconds)

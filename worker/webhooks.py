@@ -1,0 +1,294 @@
+"""The webhook worker process of ``tungsten serve``: webhook events become RQ jobs, and RQ
+delivers them, retrying with backoff.
+
+Two threads:
+
+- the main thread is an RQ ``SimpleWorker`` on the namespace's webhook queue (JSON
+  serializer) running ``deliver`` jobs. A delivery takes at most
+  ``TUNGSTEN_WEBHOOK_TIMEOUT_S``, and ``TUNGSTEN_WEBHOOK_WORKERS`` of these processes
+  deliver side by side, so a receiver that hangs holds up one of them for that long and
+  never a model worker or the API;
+- a dispatcher thread which, while it holds the namespace's dispatch lock, turns the
+  events the Lua scripts queued into RQ jobs, and enqueues retries whose backoff is over
+  (RQ's scheduler, run in this thread rather than in a forked process, so that a killed
+  webhook worker leaves no orphan behind).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import Queue, Retry, SimpleWorker
+from rq.job import Job, get_current_job
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
+
+from tungstenkit._errors import FetchError, RedisUnavailable, URLRefused, WebhookFailed
+from tungstenkit._fetch import Allowlist, FetchPolicy, post
+from tungstenkit._logging import configure_logging
+from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect
+from tungstenkit._settings import Settings
+from tungstenkit._webhooks import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    payload,
+    redacted_url,
+    retry_intervals,
+    sign,
+)
+from worker.io import Backoff
+
+logger = logging.getLogger(__name__)
+
+#: Exit code when Redis cannot be reached at start (the supervisor retries with backoff).
+EXIT_REDIS_UNREACHABLE = 5
+#: The dispatch lock lives this long unless its holder refreshes it.
+_LOCK_TTL_MS = 10_000
+#: Longest the dispatcher waits for an event before it refreshes its lock.
+_TAKE_TIMEOUT_S = 1.0
+#: Finished deliveries stay in RQ this long (a repeated dispatch meanwhile is skipped); a
+#: job holds the prediction's body, so it is not kept long.
+_RESULT_TTL_S = 60
+#: Deliveries that failed for good stay in RQ's failed registry this long (to requeue them).
+_FAILURE_TTL_S = 86_400
+
+_DELIVERY: contextvars.ContextVar[Delivery] = contextvars.ContextVar("tungsten_webhook_delivery")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How this process sends webhooks: the signing secret, the address guard, the counters."""
+
+    secret: str
+    policy: FetchPolicy
+    webhooks: WebhookQueue
+
+    def send(self, url: str, body: bytes, event: str, delivery_id: str) -> None:
+        """POST one signed delivery; raises ``URLRefused``, ``FetchError`` or ``WebhookFailed``."""
+        headers = {
+            SIGNATURE_HEADER: sign(self.secret, body, int(time.time())),
+            EVENT_HEADER: event,
+            DELIVERY_HEADER: delivery_id,
+        }
+        status = post(url, body, headers, self.policy)
+        if not 200 <= status < 300:
+            raise WebhookFailed(f"the receiver answered {status}")
+
+
+def deliver(prediction_id: str, event: str, url: str, body: str) -> None:
+    """The RQ job: POST one webhook. RQ retries it, with backoff, when it raises."""
+    delivery = _DELIVERY.get(None)
+    if delivery is None:
+        raise RuntimeError("webhook deliveries run in the webhook workers of `tungsten serve`")
+    job = get_current_job()
+    delivery_id = job.id if job is not None else f"webhook-{prediction_id}-{event}"
+    where = {"prediction_id": prediction_id, "job_id": delivery_id}
+    try:
+        delivery.send(url, payload(prediction_id, event, body.encode()), event, delivery_id)
+    except URLRefused as exc:
+        # Trying again will not make the address allowed: fail now.
+        if job is not None:
+            job.retries_left = 0
+        delivery.webhooks.count("failed")
+        logger.warning("Webhook %r of prediction %s refused: %s", event, prediction_id, exc, extra=where)
+        raise WebhookFailed(f"{redacted_url(url)}: {exc}") from None
+    except (FetchError, WebhookFailed) as exc:
+        last = job is None or not job.retries_left
+        delivery.webhooks.count("failed" if last else "retried")
+        logger.warning(
+            "Webhook %r of prediction %s to %s failed: %s%s",
+            event, prediction_id, redacted_url(url), exc, "; giving up" if last else "; it will be retried",
+            extra=where,
+        )
+        raise WebhookFailed(f"{redacted_url(url)}: {exc}") from None
+    delivery.webhooks.count("delivered")
+    logger.debug("Webhook %r of prediction %s delivered to %s", event, prediction_id, redacted_url(url), extra=where)
+
+
+class WebhookWorker(SimpleWorker):
+    """An RQ worker whose jobs deliver webhooks with this process's ``Delivery``.
+
+    A ``SimpleWorker`` runs each job in this process: no fork per delivery, and no fork
+    while the dispatcher thread runs.
+    """
+
+    def __init__(self, *args: Any, delivery: Delivery, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.delivery = delivery
+
+    def execute_job(self, job: Job, queue: Queue) -> Any:
+        token = _DELIVERY.set(self.delivery)
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            _DELIVERY.reset(token)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        if isinstance(exc_info[1], WebhookFailed):
+            return  # an expected failure, which ``deliver`` logged in one line
+        super().handle_exception(job, *exc_info)
+
+
+class Dispatcher(threading.Thread):
+    """Turns queued webhook events into RQ jobs, and hands RQ the retries that are due."""
+
+    def __init__(
+        self, webhooks: WebhookQueue, queue: Queue, scheduler: RQScheduler, settings: Settings, owner: str
+    ) -> None:
+        super().__init__(name="tungsten-webhook-dispatcher", daemon=True)
+        self._webhooks = webhooks
+        self._queue = queue
+        self._scheduler = scheduler
+        self._owner = owner
+        self._timeout_s = int(settings.webhook_timeout_s) + 10
+        self._retry = (
+            Retry(max=settings.webhook_retries, interval=retry_intervals(settings.webhook_retries, settings.webhook_backoff_s))
+            if settings.webhook_retries
+            else None
+        )
+        self._halt = threading.Event()
+        self._retries_checked_at = 0.0
+        self.dispatched = 0
+
+    def __repr__(self) -> str:
+        return f"<Dispatcher {self._owner} dispatched={self.dispatched}>"
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        backoff = Backoff()
+        holding = False
+        while not self._halt.is_set():
+            try:
+                self._enqueue_due_retries()
+                if not self._webhooks.hold_lock(self._owner, _LOCK_TTL_MS):
+                    holding = False
+                    self._halt.wait(_TAKE_TIMEOUT_S)
+                    continue
+                if not holding:
+                    holding = True
+                    # What a dispatcher that died was in the middle of.
+                    for left in self._webhooks.dispatching():
+                        if not self._webhooks.hold_lock(self._owner, _LOCK_TTL_MS):
+                            break
+                        self._dispatch(left)
+                item = self._webhooks.take(_TAKE_TIMEOUT_S)
+                if item:
+                    self._dispatch(item)
+                backoff.reset()
+            except CONNECTION_ERRORS as exc:
+                holding = False
+                logger.warning("Redis unreachable while dispatching webhooks (%s); retrying", exc)
+                backoff.wait(self._halt)
+            except Exception:  # the dispatcher must outlive any one failure
+                holding = False
+                logger.exception("Dispatching webhooks failed; retrying")
+                backoff.wait(self._halt)
+        try:
+            self._webhooks.release_lock(self._owner)
+            self._scheduler.release_locks()
+        except CONNECTION_ERRORS as exc:
+            logger.debug("Could not release the webhook locks: %s", exc)
+        except redis.RedisError as exc:
+            logger.debug("Could not release the webhook locks: %s", exc)
+
+    def _enqueue_due_retries(self) -> None:
+        """Once a second, hand RQ the retries whose backoff is over (the job of its scheduler)."""
+        now = time.monotonic()
+        if now - self._retries_checked_at < _TAKE_TIMEOUT_S:
+            return
+        self._retries_checked_at = now
+        self._scheduler.acquire_locks()
+        if self._scheduler.acquired_locks:
+            self._scheduler.enqueue_scheduled_jobs()
+
+    def _dispatch(self, item: str) -> None:
+        try:
+            self._enqueue(item)
+        except CONNECTION_ERRORS:
+            raise  # the event stays in the dispatching list and is tried again
+        except redis.RedisError:
+            raise
+        except Exception:  # one bad event must not stop the others
+            logger.exception("Webhook event %r dropped: it could not be made into a job", item)
+        self._webhooks.dispatched(item)
+
+    def _enqueue(self, item: str) -> None:
+        event = self._webhooks.event(item)
+        if event is None:
+            logger.warning("Webhook event %r dropped: its prediction expired before it was sent", item)
+        else:
+            job_id = f"webhook-{event.prediction_id}-{event.event}"
+            if not Job.exists(job_id, connection=self._queue.connection):
+                self._queue.enqueue_call(
+                    "worker.webhooks.deliver",
+                    kwargs={
+                        "prediction_id": event.prediction_id,
+                        "event": event.event,
+                        "url": event.url,
+                        "body": event.body.decode(),
+                    },
+                    job_id=job_id,
+                    timeout=self._timeout_s,
+                    result_ttl=_RESULT_TTL_S,
+                    failure_ttl=_FAILURE_TTL_S,
+                    retry=self._retry,
+                    description=f"webhook {event.event} of prediction {event.prediction_id}",
+                )
+                self.dispatched += 1
+
+
+def webhook_fetch_policy(settings: Settings) -> FetchPolicy:
+    """The address guard and time limits of webhook deliveries (those of URL inputs)."""
+    return FetchPolicy(
+        allowlist=Allowlist.parse(settings.url_allowlist),
+        connect_timeout_s=min(settings.url_connect_timeout_s, settings.webhook_timeout_s),
+        read_timeout_s=settings.webhook_timeout_s,
+        total_timeout_s=settings.webhook_timeout_s,
+        max_redirects=0,
+    )
+
+
+def run_webhook_worker(settings: Settings, *, redis_url: str, namespace: str, log_level: str) -> int:
+    """Run one webhook worker until SIGTERM/SIGINT; returns the process exit code."""
+    configure_logging(log_level, "webhooks", settings.log_format)
+    try:
+        client = connect(redis_url, settings.redis_connect_timeout_s)
+    except RedisUnavailable as exc:
+        logger.error("%s", exc)
+        return EXIT_REDIS_UNREACHABLE
+    keys = Keys(namespace)
+    webhooks = WebhookQueue(client, keys)
+    secret = settings.webhook_secret or webhooks.secret()
+    queue = Queue(keys.webhook_queue, connection=client, serializer=JSONSerializer)
+    name = f"tungsten-webhooks-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    rq_level = "DEBUG" if log_level in ("debug", "trace") else "WARNING"
+    worker = WebhookWorker(
+        [queue],
+        connection=client,
+        serializer=JSONSerializer,
+        name=name,
+        delivery=Delivery(secret, webhook_fetch_policy(settings), webhooks),
+    )
+    scheduler = RQScheduler([queue], connection=client, serializer=JSONSerializer, logging_level=rq_level)
+    dispatcher = Dispatcher(webhooks, queue, scheduler, settings, owner=name)
+    dispatcher.start()
+    logger.info("Webhook worker %s delivering from RQ queue %s", name, keys.webhook_queue)
+    try:
+        worker.work(logging_level=rq_level, with_scheduler=False)
+    finally:
+        dispatcher.stop()
+        dispatcher.join(timeout=5)
+    return 0
+
