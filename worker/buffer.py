@@ -71,7 +71,7 @@ class Batch:
     def sids(self) -> list[str]:
         return list(dict.fromkeys(s.work.entry.sid for s in self.slices))
 
-    def start_record(self) -> BatchStart:
+    def start_record(self, at: float | None = None) -> BatchStart:
         """What Redis is told when the batch starts.
 
         A prediction is ``whole`` here when its only slice is all of a whole entry read
@@ -90,7 +90,7 @@ class Batch:
             hooked.append("start" in entry.webhook_events)
             first = next((p for p in parts if p.work.entry.start == 0 and p.offset == 0), None)
             queued_ms.append(sid_ms(first.work.entry.sid) if first is not None and not entry.redelivered else 0)
-        return BatchStart(list(slices_of), self.sids, whole, hooked, queued_ms, time.time())
+        return BatchStart(list(slices_of), self.sids, whole, hooked, queued_ms, time.time() if at is None else at)
 
     def __len__(self) -> int:
         return sum(s.count for s in self.slices)

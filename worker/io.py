@@ -47,7 +47,8 @@ class Backoff:
 
 @dataclass
 class _Pending:
-    started: list[tuple[int, BatchStart]] = field(default_factory=list)
+    #: Batches begun; what to announce may still be a function (made off the model thread).
+    started: list[tuple[int, Any]] = field(default_factory=list)
     results: list[EntryResult] = field(default_factory=list)
     finished: set[int] = field(default_factory=set)
 
@@ -90,7 +91,7 @@ class Writer(threading.Thread):
         self._never = threading.Event()
         self._start_due = 0.0
 
-    def started(self, batch_id: int, start: BatchStart) -> None:
+    def started(self, batch_id: int, start: BatchStart | Callable[[], BatchStart]) -> None:
         """A batch began. It is announced a moment later rather than at once: waking
         this thread now would take the GIL from the model thread just as it calls
         ``predict``, and a batch that ends within the delay needs no announcement."""
@@ -163,6 +164,7 @@ class Writer(threading.Thread):
                     return
                 work, self._pending = self._pending, _Pending()
                 self._busy = True
+            work.started = [(batch_id, s() if callable(s) else s) for batch_id, s in work.started]
             starts = work.starts_to_send()
             work.results = [self._finish_serializing(r) for r in work.results]
             try:

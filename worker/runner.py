@@ -116,6 +116,8 @@ class ModelRunner:
         # Outputs that cannot hold files need nothing from the batch's folder, so the
         # writer thread serialises them while the model runs the next batch.
         self._defer_serialization = not mentions_files(definition.output_cls)
+        # A model whose inputs and outputs hold no files needs no batch folder at all.
+        self._uses_files = self._has_file_inputs or not self._defer_serialization
         if self._has_file_inputs:
             configure_pillow(self.files.max_image_pixels)
         self._model: Any = None
@@ -229,7 +231,7 @@ class ModelRunner:
         """
         if self._canceled_batch == batch_id:
             raise PredictionCanceled()
-        with self.batch_folder(batch_id):
+        with self.batch_folder(batch_id) if self._uses_files else contextlib.nullcontext():
             with self._call(batch_id, self._prediction_timeout):
                 failures = self.prepare(inputs) if self._has_file_inputs else {}
                 ready = [item for index, item in enumerate(inputs) if index not in failures]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import os
@@ -256,7 +257,7 @@ class Worker:
         if any(s.work.entry.redelivered for s in batch.slices):
             self._announce_start_now(batch)
         else:
-            self._writer.started(batch.batch_id, batch.start_record())
+            self._writer.started(batch.batch_id, functools.partial(batch.start_record, time.time()))
         if logger.isEnabledFor(TRACE):
             logger.log(
                 TRACE,
