@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from types import FrameType
 
@@ -59,7 +60,10 @@ def run_api(
     log_level: str,
     batch_size: int | None,
     ready_fd: int | None = None,
+    reuse_port: bool = False,
+    quiet_start: bool = False,
 ) -> None:
+    """Serve the API. With ``reuse_port``, several such processes share the port."""
     configure_logging(log_level, "api", settings.log_format)
     definition = source.load()
     app = create_app(
@@ -83,4 +87,26 @@ def run_api(
         # JSON logs: uvicorn's own lines go through the same JSON handler.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
-    DrainingServer(config, settings.drain_s, ready_fd).run()
+    server = DrainingServer(config, settings.drain_s, ready_fd)
+    if not reuse_port:
+        server.run()
+        return
+    sock = _shared_socket(host, port)
+    if not quiet_start:
+        # uvicorn says where it listens only for sockets it opened itself.
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", "[" + host + "]" if ":" in host else host, port
+        )
+    server.run(sockets=[sock])
+
+
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other API processes bind too (the kernel balances them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

@@ -96,7 +96,16 @@ def build(ctx: click.Context, directory: Path, reference: str | None, module: st
 @model_options
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
-@click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True, help="Worker processes (0: API only).")
+@click.option("--workers", type=click.IntRange(min=0), help="Worker processes (0: API only) [1].")
+@click.option("--gpus", help="GPUs to run workers on, e.g. 0,1 (each worker sees one: CUDA_VISIBLE_DEVICES).")
+@click.option(
+    "--workers-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+    help="With --gpus: workers per GPU (2 overlap one's host work with the other's GPU work).",
+)
+@click.option(
+    "--api-processes", type=click.IntRange(min=1), default=1, show_default=True,
+    help="API processes sharing the port (more HTTP throughput on a host with cores to spare).",
+)
 @click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL].")
 @serving_options
 @click.pass_context
@@ -107,7 +116,10 @@ def serve(
     class_name: str | None,
     port: int,
     host: str,
-    workers: int,
+    workers: int | None,
+    gpus: str | None,
+    workers_per_gpu: int,
+    api_processes: int,
     redis_url: str | None,
     batch_size: int | None,
     log_level: str,
@@ -120,12 +132,17 @@ def serve(
 
     settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     configure_logging(log_level, "serve", settings.log_format)
+    gpu_ids = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
+    if gpu_ids and workers is not None:
+        raise click.UsageError("With --gpus, give --workers-per-gpu rather than --workers")
     source = _source(ctx, model, module, class_name)
     definition = source.load()
     options = ServeOptions(
         host=host,
         port=port,
-        workers=workers,
+        workers=len(gpu_ids) * workers_per_gpu if gpu_ids else (1 if workers is None else workers),
+        api_processes=api_processes,
+        gpus=gpu_ids,
         batch_size=batch_size or definition.config.batch_size,
         log_level=log_level,
         namespace=_namespace(ctx, namespace, source),
@@ -175,6 +192,8 @@ def worker(
 @click.option("--host", default="0.0.0.0")  # noqa: S104
 @click.option("--port", type=int, default=3000)
 @click.option("--ready-fd", type=int)
+@click.option("--reuse-port", is_flag=True)
+@click.option("--quiet-start", is_flag=True)
 @serving_options
 @click.pass_context
 def api(
@@ -185,6 +204,8 @@ def api(
     host: str,
     port: int,
     ready_fd: int | None,
+    reuse_port: bool,
+    quiet_start: bool,
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
@@ -207,6 +228,8 @@ def api(
         log_level=log_level,
         batch_size=batch_size,
         ready_fd=ready_fd,
+        reuse_port=reuse_port,
+        quiet_start=quiet_start,
     )
 
 

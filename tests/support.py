@@ -139,14 +139,15 @@ class ServerFactory:
         env: dict[str, str] | None = None,
         embedded_redis: bool = False,
         ready: bool = True,
-        workers: int = 1,
+        workers: int | None = 1,
         namespace: str | None = None,
     ) -> Server:
         self._count += 1
         port = free_port()
         command = [sys.executable, "-m", "cli", "serve", *([str(model)] if model is not None else [])]
         command += ["-p", str(port), "--host", "127.0.0.1"]
-        command += ["--workers", str(workers)]
+        if workers is not None:
+            command += ["--workers", str(workers)]
         if not embedded_redis:
             assert self.redis_url is not None
             command += ["--redis-url", self.redis_url, "--namespace", namespace or f"ns{os.getpid()}x{self._count}x{port}"]
@@ -160,7 +161,7 @@ class ServerFactory:
         server = Server(process, port, log_path)
         self.servers.append(server)
         if ready:
-            server.wait_ready(workers=workers if workers else 0) if workers else server.wait_listening()
+            server.wait_ready(workers=workers) if workers else server.wait_listening()
         return server
 
     def stop_all(self) -> None:

@@ -141,3 +141,27 @@ def test_json_logs_carry_worker_batch_and_prediction_ids(serve: ServerFactory) -
     assert record["process"] == "worker" and record["worker"].count(":") == 2 and record["level"] == "trace"
     processes = {json.loads(line)["process"] for line in server.log().splitlines()}
     assert {"serve", "api", "worker", "webhooks"} <= processes
+
+
+def test_several_api_processes_share_the_port(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder", "--api-processes", "3")
+    apis = [pid for pid in _descendants(server.process.pid) if b"_api" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(apis) == 3
+    assert server.log().count("Uvicorn running on") == 1
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: server.predict([{"x": i}]), range(40)))
+    assert [r["outputs"][0]["x"] for r in results] == list(range(40))
+
+
+def test_workers_are_spread_over_the_gpus_given(serve: ServerFactory, tmp_path: Path) -> None:
+    server = serve(MODELS / "recorder", "--gpus", "0,1", "--workers-per-gpu", "2", workers=None)
+    workers = _descendants(server.process.pid)
+    seen = []
+    for pid in workers:
+        if b" worker " not in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "):
+            continue
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        env = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
+        seen.append(env.get(b"CUDA_VISIBLE_DEVICES"))
+    assert sorted(seen) == [b"0", b"0", b"1", b"1"]
+    server.wait_ready(workers=4)

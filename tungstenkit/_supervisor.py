@@ -132,6 +132,10 @@ class ServeOptions:
     host: str = "0.0.0.0"  # noqa: S104 - the seed serves on all interfaces
     port: int = 3000
     workers: int = 1
+    #: API processes sharing the port (the kernel spreads connections over them).
+    api_processes: int = 1
+    #: GPUs to put workers on (``CUDA_VISIBLE_DEVICES`` of each); empty: leave it alone.
+    gpus: tuple[str, ...] = ()
     batch_size: int | None = None
     log_level: str = "info"
     namespace: str = ""
@@ -159,7 +163,7 @@ class Supervisor:
         redis_url = self.settings.redis_url or self._start_embedded_redis()
         try:
             self._children = (
-                [self._api_child(redis_url)]
+                [self._api_child(redis_url, i) for i in range(self.options.api_processes)]
                 + [self._worker_child(redis_url, i) for i in range(self.options.workers)]
                 + [self._webhook_child(redis_url, i) for i in range(self.settings.webhook_workers)]
             )
@@ -190,13 +194,22 @@ class Supervisor:
             args += ["--batch-size", str(self.options.batch_size)]
         return args
 
-    def _api_child(self, redis_url: str) -> Child:
-        argv = [sys.executable, "-m", "cli", "_api", *self._model_args(), "--host", self.options.host, "--port", str(self.options.port)]
-        return Child("api", argv, self._child_env(redis_url), reports_ready=True)
+    def _api_child(self, redis_url: str, index: int) -> Child:
+        argv = [sys.executable, "-m", "cli", "_api", *self._model_args(), "--host", self.options.host]
+        argv += ["--port", str(self.options.port)]
+        if self.options.api_processes > 1:
+            # Several processes listen on the port; the first says where.
+            argv += ["--reuse-port"] + (["--quiet-start"] if index else [])
+        name = "api" if self.options.api_processes == 1 else f"api-{index + 1}"
+        return Child(name, argv, self._child_env(redis_url), reports_ready=True)
 
     def _worker_child(self, redis_url: str, index: int) -> Child:
         argv = [sys.executable, "-m", "cli", "worker", *self._model_args()]
-        return Child(f"worker-{index + 1}", argv, self._child_env(redis_url), reports_ready=True)
+        env = self._child_env(redis_url)
+        if self.options.gpus:
+            # Workers take the GPUs in turn: with --workers-per-gpu 2, two share each.
+            env["CUDA_VISIBLE_DEVICES"] = self.options.gpus[index % len(self.options.gpus)]
+        return Child(f"worker-{index + 1}", argv, env, reports_ready=True)
 
     def _webhook_child(self, redis_url: str, index: int) -> Child:
         argv = [sys.executable, "-m", "cli", "_webhooks", "--namespace", self.options.namespace]
@@ -209,7 +222,7 @@ class Supervisor:
                 self._restart_embedded_redis()
             now = time.monotonic()
             for child in self._children:
-                if child.check_ready() and child.name != "api":
+                if child.check_ready() and child.name.startswith("worker"):
                     self._served = True
                 code = child.exit_code()
                 if child.process is None:
@@ -229,7 +242,7 @@ class Supervisor:
     def _fatal_reason(self, child: Child, code: int) -> str | None:
         if child.name.startswith("webhooks"):
             return None  # deliveries wait in Redis; restarting with backoff is enough
-        if child.name == "api":
+        if child.name.startswith("api"):
             # An API that never came up is hopeless (bad port, broken model); one that
             # dies after listening is restarted like a worker.
             if not child.ever_ready:
@@ -247,7 +260,7 @@ class Supervisor:
         return None
 
     def _stop_children(self) -> None:
-        api = [c for c in self._children if c.name == "api"]
+        api = [c for c in self._children if c.name.startswith("api")]
         workers = [c for c in self._children if c.name.startswith("worker")]
         webhooks = [c for c in self._children if c.name.startswith("webhooks")]
         # Webhook workers last: they deliver what the stopping workers finish.
