@@ -170,8 +170,11 @@ def accounting_row(run: dict[str, Any]) -> str:
     api = {k: v for k, v in by.get("api", {}).items() if k not in ("hello", "ping", "script")}
     worker = {k: v for k, v in by.get("worker-1", {}).items() if k not in ("hello", "ping", "script", "hset", "pexpire", "zadd")}
     lua = by.get("lua (inside scripts)", {})
-    predictions = api.get("evalsha submit", 0)
-    batches = worker.get("evalsha start", 0)
+    # The API sends the submits of concurrent requests in one script call, so count
+    # predictions by their stream entries (one per prediction at these sizes).
+    predictions = lua.get("xadd", 0)
+    # Batches that ended before their start was announced send no start script.
+    batches = max(worker.get("evalsha start", 0), worker.get("evalsha finish", 0))
     inputs = predictions * per_input
     if not predictions or not batches:
         return f"| ({run['for_scenario']}) {run['label']} | - | - | - | - | - | - | - |"

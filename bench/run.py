@@ -344,10 +344,11 @@ def socket_owners(pids: dict[str, int]) -> dict[int, str]:
 
 def run_accounting(timing: Timing, folder: Path) -> dict[str, Any]:
     """Every command Redis runs during a short load, attributed to API, worker or Lua."""
-    from tungstenkit._queue import cancel_script, finish_script, requeue_script, start_script, submit_script
+    from tungstenkit._queue._scripts import script
 
     print("== (accounting) Redis commands per input and per batch", flush=True)
-    scripts = {s.sha[:12]: s.name for s in (submit_script(), start_script(), finish_script(), cancel_script(), requeue_script())}
+    names = ("submit", "start", "finish", "cancel", "requeue", "reclaim")
+    scripts = {s.sha[:12]: s.name for s in (script(name) for name in names)}
     record: dict[str, Any] = {"scenario": "accounting", "runs": []}
     cases = [("b", SCENARIOS["b"].loads[0]), ("c", SCENARIOS["c"].loads[0])] + [("d", spec) for spec in SCENARIOS["d"].loads]
     short = Timing(min(timing.duration_s, 3.0), 0.5, 1)

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 _BACKOFF_START_S = 0.1
 #: How long after a batch began its start is announced (see ``Writer.started``).
 START_DELAY_S = 0.002
+#: How long after a batch ended its results are written when the next batch is waiting.
+ENDED_DELAY_S = 0.001
 #: How long the reader lets the model thread go first after it took a batch.
 ROOM_DELAY_S = 0.001
 _BACKOFF_MAX_S = 5.0
@@ -50,10 +52,12 @@ class _Pending:
     #: Batches begun; what to announce may still be a function (made off the model thread).
     started: list[tuple[int, Any]] = field(default_factory=list)
     results: list[EntryResult] = field(default_factory=list)
+    #: Batches that ended, whose results are still to be worked out (on this thread).
+    ended: list[Callable[[], list[EntryResult]]] = field(default_factory=list)
     finished: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.started or self.results)
+        return bool(self.started or self.results or self.ended)
 
     def starts_to_send(self) -> list[tuple[int, BatchStart]]:
         """A batch that already finished need not be announced as started: nobody could
@@ -89,24 +93,39 @@ class Writer(threading.Thread):
         self._busy = False
         self._halt = threading.Event()
         self._never = threading.Event()
-        self._start_due = 0.0
+        self._due_at = 0.0
+        self._scheduled = False
 
     def started(self, batch_id: int, start: BatchStart | Callable[[], BatchStart]) -> None:
         """A batch began. It is announced a moment later rather than at once: waking
         this thread now would take the GIL from the model thread just as it calls
         ``predict``, and a batch that ends within the delay needs no announcement."""
         with self._cond:
-            first = not self._pending.started
-            if first:
-                self._start_due = time.monotonic() + START_DELAY_S
             self._pending.started.append((batch_id, start))
-            if first:
-                self._cond.notify()  # only to set its timer: nothing is sent yet
+            self._due_within(START_DELAY_S)
 
     def finished(self, batch_id: int) -> None:
         """Every result of the batch has been handed over."""
         with self._cond:
             self._pending.finished.add(batch_id)
+
+    def batch_ended(self, batch_id: int, results: Callable[[], list[EntryResult]], next_waiting: bool) -> None:
+        """A batch ended; ``results()`` works out what its entries became. Called here,
+        off the model thread, so the model starts its next batch sooner; and, when the
+        next batch is already waiting, a moment later, so that this work runs while the
+        model does rather than competing with it for the GIL."""
+        with self._cond:
+            self._pending.ended.append(results)
+            self._pending.finished.add(batch_id)
+            self._due_within(ENDED_DELAY_S if next_waiting else 0.0)
+
+    def _due_within(self, delay_s: float) -> None:
+        """Make the pending work due in ``delay_s`` at the latest (lock held)."""
+        due = time.monotonic() + delay_s
+        if due < self._due_at or not self._scheduled:
+            self._due_at = due
+            self._scheduled = True
+            self._cond.notify()
 
     def results(self, results: Sequence[EntryResult]) -> None:
         if not results:
@@ -131,7 +150,9 @@ class Writer(threading.Thread):
     def _due(self) -> bool:
         """Whether there is something to send now (called with the lock held)."""
         pending = self._pending
-        return bool(pending.results) or (bool(pending.started) and time.monotonic() >= self._start_due)
+        return bool(pending.results) or (
+            bool(pending.started or pending.ended) and time.monotonic() >= self._due_at
+        )
 
     def pending_sids(self) -> set[str]:
         """Entries whose results are handed over but not yet written."""
@@ -159,12 +180,16 @@ class Writer(threading.Thread):
         while True:
             with self._cond:
                 while not self._due() and not self._halt.is_set():
-                    self._cond.wait(None if not self._pending.started else self._start_due - time.monotonic())
+                    self._cond.wait(self._due_at - time.monotonic() if self._scheduled else None)
                 if not self._pending and self._halt.is_set():
                     return
                 work, self._pending = self._pending, _Pending()
+                self._scheduled = False
                 self._busy = True
             work.started = [(batch_id, s() if callable(s) else s) for batch_id, s in work.started]
+            for results_of_batch in work.ended:
+                work.results.extend(results_of_batch())
+            work.ended = []
             starts = work.starts_to_send()
             work.results = [self._finish_serializing(r) for r in work.results]
             try:

@@ -10,7 +10,6 @@ machines.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from tungstenkit._metrics import BATCH_SIZE, MODEL_TIME, PREDICTION_TIME, QUEUE_TIME, MetricDeltas
@@ -27,12 +26,9 @@ class MeteredWriter(Writer):
         super().__init__(*args, **kwargs)
         self._metrics = metrics
 
-    def results(self, results: Sequence[EntryResult]) -> None:
-        for result in results:
-            self._metrics.add(f"inputs:{_OUTCOMES[result.kind]}", result.entry.count)
-        super().results(results)
-
     def written(self, work: _Pending, report: WriteReport) -> None:
+        for result in work.results:
+            self._metrics.add(f"inputs:{_OUTCOMES[result.kind]}", result.entry.count)
         for _, start in work.started:
             for queued in start.queued_ms:
                 if queued:

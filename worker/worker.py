@@ -277,8 +277,9 @@ class Worker:
         record_batch(self._metrics, len(batch), time.perf_counter() - began)
         self.batches_run += 1
         self.inputs_run += len(batch)
-        self._writer.results(self._buffer.record(outcomes))
-        self._writer.finished(batch.batch_id)
+        self._writer.batch_ended(
+            batch.batch_id, functools.partial(self._buffer.record, outcomes), self._buffer.buffered_inputs > 0
+        )
 
     def _announce_start_now(self, batch: Batch) -> None:
         """Record the start before running an entry that was running when a worker died.
