@@ -21,7 +21,7 @@ class InputFailure:
         return f"{self.kind}: input {index}, field {self.field!r}: {self.reason}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is made per input, and frozen init is slow
 class InputOutcome:
     #: The output as a JSON object string (None when the input failed or is not
     #: serialised yet).
