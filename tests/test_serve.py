@@ -147,6 +147,9 @@ def test_several_api_processes_share_the_port(serve: ServerFactory) -> None:
     server = serve(MODELS / "recorder", "--api-processes", "3")
     apis = [pid for pid in _descendants(server.process.pid) if b"_api" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(apis) == 3
+    # /health answered by any one API process proves nothing about the others: wait until
+    # all three have started, by which time each has printed whatever it prints at start.
+    wait_for(lambda: server.log().count("Application startup complete") == 3, what="three API processes started")
     assert server.log().count("Uvicorn running on") == 1
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: server.predict([{"x": i}]), range(40)))

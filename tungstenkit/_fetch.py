@@ -260,19 +260,26 @@ def fetch(url: str, policy: FetchPolicy) -> Download:
 def _get(
     target: Target, addresses: Iterable[IPAddress], policy: FetchPolicy, deadline: float, url: str
 ) -> tuple[int, str | None, Download | None]:
+    connection = _connect(target, addresses, policy)
+    try:
+        return _exchange(connection, target, policy, deadline, url)
+    finally:
+        connection.close()
+
+
+def _connect(target: Target, addresses: Iterable[IPAddress], policy: FetchPolicy) -> http.client.HTTPConnection:
+    """A connection pinned to the first of the checked ``addresses`` that accepts one."""
     last_error: OSError | None = None
     for address in addresses:
         kind = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
         connection = kind(target, address, policy)
         try:
-            try:
-                connection.connect()
-            except OSError as exc:
-                last_error = exc
-                continue
-            return _exchange(connection, target, policy, deadline, url)
-        finally:
+            connection.connect()
+        except OSError as exc:
             connection.close()
+            last_error = exc
+            continue
+        return connection
     raise FetchError(f"cannot connect to {target.host}:{target.port}: {_describe(last_error)}")
 
 
@@ -338,20 +345,11 @@ def post(url: str, body: bytes, headers: Mapping[str, str], policy: FetchPolicy)
     """
     deadline = time.monotonic() + policy.total_timeout_s
     target = parse_url(url, policy.allowlist)
-    last_error: OSError | None = None
-    for address in resolve(target, policy.allowlist):
-        kind = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
-        connection = kind(target, address, policy)
-        try:
-            try:
-                connection.connect()
-            except OSError as exc:
-                last_error = exc
-                continue
-            return _post_exchange(connection, target, body, headers, policy, deadline)
-        finally:
-            connection.close()
-    raise FetchError(f"cannot connect to {target.host}:{target.port}: {_describe(last_error)}")
+    connection = _connect(target, resolve(target, policy.allowlist), policy)
+    try:
+        return _post_exchange(connection, target, body, headers, policy, deadline)
+    finally:
+        connection.close()
 
 
 def _post_exchange(
