@@ -95,7 +95,7 @@ def build(ctx: click.Context, directory: Path, reference: str | None, module: st
 @cli.command()
 @model_options
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # all interfaces, as the seed serves
 @click.option("--workers", type=click.IntRange(min=0), help="Worker processes (0: API only) [1].")
 @click.option("--gpus", help="GPUs to run workers on, e.g. 0,1 (each worker sees one: CUDA_VISIBLE_DEVICES).")
 @click.option(
@@ -128,7 +128,8 @@ def serve(
 ) -> None:
     """Serve MODEL (NAME:TAG, NAME, a path, or the latest built) over REST."""
     from tungstenkit._logging import configure_logging
-    from tungstenkit._supervisor import ServeOptions, serve as run_serve
+    from tungstenkit._supervisor import ServeOptions
+    from tungstenkit._supervisor import serve as run_serve
 
     settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     configure_logging(log_level, "serve", settings.log_format)
@@ -189,7 +190,7 @@ def worker(
 
 @cli.command("_api", hidden=True)
 @model_options
-@click.option("--host", default="0.0.0.0")  # noqa: S104
+@click.option("--host", default="0.0.0.0")
 @click.option("--port", type=int, default=3000)
 @click.option("--ready-fd", type=int)
 @click.option("--reuse-port", is_flag=True)

@@ -54,8 +54,10 @@ def render(definition: ModelDefinition, metadata: dict[str, Any]) -> str:
     lines += list(config.dockerfile_commands)
     lines += [
         "EXPOSE 3000",
-        f'LABEL tungsten.model="{metadata["name"]}:{metadata["tag"]}" device="{"gpu" if config.gpu else "cpu"}" '
-        f'gpu_mem_gb="{config.gpu_mem_gb}"',
+        (
+            f'LABEL tungsten.model="{metadata["name"]}:{metadata["tag"]}" device="{"gpu" if config.gpu else "cpu"}" '
+            f'gpu_mem_gb="{config.gpu_mem_gb}"'
+        ),
         'ENTRYPOINT ["tungsten"]',
         "CMD " + json.dumps(["serve", "/model", "-m", metadata["module"], "-c", metadata["class_name"], "-p", "3000"]),
     ]

@@ -452,7 +452,7 @@ class Image(File):
         self._size: tuple[int, int] | None = None
 
     @classmethod
-    def from_pil_image(cls, image: PILImage, format: str | None = None) -> Self:  # noqa: A002 - Pillow's name
+    def from_pil_image(cls, image: PILImage, format: str | None = None) -> Self:  # Pillow's name
         """An image holding ``image`` encoded as ``format`` (its own format, else PNG)."""
         fmt = (format or image.format or "PNG").upper()
         buffer = io.BytesIO()

@@ -40,7 +40,7 @@ class BaseIO(pydantic.BaseModel):
             cls.model_rebuild(force=True)
 
 
-def Field(  # noqa: N802 - mirrors Tungstenkit's public name
+def Field(  # Tungstenkit's public name
     *,
     description: str | None = None,
     choices: Sequence[Any] | None = None,
@@ -53,7 +53,7 @@ def Field(  # noqa: N802 - mirrors Tungstenkit's public name
     return _field(..., description, choices, ge, le, min_length, max_length)
 
 
-def Option(  # noqa: N802 - mirrors Tungstenkit's public name
+def Option(  # Tungstenkit's public name
     default: Any,
     *,
     description: str | None = None,

@@ -6,7 +6,7 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from tungstenkit._errors import ModelDefinitionError
 from tungstenkit._files import File
@@ -82,7 +82,7 @@ class ModelDefinition:
 def define_model(
     maybe_cls: type | None = None,
     *,
-    input: type[BaseIO],  # noqa: A002 - Tungstenkit's public parameter name
+    input: type[BaseIO],  # Tungstenkit's public parameter name
     output: type[BaseIO],
     demo_output: type[BaseIO] | None = None,
     batch_size: int = 1,

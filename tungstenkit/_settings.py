@@ -33,7 +33,7 @@ class Settings:
     """
 
     #: Local model store and embedded Redis data (``$TUNGSTEN_HOME``).
-    home: Path = Path("~/.tungsten").expanduser()
+    home: Path = dataclasses.field(default_factory=lambda: Path("~/.tungsten").expanduser())
     #: Redis to use; None means ``tungsten serve`` starts its own.
     redis_url: str | None = None
     #: Key prefix separating models that share one Redis; default: the model's name.
@@ -138,7 +138,8 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        kept = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **kept)  # type: ignore[arg-type]  # callers pass each field its own type
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""

@@ -65,7 +65,8 @@ class Child:
     _ready_pipe: int | None = None
 
     def start(self) -> None:
-        argv, pass_fds = list(self.argv), ()
+        argv = list(self.argv)
+        pass_fds: tuple[int, ...] = ()
         self._close_pipe()
         self.ready = False
         if self.reports_ready:
@@ -129,7 +130,7 @@ class Child:
 
 @dataclass
 class ServeOptions:
-    host: str = "0.0.0.0"  # noqa: S104 - the seed serves on all interfaces
+    host: str = "0.0.0.0"  # the seed serves on all interfaces
     port: int = 3000
     workers: int = 1
     #: API processes sharing the port (the kernel spreads connections over them).

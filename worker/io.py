@@ -140,7 +140,7 @@ class Writer(threading.Thread):
             return result
         try:
             outcomes = [o if isinstance(o, str) else self._serialize(o) for o in result.outputs]
-        except Exception as exc:  # noqa: BLE001 - a bad output fails its prediction, not the worker
+        except Exception as exc:  # a bad output fails its prediction, not the worker
             logger.exception("Serialising outputs of prediction %s failed", result.entry.prediction_id)
             return replace(result, kind=EntryResult.ERROR, payload=f"InvalidOutput: {exc}", outputs=())
         payload = ",".join(o if isinstance(o, str) else (o.output or "") for o in outcomes)

@@ -305,7 +305,7 @@ class Worker:
                 "Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc), extra=_batch_context(batch)
             )
             return Outcome.of_batch(batch, None, describe_exception(exc))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the model raises fails its batch, not the worker
             error = self._describe_failure(batch, exc)
         try:
             return self._isolate(batch, error)
@@ -327,7 +327,7 @@ class Worker:
                 tries.append((self._runner.predict(batch.batch_id, half.inputs), None))
             except PredictionInterrupted:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - as above, for each half
                 tries.append((None, self._describe_failure(half, exc)))
         if all(failure == error for _, failure in tries):
             return Outcome.of_batch(batch, None, error)

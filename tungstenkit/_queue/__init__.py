@@ -37,7 +37,6 @@ State changes are Lua scripts (``lua/``), so processes on many machines never ra
 """
 
 from tungstenkit._queue._api import AsyncPredictionQueue
-from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
 from tungstenkit._queue._keys import (
     CONNECTION_ERRORS,
     GROUP,
@@ -47,6 +46,7 @@ from tungstenkit._queue._keys import (
     now_iso,
     redacted,
 )
+from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
 from tungstenkit._queue._records import (
     FILE_TTL_FACTOR,
     BatchStart,

@@ -17,7 +17,7 @@ class Script:
 
     @property
     def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        return hashlib.sha1(self.source.encode()).hexdigest()  # Redis names scripts by SHA-1
 
 
 @cache

@@ -23,6 +23,7 @@ from tungstenkit._queue._records import (
 )
 from tungstenkit._queue._scripts import Script, script
 
+
 @dataclass(frozen=True)
 class WriteReport:
     """What a write found: per started batch, the predictions that had already ended
