@@ -19,12 +19,13 @@ only the identity encoding is accepted (no gzip bombs).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -286,7 +287,7 @@ def _connect(target: Target, addresses: Iterable[IPAddress], policy: FetchPolicy
 def _exchange(
     connection: http.client.HTTPConnection, target: Target, policy: FetchPolicy, deadline: float, url: str
 ) -> tuple[int, str | None, Download | None]:
-    try:
+    with _exchange_errors(target, policy):
         connection.request(
             "GET", target.path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"}
         )
@@ -295,6 +296,13 @@ def _exchange(
             return _read_response(response, target, policy, deadline, url)
         finally:
             response.close()
+
+
+@contextlib.contextmanager
+def _exchange_errors(target: Target, policy: FetchPolicy) -> Iterator[None]:
+    """Network failures during a request and its answer, as ``FetchError``s that say which."""
+    try:
+        yield
     except TimeoutError:
         raise FetchError(f"no answer from {target.host} within {policy.read_timeout_s:g}s") from None
     except ssl.SSLError as exc:
@@ -361,7 +369,7 @@ def _post_exchange(
     deadline: float,
 ) -> int:
     sent = {"User-Agent": USER_AGENT, "Content-Type": "application/json", "Accept-Encoding": "identity", **headers}
-    try:
+    with _exchange_errors(target, policy):
         connection.request("POST", target.path, body=body, headers=sent)
         response = connection.getresponse()
         try:
@@ -374,12 +382,6 @@ def _post_exchange(
             return response.status
         finally:
             response.close()
-    except TimeoutError:
-        raise FetchError(f"no answer from {target.host} within {policy.read_timeout_s:g}s") from None
-    except ssl.SSLError as exc:
-        raise FetchError(f"TLS with {target.host} failed: {exc.reason or exc}") from None
-    except (http.client.HTTPException, OSError) as exc:
-        raise FetchError(f"the connection to {target.host} failed: {_describe(exc)}") from None
 
 
 def _describe(exc: BaseException | None) -> str:
