@@ -7,13 +7,15 @@ ENV PYTHONUNBUFFERED=1 \
     TUNGSTEN_HOME=/var/lib/tungsten
 
 WORKDIR /opt/tungsten
-# Dependencies first, so editing the code does not reinstall torch.
+# torch in a layer of its own, before the code, so that editing the code does not download
+# it again. From PyPI on x86_64 Linux it is the CUDA build: what a GPU worker needs. The pin
+# is the one of the `examples` extra in pyproject.toml (a test keeps the two equal).
+RUN pip install torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY tungstenkit/ tungstenkit/
 COPY app/ app/
 COPY worker/ worker/
 COPY cli/ cli/
-# torch==2.13.0 from PyPI is the CUDA build on x86_64 Linux: what a GPU worker needs.
 RUN pip install ".[examples]"
 COPY examples/ examples/
 

@@ -71,6 +71,8 @@ def test_the_dockerfile_installs_the_package_and_serves_on_3000() -> None:
     assert 'ENTRYPOINT ["tungsten"]' in dockerfile and "EXPOSE 3000" in dockerfile
     for package in ("tungstenkit", "app", "worker", "cli", "examples"):
         assert f"COPY {package}/ {package}/" in dockerfile
+    examples_torch = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert examples_torch is not None and f"RUN pip install {examples_torch.group(1)}\n" in dockerfile
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     assert cmd is not None
     _check_tungsten_command(yaml.safe_load(cmd.group(1)))
