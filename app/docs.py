@@ -12,7 +12,7 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.errors import NotFound
+from tungstenkit.app.error_responses import NotFound
 
 _ASSETS = {"docs.js": "text/javascript", "docs.css": "text/css"}
 _HEADERS = {
@@ -25,7 +25,7 @@ _HEADERS = {
 
 @cache
 def _read(name: str) -> bytes:
-    return (resources.files("app") / "static" / name).read_bytes()
+    return (resources.files("tungstenkit.app") / "static" / name).read_bytes()
 
 
 async def docs_page(request: Request) -> Response:

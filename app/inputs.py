@@ -8,11 +8,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 
-from app.errors import InvalidInput, MalformedBody, PayloadTooLarge
+from tungstenkit._base_io import BaseIO, batch_group_key, option_names
 from tungstenkit._files import DEFER_DECODING, FILE_POLICY, FilePolicy
-from tungstenkit._io import BaseIO, batch_group_key, option_names
 from tungstenkit._media import configure_pillow
 from tungstenkit._model import has_file_fields
+from tungstenkit.app.error_responses import InvalidInput, MalformedBody, PayloadTooLarge
 
 #: Validation error types that mean "too many bytes", answered with 413 rather than 422.
 _TOO_LARGE = frozenset({"file_too_large"})

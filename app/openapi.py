@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from tungstenkit import __version__
 from tungstenkit._model import ModelDefinition
 from tungstenkit._settings import Settings
-from tungstenkit._webhooks import DELIVERY_HEADER, EVENT_HEADER, EVENTS, MAX_URL_LENGTH, SIGNATURE_HEADER
+from tungstenkit._webhook_protocol import DELIVERY_HEADER, EVENT_HEADER, EVENTS, MAX_URL_LENGTH, SIGNATURE_HEADER
 
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"

@@ -12,19 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.errors import Draining, InvalidInput, NotFound, SyncTimeout
-from app.files import get_file
-from app.inputs import InputParser, read_body
-from app.metrics import worker_view
-from app.waiters import CompletionWaiter
-from tungstenkit._errors import RedisUnavailable
 from tungstenkit._fetch import Allowlist
 from tungstenkit._queue import AsyncPredictionQueue, Fetched, split_into_chunks
 from tungstenkit._settings import Settings
-from tungstenkit._webhooks import WebhookRequest
+from tungstenkit._webhook_protocol import WebhookRequest
+from tungstenkit.app.error_responses import Draining, InvalidInput, NotFound, SyncTimeout
+from tungstenkit.app.health import health
+from tungstenkit.app.inputs import InputParser, read_body
+from tungstenkit.app.served_files import get_file
+from tungstenkit.app.waiters import CompletionWaiter
 
 _ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-_READY_STATES = frozenset({"ready", "busy"})
 #: How often a waiting request re-reads its prediction in case an announcement was missed.
 _RECHECK_S = 2.0
 
@@ -169,28 +167,6 @@ async def predict_sync(request: Request) -> Response:
 
 async def metadata(request: Request) -> Response:
     return JSONResponse(_context(request).metadata)
-
-
-async def health(request: Request) -> Response:
-    context = _context(request)
-    try:
-        await context.queue.ping()
-        workers = await context.queue.workers()
-        queued = await context.queue.queued_inputs()
-    except RedisUnavailable:
-        return JSONResponse({"status": "unavailable", "redis": "unreachable", "workers": []}, status_code=503)
-    ready = [w for w in workers if w.fields.get("state") in _READY_STATES]
-    status = "draining" if context.draining else "ok" if ready else "no_ready_workers"
-    return JSONResponse(
-        {
-            "status": status,
-            "redis": "ok",
-            "queued_inputs": queued,
-            "ready_workers": len(ready),
-            "workers": [worker_view(w) for w in workers],
-        },
-        status_code=200 if status == "ok" else 503,
-    )
 
 
 ROUTES = [

@@ -12,18 +12,18 @@ import redis.asyncio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app.docs import docs_asset, docs_page
-from app.errors import EXCEPTION_HANDLERS
-from app.inputs import InputParser
-from app.metrics import metrics
-from app.openapi import build_openapi, openapi
-from app.routes import ROUTES, ServingContext
-from app.waiters import CompletionWaiter
 from tungstenkit._fetch import Allowlist
 from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys
 from tungstenkit._settings import Settings
+from tungstenkit.app.docs import docs_asset, docs_page
+from tungstenkit.app.error_responses import EXCEPTION_HANDLERS
+from tungstenkit.app.inputs import InputParser
+from tungstenkit.app.openapi import build_openapi, openapi
+from tungstenkit.app.prometheus import metrics
+from tungstenkit.app.routes import ROUTES, ServingContext
+from tungstenkit.app.waiters import CompletionWaiter
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ def gpu_name() -> str:
 def start_api_only(python: str, model: Path, redis_url: str, folder: Path, batch: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = folder / f"api-only-{port}.log"
-    command = [python, "-m", "cli", "serve", str(model), "-p", str(port), "--host", "127.0.0.1", "--workers", "0",
+    command = [python, "-m", "tungstenkit.cli", "serve", str(model), "-p", str(port), "--host", "127.0.0.1", "--workers", "0",
                "--redis-url", redis_url, "--namespace", "bench", "--log-level", "warning", "--batch-size", str(batch)]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,

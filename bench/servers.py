@@ -184,7 +184,7 @@ class OurServer:
     def start(self, timeout: float = 120) -> OurServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.redis.start()
-        command = [self.python, "-m", "cli", "serve", str(self.model), "-p", str(self.port), "--host", "127.0.0.1",
+        command = [self.python, "-m", "tungstenkit.cli", "serve", str(self.model), "-p", str(self.port), "--host", "127.0.0.1",
                    "--workers", str(self.workers), "--redis-url", self.redis.url, "--namespace", "bench",
                    "--log-level", "warning"]
         if self.batch_size:
@@ -206,7 +206,7 @@ class OurServer:
         for _ in range(self.api_procs - 1):
             port = free_port()
             log = self.folder / f"ours-api-{port}.log"
-            extra = [self.python, "-m", "cli", "serve", str(self.model), "-p", str(port), "--host", "127.0.0.1",
+            extra = [self.python, "-m", "tungstenkit.cli", "serve", str(self.model), "-p", str(port), "--host", "127.0.0.1",
                      "--workers", "0", "--redis-url", self.redis.url, "--namespace", "bench", "--log-level", "warning"]
             if self.batch_size:
                 extra += ["--batch-size", str(self.batch_size)]

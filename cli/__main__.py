@@ -1,3 +1,3 @@
-from cli.main import main
+from tungstenkit.cli.commands import main
 
 main()

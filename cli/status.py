@@ -10,7 +10,7 @@ import click
 import redis
 
 from tungstenkit._errors import RedisUnavailable, TungstenError
-from tungstenkit._metrics import PREDICTION_OUTCOMES
+from tungstenkit._measurements import PREDICTION_OUTCOMES
 from tungstenkit._queue import (
     CONNECTION_ERRORS,
     Keys,

@@ -39,7 +39,7 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
 def tungsten(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the `tungsten` CLI to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "tungstenkit.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -144,7 +144,7 @@ class ServerFactory:
     ) -> Server:
         self._count += 1
         port = free_port()
-        command = [sys.executable, "-m", "cli", "serve", *([str(model)] if model is not None else [])]
+        command = [sys.executable, "-m", "tungstenkit.cli", "serve", *([str(model)] if model is not None else [])]
         command += ["-p", str(port), "--host", "127.0.0.1"]
         if workers is not None:
             command += ["--workers", str(workers)]

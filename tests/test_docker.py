@@ -12,7 +12,7 @@ import click
 import pytest
 import yaml
 
-from cli.main import cli
+from tungstenkit.cli.commands import cli
 from tests.support import ROOT
 
 

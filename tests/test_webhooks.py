@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import MODELS, ROOT, Server, ServerFactory, tungsten, wait_for
 from tests.webhooksupport import Receiver, webhook_receiver
-from tungstenkit._webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify_signature
+from tungstenkit._webhook_protocol import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify_signature
 
 SECRET = "test-webhook-secret"
 ENV = {

@@ -3,8 +3,8 @@
 This import stays light: it pulls in pydantic, never starlette, uvicorn, redis or torch.
 """
 
+from tungstenkit._base_io import BaseIO, Field, Option
 from tungstenkit._files import Audio, Binary, Image, Video
-from tungstenkit._io import BaseIO, Field, Option
 from tungstenkit._masked_image import MaskedImage
 from tungstenkit._model import define_model
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from tungstenkit._errors import TungstenError
@@ -20,6 +21,7 @@ def engine_available() -> bool:
 
 
 def build_image(context: Path, tag: str) -> None:
-    result = subprocess.run(["docker", "build", "-t", tag, str(context)], check=False)
+    # Docker's log goes to stderr: stdout carries only what scripts read (NAME:TAG).
+    result = subprocess.run(["docker", "build", "-t", tag, str(context)], stdout=sys.stderr, check=False)
     if result.returncode != 0:
         raise TungstenError(f"docker build of {tag} failed (exit code {result.returncode})")

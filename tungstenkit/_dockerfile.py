@@ -1,22 +1,18 @@
 """The Dockerfile that ``tungsten build`` writes beside a stored model.
 
 The build context is the stored model's folder: ``files/`` (the model snapshot) and
-``runtime/`` (this package's source, installed into the image).
+``runtime/`` (a wheel of the running ``tungstenkit``, installed into the image).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 from tungstenkit._model import ModelDefinition
-
-_PACKAGES = ("tungstenkit", "app", "worker", "cli")
-
+from tungstenkit._runtime_wheel import write_runtime_wheel
 
 
 def base_image(definition: ModelDefinition) -> str:
@@ -42,7 +38,7 @@ def render(definition: ModelDefinition, metadata: dict[str, Any]) -> str:
             f"{packages} && rm -rf /var/lib/apt/lists/*"
         )
     lines.append("COPY runtime/ /opt/tungstenkit/")
-    install = ["pip install /opt/tungstenkit"]
+    install = ["pip install /opt/tungstenkit/*.whl"]
     if config.python_packages and not config.base_image:
         extra_index = ""
         if config.gpu and config.cuda_version:
@@ -65,42 +61,6 @@ def render(definition: ModelDefinition, metadata: dict[str, Any]) -> str:
 
 
 def write_build_context(definition: ModelDefinition, folder: Path, metadata: dict[str, Any]) -> None:
-    """Write the Dockerfile and the runtime source it installs into ``folder``."""
-    runtime = folder / "runtime"
-    source_root = Path(__file__).resolve().parent.parent
-    for package in _PACKAGES:
-        shutil.copytree(
-            source_root / package, runtime / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
-    (runtime / "pyproject.toml").write_text(_runtime_pyproject())
+    """Write the Dockerfile and the wheel of this package that it installs into ``folder``."""
+    write_runtime_wheel(folder / "runtime")
     (folder / "Dockerfile").write_text(render(definition, metadata))
-
-
-def _runtime_pyproject() -> str:
-    try:
-        version = importlib_metadata.version("tungstenkit")
-        requires = [r for r in importlib_metadata.requires("tungstenkit") or [] if "extra ==" not in r]
-    except importlib_metadata.PackageNotFoundError:
-        version, requires = "0.0.0", []
-    dependencies = ",\n  ".join(json.dumps(r) for r in [*requires])
-    return f"""[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "tungstenkit"
-version = "{version}"
-requires-python = ">=3.10"
-dependencies = [
-  {dependencies}
-]
-
-[project.scripts]
-tungsten = "cli.main:main"
-
-[tool.setuptools.packages.find]
-include = ["tungstenkit*", "app*", "worker*", "cli*"]
-
-[tool.setuptools.package-data]
-tungstenkit = ["_queue/lua/*.lua"]
-"""

@@ -8,9 +8,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
+from tungstenkit._base_io import BaseIO, option_names
 from tungstenkit._errors import ModelDefinitionError
 from tungstenkit._files import File
-from tungstenkit._io import BaseIO, option_names
 from tungstenkit._masked_image import MaskedImage
 
 T = TypeVar("T", bound=type)

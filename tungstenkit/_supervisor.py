@@ -28,7 +28,7 @@ from tungstenkit._store import ModelSource
 
 logger = logging.getLogger(__name__)
 
-#: Worker exit codes meaning the model itself cannot start (see ``worker.worker``).
+#: Worker exit codes meaning the model itself cannot start (see ``tungstenkit.worker.model_worker``).
 _EXIT_LOAD_FAILED = 3
 _FATAL_WORKER_EXITS = {_EXIT_LOAD_FAILED: "could not load the model", 4: "setup() failed", 5: "could not reach Redis"}
 #: A child that ran this long before exiting starts again without delay.
@@ -196,7 +196,7 @@ class Supervisor:
         return args
 
     def _api_child(self, redis_url: str, index: int) -> Child:
-        argv = [sys.executable, "-m", "cli", "_api", *self._model_args(), "--host", self.options.host]
+        argv = [sys.executable, "-m", "tungstenkit.cli", "_api", *self._model_args(), "--host", self.options.host]
         argv += ["--port", str(self.options.port)]
         if self.options.api_processes > 1:
             # Several processes listen on the port; the first says where.
@@ -205,7 +205,7 @@ class Supervisor:
         return Child(name, argv, self._child_env(redis_url), reports_ready=True)
 
     def _worker_child(self, redis_url: str, index: int) -> Child:
-        argv = [sys.executable, "-m", "cli", "worker", *self._model_args()]
+        argv = [sys.executable, "-m", "tungstenkit.cli", "worker", *self._model_args()]
         env = self._child_env(redis_url)
         if self.options.gpus:
             # Workers take the GPUs in turn: with --workers-per-gpu 2, two share each.
@@ -213,7 +213,7 @@ class Supervisor:
         return Child(f"worker-{index + 1}", argv, env, reports_ready=True)
 
     def _webhook_child(self, redis_url: str, index: int) -> Child:
-        argv = [sys.executable, "-m", "cli", "_webhooks", "--namespace", self.options.namespace]
+        argv = [sys.executable, "-m", "tungstenkit.cli", "_webhooks", "--namespace", self.options.namespace]
         argv += ["--log-level", self.options.log_level]
         return Child(f"webhooks-{index + 1}", argv, self._child_env(redis_url))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile, sid_ms
-from worker.outcome import InputOutcome, as_outcome
+from tungstenkit.worker.input_outcome import InputOutcome, as_outcome
 
 
 @dataclass(eq=False)
@@ -115,7 +115,7 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class SliceOutcome:
     """What one slice of a batch produced: its outputs, or an error message."""
 
     slice: Slice
@@ -124,7 +124,7 @@ class Outcome:
     error: str | None = None
 
     @classmethod
-    def of_batch(cls, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None) -> list[Outcome]:
+    def of_batch(cls, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None) -> list[SliceOutcome]:
         outcomes = []
         position = 0
         for s in batch.slices:
@@ -229,9 +229,9 @@ class BatchBuffer:
         self, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None
     ) -> list[EntryResult]:
         """Record a whole batch's outcome; see ``record``."""
-        return self.record(Outcome.of_batch(batch, outputs, error))
+        return self.record(SliceOutcome.of_batch(batch, outputs, error))
 
-    def record(self, outcomes: Sequence[Outcome]) -> list[EntryResult]:
+    def record(self, outcomes: Sequence[SliceOutcome]) -> list[EntryResult]:
         """Record what slices produced; returns the results of entries now complete.
 
         An error ends every entry it touched: their predictions fail, so their

@@ -14,7 +14,7 @@ from tungstenkit._errors import InvalidOutput, TungstenError
 from tungstenkit._files import ALLOW_LOCAL_FILES, FILE_POLICY, File, FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._settings import Settings
-from worker.runner import ModelRunner, describe_exception
+from tungstenkit.worker.runner import ModelRunner, describe_exception
 
 
 def parse_assignments(assignments: tuple[str, ...]) -> dict[str, Any]:

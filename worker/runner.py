@@ -28,8 +28,8 @@ from tungstenkit._media import configure_pillow
 from tungstenkit._model import ModelDefinition, has_file_fields, mentions_files
 from tungstenkit._prepare import FileFailure, prepare_inputs
 from tungstenkit._settings import Settings
-from worker.outcome import InputFailure, InputOutcome
-from worker.outputs import OutputFileSink
+from tungstenkit.worker.input_outcome import InputFailure, InputOutcome
+from tungstenkit.worker.outputs import OutputFileSink
 
 logger = logging.getLogger(__name__)
 

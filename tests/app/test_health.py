@@ -15,7 +15,7 @@ from tests.support import MODELS, ROOT, ServerFactory, wait_for
 def _worker(redis_url: str, namespace: str, log: Path, home: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", str(MODELS / "recorder"), "--redis-url", redis_url,
+            [sys.executable, "-m", "tungstenkit.cli", "worker", str(MODELS / "recorder"), "--redis-url", redis_url,
              "--namespace", namespace],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TUNGSTEN_HOME": str(home)},
         )
@@ -35,10 +35,13 @@ def test_health_turns_503_when_the_last_worker_dies_and_200_when_one_is_back(
         body = server.client.get("/health").json()
         assert body["status"] == "ok" and body["ready_workers"] == 1
         (worker,) = body["workers"]
-        assert int(worker["pid"]) == first.pid
-        for field in ("host", "model", "state", "heartbeat_at", "current_batch", "batch_size"):
+        assert worker["pid"] == first.pid
+        for field in ("host", "model", "state", "heartbeat_at"):
             assert worker[field], field
         assert worker["model"] == "recorder" and worker["state"] == "ready"
+        # Numbers are JSON numbers, not the strings Redis keeps.
+        assert worker["batch_size"] == 4 and worker["current_batch"] == 0
+        assert isinstance(worker["inputs_per_s"], float) and isinstance(worker["heartbeat_unix"], float)
 
         first.send_signal(signal.SIGKILL)
         first.wait(30)
@@ -49,7 +52,7 @@ def test_health_turns_503_when_the_last_worker_dies_and_200_when_one_is_back(
         try:
             wait_for(lambda: server.client.get("/health").status_code == 200, 60, what="200 with the new worker")
             (worker,) = server.client.get("/health").json()["workers"]
-            assert int(worker["pid"]) == second.pid
+            assert worker["pid"] == second.pid
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from app.openapi import build_openapi
-from app.routes import ROUTES
-from app.server import OPERATIONS_ROUTES
+from tungstenkit.app.openapi import build_openapi
+from tungstenkit.app.routes import ROUTES
+from tungstenkit.app.server import OPERATIONS_ROUTES
 from tests.support import EXAMPLES, MODELS, Server, ServerFactory
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.waiters import CompletionWaiter
+from tungstenkit.app.waiters import CompletionWaiter
 
 
 def _waiter(ttl: float = 60) -> CompletionWaiter:

@@ -66,7 +66,7 @@ def test_watch_refreshes_until_stopped(serve: ServerFactory, redis_url: str) -> 
 
     # Without --count it runs until interrupted, and Ctrl+C ends it cleanly.
     with subprocess.Popen(
-        [sys.executable, "-m", "cli", "status", "--redis-url", redis_url, "--namespace", namespace, "-w", "-n", "0.2"],
+        [sys.executable, "-m", "tungstenkit.cli", "status", "--redis-url", redis_url, "--namespace", namespace, "-w", "-n", "0.2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
     ) as process:
         try:

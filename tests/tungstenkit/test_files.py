@@ -21,7 +21,7 @@ from tungstenkit._files import (
     sniff_mime_type,
 )
 from tungstenkit._prepare import prepare_inputs
-from worker.outputs import OutputFileSink
+from tungstenkit.worker.outputs import OutputFileSink
 
 
 class Input(BaseIO):

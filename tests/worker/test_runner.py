@@ -17,7 +17,7 @@ from tests.support import MODELS, wait_for
 from tungstenkit._errors import PredictionCanceled, PredictionTimeout
 from tungstenkit._loader import load_model
 from tungstenkit._settings import Settings
-from worker.runner import ModelRunner
+from tungstenkit.worker.runner import ModelRunner
 
 
 @pytest.fixture

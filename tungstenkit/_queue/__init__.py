@@ -20,7 +20,7 @@ group::
                                  counting crashes if it dies)
     tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
                                  output file served as ``GET /files/<name>``
-    tungsten:{ns}:metrics        hash: counters and histograms (``tungstenkit._metrics``)
+    tungsten:{ns}:metrics        hash: counters and histograms (``tungstenkit._measurements``)
     tungsten:{ns}:webhooks       list: "<id> <event>" for each webhook event that happened;
                                  a prediction that asked for one has hash fields webhook
                                  (URL) and webhook_events, and its entries a field w
@@ -36,7 +36,6 @@ needs. Values are JSON or plain strings: nothing read from Redis is ever unpickl
 State changes are Lua scripts (``lua/``), so processes on many machines never race.
 """
 
-from tungstenkit._queue._api import AsyncPredictionQueue
 from tungstenkit._queue._keys import (
     CONNECTION_ERRORS,
     GROUP,
@@ -47,6 +46,7 @@ from tungstenkit._queue._keys import (
     redacted,
 )
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
+from tungstenkit._queue._prediction_queue import AsyncPredictionQueue
 from tungstenkit._queue._records import (
     FILE_TTL_FACTOR,
     BatchStart,
@@ -62,8 +62,8 @@ from tungstenkit._queue._records import (
     sid_ms,
     split_into_chunks,
 )
-from tungstenkit._queue._webhooks import WebhookEvent, WebhookQueue
-from tungstenkit._queue._worker import WorkerQueue, WriteReport
+from tungstenkit._queue._webhook_events import WebhookEvent, WebhookQueue
+from tungstenkit._queue._worker_queue import WorkerQueue, WriteReport
 
 __all__ = [
     "CONNECTION_ERRORS",

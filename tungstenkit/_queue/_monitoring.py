@@ -22,7 +22,7 @@ class Snapshot:
     """One namespace's state as monitoring shows it."""
 
     queued_inputs: int
-    #: The metrics hash (``tungstenkit._metrics`` names its fields).
+    #: The metrics hash (``tungstenkit._measurements`` names its fields).
     metrics: dict[str, float]
     workers: list[WorkerInfo]
     #: Webhook events not yet handed to RQ.

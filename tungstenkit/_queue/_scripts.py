@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from tungstenkit._metrics import lua_prelude
+from tungstenkit._measurements import lua_prelude
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from types import FrameType
 
 import uvicorn
 
-from app.server import create_app
 from tungstenkit._logging import configure_logging
 from tungstenkit._process import announce_ready
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource
+from tungstenkit.app.server import create_app
 
 logger = logging.getLogger(__name__)
 

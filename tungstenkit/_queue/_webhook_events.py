@@ -96,5 +96,5 @@ class WebhookQueue:
         return value.decode()
 
     def count(self, outcome: str) -> None:
-        """Count a delivery attempt's outcome (``tungstenkit._metrics.WEBHOOK_OUTCOMES``)."""
+        """Count a delivery attempt's outcome (``tungstenkit._measurements.WEBHOOK_OUTCOMES``)."""
         self._redis.hincrby(self.keys.metrics, f"webhooks:{outcome}", 1)

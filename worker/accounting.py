@@ -1,7 +1,7 @@
 """What a worker counts for ``/metrics``: inputs and predictions by outcome, batch sizes,
 model time, time in queue, end-to-end latency.
 
-Counted in memory and added to Redis by the heartbeat (see ``worker.io.Heartbeat``): no
+Counted in memory and added to Redis by the heartbeat (see ``tungstenkit.worker.redis_threads.Heartbeat``): no
 Redis command on the hot path. Times use the stream entries' ids (Redis's clock) against
 this machine's clock, so they are exact on one machine and off by the clocks' skew across
 machines.
@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tungstenkit._metrics import BATCH_SIZE, MODEL_TIME, PREDICTION_TIME, QUEUE_TIME, MetricDeltas
+from tungstenkit._measurements import BATCH_SIZE, MODEL_TIME, PREDICTION_TIME, QUEUE_TIME, MetricDeltas
 from tungstenkit._queue import EntryResult, WriteReport, sid_ms
-from worker.io import Writer, _Pending
+from tungstenkit.worker.redis_threads import Writer, _Pending
 
 _OUTCOMES = {EntryResult.OUTPUTS: "success", EntryResult.ERROR: "failed", EntryResult.DROPPED: "dropped"}
 

@@ -17,34 +17,19 @@ from typing import Any
 
 import redis
 
-from tungstenkit._metrics import MetricDeltas
+from tungstenkit._backoff import Backoff
+from tungstenkit._measurements import MetricDeltas
 from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, EntryResult, WorkerQueue, WriteReport
-from worker.outcome import InputOutcome
+from tungstenkit.worker.input_outcome import InputOutcome
 
 logger = logging.getLogger(__name__)
 
-_BACKOFF_START_S = 0.1
 #: How long after a batch began its start is announced (see ``Writer.started``).
 START_DELAY_S = 0.002
 #: How long after a batch ended its results are written when the next batch is waiting.
 ENDED_DELAY_S = 0.001
 #: How long the reader lets the model thread go first after it took a batch.
 ROOM_DELAY_S = 0.001
-_BACKOFF_MAX_S = 5.0
-
-
-class Backoff:
-    """Exponential waits between retries against an unreachable Redis."""
-
-    def __init__(self) -> None:
-        self._delay = _BACKOFF_START_S
-
-    def wait(self, stop: threading.Event) -> None:
-        stop.wait(self._delay)
-        self._delay = min(self._delay * 2, _BACKOFF_MAX_S)
-
-    def reset(self) -> None:
-        self._delay = _BACKOFF_START_S
 
 
 @dataclass

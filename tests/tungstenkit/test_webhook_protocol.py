@@ -9,7 +9,7 @@ import pytest
 from tests.webhooksupport import webhook_receiver
 from tungstenkit._errors import FetchError, InvalidWebhook, URLRefused
 from tungstenkit._fetch import Allowlist, FetchPolicy, post
-from tungstenkit._webhooks import (
+from tungstenkit._webhook_protocol import (
     WebhookRequest,
     parse_events,
     payload,

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from tungstenkit import BaseIO, Field, Option
-from tungstenkit._io import batch_group_key, option_names
+from tungstenkit._base_io import batch_group_key, option_names
 
 
 class Input(BaseIO):

@@ -10,7 +10,7 @@ from tungstenkit._process import announce_ready
 from tungstenkit._queue import Keys, connect
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource
-from worker.worker import EXIT_LOAD_FAILED, EXIT_REDIS_UNREACHABLE, EXIT_SETUP_FAILED, Worker
+from tungstenkit.worker.model_worker import EXIT_LOAD_FAILED, EXIT_REDIS_UNREACHABLE, EXIT_SETUP_FAILED, Worker
 
 logger = logging.getLogger(__name__)
 

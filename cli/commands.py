@@ -170,7 +170,7 @@ def worker(
     log_format: str | None,
 ) -> None:
     """Run one worker for MODEL against a shared Redis (add capacity from any machine)."""
-    from worker.main import run_worker
+    from tungstenkit.worker.worker_process import run_worker
 
     settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     if not settings.redis_url:
@@ -213,7 +213,7 @@ def api(
     log_format: str | None,
 ) -> None:
     """The API process that `tungsten serve` starts."""
-    from app.main import run_api
+    from tungstenkit.app.api_process import run_api
 
     settings = _settings(ctx).replace(log_format=log_format)
     if not settings.redis_url:
@@ -240,7 +240,7 @@ def api(
 @click.pass_context
 def webhooks(ctx: click.Context, namespace: str, log_level: str) -> None:
     """A webhook worker, as `tungsten serve` starts them."""
-    from worker.webhooks import run_webhook_worker
+    from tungstenkit._webhook_delivery import run_webhook_worker
 
     settings = _settings(ctx)
     if not settings.redis_url:
@@ -269,7 +269,7 @@ def status(
     print_secret: bool,
 ) -> None:
     """Workers, queue depth and recent throughput of the models being served."""
-    from cli import status as view
+    from tungstenkit.cli import status as view
 
     settings = _settings(ctx).replace(redis_url=redis_url)
     targets = view.find_targets(settings, settings.redis_url, namespace or settings.namespace)
@@ -336,7 +336,7 @@ def predict(
     output_dir: Path,
 ) -> None:
     """Run MODEL once on the given inputs and print its output as JSON."""
-    from worker.local import parse_assignments, predict_once
+    from tungstenkit.worker.local import parse_assignments, predict_once
 
     definition = _source(ctx, model, module, class_name).load()
     output = predict_once(definition, parse_assignments(assignments), output_dir, _settings(ctx))

@@ -32,12 +32,13 @@ from rq.job import Job, get_current_job
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
+from tungstenkit._backoff import Backoff
 from tungstenkit._errors import FetchError, RedisUnavailable, URLRefused, WebhookFailed
 from tungstenkit._fetch import Allowlist, FetchPolicy, post
 from tungstenkit._logging import configure_logging
 from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect
 from tungstenkit._settings import Settings
-from tungstenkit._webhooks import (
+from tungstenkit._webhook_protocol import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
@@ -46,7 +47,6 @@ from tungstenkit._webhooks import (
     retry_intervals,
     sign,
 )
-from worker.io import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class Dispatcher(threading.Thread):
             job_id = f"webhook-{event.prediction_id}-{event.event}"
             if not Job.exists(job_id, connection=self._queue.connection):
                 self._queue.enqueue_call(
-                    "worker.webhooks.deliver",
+                    "tungstenkit._webhook_delivery.deliver",
                     kwargs={
                         "prediction_id": event.prediction_id,
                         "event": event.event,

@@ -16,8 +16,8 @@ from rq.serializers import JSONSerializer
 from tests.webhooksupport import webhook_receiver
 from tungstenkit._queue import BatchStart, EntryResult, Keys, WebhookQueue, WorkerQueue, split_into_chunks
 from tungstenkit._settings import Settings
-from tungstenkit._webhooks import SIGNATURE_HEADER, verify_signature
-from worker.webhooks import Delivery, Dispatcher, WebhookWorker, webhook_fetch_policy
+from tungstenkit._webhook_protocol import SIGNATURE_HEADER, verify_signature
+from tungstenkit._webhook_delivery import Delivery, Dispatcher, WebhookWorker, webhook_fetch_policy
 
 SETTINGS = Settings(url_allowlist="127.0.0.1", webhook_retries=3, webhook_backoff_s=0, webhook_timeout_s=5)
 
@@ -78,7 +78,7 @@ def test_events_become_json_jobs_once(parts: Parts) -> None:
     raw = parts.client.hget(f"rq:job:{job_id}", "data")
     assert raw is not None
     stored = json.loads(zlib.decompress(raw))  # JSON, never a pickle
-    assert stored[0] == "worker.webhooks.deliver"
+    assert stored[0] == "tungstenkit._webhook_delivery.deliver"
     assert json.loads(stored[3]["body"])["status"] == "success"
     assert parts.webhooks.dispatching() == []
     # A dispatcher that died before removing the event: the next one finds the job made.

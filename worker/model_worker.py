@@ -20,15 +20,15 @@ from pydantic import ValidationError
 
 from tungstenkit._errors import InvalidOutput, PredictionInterrupted, PredictionTimeout, SetupFailed
 from tungstenkit._logging import TRACE
-from tungstenkit._metrics import MetricDeltas, ThroughputMeter, gpu_memory
+from tungstenkit._measurements import MetricDeltas, ThroughputMeter, gpu_memory
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import CONNECTION_ERRORS, Entry, EntryResult, Keys, WorkerQueue, now_iso
 from tungstenkit._settings import Settings
-from worker.buffer import Batch, BatchBuffer, Outcome, Work
-from worker.io import Heartbeat, Reader, Reaper, StopListener
-from worker.metrics import MeteredWriter, record_batch
-from worker.outcome import InputOutcome
-from worker.runner import EXIT_STUCK, ModelRunner, describe_exception
+from tungstenkit.worker.accounting import MeteredWriter, record_batch
+from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
+from tungstenkit.worker.input_outcome import InputOutcome
+from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener
+from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception
 
 #: Exit codes the supervisor reads: the model cannot start, so restarting will not help.
 EXIT_LOAD_FAILED = 3
@@ -296,30 +296,30 @@ class Worker:
         if ended:
             self._on_batch_predictions_ended(batch.batch_id, ended)
 
-    def _execute(self, batch: Batch) -> list[Outcome]:
+    def _execute(self, batch: Batch) -> list[SliceOutcome]:
         """Run a batch; if ``predict`` raises, find which inputs fail on their own."""
         try:
-            return Outcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs), None)
+            return SliceOutcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs), None)
         except PredictionInterrupted as exc:
             logger.info(
                 "Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc), extra=_batch_context(batch)
             )
-            return Outcome.of_batch(batch, None, describe_exception(exc))
+            return SliceOutcome.of_batch(batch, None, describe_exception(exc))
         except Exception as exc:  # noqa: BLE001 - whatever the model raises fails its batch, not the worker
             error = self._describe_failure(batch, exc)
         try:
             return self._isolate(batch, error)
         except PredictionInterrupted as exc:
-            return Outcome.of_batch(batch, None, describe_exception(exc))
+            return SliceOutcome.of_batch(batch, None, describe_exception(exc))
 
-    def _isolate(self, batch: Batch, error: str) -> list[Outcome]:
+    def _isolate(self, batch: Batch, error: str) -> list[SliceOutcome]:
         """Bisect a failed batch so that only the predictions holding a bad input fail.
 
         When both halves fail as the whole did, the fault is not one input's (a broken
         model, say): the batch fails without further splitting.
         """
         if len(batch) == 1:
-            return Outcome.of_batch(batch, None, error)
+            return SliceOutcome.of_batch(batch, None, error)
         halves = batch.split()
         tries: list[tuple[list[InputOutcome] | None, str | None]] = []
         for half in halves:
@@ -330,11 +330,11 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - as above, for each half
                 tries.append((None, self._describe_failure(half, exc)))
         if all(failure == error for _, failure in tries):
-            return Outcome.of_batch(batch, None, error)
-        outcomes: list[Outcome] = []
+            return SliceOutcome.of_batch(batch, None, error)
+        outcomes: list[SliceOutcome] = []
         for half, (outputs, failure) in zip(halves, tries):
             if failure is None:
-                outcomes += Outcome.of_batch(half, outputs, None)
+                outcomes += SliceOutcome.of_batch(half, outputs, None)
             else:
                 outcomes += self._isolate(half, failure)
         return outcomes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 import socket
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def test_build_models_tag_remove(env: dict[str, str]) -> None:
     assert built.returncode == 0, built.stderr
     reference = built.stdout.strip()
     assert re.fullmatch(r"recorder:[0-9a-f]{7}", reference)
-    assert "Dockerfile" in built.stderr
+    name, tag = reference.split(":")
+    assert (Path(env["TUNGSTEN_HOME"]) / "models" / name / tag / "Dockerfile").is_file()
     listing = tungsten("models", env=env).stdout
     assert "recorder" in listing and "Recorder" in listing
     assert tungsten("tag", reference, "recorder:stable", env=env).stdout.strip() == "recorder:stable"
@@ -48,8 +50,16 @@ def test_the_dockerfile_serves_on_port_3000(env: dict[str, str], tmp_path: Path)
     assert "EXPOSE 3000" in dockerfile
     assert 'ENTRYPOINT ["tungsten"]' in dockerfile
     assert '"serve", "/model"' in dockerfile and '"-p", "3000"' in dockerfile
-    assert (folder / "runtime" / "tungstenkit" / "_queue" / "lua" / "submit.lua").is_file()
-    assert (folder / "runtime" / "pyproject.toml").is_file()
+    # The image installs a wheel of this very package: code, package data and metadata.
+    (wheel,) = (folder / "runtime").glob("tungstenkit-*-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    for packaged in ("tungstenkit/_queue/lua/submit.lua", "tungstenkit/app/static/docs.js", "tungstenkit/cli/commands.py",
+                     "tungstenkit/worker/model_worker.py"):
+        assert packaged in names
+    assert "tungsten = tungstenkit.cli.commands:main" in entry_points
+    assert not any(n.endswith((".pyc", "/")) or "__pycache__" in n for n in names)
     assert "torch==2.13.0" in dockerfile
 
 

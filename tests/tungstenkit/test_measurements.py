@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from tungstenkit._metrics import (
+from tungstenkit._measurements import (
     BATCH_SIZE,
     MODEL_TIME,
     MetricDeltas,

@@ -8,7 +8,7 @@ import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.metrics import render
+from tungstenkit.app.prometheus import render
 from tests.support import MODELS, Server, ServerFactory, wait_for
 from tungstenkit._queue import Snapshot, WorkerInfo
 

@@ -7,7 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.errors import NotFound
+from tungstenkit.app.error_responses import NotFound
 
 #: What ``worker.outputs.new_file_name`` produces: 32 URL-safe characters and an extension.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{32}(\.[A-Za-z0-9]{1,10})?$")

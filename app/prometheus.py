@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tungstenkit._metrics import (
+from tungstenkit._measurements import (
     BATCH_SIZE,
     INPUT_OUTCOMES,
     MODEL_TIME,
@@ -23,7 +23,7 @@ from tungstenkit._metrics import (
     Histogram,
     parse_gpus,
 )
-from tungstenkit._queue import Snapshot, WorkerInfo
+from tungstenkit._queue import Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Worker states, so that each has a series (0 when no worker is in it).
@@ -147,14 +147,6 @@ def _per_worker(out: _Text, workers: list, name: str, help_text: str, field: str
         except ValueError:
             continue
         out.sample(name, value, worker=worker.worker_id)
-
-
-def worker_view(worker: WorkerInfo) -> dict[str, object]:
-    """A live worker as ``/health`` lists it: its heartbeat fields, GPUs as a list."""
-    view: dict[str, object] = {"id": worker.worker_id, **worker.fields}
-    if "gpus" in worker.fields:
-        view["gpus"] = parse_gpus(worker.fields["gpus"])
-    return view
 
 
 async def metrics(request: Request) -> Response:

@@ -1,0 +1,64 @@
+"""``GET /health``: liveness and readiness of the service, and the live workers.
+
+200 when Redis answers and at least one worker has the model loaded; 503 otherwise (and
+while the API drains), so load balancers and orchestrators can use it as a readiness
+probe. Each worker is listed from its heartbeat, numbers as JSON numbers.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tungstenkit._errors import RedisUnavailable
+from tungstenkit._measurements import parse_gpus
+from tungstenkit._queue import WorkerInfo
+
+_READY_STATES = frozenset({"ready", "busy"})
+#: Heartbeat fields that are numbers (Redis keeps every field as a string).
+_INTEGER_FIELDS = frozenset({"pid", "batch_size", "current_batch", "batches", "inputs"})
+_FLOAT_FIELDS = frozenset({"heartbeat_unix", "inputs_per_s"})
+
+
+def worker_view(worker: WorkerInfo) -> dict[str, object]:
+    """A live worker as ``/health`` lists it: its heartbeat fields, numbers as numbers and
+    GPUs as a list."""
+    view: dict[str, object] = {"id": worker.worker_id}
+    for name, value in worker.fields.items():
+        view[name] = _typed(name, value)
+    if "gpus" in worker.fields:
+        view["gpus"] = parse_gpus(worker.fields["gpus"])
+    return view
+
+
+def _typed(name: str, value: str) -> object:
+    try:
+        if name in _INTEGER_FIELDS:
+            return int(value)
+        if name in _FLOAT_FIELDS:
+            return float(value)
+    except ValueError:
+        pass  # a worker of another version: show what it wrote
+    return value
+
+
+async def health(request: Request) -> Response:
+    context = request.app.state.serving
+    try:
+        await context.queue.ping()
+        workers = await context.queue.workers()
+        queued = await context.queue.queued_inputs()
+    except RedisUnavailable:
+        return JSONResponse({"status": "unavailable", "redis": "unreachable", "workers": []}, status_code=503)
+    ready = [w for w in workers if w.fields.get("state") in _READY_STATES]
+    status = "draining" if context.draining else "ok" if ready else "no_ready_workers"
+    return JSONResponse(
+        {
+            "status": status,
+            "redis": "ok",
+            "queued_inputs": queued,
+            "ready_workers": len(ready),
+            "workers": [worker_view(w) for w in workers],
+        },
+        status_code=200 if status == "ok" else 503,
+    )
