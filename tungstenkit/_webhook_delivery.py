@@ -115,6 +115,10 @@ def deliver(prediction_id: str, event: str, url: str, body: str) -> None:
     logger.debug("Webhook %r of prediction %s delivered to %s", event, prediction_id, redacted_url(url), extra=where)
 
 
+#: How often the RQ worker's command listener wakes (see ``WebhookWorker.subscribe``).
+_COMMAND_POLL_S = 1.0
+
+
 class WebhookWorker(SimpleWorker):
     """An RQ worker whose jobs deliver webhooks with this process's ``Delivery``.
 
@@ -132,6 +136,19 @@ class WebhookWorker(SimpleWorker):
             return super().execute_job(job, queue)
         finally:
             _DELIVERY.reset(token)
+
+    def subscribe(self) -> None:
+        """RQ's command channel, with a listening thread that wakes every second.
+
+        RQ's own waits up to 60 s per read, and its ``unsubscribe`` closes the connection
+        while that thread may still be reading it: a stopping worker then hung for up to a
+        minute (and a finished job's 60 s result could expire meanwhile).
+        """
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=_COMMAND_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         if isinstance(exc_info[1], WebhookFailed):

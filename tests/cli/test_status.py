@@ -30,7 +30,7 @@ def test_status_shows_workers_queue_and_throughput(serve: ServerFactory, redis_u
     assert header.split() == ["WORKER", "HOST", "PID", "MODEL", "STATE", "BATCH", "INPUTS/S", "LAST", "HEARTBEAT"]
     for worker in server.client.get("/health").json()["workers"]:
         row = next(line for line in out.splitlines() if line.startswith(worker["id"]))
-        assert worker["pid"] in row and "recorder" in row and "/4" in row
+        assert str(worker["pid"]) in row and "recorder" in row and "/4" in row
     assert "***" in out and redis_url.split("@")[0].split(":")[-1] not in out  # the password is hidden
 
 
