@@ -25,6 +25,9 @@ from tungstenkit._webhooks import WebhookRequest
 
 _ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 _READY_STATES = frozenset({"ready", "busy"})
+#: ``GET /health?scope=``: ``model`` (a worker can run the model) or ``api`` (this API
+#: process takes predictions: up and not draining; Redis and workers are not checked).
+HEALTH_SCOPES = ("model", "api")
 #: How often a waiting request re-reads its prediction in case an announcement was missed.
 _RECHECK_S = 2.0
 
@@ -171,8 +174,22 @@ async def metadata(request: Request) -> Response:
     return JSONResponse(_context(request).metadata)
 
 
+def _health_scope(request: Request) -> str:
+    scope = request.query_params.get("scope", "model")
+    if scope not in HEALTH_SCOPES:
+        choices = " or ".join(repr(s) for s in HEALTH_SCOPES)
+        raise InvalidInput([{"loc": ["query", "scope"], "msg": f"scope must be {choices}", "type": "value_error"}])
+    return scope
+
+
 async def health(request: Request) -> Response:
     context = _context(request)
+    if _health_scope(request) == "api":
+        # This process alone. No worker check: workers may be scaled to zero until this
+        # API queues work. No Redis check: every API process shares it, and failing them
+        # all while it is away would turn their 503 + Retry-After into refused connections.
+        status = "draining" if context.draining else "ok"
+        return JSONResponse({"status": status}, status_code=503 if context.draining else 200)
     try:
         await context.queue.ping()
         workers = await context.queue.workers()
