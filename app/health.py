@@ -2,7 +2,8 @@
 
 200 when Redis answers and at least one worker has the model loaded; 503 otherwise (and
 while the API drains), so load balancers and orchestrators can use it as a readiness
-probe. Each worker is listed from its heartbeat, numbers as JSON numbers.
+probe. ``?scope=api`` answers for this API process alone (200 unless it drains), for
+probes of an API whose workers may be scaled to zero. Each worker is listed from its heartbeat, numbers as JSON numbers.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from starlette.responses import JSONResponse, Response
 from tungstenkit._errors import RedisUnavailable
 from tungstenkit._measurements import parse_gpus
 from tungstenkit._queue import WorkerInfo
+from tungstenkit.app.error_responses import InvalidInput
 
 _READY_STATES = frozenset({"ready", "busy"})
+#: ``GET /health?scope=``: ``model`` (a worker can run the model) or ``api`` (this API
+#: process takes predictions: up and not draining; Redis and workers are not checked).
+HEALTH_SCOPES = ("model", "api")
 #: Heartbeat fields that are numbers (Redis keeps every field as a string).
 _INTEGER_FIELDS = frozenset({"pid", "batch_size", "current_batch", "batches", "inputs"})
 _FLOAT_FIELDS = frozenset({"heartbeat_unix", "inputs_per_s"})
@@ -42,8 +47,22 @@ def _typed(name: str, value: str) -> object:
     return value
 
 
+def _health_scope(request: Request) -> str:
+    scope = request.query_params.get("scope", "model")
+    if scope not in HEALTH_SCOPES:
+        choices = " or ".join(repr(s) for s in HEALTH_SCOPES)
+        raise InvalidInput([{"loc": ["query", "scope"], "msg": f"scope must be {choices}", "type": "value_error"}])
+    return scope
+
+
 async def health(request: Request) -> Response:
     context = request.app.state.serving
+    if _health_scope(request) == "api":
+        # This process alone. No worker check: workers may be scaled to zero until this
+        # API queues work. No Redis check: every API process shares it, and failing them
+        # all while it is away would turn their 503 + Retry-After into refused connections.
+        status = "draining" if context.draining else "ok"
+        return JSONResponse({"status": status}, status_code=503 if context.draining else 200)
     try:
         await context.queue.ping()
         workers = await context.queue.workers()

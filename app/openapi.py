@@ -173,6 +173,12 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
             },
             "required": ["status", "redis", "workers"],
         },
+        "ApiHealth": {
+            "type": "object",
+            "description": "GET /health?scope=api: this API process alone.",
+            "properties": {"status": {"type": "string", "enum": ["ok", "draining"]}},
+            "required": ["status"],
+        },
         "Metadata": {
             "type": "object",
             "properties": {
@@ -193,6 +199,11 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
 
 def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _own(schema)}}}
+
+
+def _health(description: str) -> dict[str, Any]:
+    schema = {"anyOf": [_own("Health"), _own("ApiHealth")]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -292,10 +303,23 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
             "get": {
                 "operationId": "health",
                 "summary": "Readiness",
-                "description": "200 when Redis answers and a worker has the model loaded; 503 otherwise.",
+                "description": "200 when Redis answers and a worker has the model loaded; 503 otherwise. "
+                "With scope=api: 200 while this API process takes predictions (it is not shutting down), "
+                "whether or not Redis answers and workers run; for probes of the API alone.",
+                "parameters": [
+                    {
+                        "name": "scope",
+                        "in": "query",
+                        "required": False,
+                        "description": "model: can the model serve (Redis and a ready worker); "
+                        "api: does this API process take predictions.",
+                        "schema": {"type": "string", "enum": ["model", "api"], "default": "model"},
+                    }
+                ],
                 "responses": {
-                    "200": _json("Health", "Ready: the live workers and the queue depth."),
-                    "503": _json("Health", "Not ready: Redis is unreachable or no worker is ready."),
+                    "200": _health("Ready: the live workers and the queue depth (scope=api: only the status)."),
+                    "503": _health("Not ready: Redis is unreachable or no worker is ready (scope=api: shutting down)."),
+                    **_errors(422),
                 },
             }
         },
