@@ -9,6 +9,7 @@ from types import FrameType
 
 import uvicorn
 
+from tungstenkit._log_safety import AccessLogQueryFilter
 from tungstenkit._logging import configure_logging
 from tungstenkit._process import announce_ready
 from tungstenkit._settings import Settings
@@ -78,7 +79,9 @@ def run_api(
         app,
         host=host,
         port=port,
-        log_level=log_level,
+        # uvicorn's own trace level logs every ASGI message, query strings (tokens) and all;
+        # ours logs batches, so uvicorn stays at debug.
+        log_level="debug" if log_level == "trace" else log_level,
         # Access lines cost a measurable share of the API's CPU: only when asked for.
         access_log=log_level in ("debug", "trace"),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
@@ -87,6 +90,7 @@ def run_api(
         # JSON logs: uvicorn's own lines go through the same JSON handler.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
+    logging.getLogger("uvicorn.access").addFilter(AccessLogQueryFilter())  # after Config set logging up
     server = DrainingServer(config, settings.drain_s, ready_fd)
     if not reuse_port:
         server.run()

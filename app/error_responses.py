@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from tungstenkit._errors import InvalidWebhook, PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._log_safety import printable
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ async def queue_full(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("%s %s: %s", request.method, request.url.path, exc)
+    logger.warning("%s %s: %s", request.method, printable(request.url.path), exc)
     return JSONResponse(
         {"detail": "The prediction queue is unavailable; retry later"},
         status_code=503,

@@ -22,7 +22,7 @@ from tungstenkit.app.inputs import InputParser, read_body
 from tungstenkit.app.served_files import get_file
 from tungstenkit.app.waiters import CompletionWaiter
 
-_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 #: How often a waiting request re-reads its prediction in case an announcement was missed.
 _RECHECK_S = 2.0
 
@@ -60,9 +60,14 @@ def _json(body: bytes, status_code: int = 200) -> Response:
     return Response(body, status_code=status_code, media_type="application/json")
 
 
+def is_prediction_id(text: str) -> bool:
+    """Whether ``text`` is an id as ``new_prediction_id`` makes them, and nothing more (no newline)."""
+    return _ID_PATTERN.fullmatch(text) is not None
+
+
 def _prediction_id(request: Request) -> str:
     prediction_id = request.path_params["prediction_id"]
-    if not _ID_PATTERN.match(prediction_id):
+    if not is_prediction_id(prediction_id):
         raise NotFound(f"Prediction {prediction_id} not found")
     return prediction_id  # type: ignore[no-any-return]
 

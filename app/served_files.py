@@ -10,7 +10,7 @@ from starlette.responses import Response
 from tungstenkit.app.error_responses import NotFound
 
 #: What ``worker.outputs.new_file_name`` produces: 32 URL-safe characters and an extension.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{32}(\.[A-Za-z0-9]{1,10})?$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{32}(\.[A-Za-z0-9]{1,10})?")
 #: Types a browser may show inline; anything else is sent as a download, so that a
 #: model's HTML or SVG output never runs as a page on the API's origin.
 _INLINE = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "audio/", "video/")
@@ -18,7 +18,7 @@ _INLINE = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "a
 
 async def get_file(request: Request) -> Response:
     name = request.path_params["name"]
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise NotFound(f"File {name} not found")
     found = await request.app.state.serving.queue.fetch_file(name)
     if found is None:

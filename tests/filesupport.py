@@ -88,6 +88,8 @@ class Route:
     delay: float = 0.0
     #: Send a Content-Length header (without one, the body ends when the connection closes).
     length: bool = True
+    #: Close the connection without answering.
+    hang_up: bool = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -101,7 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if route.delay:
             self.server.closing.wait(route.delay)
-        if self.server.closing.is_set():
+        if self.server.closing.is_set() or route.hang_up:
+            self.close_connection = True
             return
         self.send_response(route.status)
         headers = {"Content-Length": str(len(route.body))} if route.length else {}

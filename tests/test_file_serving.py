@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from PIL import Image as PILImage
 from tests.filesupport import FileServer, data_uri, gif_video, gradient_png, jpeg, png, png_bomb, wav
 from tests.filesupport import file_server as serve_files
 from tests.support import EXAMPLES, MODELS, ROOT, Server, ServerFactory, wait_for
+from tungstenkit._redis_server import free_port
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +34,12 @@ def remote() -> Iterator[FileServer]:
 
 
 @pytest.fixture(scope="module")
-def server(module_serve: ServerFactory, files_root: Path) -> Server:
+def server(module_serve: ServerFactory, files_root: Path, remote: FileServer) -> Server:
     (files_root / "tmp").mkdir()
     env = {
         "TMPDIR": str(files_root / "tmp"),
         "FILES_AUDIT": str(files_root / "audit.log"),
-        "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1/32",
+        "TUNGSTEN_URL_ALLOWLIST": f"127.0.0.1:{remote.port}",
         "TUNGSTEN_MAX_FILE_BYTES": "200000",
         "TUNGSTEN_MAX_BODY_BYTES": "1000000",
     }
@@ -106,6 +108,9 @@ def test_url_inputs_are_fetched_through_the_allowlist(server: Server, remote: Fi
     assert remote.requests.count("/picture.png") == 1  # one download per distinct URL and batch
 
 
+FETCH_FAILED = "URLFetchFailed: input {}, field '{}': the URL could not be fetched"
+
+
 def test_a_redirect_into_a_private_range_fails_only_that_prediction(server: Server, remote: FileServer) -> None:
     evil = remote.add("/evil.png", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
     good = remote.add("/fine.png", png())
@@ -113,23 +118,56 @@ def test_a_redirect_into_a_private_range_fails_only_that_prediction(server: Serv
     good_id = server.client.post("/predictions", json=[{"image": good}]).json()["prediction_id"]
     bad = server.result(bad_id)
     assert bad["status"] == "failed" and bad["outputs"] is None
-    assert bad["error_message"] == (
-        "URLRefused: input 3, field 'image': 169.254.169.254 is a link-local address (where cloud metadata "
-        "services live); add it to TUNGSTEN_URL_ALLOWLIST to allow it"
-    )
+    assert bad["error_message"] == FETCH_FAILED.format(3, "image")
     assert server.result(good_id)["status"] == "success"
     missing = server.predict([{"binary": remote.url("/nowhere")}])
-    assert missing["status"] == "failed" and "FetchError: input 0, field 'binary': the server answered 404" in (
-        missing["error_message"]
-    )
-    assert "Traceback" not in server.log()  # a failed download is a result, not a crash
+    assert missing["status"] == "failed" and missing["error_message"] == FETCH_FAILED.format(0, "binary")
+    log = server.log()
+    assert "Traceback" not in log  # a failed download is a result, not a crash
+    assert f"URL input {evil} could not be fetched: URLRefused: 169.254.169.254 is not a public address" in log
+    assert f"URL input {remote.url('/nowhere')} could not be fetched: FetchError: the server answered 404" in log
+
+
+def test_every_failed_url_reads_the_same_to_the_client(server: Server, remote: FileServer) -> None:
+    """Told apart, these would make the server a scanner of the network around it."""
+    listening = socket.create_server(("127.0.0.1", 0))  # another service on the allow-listed address
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        port = listening.getsockname()[1]
+        urls = {
+            "a redirect to another port, open": remote.add("/p1", status=302, headers={"Location": f"http://127.0.0.1:{port}/"}),
+            "a redirect to another port, closed": remote.add(
+                "/p2", status=302, headers={"Location": f"http://127.0.0.1:{closed_port}/"}
+            ),
+            "a name for another port": f"http://localhost:{port}/",
+            "a 404": remote.url("/absent"),
+            "a 500": remote.add("/broken", status=500),
+            "a hang-up": remote.add("/hang-up", hang_up=True),
+            "a name that does not resolve": "http://no-such-host.invalid/x",
+        }
+        messages = {what: server.predict([{"binary": url}])["error_message"] for what, url in urls.items()}
+        assert messages == dict.fromkeys(urls, FETCH_FAILED.format(0, "binary"))
+        log = server.log()
+        for url in urls.values():
+            assert f"URL input {url} could not be fetched: " in log
+        for detail in ("127.0.0.1 is not a public address", "the server answered 404", "the server answered 500",
+                       "Remote end closed connection", "cannot resolve no-such-host.invalid"):
+            assert detail in log
+        listening.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listening.accept()  # nobody connected to the other service
+    finally:
+        listening.close()
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("http://10.0.0.1/cat.png", "10.0.0.1 is a private address"),
-        ("http://[::1]:3000/cat.png", "loopback"),
+        ("http://10.0.0.1/cat.png", "10.0.0.1 is not a public address (10.0.0.0/8: Private-Use, RFC 1918)"),
+        ("http://[::1]:3000/cat.png", "::1/128: Loopback Address"),
+        (f"http://127.0.0.1:{free_port()}/cat.png", "127.0.0.0/8: Loopback"),  # not the allow-listed port
         ("ftp://example.com/cat.png", "Unsupported URI scheme 'ftp'"),
         ("file:///etc/passwd", "not accepted here"),
         ("/etc/passwd", "Invalid file input"),
@@ -214,11 +252,10 @@ def test_the_image_filter_example(example: Server) -> None:
 def test_the_default_refuses_loopback_urls(example: Server, remote: FileServer) -> None:
     url = remote.add("/local.png", gradient_png())
     literal = example.client.post("/predictions", json=[{"image": url}])
-    assert literal.status_code == 422 and "127.0.0.1 is a loopback address" in literal.text
+    assert literal.status_code == 422 and "127.0.0.1 is not a public address (127.0.0.0/8: Loopback" in literal.text
     by_name = example.predict([{"image": remote.url("/local.png", host="localhost")}])
-    assert by_name["status"] == "failed"
-    assert "URLRefused: input 0, field 'image': localhost resolves to" in by_name["error_message"]
-    assert "loopback" in by_name["error_message"]
+    assert by_name["status"] == "failed" and by_name["error_message"] == FETCH_FAILED.format(0, "image")
+    assert "could not be fetched: URLRefused: localhost resolves to" in example.log()
     assert "/local.png" not in remote.requests
 
 

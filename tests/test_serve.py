@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -123,6 +124,11 @@ def test_trace_logs_each_batch_formed(serve: ServerFactory) -> None:
     server = serve(MODELS / "recorder", "--log-level", "trace")
     assert server.predict([{"x": 1}, {"x": 2}])["status"] == "success"
     wait_for(lambda: "Batch 1: 2 inputs from 1 predictions" in server.log(), 10, what="the trace line")
+    # The access log (debug and trace) shows request lines without their query string.
+    token = f"secret-{uuid.uuid4().hex}"
+    assert server.client.get("/health", params={"token": token}).status_code == 200
+    wait_for(lambda: 'GET /health?... HTTP/1.1" 200' in server.log(), 10, what="the access line")
+    assert token not in server.log()
 
 
 def test_json_logs_carry_worker_batch_and_prediction_ids(serve: ServerFactory) -> None:

@@ -15,7 +15,8 @@ from tungstenkit._webhook_protocol import DELIVERY_HEADER, EVENT_HEADER, SIGNATU
 
 SECRET = "test-webhook-secret"
 ENV = {
-    "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1",
+    # The receivers listen on ports of their own: every port of 127.0.0.1 is allowed.
+    "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*",
     "TUNGSTEN_WEBHOOK_SECRET": SECRET,
     "TUNGSTEN_WEBHOOK_BACKOFF_S": "1",
     "TUNGSTEN_WEBHOOK_TIMEOUT_S": "60",
@@ -30,8 +31,10 @@ def server(module_serve: ServerFactory) -> Server:
     return module_serve(MODELS / "recorder", env=ENV, namespace=NAMESPACE)
 
 
-def _create(server: Server, receiver: Receiver, inputs: list[dict], events: str | None = None) -> str:
-    params = {"webhook": receiver.url, **({"webhook_events": events} if events else {})}
+def _create(
+    server: Server, receiver: Receiver, inputs: list[dict], events: str | None = None, url: str | None = None
+) -> str:
+    params = {"webhook": url or receiver.url, **({"webhook_events": events} if events else {})}
     response = server.client.post("/predictions", params=params, json=inputs)
     assert response.status_code == 200, response.text
     return response.json()["prediction_id"]  # type: ignore[no-any-return]
@@ -79,6 +82,23 @@ def test_a_receiver_that_fails_twice_gets_it_on_the_third_try(server: Server) ->
     assert "will be retried" in log and "WebhookFailed" not in log  # one line per failed try, no traceback
 
 
+def test_webhook_urls_reach_the_log_escaped_and_without_their_query(server: Server) -> None:
+    token = f"secret-{uuid.uuid4().hex}"
+    with webhook_receiver(fail_first=1) as receiver:
+        # The client sends %1b, %0b and %c2%85 in its query string: the URL holds the characters.
+        url = f"http://127.0.0.1:{receiver.port}/hook\x1bA\x0bB\u0085C\u2028D?token={token}"
+        prediction_id = _create(server, receiver, [{"x": 1}], url=url)
+        wait_for(lambda: receiver.deliveries, 60, what="the second try")
+        assert receiver.events() == [(prediction_id, "completed")]
+        # Sent as a browser would: percent-encoded.
+        assert receiver.deliveries[0].path == f"/hook%1BA%0BB%C2%85C%E2%80%A8D?token={token}"
+    log = server.log()
+    shown = f"http://127.0.0.1:{receiver.port}/hook\\x1bA\\x0bB\\x85C\\u2028D?..."
+    assert f"Webhook 'completed' of prediction {prediction_id} to {shown} failed: the receiver answered 500" in log
+    assert token not in log
+    assert not {"\x1b", "\x0b", "\x85", "\u2028"} & set(log)
+
+
 def test_a_receiver_that_hangs_delays_nothing_else(server: Server) -> None:
     with webhook_receiver(hang=True) as hanging, webhook_receiver() as healthy:
         stuck = _create(server, hanging, [{"x": 1}])
@@ -99,7 +119,7 @@ def test_a_receiver_that_hangs_delays_nothing_else(server: Server) -> None:
 
 def test_unusable_webhooks_are_refused_with_422(server: Server) -> None:
     cases = [
-        ({"webhook": "http://10.0.0.1/hook"}, "webhook", "private address"),
+        ({"webhook": "http://10.0.0.1/hook"}, "webhook", "10.0.0.1 is not a public address (10.0.0.0/8: Private-Use"),
         ({"webhook": "file:///etc/passwd"}, "webhook", "scheme"),
         ({"webhook": "https://hooks.example.com/", "webhook_events": "done"}, "webhook_events", "unknown event"),
         ({"webhook_events": "start"}, "webhook_events", "needs a webhook URL"),
@@ -129,7 +149,7 @@ def test_without_a_configured_secret_one_is_generated_and_status_prints_it(
     serve: ServerFactory, redis_url: str
 ) -> None:
     namespace = f"hooks{uuid.uuid4().hex[:8]}"
-    server = serve(MODELS / "recorder", env={"TUNGSTEN_URL_ALLOWLIST": "127.0.0.1"}, namespace=namespace)
+    server = serve(MODELS / "recorder", env={"TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*"}, namespace=namespace)
     with webhook_receiver() as receiver:
         _create(server, receiver, [{"x": 1}])
         wait_for(lambda: receiver.deliveries, 30, what="a delivery")

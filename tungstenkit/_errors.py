@@ -118,6 +118,20 @@ class URLRefused(FetchError):
     """A URL input points somewhere the server may not fetch from (a private address, a bad scheme)."""
 
 
+class URLFetchFailed(FetchError):
+    """What a client is told of a URL input that was refused or failed while fetched.
+
+    One message whatever the cause: "connection refused", "closed without answer" and
+    "answered 404" told apart would make the server a port scanner of its own network.
+    The cause goes to the worker's log, and stays on ``cause`` for a caller that may
+    show it (``tungsten predict``, run by the machine's own user).
+    """
+
+    def __init__(self, cause: Exception | None = None, field: str | None = None) -> None:
+        super().__init__("the URL could not be fetched", field)
+        self.cause = cause
+
+
 class InvalidWebhook(TungstenError, ValueError):
     """A webhook a client asked for cannot be used (bad URL, unknown event, refused address).
 

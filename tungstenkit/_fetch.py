@@ -4,17 +4,22 @@ Every hop is checked the same way (BentoML's CVE-2025-54381 fix, the OWASP SSRF 
 
 1. the scheme is http or https;
 2. the host name is resolved once, and every address it resolves to must be public:
-   loopback, private, link-local (cloud metadata at 169.254.169.254), shared (CGNAT),
-   multicast, reserved and unspecified ranges are refused, including IPv4 addresses
-   embedded in IPv6 (mapped, 6to4, NAT64, Teredo), unless an allow-list entry names
-   the host or covers the address;
+   every block of the IANA special-purpose registries that is not globally reachable
+   (loopback, private, link-local with the cloud metadata at 169.254.169.254, shared,
+   documentation, benchmarking ...), multicast and reserved space are refused, including
+   IPv4 addresses embedded in IPv6 (mapped, 6to4, NAT64, Teredo); see
+   ``tungstenkit._special_addresses``. An allow-list entry that names the host or covers
+   the address lets it through, on the ports the entry names (by default only the
+   scheme's own, 80 or 443);
 3. the connection goes to the address that was checked, not to a second lookup, so a
    DNS answer that changes between check and connect (rebinding) gains nothing;
 4. a redirect is followed only to a URL that passes the same checks, at most
    ``max_redirects`` times.
 
 Bodies are read up to ``max_bytes`` with connect, read and overall time limits, and
-only the identity encoding is accepted (no gzip bombs).
+only the identity encoding is accepted (no gzip bombs). The errors raised here say
+exactly what went wrong, for the log; what a client is told is decided by the caller
+(``tungstenkit._prepare`` tells it no more than that the URL could not be fetched).
 """
 
 from __future__ import annotations
@@ -27,58 +32,20 @@ import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
-from tungstenkit._errors import ConfigError, FetchError, FileTooLarge, URLRefused
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from tungstenkit._allowlist import DEFAULT_PORTS, Allowlist
+from tungstenkit._errors import FetchError, FileTooLarge, URLRefused
+from tungstenkit._special_addresses import IPAddress, refusal
 
 SCHEMES = ("http", "https")
+#: Characters a request target may hold as they are; any other (a space, a control or a
+#: non-ASCII character) is percent-encoded, as browsers and ``requests`` do, rather than
+#: refused by ``http.client`` with an error that quotes the whole URL, token and all.
+_URL_CHARACTERS = "!#$%&'()*+,/:;=?@[]~"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_SHARED = ipaddress.ip_network("100.64.0.0/10")
 USER_AGENT = "tungstenkit-serving (+https://github.com/tungsten-ai/tungstenkit)"
-
-
-@dataclass(frozen=True)
-class Allowlist:
-    """Hosts and networks that URL inputs may reach although they are not public."""
-
-    networks: tuple[IPNetwork, ...] = ()
-    #: Exact host names, lower case; an entry ``.example.com`` covers its subdomains.
-    hosts: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str, setting: str = "TUNGSTEN_URL_ALLOWLIST") -> Allowlist:
-        """Comma- or space-separated CIDRs, addresses and host names (``*.corp`` or ``.corp`` for subdomains)."""
-        networks: list[IPNetwork] = []
-        hosts: list[str] = []
-        for raw in text.replace(",", " ").split():
-            entry = raw.strip().lower()
-            try:
-                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                continue
-            except ValueError:
-                pass
-            if entry.startswith("*."):
-                entry = entry[1:]
-            name = entry.lstrip(".")
-            if not name or "/" in entry or ":" in entry or not all(part for part in name.split(".")):
-                raise ConfigError(f"{setting}: {raw!r} is neither a network (10.0.0.0/8), an address nor a host name")
-            hosts.append(entry)
-        return cls(tuple(networks), tuple(hosts))
-
-    def allows_host(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return any(host == h or (h.startswith(".") and host.endswith(h)) for h in self.hosts)
-
-    def allows_address(self, address: IPAddress) -> bool:
-        return any(address.version == n.version and address in n for n in self.networks)
-
-    def __bool__(self) -> bool:
-        return bool(self.networks or self.hosts)
 
 
 @dataclass(frozen=True)
@@ -98,44 +65,6 @@ class Download:
     data: bytes
     content_type: str
     url: str
-
-
-def refusal(address: IPAddress) -> str | None:
-    """Why ``address`` is not public (None if it is)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            reason = refusal(embedded)
-            return f"{reason} (embedded in {address})" if reason else None
-    if address.is_loopback:
-        return "a loopback address"
-    if address.is_link_local:
-        return "a link-local address (where cloud metadata services live)"
-    if address.is_unspecified:
-        return "the unspecified address"
-    if address.is_multicast:
-        return "a multicast address"
-    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
-        return "a shared (carrier-grade NAT) address"
-    if address.is_reserved:
-        return "a reserved address"
-    if address.is_private:
-        return "a private address"
-    if not address.is_global:
-        return "an address that is not globally routable"
-    return None
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
 
 
 @dataclass(frozen=True)
@@ -170,21 +99,27 @@ def parse_url(url: str, allowlist: Allowlist) -> Target:
         literal = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         literal = None
-    if literal is not None:
-        _check_address(host, literal, allowlist)
-    path = parts.path or "/"
+    path = quote(parts.path or "/", safe=_URL_CHARACTERS)
     if parts.query:
-        path += "?" + parts.query
-    return Target(scheme, host, port or (443 if scheme == "https" else 80), path, literal)
+        path += "?" + quote(parts.query, safe=_URL_CHARACTERS)
+    target = Target(scheme, host, DEFAULT_PORTS[scheme] if port is None else port, path, literal)
+    if literal is not None:
+        _check_address(target, literal, allowlist)
+    return target
 
 
-def _check_address(host: str, address: IPAddress, allowlist: Allowlist) -> None:
-    if allowlist.allows_host(host) or allowlist.allows_address(address):
+def _check_address(target: Target, address: IPAddress, allowlist: Allowlist) -> None:
+    if allowlist.allows(target.host, address, target.port, target.scheme):
         return
     reason = refusal(address)
     if reason:
-        where = f"{address} is" if host == str(address) else f"{host} resolves to {address},"
-        raise URLRefused(f"{where} {reason}; add it to TUNGSTEN_URL_ALLOWLIST to allow it")
+        where = f"{address} is" if target.host == str(address) else f"{target.host} resolves to {address},"
+        entry = f"[{address}]" if address.version == 6 else str(address)
+        if target.port != DEFAULT_PORTS[target.scheme]:
+            entry += f":{target.port}"
+        raise URLRefused(
+            f"{where} not a public address ({reason}); add {entry} to TUNGSTEN_URL_ALLOWLIST to allow it"
+        )
 
 
 def resolve(target: Target, allowlist: Allowlist) -> list[IPAddress]:
@@ -205,7 +140,7 @@ def resolve(target: Target, allowlist: Allowlist) -> list[IPAddress]:
     for address in addresses:
         # One non-public answer refuses the host: a name that mixes public and private
         # addresses is more likely an attack than a deployment.
-        _check_address(target.host, address, allowlist)
+        _check_address(target, address, allowlist)
     return addresses
 
 

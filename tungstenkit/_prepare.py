@@ -3,6 +3,12 @@
 This runs in the worker, inside the batch's temporary folder, before the model sees
 the batch. A download that is refused or fails is reported for its own input only, so
 the worker can fail that input's prediction and run the rest of the batch.
+
+The client reads the same ``URLFetchFailed`` whatever stopped a download (a refused
+address, a refused redirect, a connection refused, a 404, a timeout): told apart, they
+would let anyone map the server's network. Why it failed is logged here, with the URL
+cut of its query string and escaped. A file too large, or not what its field takes, is
+still reported as such: that is known only once the download succeeded.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from dataclasses import dataclass
 
 import pydantic
 
-from tungstenkit._errors import FetchError, FileInputError
+from tungstenkit._errors import FetchError, FileInputError, URLFetchFailed
 from tungstenkit._fetch import Download, FetchPolicy, fetch
 from tungstenkit._files import File, FilePolicy
+from tungstenkit._log_safety import printable, url_for_log
 from tungstenkit._masked_image import MaskedImage
 
 logger = logging.getLogger(__name__)
@@ -94,8 +101,12 @@ def _download_all(urls: list[str], policy: FetchPolicy) -> dict[str, Download | 
 def _download(url: str, policy: FetchPolicy) -> Download | FileInputError:
     try:
         return fetch(url, policy)
+    except FetchError as exc:
+        logger.warning("URL input %s could not be fetched: %s: %s", url_for_log(url), type(exc).__name__, printable(exc))
+        return URLFetchFailed(exc)
     except FileInputError as exc:
         return exc
     except Exception as exc:  # one bad URL must not take the batch down
-        logger.warning("Downloading %s failed unexpectedly", url, exc_info=True)
-        return FetchError(f"{type(exc).__name__}: {exc}")
+        logger.warning("URL input %s failed unexpectedly: %s: %s", url_for_log(url), type(exc).__name__, printable(exc))
+        logger.debug("The traceback of that failure", exc_info=True)
+        return URLFetchFailed(exc)

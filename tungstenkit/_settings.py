@@ -75,8 +75,10 @@ class Settings:
     max_file_bytes: int = 100 * 1024 * 1024
     #: Largest image input in pixels; more is refused as a likely decompression bomb.
     max_image_pixels: int = 89_478_485
-    #: Hosts and networks URL inputs may reach although they are not public: CIDRs,
-    #: addresses and host names (``*.corp.example`` for subdomains), comma-separated.
+    #: Hosts and networks URL inputs and webhooks may reach although they are not public:
+    #: CIDRs, addresses and host names (``*.corp.example`` for subdomains), comma-separated,
+    #: each with ``:PORT``, ``:LOW-HIGH`` or ``:*`` (``[v6]:PORT``); without one, an entry
+    #: opens only the URL scheme's port (80 or 443).
     url_allowlist: str = ""
     #: Seconds to connect to a URL input's server.
     url_connect_timeout_s: float = 5.0

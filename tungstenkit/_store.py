@@ -35,11 +35,11 @@ def default_model_name(folder: Path) -> str:
 def parse_reference(reference: str) -> tuple[str, str | None]:
     """``NAME[:TAG]`` split and checked."""
     name, _, tag = reference.partition(":")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise StoreError(
             f"Invalid model name {name!r}: use lowercase letters, digits and single '.', '_' or '-' between them"
         )
-    if tag and not _TAG.match(tag):
+    if tag and not _TAG.fullmatch(tag):
         raise StoreError(f"Invalid tag {tag!r}: use letters, digits, '_', '.' and '-' (at most 128)")
     return name, tag or None
 

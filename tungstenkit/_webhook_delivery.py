@@ -35,6 +35,7 @@ from rq.serializers import JSONSerializer
 from tungstenkit._backoff import Backoff
 from tungstenkit._errors import FetchError, RedisUnavailable, URLRefused, WebhookFailed
 from tungstenkit._fetch import Allowlist, FetchPolicy, post
+from tungstenkit._log_safety import printable, url_for_log
 from tungstenkit._logging import configure_logging
 from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect
 from tungstenkit._settings import Settings
@@ -43,7 +44,6 @@ from tungstenkit._webhook_protocol import (
     EVENT_HEADER,
     SIGNATURE_HEADER,
     payload,
-    redacted_url,
     retry_intervals,
     sign,
 )
@@ -93,6 +93,7 @@ def deliver(prediction_id: str, event: str, url: str, body: str) -> None:
     job = get_current_job()
     delivery_id = job.id if job is not None else f"webhook-{prediction_id}-{event}"
     where = {"prediction_id": prediction_id, "job_id": delivery_id}
+    shown = url_for_log(url)
     try:
         delivery.send(url, payload(prediction_id, event, body.encode()), event, delivery_id)
     except URLRefused as exc:
@@ -100,19 +101,21 @@ def deliver(prediction_id: str, event: str, url: str, body: str) -> None:
         if job is not None:
             job.retries_left = 0
         delivery.webhooks.count("failed")
-        logger.warning("Webhook %r of prediction %s refused: %s", event, prediction_id, exc, extra=where)
-        raise WebhookFailed(f"{redacted_url(url)}: {exc}") from None
+        logger.warning(
+            "Webhook %r of prediction %s to %s refused: %s", event, prediction_id, shown, printable(exc), extra=where
+        )
+        raise WebhookFailed(f"{shown}: {printable(exc)}") from None
     except (FetchError, WebhookFailed) as exc:
         last = job is None or not job.retries_left
         delivery.webhooks.count("failed" if last else "retried")
         logger.warning(
             "Webhook %r of prediction %s to %s failed: %s%s",
-            event, prediction_id, redacted_url(url), exc, "; giving up" if last else "; it will be retried",
+            event, prediction_id, shown, printable(exc), "; giving up" if last else "; it will be retried",
             extra=where,
         )
-        raise WebhookFailed(f"{redacted_url(url)}: {exc}") from None
+        raise WebhookFailed(f"{shown}: {printable(exc)}") from None
     delivery.webhooks.count("delivered")
-    logger.debug("Webhook %r of prediction %s delivered to %s", event, prediction_id, redacted_url(url), extra=where)
+    logger.debug("Webhook %r of prediction %s delivered to %s", event, prediction_id, shown, extra=where)
 
 
 #: How often the RQ worker's command listener wakes (see ``WebhookWorker.subscribe``).

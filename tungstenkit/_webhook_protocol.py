@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from tungstenkit._errors import InvalidWebhook, URLRefused
 from tungstenkit._fetch import Allowlist, parse_url
@@ -102,15 +101,6 @@ def verify_signature(
         return False
     expected = sign(secret, body, timestamp).rpartition("v1=")[2]
     return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def redacted_url(url: str) -> str:
-    """``url`` for logs: no user info and no query, which may hold credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
 
 
 def retry_intervals(retries: int, backoff_s: int) -> list[int]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tungstenkit._errors import InvalidOutput, TungstenError
+from tungstenkit._errors import InvalidOutput, TungstenError, URLFetchFailed
 from tungstenkit._files import ALLOW_LOCAL_FILES, FILE_POLICY, File, FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._settings import Settings
@@ -54,7 +54,10 @@ def predict_once(
     with runner.batch_folder(0):
         failure = runner.prepare([model_input]).get(0)
         if failure is not None:
-            raise TungstenError(f"Input {failure.field!r}: {failure.error}")
+            # This user runs the model on their own machine: the cause is theirs to read.
+            error = failure.error
+            shown = error.cause if isinstance(error, URLFetchFailed) and error.cause is not None else error
+            raise TungstenError(f"Input {failure.field!r}: {shown}")
         try:
             outputs = runner.model.predict([model_input])
             output = runner.check_outputs(outputs, 1)[0]

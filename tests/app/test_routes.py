@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tungstenkit.app.routes import is_prediction_id
 from tests.support import MODELS, Server, ServerFactory, wait_for
 from tungstenkit._redis_server import RedisServer, free_port
 
@@ -74,6 +75,12 @@ def test_unknown_ids_are_404(server: Server) -> None:
         assert response.status_code == 404
         assert "not found" in response.json()["detail"]
     assert server.client.post("/predictions/" + "f" * 32 + "/cancel").status_code == 404
+
+
+def test_an_id_is_32_hex_digits_and_nothing_after() -> None:
+    assert is_prediction_id("0123456789abcdef" * 2)
+    for text in ("0" * 32 + "\n", "0" * 32 + "\r\n", "\n" + "0" * 32, "0" * 31, "0" * 33, "A" * 32):
+        assert not is_prediction_id(text), repr(text)
 
 
 def test_wait_holds_until_the_prediction_ends(server: Server) -> None:
@@ -161,3 +168,6 @@ def test_redis_down_is_503_not_500(serve: ServerFactory, tmp_path: Path) -> None
         assert response.status_code == 503
         assert response.headers["Retry-After"]
     assert server.client.get("/health").status_code == 503
+    # An id with a trailing line break is no id: 404 at once, without asking Redis (whose
+    # failure would log the path, line break and all).
+    assert server.client.get(f"/predictions/{prediction_id}%0A").status_code == 404

@@ -136,7 +136,7 @@ def test_predict_takes_local_files_and_guarded_urls(env: dict[str, str], tmp_pat
                        env=env)
     _one_line_error(refused, "Input 'image': localhost resolves to")
     allowed = tungsten("predict", str(EXAMPLES / "image_filter"), "-i", f"image={url}", "-o", str(out),
-                       env={**env, "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1"})
+                       env={**env, "TUNGSTEN_URL_ALLOWLIST": f"127.0.0.1:{file_server.port}"})
     assert allowed.returncode == 0, allowed.stderr
     assert file_server.requests == ["/in.png"]
 

@@ -103,7 +103,7 @@ def test_mime_sniffing() -> None:
 
 # -- URL inputs, limits and content checks ------------------------------------------------
 
-LOOPBACK = FilePolicy(fetch=FetchPolicy(allowlist=Allowlist.parse("127.0.0.1/32"), read_timeout_s=5))
+LOOPBACK = FilePolicy(fetch=FetchPolicy(allowlist=Allowlist.parse("127.0.0.1/32:*"), read_timeout_s=5))
 
 
 class Everything(BaseIO):
@@ -130,9 +130,10 @@ def test_url_inputs_are_checked_but_not_fetched_by_validation() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("http://127.0.0.1:8000/cat.png", "127.0.0.1 is a loopback address; add it to TUNGSTEN_URL_ALLOWLIST"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("http://[fd00::5]/x.png", "private"),
+        ("http://127.0.0.1:8000/cat.png", "127.0.0.1 is not a public address (127.0.0.0/8: Loopback, RFC 1122"),
+        ("http://127.0.0.1:8000/cat.png", "; add 127.0.0.1:8000 to TUNGSTEN_URL_ALLOWLIST to allow it"),
+        ("http://169.254.169.254/latest/meta-data/", "Link Local"),
+        ("http://[fd00::5]/x.png", "fc00::/7: Unique-Local"),
         ("ftp://example.com/cat.png", "Unsupported URI scheme 'ftp'"),
         ("javascript:alert(1)", "Unsupported URI scheme 'javascript'"),
         ("file:///etc/passwd", "not accepted here"),
@@ -192,7 +193,9 @@ def test_a_url_is_downloaded_into_the_materialisation_folder(tmp_path, file_serv
         Image.from_url(url).read_bytes()
 
 
-def test_prepare_downloads_each_url_once_and_isolates_failures(tmp_path, file_server: FileServer) -> None:  # noqa: ANN001
+def test_prepare_downloads_each_url_once_and_isolates_failures(
+    tmp_path, file_server: FileServer, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
     good = file_server.add("/good.png", png())
     bomb = file_server.add("/bomb.png", png_bomb())
     redirect = file_server.add("/to-metadata", status=302, headers={"Location": "http://169.254.169.254/latest/"})
@@ -209,9 +212,17 @@ def test_prepare_downloads_each_url_once_and_isolates_failures(tmp_path, file_se
     with materialize_files_in(tmp_path, LOOPBACK):
         failures = prepare_inputs(inputs, LOOPBACK)
     assert sorted(failures) == [1, 2, 3, 4]
-    assert failures[1].field == "image" and "answered 404" in str(failures[1].error)
+    # What stopped a download is not told (URLFetchFailed), only kept as its cause for the log.
+    assert failures[1].field == "image" and str(failures[1].error) == "the URL could not be fetched"
+    assert type(failures[1].error).__name__ == "URLFetchFailed" and "answered 404" in str(failures[1].error.cause)
     assert failures[2].field == "image" and type(failures[2].error).__name__ == "ImageTooLarge"
-    assert failures[3].field == "binary" and "link-local" in str(failures[3].error)
+    assert failures[3].field == "binary" and str(failures[3].error) == "the URL could not be fetched"
+    assert "Link Local" in str(failures[3].error.cause)
+    # ... and logged, without the query string.
+    assert f"URL input {file_server.url('/missing.png')} could not be fetched: FetchError: the server answered 404" in (
+        caplog.text
+    )
+    assert f"URL input {redirect} could not be fetched: URLRefused: 169.254.169.254 is not a public address" in caplog.text
     assert failures[4].field == "masked.mask" and "the mask is 3x3 but the image is 8x6" in str(failures[4].error)
     assert file_server.requests.count("/good.png") == 1
     assert inputs[0].image.path.parent == tmp_path and inputs[0].binary.read_bytes() == png()

@@ -14,7 +14,7 @@ def test_file_settings_from_the_environment() -> None:
         {
             "TUNGSTEN_MAX_FILE_BYTES": "1000",
             "TUNGSTEN_MAX_IMAGE_PIXELS": "4096",
-            "TUNGSTEN_URL_ALLOWLIST": "10.0.0.0/8, files.internal",
+            "TUNGSTEN_URL_ALLOWLIST": "10.0.0.0/8, files.internal:8443",
             "TUNGSTEN_URL_CONNECT_TIMEOUT_S": "1.5",
             "TUNGSTEN_URL_MAX_REDIRECTS": "2",
             "TUNGSTEN_OUTPUT_FILES": "url",
@@ -26,7 +26,7 @@ def test_file_settings_from_the_environment() -> None:
     assert policy.max_file_bytes == 1000 and policy.fetch.max_bytes == 1000
     assert policy.max_image_pixels == 4096
     assert policy.fetch.connect_timeout_s == 1.5 and policy.fetch.max_redirects == 2
-    assert policy.fetch.allowlist.allows_host("files.internal")
+    assert policy.fetch.allowlist.allows("files.internal", None, 8443, "https")
     assert Settings.from_env(settings.to_env()) == settings  # what child processes get back
 
 
@@ -35,6 +35,7 @@ def test_file_settings_from_the_environment() -> None:
     [
         ("TUNGSTEN_OUTPUT_FILES", "links", "expected one of data_uri, url"),
         ("TUNGSTEN_URL_ALLOWLIST", "10.0.0.0/40", "TUNGSTEN_URL_ALLOWLIST"),
+        ("TUNGSTEN_URL_ALLOWLIST", "files.internal:99999", "TUNGSTEN_URL_ALLOWLIST"),
         ("TUNGSTEN_PUBLIC_URL", "models.example.com", "must start with http"),
         ("TUNGSTEN_MAX_FILE_BYTES", "0", "must be positive"),
         ("TUNGSTEN_MAX_IMAGE_PIXELS", "many", "not a valid int"),

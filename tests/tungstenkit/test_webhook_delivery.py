@@ -19,7 +19,7 @@ from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import SIGNATURE_HEADER, verify_signature
 from tungstenkit._webhook_delivery import Delivery, Dispatcher, WebhookWorker, webhook_fetch_policy
 
-SETTINGS = Settings(url_allowlist="127.0.0.1", webhook_retries=3, webhook_backoff_s=0, webhook_timeout_s=5)
+SETTINGS = Settings(url_allowlist="127.0.0.1:*", webhook_retries=3, webhook_backoff_s=0, webhook_timeout_s=5)
 
 
 class Parts:
