@@ -6,9 +6,10 @@ import concurrent.futures
 import json
 import uuid
 
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from tungstenkit.app.prometheus import render
+from tungstenkit.app.prometheus import render, render_openmetrics
 from tests.support import MODELS, Server, ServerFactory, wait_for
 from tungstenkit._queue import Snapshot, WorkerInfo
 
@@ -69,6 +70,11 @@ def test_render_is_valid_prometheus_text_with_workers_and_gpus() -> None:
     assert value(samples, "tungsten_gpu_memory_allocated_bytes", worker="h:1:a", gpu="0", name='Fake "GPU"') == 1024
     assert value(samples, "tungsten_gpu_memory_total_bytes", worker="h:1:a", gpu="0", name='Fake "GPU"') == 8192
     assert value(samples, "tungsten_webhook_events_waiting") == 1
+    # The same numbers in OpenMetrics, for scrapers that ask for it.
+    families = {f.name: f for f in openmetrics_families(render_openmetrics(snapshot, "m"))}
+    assert families["tungsten_predictions"].type == "counter"
+    assert {s.labels["outcome"]: s.value for s in families["tungsten_predictions"].samples
+            if s.name == "tungsten_predictions_total"}["success"] == 5
 
 
 #: What must read the same from every API process once the work is done.
@@ -123,6 +129,9 @@ def test_metrics_move_as_predictions_run_and_agree_across_workers_and_api_proces
     assert value(samples, "tungsten_model_time_seconds_count") == batches
     assert value(samples, "tungsten_batch_size_sum") >= 40  # failed batches were tried again in halves
     assert value(samples, "tungsten_queued_inputs") == 0
+    negotiated = first.client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert negotiated.headers["content-type"].startswith("application/openmetrics-text")
+    assert negotiated.text.endswith("# EOF\n")
     # Both workers ran batches, and the totals count both.
     workers = first.client.get("/health").json()["workers"]
     assert len(workers) == 2 and all(int(w["batches"]) > 0 for w in workers)

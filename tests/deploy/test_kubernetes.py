@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import kubernetes_validate
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 import yaml
 from kubernetes_validate.utils import all_versions
 
@@ -151,7 +152,9 @@ def test_the_workers_scale_on_the_queued_inputs_that_the_api_reports(manifests: 
     assert metadata["format"] == "prometheus"
     metric = metadata["valueLocation"]
     exposed = render_metrics(Snapshot(queued_inputs=0, metrics={}, workers=[], webhook_events_waiting=0), "m")
-    assert f"\n{metric} 0\n" in exposed  # a gauge of /metrics, without labels
+    # A gauge of /metrics, without labels.
+    (sample,) = [s for f in text_string_to_metric_families(exposed) for s in f.samples if s.name == metric]
+    assert sample.labels == {} and sample.value == 0
     # KEDA runs in its own namespace: the URL names the API's Service in this one.
     url = urlsplit(metadata["url"])
     service, namespace, svc = url.hostname.split(".")  # type: ignore[union-attr]
