@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Iterator
 from typing import Any, Literal
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -40,10 +43,23 @@ class Everything(BaseIO):
     extra: dict[str, int] | None = Option(None)
 
 
-PARSER = InputParser(
-    Everything, max_inputs=8,
-    files=FilePolicy(max_file_bytes=2000, max_image_pixels=10_000, fetch=FetchPolicy(allowlist=Allowlist.parse("10.0.0.0/8"))),
-)
+FILES = FilePolicy(max_file_bytes=2000, max_image_pixels=10_000, fetch=FetchPolicy(allowlist=Allowlist.parse("10.0.0.0/8")))
+
+
+@functools.cache
+def _parser() -> InputParser:
+    """Made on first use, not at import: an ``InputParser`` sets Pillow's process-wide
+    bomb guard, which would then hold for every test of the session."""
+    return InputParser(Everything, max_inputs=8, files=FILES)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_pillow_guard() -> Iterator[None]:
+    from PIL import Image as PILImageModule
+
+    before = PILImageModule.MAX_IMAGE_PIXELS
+    yield
+    PILImageModule.MAX_IMAGE_PIXELS = before
 
 scalars = (
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
@@ -96,7 +112,7 @@ bodies = st.one_of(
 
 def _parse(body: bytes) -> Any:
     try:
-        return PARSER.parse(body)
+        return _parser().parse(body)
     except DOCUMENTED as exc:
         return exc
 
