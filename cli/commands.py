@@ -97,10 +97,14 @@ def build(ctx: click.Context, directory: Path, reference: str | None, module: st
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # all interfaces, as the seed serves
 @click.option("--workers", type=click.IntRange(min=0), help="Worker processes (0: API only) [1].")
-@click.option("--gpus", help="GPUs to run workers on, e.g. 0,1 (each worker sees one: CUDA_VISIBLE_DEVICES).")
 @click.option(
-    "--workers-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
-    help="With --gpus: workers per GPU (2 overlap one's host work with the other's GPU work).",
+    "--gpus", help="GPUs to run workers on: 0,1 or all (each worker sees one: CUDA_VISIBLE_DEVICES) "
+    "[all visible GPUs for a model declared with gpu=True, unless --workers is given].",
+)
+@click.option(
+    "--workers-per-gpu", type=click.IntRange(min=1),
+    help="Workers per GPU [2: one's host work overlaps the other's GPU work; 1 where two copies of "
+    "the model do not fit].",
 )
 @click.option(
     "--api-processes", type=click.IntRange(min=1), default=1, show_default=True,
@@ -118,7 +122,7 @@ def serve(
     host: str,
     workers: int | None,
     gpus: str | None,
-    workers_per_gpu: int,
+    workers_per_gpu: int | None,
     api_processes: int,
     redis_url: str | None,
     batch_size: int | None,
@@ -127,23 +131,27 @@ def serve(
     log_format: str | None,
 ) -> None:
     """Serve MODEL (NAME:TAG, NAME, a path, or the latest built) over REST."""
+    from tungstenkit._gpus import choose_gpus
+    from tungstenkit._gpus import workers_per_gpu as gpu_workers_per_gpu
     from tungstenkit._logging import configure_logging
     from tungstenkit._supervisor import ServeOptions
     from tungstenkit._supervisor import serve as run_serve
 
     settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     configure_logging(log_level, "serve", settings.log_format)
-    gpu_ids = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
-    if gpu_ids and workers is not None:
+    if gpus is not None and workers is not None:
         raise click.UsageError("With --gpus, give --workers-per-gpu rather than --workers")
     source = _source(ctx, model, module, class_name)
     definition = source.load()
+    config = definition.config
+    chosen = choose_gpus(gpus, config.gpu and workers is None, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    per_gpu = workers_per_gpu or gpu_workers_per_gpu(chosen, config.gpu_mem_gb)
     options = ServeOptions(
         host=host,
         port=port,
-        workers=len(gpu_ids) * workers_per_gpu if gpu_ids else (1 if workers is None else workers),
+        workers=len(chosen) * per_gpu if chosen else (1 if workers is None else workers),
         api_processes=api_processes,
-        gpus=gpu_ids,
+        gpus=tuple(g.id for g in chosen),
         batch_size=batch_size or definition.config.batch_size,
         log_level=log_level,
         namespace=_namespace(ctx, namespace, source),

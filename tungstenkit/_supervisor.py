@@ -162,6 +162,11 @@ class Supervisor:
         if self.settings.redis_url:
             connect(self.settings.redis_url, self.settings.redis_connect_timeout_s).close()
         redis_url = self.settings.redis_url or self._start_embedded_redis()
+        if self.options.gpus:
+            logger.info(
+                "Starting %d workers, %d per GPU, on GPU %s", self.options.workers,
+                self.options.workers // len(self.options.gpus), ", ".join(self.options.gpus),
+            )
         try:
             self._children = (
                 [self._api_child(redis_url, i) for i in range(self.options.api_processes)]
