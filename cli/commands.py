@@ -324,8 +324,17 @@ def remove(ctx: click.Context, reference: str) -> None:
 @click.option("-i", "--input", "assignments", multiple=True, metavar="NAME=VALUE", help="An input field (repeatable).")
 @click.option(
     "-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-    help="Where output files are written.",
+    help="Where output files (and, with --input-file, outputs.jsonl) are written.",
 )
+@click.option("--url", help="Ask the server at URL (a running `tungsten serve`) instead of running MODEL here.")
+@click.option(
+    "--input-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --url: a JSONL file, one input object per line; resumable (a second run skips what is done).",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --input-file: requests in flight at once.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="With --input-file: inputs per request [the model's batch size].")
 @click.pass_context
 def predict(
     ctx: click.Context,
@@ -334,13 +343,43 @@ def predict(
     class_name: str | None,
     assignments: tuple[str, ...],
     output_dir: Path,
+    url: str | None,
+    input_file: Path | None,
+    concurrency: int,
+    batch_size: int | None,
 ) -> None:
-    """Run MODEL once on the given inputs and print its output as JSON."""
-    from tungstenkit.worker.local import parse_assignments, predict_once
+    """Run MODEL once on the given inputs and print its output as JSON.
 
-    definition = _source(ctx, model, module, class_name).load()
-    output = predict_once(definition, parse_assignments(assignments), output_dir, _settings(ctx))
-    click.echo(json.dumps(output, indent=2))
+    With --url, the prediction runs on a running server; local files given for file
+    inputs are sent along. With --url and --input-file, every line of the file is sent,
+    with a progress bar, and the outputs are written to OUTPUT_DIR/outputs.jsonl.
+    """
+    from tungstenkit.cli.assignments import parse_assignments
+
+    if url is None:
+        if input_file is not None:
+            raise click.UsageError("--input-file needs --url: start `tungsten serve` and give its address")
+        from tungstenkit.worker.local import predict_once
+
+        definition = _source(ctx, model, module, class_name).load()
+        output = predict_once(definition, parse_assignments(assignments), output_dir, _settings(ctx))
+        click.echo(json.dumps(output, indent=2))
+        return
+    if model is not None:
+        raise click.UsageError("Give MODEL (run it here) or --url (ask a running server), not both")
+    from tungstenkit.cli import remote
+
+    if input_file is None:
+        click.echo(json.dumps(remote.predict_one(url, parse_assignments(assignments), output_dir), indent=2))
+        return
+    if assignments:
+        raise click.UsageError("Give inputs with -i or with --input-file, not both")
+    report = remote.predict_file(url, input_file, output_dir, concurrency, batch_size)
+    click.echo(remote.summary(report, output_dir), err=True)
+    if report.failed:
+        raise click.ClickException(
+            f"{report.failed} of {report.total} inputs failed; run the same command again to retry them"
+        )
 
 
 def main() -> None:

@@ -73,6 +73,37 @@ def _is_pil_image(value: Any) -> bool:
     return type(value).__module__.startswith("PIL.") and hasattr(value, "save") and hasattr(value, "mode")
 
 
+_REMOTE_PREFIXES = ("data:", "http://", "https://")
+#: Longer strings in a file field are taken for plain base64, not for paths.
+_MAX_PATH_LENGTH = 1024
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def local_file(value: str, base: Path) -> Path | None:
+    """The local file a file field's string names (relative to ``base``), or None when the
+    string is for the server (a data URI, a URL, plain base64). A string that reads as a
+    path to nothing is a ``ClientError``."""
+    if value.startswith(_REMOTE_PREFIXES):
+        return None
+    if len(value) <= _MAX_PATH_LENGTH:
+        path = base / Path(value).expanduser()
+        if path.is_file():
+            return path
+        if not _BASE64.fullmatch(value):
+            raise ClientError(f"File not found: {path}")
+    return None
+
+
+def with_local_files(walker: SchemaWalker, value: Any, base: Path) -> Any:
+    """``value`` with the local file names in its file fields turned into ``Path``s (to send as data URIs)."""
+
+    def resolve(kind: str, item: Any, path: tuple[str | int, ...]) -> Any:
+        found = local_file(item, base) if isinstance(item, str) else None
+        return item if found is None else found
+
+    return walker.map_files(value, resolve)
+
+
 # -- walking a value along its schema -------------------------------------------------
 class SchemaWalker:
     """Finds the file fields of values that follow one JSON schema (with its ``$defs``)."""
@@ -152,7 +183,7 @@ class SchemaWalker:
 
 def _fits(schema: Mapping[str, Any], value: Any) -> bool:
     """Whether ``value`` has the JSON type ``schema`` asks for (enough to pick an ``anyOf`` branch)."""
-    if "x-tungsten-file" in schema:
+    if "x-tungsten-file" in schema and schema.get("type", "string") == "string":
         return isinstance(value, str)
     expected = schema.get("type")
     if expected is None:
@@ -202,8 +233,9 @@ def decode_outputs(walker: SchemaWalker, outputs: list[Any], downloads: Mapping[
     return [walker.map_files(output, decode) for output in outputs]
 
 
-def save_files(value: Any, folder: Path, stem: str) -> Any:
-    """``value`` with each file object written under ``folder`` and replaced by the path.
+def save_files(value: Any, folder: Path, stem: str, relative_to: Path | None = None) -> Any:
+    """``value`` with each file object written under ``folder`` and replaced by its path
+    (relative to ``relative_to`` when given).
 
     Files are named after ``stem`` and where they sit in the output (``3-image.png``,
     ``3-frames-0.png``), so that the same output always lands in the same place.
@@ -217,7 +249,7 @@ def save_files(value: Any, folder: Path, stem: str) -> Any:
             target = folder / f"{_UNSAFE_NAME.sub('_', name)}{suffix}"
             folder.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-            return str(target)
+            return str(target.relative_to(relative_to) if relative_to is not None else target)
         if isinstance(item, dict):
             return {key: save(sub, (*path, key)) for key, sub in item.items()}
         if isinstance(item, list):
