@@ -84,7 +84,7 @@ def test_an_input_file_killed_half_way_completes_on_a_second_run_without_resendi
     assert 100 <= len(done_before) < 500
     starts_before = len(audit_runs(audit))
 
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert "already done" in second.stderr and "input/s" in second.stderr  # the summary; the bar's rate
 
