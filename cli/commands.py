@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from tungstenkit._errors import TungstenError
 from tungstenkit._logging import FORMATS, LEVELS
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource, ModelStore
+
+if TYPE_CHECKING:
+    from tungstenkit._supervisor import ServeOptions
 
 LOG_LEVEL = click.Choice(list(LEVELS), case_sensitive=False)
 LOG_FORMAT = click.Choice(list(FORMATS), case_sensitive=False)
@@ -127,28 +130,82 @@ def serve(
     log_format: str | None,
 ) -> None:
     """Serve MODEL (NAME:TAG, NAME, a path, or the latest built) over REST."""
-    from tungstenkit._logging import configure_logging
     from tungstenkit._supervisor import ServeOptions
-    from tungstenkit._supervisor import serve as run_serve
 
-    settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
-    configure_logging(log_level, "serve", settings.log_format)
     gpu_ids = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else ()
     if gpu_ids and workers is not None:
         raise click.UsageError("With --gpus, give --workers-per-gpu rather than --workers")
-    source = _source(ctx, model, module, class_name)
-    definition = source.load()
     options = ServeOptions(
         host=host,
         port=port,
         workers=len(gpu_ids) * workers_per_gpu if gpu_ids else (1 if workers is None else workers),
         api_processes=api_processes,
         gpus=gpu_ids,
-        batch_size=batch_size or definition.config.batch_size,
+        batch_size=batch_size,
         log_level=log_level,
-        namespace=_namespace(ctx, namespace, source),
     )
+    _run_server(ctx, model, module, class_name, options, redis_url, namespace, log_format)
+
+
+def _run_server(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    options: ServeOptions,
+    redis_url: str | None,
+    namespace: str | None,
+    log_format: str | None,
+) -> None:
+    """Run ``tungsten serve``'s supervisor with ``options`` until stopped."""
+    from tungstenkit._logging import configure_logging
+    from tungstenkit._supervisor import serve as run_serve
+
+    settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
+    configure_logging(options.log_level, "serve", settings.log_format)
+    source = _source(ctx, model, module, class_name)
+    definition = source.load()
+    options.batch_size = options.batch_size or definition.config.batch_size
+    options.namespace = _namespace(ctx, namespace, source)
     run_serve(source, settings, options)
+
+
+@cli.command()
+@model_options
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 to open the page to other machines).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Max batch size [the model's batch_size].")
+@click.option("--log-level", type=LOG_LEVEL, default="warning", show_default=True, help="Log level.")
+@click.option("--namespace", help="Redis key namespace [the model's name].")
+@click.pass_context
+def demo(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    port: int,
+    host: str,
+    workers: int,
+    redis_url: str | None,
+    batch_size: int | None,
+    log_level: str,
+    namespace: str | None,
+) -> None:
+    """Serve MODEL and print the address of its demo page (a form to try it in a browser)."""
+    from tungstenkit._supervisor import ServeOptions
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    address = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
+
+    def announce() -> None:
+        click.echo(f"Demo page: {address}  (API docs: {address}docs; Ctrl+C to stop)", err=True)
+
+    options = ServeOptions(host=host, port=port, workers=workers, batch_size=batch_size, log_level=log_level,
+                           on_ready=announce)
+    _run_server(ctx, model, module, class_name, options, redis_url, namespace, None)
 
 
 @cli.command()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests import browsersupport
 from tests.filesupport import FileServer
 from tests.filesupport import file_server as serve_files
 from tests.support import ServerFactory
@@ -68,3 +69,9 @@ def module_serve(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> It
 def file_server() -> Iterator[FileServer]:
     """A loopback HTTP server that tests fill with files to fetch."""
     yield from serve_files()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Chromium (Debian's), driven by Playwright; the test skips where it is absent."""
+    yield from browsersupport.launch()
