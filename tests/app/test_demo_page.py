@@ -18,9 +18,9 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from tungstenkit.app.demo import prefers_html
 from tests.browsersupport import screenshot
 from tests.support import EXAMPLES, MODELS, Server, ServerFactory
+from tungstenkit.app.demo import prefers_html
 
 PHONE = {"width": 390, "height": 844}
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from tungstenkit.app.openapi import build_openapi
-from tungstenkit.app.routes import ROUTES
-from tungstenkit.app.server import OPERATIONS_ROUTES
 from tests.support import EXAMPLES, MODELS, ROOT, Server, ServerFactory
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelStore
+from tungstenkit.app.openapi import build_openapi
+from tungstenkit.app.routes import ROUTES
+from tungstenkit.app.server import OPERATIONS_ROUTES
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ def test_demo_serves_the_model_and_prints_the_pages_address(tmp_path: Path, redi
     env = {**os.environ, "TUNGSTEN_HOME": str(tmp_path / "home")}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "demo", str(EXAMPLES / "noop"), "-p", str(port), "--redis-url", redis_url,
+            [sys.executable, "-m", "tungstenkit.cli", "demo", str(EXAMPLES / "noop"), "-p", str(port), "--redis-url", redis_url,
              "--namespace", f"demo{port}"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
