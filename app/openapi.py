@@ -32,6 +32,15 @@ _FILE_FORMATS = {
 _OWN = "#/tungsten-api/"
 
 
+#: How /docs groups the endpoints (the rest are "Predictions").
+_TAGS = {"/": "Model", "/health": "Model", "/metrics": "Operations", "/openapi.json": "Operations", "/docs": "Operations"}
+_TAG_DESCRIPTIONS = [
+    {"name": "Predictions", "description": "Create predictions, follow them to their end, cancel them."},
+    {"name": "Model", "description": "The served model, its demo page, and whether the server is ready."},
+    {"name": "Operations", "description": "Metrics, this description, and its interactive page."},
+]
+
+
 def _ref(name: str) -> dict[str, str]:
     """A reference to one of the model's schemas."""
     return {"$ref": _REF.format(model=name)}
@@ -295,8 +304,19 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
         "/": {
             "get": {
                 "operationId": "metadata",
-                "summary": "The served model",
-                "responses": {"200": _json("Metadata", "Model name, class, input and output schemas, batch size.")},
+                "summary": "The served model (or, for a browser, its demo page)",
+                "description": "API clients get the model's metadata as JSON. A browser (`Accept: text/html` "
+                "before `application/json`) gets the demo page: a form built from `input_schema` that runs "
+                "predictions and shows their outputs.",
+                "responses": {
+                    "200": {
+                        "description": "Model name, class, input and output schemas, batch size; or the demo page.",
+                        "content": {
+                            "application/json": {"schema": _own("Metadata")},
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
             }
         },
         "/health": {
@@ -415,6 +435,9 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
             }
         },
     }
+    for path, item in paths.items():
+        for operation in item.values():
+            operation["tags"] = [_TAGS.get(path, "Predictions")]
     # The model's classes keep their names; an API schema whose name one of them took is renamed.
     names = {name: _free_name(name, schemas) for name in ours}
     schemas.update({names[name]: _settle_refs(schema, names) for name, schema in ours.items()})
@@ -428,6 +451,7 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": model_name, "version": __version__, "description": description},
+        "tags": _TAG_DESCRIPTIONS,
         "paths": paths,
         "components": {"schemas": schemas},
     }

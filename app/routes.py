@@ -16,6 +16,7 @@ from tungstenkit._fetch import Allowlist
 from tungstenkit._queue import AsyncPredictionQueue, Fetched, split_into_chunks
 from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import WebhookRequest
+from tungstenkit.app.demo import root
 from tungstenkit.app.error_responses import Draining, InvalidInput, NotFound, SyncTimeout
 from tungstenkit.app.health import health
 from tungstenkit.app.inputs import InputParser, read_body
@@ -170,12 +171,11 @@ async def predict_sync(request: Request) -> Response:
     return _json(fetched.body)
 
 
-async def metadata(request: Request) -> Response:
-    return JSONResponse(_context(request).metadata)
 
 
 ROUTES = [
-    Route("/", metadata, methods=["GET"]),
+    # JSON for API clients, the demo page for browsers (Accept: text/html).
+    Route("/", root, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/predictions", create_prediction, methods=["POST"]),
     Route("/predictions/{prediction_id}", get_prediction, methods=["GET"]),

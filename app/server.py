@@ -17,7 +17,8 @@ from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys
 from tungstenkit._settings import Settings
-from tungstenkit.app.docs import docs_asset, docs_page
+from tungstenkit.app.assets import asset
+from tungstenkit.app.docs import docs_page
 from tungstenkit.app.error_responses import EXCEPTION_HANDLERS
 from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.openapi import build_openapi, openapi
@@ -32,12 +33,13 @@ REDIS_SOCKET_TIMEOUT_S = 5.0
 #: Connections to Redis per API process (requests share them: see AsyncPredictionQueue).
 REDIS_MAX_CONNECTIONS = 32
 
-#: Operating the server: metrics, the API's description and its interactive page.
+#: Operating the server: metrics, the API's description, its interactive page and the pages' files.
 OPERATIONS_ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs_page, methods=["GET"]),
-    Route("/docs/assets/{name}", docs_asset, methods=["GET"]),
+    # The files of the demo page and of /docs (package data: the pages work offline).
+    Route("/assets/{name}", asset, methods=["GET"]),
 ]
 
 

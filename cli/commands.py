@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from tungstenkit._errors import TungstenError
 from tungstenkit._logging import FORMATS, LEVELS
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource, ModelStore
+
+if TYPE_CHECKING:
+    from tungstenkit._supervisor import ServeOptions
 
 LOG_LEVEL = click.Choice(list(LEVELS), case_sensitive=False)
 LOG_FORMAT = click.Choice(list(FORMATS), case_sensitive=False)
@@ -131,32 +134,97 @@ def serve(
     log_format: str | None,
 ) -> None:
     """Serve MODEL (NAME:TAG, NAME, a path, or the latest built) over REST."""
-    from tungstenkit._gpus import choose_gpus
-    from tungstenkit._gpus import workers_per_gpu as gpu_workers_per_gpu
-    from tungstenkit._logging import configure_logging
     from tungstenkit._supervisor import ServeOptions
-    from tungstenkit._supervisor import serve as run_serve
 
-    settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
-    configure_logging(log_level, "serve", settings.log_format)
     if gpus is not None and workers is not None:
         raise click.UsageError("With --gpus, give --workers-per-gpu rather than --workers")
-    source = _source(ctx, model, module, class_name)
-    definition = source.load()
-    config = definition.config
-    chosen = choose_gpus(gpus, config.gpu and workers is None, os.environ.get("CUDA_VISIBLE_DEVICES"))
-    per_gpu = workers_per_gpu or gpu_workers_per_gpu(chosen, config.gpu_mem_gb)
     options = ServeOptions(
         host=host,
         port=port,
-        workers=len(chosen) * per_gpu if chosen else (1 if workers is None else workers),
+        workers=1 if workers is None else workers,
         api_processes=api_processes,
-        gpus=tuple(g.id for g in chosen),
-        batch_size=batch_size or definition.config.batch_size,
+        batch_size=batch_size,
         log_level=log_level,
-        namespace=_namespace(ctx, namespace, source),
     )
+    _run_server(ctx, model, module, class_name, options, redis_url, namespace, log_format,
+                gpus=gpus, workers_per_gpu=workers_per_gpu, workers_given=workers is not None)
+
+
+def _run_server(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    options: ServeOptions,
+    redis_url: str | None,
+    namespace: str | None,
+    log_format: str | None,
+    *,
+    gpus: str | None = None,
+    workers_per_gpu: int | None = None,
+    workers_given: bool = True,
+) -> None:
+    """Run ``tungsten serve``'s supervisor with ``options`` until stopped.
+
+    Without ``--workers``, the workers go on the GPUs (``--gpus``, or every visible one
+    for a model declared with ``gpu=True``), ``workers_per_gpu`` on each.
+    """
+    from tungstenkit._gpus import choose_gpus
+    from tungstenkit._gpus import workers_per_gpu as default_workers_per_gpu
+    from tungstenkit._logging import configure_logging
+    from tungstenkit._supervisor import serve as run_serve
+
+    settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
+    configure_logging(options.log_level, "serve", settings.log_format)
+    source = _source(ctx, model, module, class_name)
+    definition = source.load()
+    config = definition.config
+    if not workers_given:
+        chosen = choose_gpus(gpus, config.gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if chosen:
+            options.gpus = tuple(g.id for g in chosen)
+            options.workers = len(chosen) * (workers_per_gpu or default_workers_per_gpu(chosen, config.gpu_mem_gb))
+    options.batch_size = options.batch_size or config.batch_size
+    options.namespace = _namespace(ctx, namespace, source)
     run_serve(source, settings, options)
+
+
+@cli.command()
+@model_options
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 to open the page to other machines).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Max batch size [the model's batch_size].")
+@click.option("--log-level", type=LOG_LEVEL, default="warning", show_default=True, help="Log level.")
+@click.option("--namespace", help="Redis key namespace [the model's name].")
+@click.pass_context
+def demo(
+    ctx: click.Context,
+    model: str | None,
+    module: str | None,
+    class_name: str | None,
+    port: int,
+    host: str,
+    workers: int,
+    redis_url: str | None,
+    batch_size: int | None,
+    log_level: str,
+    namespace: str | None,
+) -> None:
+    """Serve MODEL and print the address of its demo page (a form to try it in a browser)."""
+    from tungstenkit._supervisor import ServeOptions
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    address = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
+
+    def announce() -> None:
+        click.echo(f"Demo page: {address}  (API docs: {address}docs; Ctrl+C to stop)", err=True)
+
+    options = ServeOptions(host=host, port=port, workers=workers, batch_size=batch_size, log_level=log_level,
+                           on_ready=announce)
+    _run_server(ctx, model, module, class_name, options, redis_url, namespace, None)
 
 
 @cli.command()
@@ -332,8 +400,17 @@ def remove(ctx: click.Context, reference: str) -> None:
 @click.option("-i", "--input", "assignments", multiple=True, metavar="NAME=VALUE", help="An input field (repeatable).")
 @click.option(
     "-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-    help="Where output files are written.",
+    help="Where output files (and, with --input-file, outputs.jsonl) are written.",
 )
+@click.option("--url", help="Ask the server at URL (a running `tungsten serve`) instead of running MODEL here.")
+@click.option(
+    "--input-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --url: a JSONL file, one input object per line; resumable (a second run skips what is done).",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --input-file: requests in flight at once.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="With --input-file: inputs per request [the model's batch size].")
 @click.pass_context
 def predict(
     ctx: click.Context,
@@ -342,13 +419,43 @@ def predict(
     class_name: str | None,
     assignments: tuple[str, ...],
     output_dir: Path,
+    url: str | None,
+    input_file: Path | None,
+    concurrency: int,
+    batch_size: int | None,
 ) -> None:
-    """Run MODEL once on the given inputs and print its output as JSON."""
-    from tungstenkit.worker.local import parse_assignments, predict_once
+    """Run MODEL once on the given inputs and print its output as JSON.
 
-    definition = _source(ctx, model, module, class_name).load()
-    output = predict_once(definition, parse_assignments(assignments), output_dir, _settings(ctx))
-    click.echo(json.dumps(output, indent=2))
+    With --url, the prediction runs on a running server; local files given for file
+    inputs are sent along. With --url and --input-file, every line of the file is sent,
+    with a progress bar, and the outputs are written to OUTPUT_DIR/outputs.jsonl.
+    """
+    from tungstenkit.cli.assignments import parse_assignments
+
+    if url is None:
+        if input_file is not None:
+            raise click.UsageError("--input-file needs --url: start `tungsten serve` and give its address")
+        from tungstenkit.worker.local import predict_once
+
+        definition = _source(ctx, model, module, class_name).load()
+        output = predict_once(definition, parse_assignments(assignments), output_dir, _settings(ctx))
+        click.echo(json.dumps(output, indent=2))
+        return
+    if model is not None:
+        raise click.UsageError("Give MODEL (run it here) or --url (ask a running server), not both")
+    from tungstenkit.cli import remote
+
+    if input_file is None:
+        click.echo(json.dumps(remote.predict_one(url, parse_assignments(assignments), output_dir), indent=2))
+        return
+    if assignments:
+        raise click.UsageError("Give inputs with -i or with --input-file, not both")
+    report = remote.predict_file(url, input_file, output_dir, concurrency, batch_size)
+    click.echo(remote.summary(report, output_dir), err=True)
+    if report.failed:
+        raise click.ClickException(
+            f"{report.failed} of {report.total} inputs failed; run the same command again to retry them"
+        )
 
 
 def main() -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests import browsersupport
 from tests.filesupport import FileServer
 from tests.filesupport import file_server as serve_files
 from tests.support import ServerFactory
+from tungstenkit._media import DEFAULT_MAX_IMAGE_PIXELS
 from tungstenkit._redis_server import RedisServer, free_port
 
 
@@ -68,3 +70,23 @@ def module_serve(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> It
 def file_server() -> Iterator[FileServer]:
     """A loopback HTTP server that tests fill with files to fetch."""
     yield from serve_files()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Chromium (Debian's), driven by Playwright; the test skips where it is absent."""
+    yield from browsersupport.launch()
+
+
+@pytest.fixture(autouse=True)
+def _pillow_default_pixel_limit() -> Iterator[None]:
+    """Each test starts with Pillow's own pixel guard.
+
+    The guard is process-wide: an ``InputParser`` built with a small limit (as
+    tests/app/test_inputs.py does at import, during collection) lowers it for every test
+    that decodes a picture in this process afterwards.
+    """
+    from PIL import Image as PILImage
+
+    PILImage.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+    yield

@@ -258,6 +258,20 @@ class File:
         assert self._local_path is not None
         return self._local_path
 
+    def save(self, path: str | Path) -> Path:
+        """Write the file's bytes to ``path`` and return where they went.
+
+        ``path`` may be an existing folder: the file then gets a new name in it, with the
+        extension of its media type (``out/3f2a...png``).
+        """
+        target = Path(path).expanduser()
+        data = self.read_bytes()
+        if target.is_dir():
+            suffix = mimetypes.guess_extension(normalize_mime_type(self.content_type(data))) or ""
+            target = target / f"{uuid.uuid4().hex[:12]}{suffix}"
+        target.write_bytes(data)
+        return target
+
     def to_data_uri(self) -> str:
         if self._uri.startswith("data:"):
             return self._uri

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -140,6 +141,9 @@ class ServeOptions:
     batch_size: int | None = None
     log_level: str = "info"
     namespace: str = ""
+    #: Called once, when the API listens and a worker has the model loaded (or, with no
+    #: workers, when the API listens): ``tungsten demo`` prints the page's address then.
+    on_ready: Callable[[], None] | None = None
 
 
 @dataclass
@@ -222,8 +226,18 @@ class Supervisor:
         argv += ["--log-level", self.options.log_level]
         return Child(f"webhooks-{index + 1}", argv, self._child_env(redis_url))
 
+    def _announce_ready(self) -> None:
+        callback = self.options.on_ready
+        if callback is None:
+            return
+        apis = [c for c in self._children if c.name.startswith("api")]
+        if all(c.ever_ready for c in apis) and (self._served or not self.options.workers):
+            self.options.on_ready = None
+            callback()
+
     def _watch(self) -> int:
         while not self._stop.wait(0.2):
+            self._announce_ready()
             if self._redis is not None and not self._redis.is_running():
                 self._restart_embedded_redis()
             now = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import uuid
 from pathlib import Path
@@ -15,21 +14,6 @@ from tungstenkit._files import ALLOW_LOCAL_FILES, FILE_POLICY, File, FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._settings import Settings
 from tungstenkit.worker.runner import ModelRunner, describe_exception
-
-
-def parse_assignments(assignments: tuple[str, ...]) -> dict[str, Any]:
-    """``name=value`` pairs; values that parse as JSON numbers/booleans/null become those."""
-    values: dict[str, Any] = {}
-    for assignment in assignments:
-        name, sep, raw = assignment.partition("=")
-        if not sep or not name:
-            raise TungstenError(f"Inputs are given as name=value, got {assignment!r}")
-        try:
-            parsed = json.loads(raw)
-            values[name] = parsed if isinstance(parsed, (int, float, bool)) or parsed is None else raw
-        except ValueError:
-            values[name] = raw
-    return values
 
 
 def predict_once(

@@ -56,7 +56,8 @@ def test_the_dockerfile_serves_on_port_3000(env: dict[str, str], tmp_path: Path)
         names = set(archive.namelist())
         entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     for packaged in ("tungstenkit/_queue/lua/submit.lua", "tungstenkit/app/static/docs.js", "tungstenkit/cli/commands.py",
-                     "tungstenkit/worker/model_worker.py"):
+                     "tungstenkit/worker/model_worker.py", "tungstenkit/app/static/demo.js", "tungstenkit/client/_sync.py",
+                     "tungstenkit/app/static/vendor/swagger-ui/swagger-ui-bundle.js"):
         assert packaged in names
     assert "tungsten = tungstenkit.cli.commands:main" in entry_points
     assert not any(n.endswith((".pyc", "/")) or "__pycache__" in n for n in names)

@@ -8,7 +8,13 @@ import sys
 import tungstenkit
 
 PUBLIC = [
-    "Audio", "BaseIO", "Binary", "Field", "Image", "MaskedImage", "Option", "Video", "__version__", "define_model",
+    "AsyncClient", "Audio", "BaseIO", "Binary", "Client", "Field", "File", "Image", "MaskedImage", "Option", "Video",
+    "__version__", "define_model",
+]
+CLIENT_PUBLIC = [
+    "IDEMPOTENCY_HEADER", "APIError", "AsyncClient", "Client", "ClientError", "EventsUnsupported", "InvalidInput",
+    "Prediction", "PredictionCanceled", "PredictionFailed", "PredictionNotFound", "ServerBusy", "TransportError",
+    "WaitTimeout",
 ]
 
 
@@ -18,11 +24,25 @@ def test_public_names_are_pinned() -> None:
         assert hasattr(tungstenkit, name)
 
 
-def test_import_pulls_in_no_server_redis_or_torch() -> None:
+def test_client_names_are_pinned() -> None:
+    from tungstenkit import client
+
+    assert sorted(client.__all__) == sorted(CLIENT_PUBLIC)
+    assert tungstenkit.Client is client.Client and tungstenkit.AsyncClient is client.AsyncClient
+
+
+def test_import_pulls_in_no_server_redis_torch_or_http_client() -> None:
     code = (
         "import sys, tungstenkit\n"
-        "heavy = [m for m in ('starlette', 'uvicorn', 'redis', 'torch', 'rq', 'click', 'PIL') if m in sys.modules]\n"
+        "heavy = [m for m in ('starlette', 'uvicorn', 'redis', 'torch', 'rq', 'click', 'PIL', 'httpx')"
+        " if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_the_client_is_imported_on_first_use() -> None:
+    code = "import sys, tungstenkit\nprint(tungstenkit.Client.__name__, 'httpx' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["Client", "True"]

@@ -1,0 +1,160 @@
+"""``Client``: the blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from tungstenkit.client._errors import EventsUnsupported, TransportError
+from tungstenkit.client._operations import (
+    Operation,
+    Operations,
+    Sleep,
+    check,
+    describe_transport_error,
+    events_path,
+    no_events_message,
+    prediction_id_of,
+)
+from tungstenkit.client._prediction import Prediction
+from tungstenkit.client._retry import RetryPolicy
+from tungstenkit.client._settings import base_url, timeouts
+from tungstenkit.client._sse import EventParser
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+T = TypeVar("T")
+
+
+class Client:
+    """A client of a running ``tungsten serve`` (or any server with the same API).
+
+    ``timeout`` bounds each HTTP request (connect, send, each read); long-polls get their
+    hold time on top. ``retries`` is how many times a request is sent again after a
+    failure that allows it (see ``wait`` and ``submit``), waiting as ``Retry-After`` says.
+
+    >>> client = Client("http://localhost:3000")
+    >>> output = client.predict({"prompt": "a cat"})
+    >>> output["image"].save("cat.png")
+    """
+
+    def __init__(
+        self,
+        url: str = "http://localhost:3000",
+        *,
+        timeout: float = 30.0,
+        retries: int = 5,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = base_url(url)
+        self.timeout = timeout
+        self._ops = Operations(RetryPolicy(retries=retries))
+        self._http = httpx.Client(base_url=self.url, headers=dict(headers or {}), timeout=timeouts(timeout))
+
+    # -- operations --------------------------------------------------------------------
+    def predict(self, inputs: Any, *, timeout: float | None = None) -> Any:
+        """Run a prediction to its end and return its outputs.
+
+        ``inputs`` is one input (a dict; returns its output) or a list of them (returns
+        the list of outputs, in order). Raises ``PredictionFailed`` (``PredictionCanceled``)
+        if it failed, ``InvalidInput`` if the server refused the inputs, ``WaitTimeout``
+        if it had not ended after ``timeout`` seconds (None: wait as long as it takes).
+        """
+        return self._run(self._ops.predict(inputs, timeout))
+
+    def submit(self, inputs: Any) -> str:
+        """Queue a prediction and return its id at once.
+
+        The request carries an ``Idempotency-Key``. It is retried only where it surely did not
+        queue anything (no connection made, 429, 503), since a server that does not honour
+        the key would run a resent prediction twice.
+        """
+        return self._run(self._ops.submit(inputs))
+
+    def get(self, prediction: str | Prediction) -> Prediction:
+        """The prediction as it stands (``PredictionNotFound`` if unknown or expired)."""
+        return self._run(self._ops.get(prediction))
+
+    def wait(self, prediction: str | Prediction, *, timeout: float | None = None) -> Prediction:
+        """Long-poll until the prediction ends (success or failure) and return it."""
+        return self._run(self._ops.wait(prediction, timeout))
+
+    def cancel(self, prediction: str | Prediction) -> Prediction:
+        """Cancel the prediction (nothing changes if it has ended) and return it."""
+        return self._run(self._ops.cancel(prediction))
+
+    def stream(self, prediction: str | Prediction) -> Iterator[Prediction]:
+        """The prediction at each change, from the server's event stream, until it ends.
+
+        Raises ``EventsUnsupported`` on a server without ``GET /predictions/{id}/events``
+        (use ``wait``, which long-polls, there).
+        """
+        prediction_id = prediction_id_of(prediction)
+        url = events_path(prediction_id)
+        try:
+            with self._http.stream("GET", url, headers={"Accept": "text/event-stream"},
+                                   timeout=timeouts(self.timeout, read=None)) as response:
+                if response.status_code in (404, 406):
+                    self.get(prediction_id)  # PredictionNotFound when it is the prediction that is unknown
+                    raise EventsUnsupported(no_events_message(url, response.status_code))
+                if response.status_code != 200:
+                    response.read()
+                    check(response, prediction_id)
+                parser = EventParser()
+                for line in response.iter_lines():
+                    event = parser.feed(line)
+                    if event is None:
+                        continue
+                    update = self._run(self._ops.event_prediction(prediction_id, event.data))
+                    if update is not None:
+                        yield update
+                        if update.ended:
+                            return
+        except httpx.TransportError as exc:
+            raise TransportError(f"GET {url}: {describe_transport_error(exc)}") from exc
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``: ``status`` is ``ok`` when a worker is ready (the body is returned either way)."""
+        return self._run(self._ops.health())
+
+    def schema(self) -> dict[str, Any]:
+        """``GET /``: the model's name, ``input_schema``, ``output_schema`` and ``batch_size``."""
+        return self._run(self._ops.schema())
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _run(self, operation: Operation[T]) -> T:
+        result: Any = None
+        error: httpx.TransportError | None = None
+        while True:
+            try:
+                action = operation.send(result) if error is None else operation.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            result, error = None, None
+            if isinstance(action, Sleep):
+                time.sleep(action.seconds)
+                continue
+            try:
+                result = self._http.request(
+                    action.method, action.url, params=action.params, json=action.json, headers=action.headers,
+                    timeout=timeouts(self.timeout, hold=action.hold_s),
+                )
+            except httpx.TransportError as exc:
+                error = exc
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
