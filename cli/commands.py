@@ -38,8 +38,26 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj  # type: ignore[no-any-return]
 
 
-def _source(ctx: click.Context, model: str | None, module: str | None, class_name: str | None) -> ModelSource:
-    return ModelStore(_settings(ctx).home).resolve(model, module, class_name)
+def _source(
+    ctx: click.Context, model: str | None, module: str | None, class_name: str | None, insecure: bool = False
+) -> ModelSource:
+    from tungstenkit._push_pull import resolve_served_model
+
+    settings = _settings(ctx)
+    return resolve_served_model(
+        ModelStore(settings.home), model, module, class_name, settings, insecure=insecure, progress=_echo_err
+    )
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def insecure_option(function: Any) -> Any:
+    return click.option(
+        "--insecure", is_flag=True,
+        help="Allow plain HTTP to the registry (a registry on this machine may use it anyway).",
+    )(function)
 
 
 def _namespace(ctx: click.Context, namespace: str | None, source: ModelSource) -> str:
@@ -114,6 +132,7 @@ def build(ctx: click.Context, directory: Path, reference: str | None, module: st
     help="API processes sharing the port (more HTTP throughput on a host with cores to spare).",
 )
 @click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL].")
+@insecure_option
 @serving_options
 @click.pass_context
 def serve(
@@ -128,12 +147,13 @@ def serve(
     workers_per_gpu: int | None,
     api_processes: int,
     redis_url: str | None,
+    insecure: bool,
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
     log_format: str | None,
 ) -> None:
-    """Serve MODEL (NAME:TAG, NAME, a path, or the latest built) over REST."""
+    """Serve MODEL (NAME:TAG, NAME, REGISTRY/REPO:TAG, a path, or the latest built) over REST."""
     from tungstenkit._supervisor import ServeOptions
 
     if gpus is not None and workers is not None:
@@ -147,7 +167,7 @@ def serve(
         log_level=log_level,
     )
     _run_server(ctx, model, module, class_name, options, redis_url, namespace, log_format,
-                gpus=gpus, workers_per_gpu=workers_per_gpu, workers_given=workers is not None)
+                gpus=gpus, workers_per_gpu=workers_per_gpu, workers_given=workers is not None, insecure=insecure)
 
 
 def _run_server(
@@ -163,6 +183,7 @@ def _run_server(
     gpus: str | None = None,
     workers_per_gpu: int | None = None,
     workers_given: bool = True,
+    insecure: bool = False,
 ) -> None:
     """Run ``tungsten serve``'s supervisor with ``options`` until stopped.
 
@@ -176,7 +197,7 @@ def _run_server(
 
     settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     configure_logging(options.log_level, "serve", settings.log_format)
-    source = _source(ctx, model, module, class_name)
+    source = _source(ctx, model, module, class_name, insecure)
     definition = source.load()
     config = definition.config
     if not workers_given:
@@ -231,6 +252,7 @@ def demo(
 @model_options
 @click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="The Redis the API queues into [$REDIS_URL].")
 @click.option("--ready-fd", type=int, envvar="TUNGSTEN_READY_FD", hidden=True)
+@insecure_option
 @serving_options
 @click.pass_context
 def worker(
@@ -240,6 +262,7 @@ def worker(
     class_name: str | None,
     redis_url: str | None,
     ready_fd: int | None,
+    insecure: bool,
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
@@ -251,7 +274,7 @@ def worker(
     settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     if not settings.redis_url:
         raise click.UsageError("--redis-url (or REDIS_URL) is required")
-    source = _source(ctx, model, module, class_name)
+    source = _source(ctx, model, module, class_name, insecure)
     code = run_worker(
         source,
         settings,
@@ -369,13 +392,71 @@ def list_models(ctx: click.Context) -> None:
     if not models:
         click.echo("No models yet: run `tungsten build` in a model folder.")
         return
-    rows = [("NAME", "TAG", "MODEL CLASS", "BATCH", "CREATED")]
+    rows = [("NAME", "TAG", "DIGEST", "MODEL CLASS", "BATCH", "CREATED")]
     rows += [
-        (m.name, m.tag, m.metadata["class_name"], str(m.metadata["batch_size"]), m.metadata["created_at"]) for m in models
+        (
+            m.name,
+            m.tag,
+            _short_digest(m.digest),
+            m.metadata["class_name"],
+            str(m.metadata["batch_size"]),
+            m.metadata["created_at"],
+        )
+        for m in models
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _short_digest(digest: str | None) -> str:
+    """``sha256:`` and 12 hex digits, as Docker lists image ids ('-' for a model stored without one)."""
+    return digest[:19] if digest else "-"
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("target")
+@insecure_option
+@click.option("--image", is_flag=True, help="Push the model's Docker image too, as TARGET's repository, tag TAG-image.")
+@click.pass_context
+def push(ctx: click.Context, model: str, target: str, insecure: bool, image: bool) -> None:
+    """Upload stored MODEL (NAME:TAG) to TARGET (REGISTRY/REPO[:TAG]; TAG defaults to the model's) and print
+    TARGET@DIGEST."""
+    from tungstenkit import _docker
+    from tungstenkit._push_pull import push as push_model
+
+    settings = _settings(ctx)
+    store = ModelStore(settings.home)
+    if image:
+        _docker.check_image_pushable(store.get(model).reference)
+    result = push_model(store, model, target, settings, insecure=insecure, progress=_echo_err)
+    _echo_err(f"Pushed {model} to {result.reference} ({result.uploaded} blobs sent, {result.present} already there)")
+    if image:
+        reference = result.reference
+        image_reference = f"{reference.registry}/{reference.repository}:{reference.tag}-image"
+        _docker.push_image(store.get(model).reference, image_reference)
+        _echo_err(f"Pushed the image {image_reference}")
+    click.echo(str(result.reference))
+
+
+@cli.command()
+@click.argument("reference")
+@insecure_option
+@click.pass_context
+def pull(ctx: click.Context, reference: str, insecure: bool) -> None:
+    """Fetch REFERENCE (REGISTRY/REPO[:TAG|@DIGEST]) into the local store and print its NAME:TAG."""
+    from tungstenkit._push_pull import pull as pull_model
+
+    settings = _settings(ctx)
+    result = pull_model(ModelStore(settings.home), reference, settings, insecure=insecure, progress=_echo_err)
+    model = result.model
+    if result.downloaded or result.copied:
+        _echo_err(f"Pulled {model.reference} ({model.digest}): {result.downloaded} files downloaded, "
+                  f"{result.copied} copied from the store")
+    else:
+        _echo_err(f"{model.reference} ({model.digest}) is up to date: nothing transferred")
+    click.echo(model.reference)
 
 
 @cli.command()

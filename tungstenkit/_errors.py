@@ -145,3 +145,19 @@ class InvalidWebhook(TungstenError, ValueError):
 
 class WebhookFailed(TungstenError):
     """A webhook delivery was not accepted (an error status, a timeout, no connection)."""
+
+
+class RegistryError(TungstenError):
+    """Pushing to or pulling from an OCI registry failed (bad reference, refused, not found)."""
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry could not be reached (no connection, TLS failure, timeout)."""
+
+
+class DigestMismatch(RegistryError):
+    """Content from a registry does not match its digest: corrupted or tampered with."""
+
+
+class NotAModelArtifact(RegistryError):
+    """A registry reference names something that is not a Tungsten model (an image, another artifact)."""

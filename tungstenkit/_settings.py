@@ -19,6 +19,9 @@ ENV_HOME = "TUNGSTEN_HOME"
 ENV_REDIS_URL = "TUNGSTEN_REDIS_URL"
 #: The conventional name, accepted as well (DESIGN §4).
 ENV_REDIS_URL_PLAIN = "REDIS_URL"
+#: Docker's folder of ``config.json``, read for registry credentials when
+#: ``TUNGSTEN_DOCKER_CONFIG`` does not name the file.
+ENV_DOCKER_CONFIG_DIR = "DOCKER_CONFIG"
 #: Values of ``output_files``: inline data URIs (the default, as the seed shows) or links.
 OUTPUT_FILE_MODES = ("data_uri", "url")
 #: Values of ``log_format``.
@@ -105,6 +108,16 @@ class Settings:
     webhook_workers: int = 2
     #: Log lines as ``text`` or as ``json`` objects, one per line.
     log_format: str = "text"
+    #: Login for OCI registries (push, pull); empty: the Docker config's, if any.
+    registry_username: str = ""
+    registry_password: str = dataclasses.field(default="", repr=False)
+    #: Docker's client config, whose ``auths``, ``credHelpers`` and ``credsStore`` give
+    #: registry credentials (default ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``).
+    docker_config: Path = dataclasses.field(default_factory=lambda: Path("~/.docker/config.json").expanduser())
+    #: CA certificates (PEM) to verify registries' TLS with, instead of the system's.
+    registry_ca_file: Path | None = None
+    #: Seconds to connect to a registry, and that it may stay silent.
+    registry_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.output_files not in OUTPUT_FILE_MODES:
@@ -126,6 +139,10 @@ class Settings:
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         Allowlist.parse(self.url_allowlist)  # ConfigError for an entry that is no network or host
+        if not self.registry_timeout_s > 0:
+            raise ConfigError(f"{ENV_PREFIX}REGISTRY_TIMEOUT_S must be positive")
+        if bool(self.registry_username) != bool(self.registry_password):
+            raise ConfigError(f"Set both {ENV_PREFIX}REGISTRY_USERNAME and {ENV_PREFIX}REGISTRY_PASSWORD, or neither")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -134,6 +151,8 @@ class Settings:
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if f.name == "redis_url" and not raw:
                 raw = environ.get(ENV_REDIS_URL_PLAIN)
+            if f.name == "docker_config" and not raw and environ.get(ENV_DOCKER_CONFIG_DIR):
+                raw = str(Path(environ[ENV_DOCKER_CONFIG_DIR]) / "config.json")
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, f.type, raw)

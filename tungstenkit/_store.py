@@ -1,8 +1,9 @@
 """The local model store under ``$TUNGSTEN_HOME/models``: build, list, tag, remove, resolve.
 
 Each model lives in ``models/<name>/<tag>/`` with ``model.json`` (what was built and
-when), ``files/`` (a snapshot of the model's source folder) and a ``Dockerfile``.
-Serving reads the snapshot, so editing the source afterwards changes nothing.
+when, the digest of every file and the model's digest: see ``tungstenkit._artifact``),
+``files/`` (a snapshot of the model's source folder) and a ``Dockerfile``. Serving reads
+the snapshot, so editing the source afterwards changes nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tungstenkit._artifact import hash_files, with_digest
 from tungstenkit._errors import ModelLoadError, ModelNotFound, StoreError
 from tungstenkit._loader import DEFAULT_MODULE, load_model, model_file
 from tungstenkit._model import ModelDefinition
@@ -53,6 +56,8 @@ class ModelSource:
     root: Path
     module: str
     class_name: str | None
+    #: The stored model's digest (None for a model served from a folder).
+    digest: str | None = None
 
     @property
     def reference(self) -> str:
@@ -81,8 +86,15 @@ class StoredModel:
     def files_dir(self) -> Path:
         return self.path / "files"
 
+    @property
+    def digest(self) -> str | None:
+        """``sha256:...`` (None for a model stored before digests were recorded)."""
+        return self.metadata.get("digest")
+
     def source(self) -> ModelSource:
-        return ModelSource(self.name, self.tag, self.files_dir, self.metadata["module"], self.metadata["class_name"])
+        return ModelSource(
+            self.name, self.tag, self.files_dir, self.metadata["module"], self.metadata["class_name"], self.digest
+        )
 
 
 class ModelStore:
@@ -103,17 +115,37 @@ class ModelStore:
         return sorted(found, key=lambda m: m.created_unix)
 
     def get(self, reference: str | None) -> StoredModel:
-        """``NAME:TAG``, ``NAME`` (its newest tag) or None (the newest model)."""
+        """``NAME:TAG``, ``NAME`` (its newest tag), ``NAME@sha256:...`` or None (the newest model)."""
         models = self.list()
         if reference is None:
             if not models:
                 raise ModelNotFound("No models built yet: run `tungsten build` in a model folder first")
             return models[-1]
+        if "@" in reference:
+            name, _, digest = reference.partition("@")
+            parse_reference(name)
+            by_digest = [m for m in models if m.name == name and m.digest == digest]
+            if not by_digest:
+                raise ModelNotFound(f"No model {reference} in the local store (see `tungsten models`)")
+            return by_digest[-1]
         name, tag = parse_reference(reference)
         matching = [m for m in models if m.name == name and (tag is None or m.tag == tag)]
         if not matching:
             raise ModelNotFound(f"No model {reference} in the local store (see `tungsten models`)")
         return matching[-1]
+
+    def find_digest(self, digest: str) -> StoredModel | None:
+        """The newest stored model with this digest, if any."""
+        matching = [m for m in self.list() if m.digest == digest]
+        return matching[-1] if matching else None
+
+    def stored_files(self) -> dict[str, Path]:
+        """A stored file for each file digest the store holds (to copy rather than download)."""
+        found: dict[str, Path] = {}
+        for model in self.list():
+            for record in model.metadata.get("files", []):
+                found.setdefault(record["digest"], model.files_dir / record["path"])
+        return found
 
     def resolve(self, reference: str | None, module: str | None = None, class_name: str | None = None) -> ModelSource:
         """A served model: a stored one by reference, or a model folder/file given as a path."""
@@ -165,6 +197,7 @@ class ModelStore:
                 "input_schema": definition.input_schema(),
                 "output_schema": definition.output_schema(),
             }
+            metadata = with_digest(dict(metadata, files=hash_files(staging / "files")))
             (staging / _METADATA).write_text(json.dumps(metadata, indent=2))
             if dockerfile is not None:
                 dockerfile(definition, staging, metadata)
@@ -185,9 +218,43 @@ class ModelStore:
         staging = self.root / name / f".{tag}.tagging-{uuid.uuid4().hex[:6]}"
         shutil.copytree(model.path, staging, symlinks=True)
         metadata = dict(model.metadata, name=name, tag=tag, created_unix=time.time())
+        if name != model.name and "files" in metadata:
+            metadata = with_digest(metadata)  # the name is part of the model's identity
         (staging / _METADATA).write_text(json.dumps(metadata, indent=2))
         staging.rename(destination)
         return StoredModel(name, tag, destination, metadata)
+
+    def add(self, name: str, tag: str, fill: Callable[[Path], dict[str, Any]]) -> StoredModel:
+        """Store a model that ``fill`` writes into an empty folder, returning its metadata.
+
+        Nothing is visible under NAME:TAG until ``fill`` succeeded; if it raises, the
+        store is left as it was.
+        """
+        parse_reference(f"{name}:{tag}")
+        target = self.root / name / tag
+        if target.exists():
+            raise StoreError(f"{name}:{tag} already exists: `tungsten remove {name}:{tag}` first, or choose another tag")
+        staging = self.root / name / f".{tag}.adding-{uuid.uuid4().hex[:6]}"
+        staging.mkdir(parents=True)
+        try:
+            metadata = dict(fill(staging), name=name, tag=tag)
+            (staging / _METADATA).write_text(json.dumps(metadata, indent=2))
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            _remove_if_empty(staging.parent)
+            raise
+        return StoredModel(name, tag, target, metadata)
+
+    def record_digest(self, model: StoredModel) -> StoredModel:
+        """A model stored before digests were recorded, with its file digests and digest added."""
+        if model.digest is not None:
+            return model
+        metadata = with_digest(dict(model.metadata, files=hash_files(model.files_dir)))
+        temporary = model.path / f".{_METADATA}.{uuid.uuid4().hex[:6]}"
+        temporary.write_text(json.dumps(metadata, indent=2))
+        temporary.replace(model.path / _METADATA)
+        return StoredModel(model.name, model.tag, model.path, metadata)
 
     def remove(self, reference: str) -> StoredModel:
         name, tag = parse_reference(reference)
@@ -195,10 +262,13 @@ class ModelStore:
             raise StoreError(f"Name the tag to remove: `tungsten remove {name}:TAG`")
         model = self.get(reference)
         shutil.rmtree(model.path)
-        parent = model.path.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        _remove_if_empty(model.path.parent)
         return model
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _looks_like_path(reference: str) -> bool:

@@ -22,7 +22,7 @@ from typing import IO
 
 from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
 from tungstenkit._process import die_with_parent
-from tungstenkit._queue import connect
+from tungstenkit._queue import Keys, connect, publish_model_digest
 from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, write_url_file
 from tungstenkit._settings import ENV_REDIS_URL, Settings
 from tungstenkit._store import ModelSource
@@ -31,7 +31,13 @@ logger = logging.getLogger(__name__)
 
 #: Worker exit codes meaning the model itself cannot start (see ``tungstenkit.worker.model_worker``).
 _EXIT_LOAD_FAILED = 3
-_FATAL_WORKER_EXITS = {_EXIT_LOAD_FAILED: "could not load the model", 4: "setup() failed", 5: "could not reach Redis"}
+_EXIT_MODEL_MISMATCH = 7
+_FATAL_WORKER_EXITS = {
+    _EXIT_LOAD_FAILED: "could not load the model",
+    4: "setup() failed",
+    5: "could not reach Redis",
+    _EXIT_MODEL_MISMATCH: "found the namespace serving another model",
+}
 #: A child that ran this long before exiting starts again without delay.
 _HEALTHY_RUN_S = 30.0
 _MAX_BACKOFF_S = 30.0
@@ -164,7 +170,7 @@ class Supervisor:
         self._install_signal_handlers()
         check_port_free(self.options.host, self.options.port)
         if self.settings.redis_url:
-            connect(self.settings.redis_url, self.settings.redis_connect_timeout_s).close()
+            self._publish_model(self.settings.redis_url)  # also checks that Redis answers, before forking
         redis_url = self.settings.redis_url or self._start_embedded_redis()
         if self.options.gpus:
             logger.info(
@@ -172,6 +178,8 @@ class Supervisor:
                 self.options.workers // len(self.options.gpus), ", ".join(self.options.gpus),
             )
         try:
+            if not self.settings.redis_url:
+                self._publish_model(redis_url)
             self._children = (
                 [self._api_child(redis_url, i) for i in range(self.options.api_processes)]
                 + [self._worker_child(redis_url, i) for i in range(self.options.workers)]
@@ -186,6 +194,14 @@ class Supervisor:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _publish_model(self, redis_url: str) -> None:
+        """Say which model this namespace serves, before any worker starts and reads it."""
+        client = connect(redis_url, self.settings.redis_connect_timeout_s)
+        try:
+            publish_model_digest(client, Keys(self.options.namespace), self.source.digest)
+        finally:
+            client.close()
 
     # -- children --------------------------------------------------------------------
     def _child_env(self, redis_url: str) -> dict[str, str]:
@@ -274,7 +290,7 @@ class Supervisor:
         # A model that never got going will not on retry: stop with its reason. Once the
         # server has served, a worker that fails to come back (GPU memory, a flaky
         # download) is retried with backoff and shows as failed in /health.
-        if code == _EXIT_LOAD_FAILED or not self._served:
+        if code in (_EXIT_LOAD_FAILED, _EXIT_MODEL_MISMATCH) or not self._served:
             return f"{child.name} {reason}; see its message above"
         logger.error("%s %s; retrying with backoff", child.name, reason)
         return None

@@ -34,6 +34,8 @@ from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exceptio
 EXIT_LOAD_FAILED = 3
 EXIT_SETUP_FAILED = 4
 EXIT_REDIS_UNREACHABLE = 5
+#: The namespace's API serves a model with another digest (see ``worker_process``).
+EXIT_MODEL_MISMATCH = 7
 #: Seconds a worker whose setup failed stays listed (as failed) in /health.
 FAILED_WORKER_VISIBLE_S = 300
 

@@ -27,6 +27,8 @@ group::
     tungsten:{ns}:webhooks:dispatching   list: the events being turned into RQ jobs
     tungsten:{ns}:webhooks:lock  who dispatches webhook events (one process at a time)
     tungsten:{ns}:webhooks:secret  the generated signing secret (without a configured one)
+    tungsten:{ns}:model:digest   the digest of the model ``tungsten serve`` serves (absent for
+                                 a model served from a folder); read by starting workers
 
 Webhook deliveries are RQ jobs on the queue ``Keys.webhook_queue`` (RQ's own keys, its
 JSON serializer).
@@ -45,6 +47,7 @@ from tungstenkit._queue._keys import (
     now_iso,
     redacted,
 )
+from tungstenkit._queue._model_digest import publish_model_digest, served_model_digest
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
 from tungstenkit._queue._prediction_queue import AsyncPredictionQueue
 from tungstenkit._queue._records import (
@@ -88,11 +91,13 @@ __all__ = [
     "find_namespaces",
     "now_iso",
     "parse_done_message",
+    "publish_model_digest",
     "read_prediction",
     "read_snapshot",
     "redacted",
     "render_body",
     "render_open",
+    "served_model_digest",
     "sid_ms",
     "split_into_chunks",
 ]

@@ -45,6 +45,8 @@ class Keys:
         self.webhooks_dispatching = self.prefix + "webhooks:dispatching"
         self.webhooks_lock = self.prefix + "webhooks:lock"
         self.webhooks_secret = self.prefix + "webhooks:secret"
+        #: The digest of the model the namespace's API serves (workers of another refuse to join).
+        self.model_digest = self.prefix + "model:digest"
         #: The RQ queue of this namespace's webhook deliveries (RQ's own keys).
         self.webhook_queue = f"tungsten-webhooks-{namespace}"
 
