@@ -31,7 +31,7 @@ class Credentials:
     username: str
     password: str = field(repr=False)
     #: Where they came from, for messages (never the secret itself).
-    origin: str = ""
+    origin: str = field(default="", compare=False)
 
 
 def find_credentials(registry: str, settings: Settings) -> Credentials | None:
