@@ -164,6 +164,10 @@ def parse_manifest(data: bytes, reference: str) -> ParsedManifest:
     paths = [f.path for f in files]
     if len(set(paths)) != len(paths) or len({p.casefold() for p in paths}) != len(paths):
         raise NotAModelArtifact(f"{reference}: two layers have the same path")
+    folders = {path.rsplit("/", 1)[0] for path in paths if "/" in path}
+    folders |= {folder.rsplit("/", i)[0] for folder in folders for i in range(1, folder.count("/") + 1)}
+    if folders & set(paths):
+        raise NotAModelArtifact(f"{reference}: a layer's path is also the folder of another")
     return ParsedManifest(config_digest, config_size, tuple(sorted(files, key=lambda f: f.path)))
 
 

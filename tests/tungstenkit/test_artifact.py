@@ -65,12 +65,16 @@ def test_the_manifest_is_an_oci_artifact_of_our_types(store: ModelStore, folder:
     assert parse_config(artifact.config, "ref", {f.path for f in parsed.files})["class_name"] == "Weighted"
 
 
-def _manifest(config_type: str = CONFIG_MEDIA_TYPE, title: object = "tungsten_model.py", **extra: object) -> bytes:
-    layer = {"mediaType": FILE_MEDIA_TYPE, "digest": "sha256:" + "0" * 64, "size": 1,
-             "annotations": {TITLE_ANNOTATION: title}}
+def _manifest(config_type: str = CONFIG_MEDIA_TYPE, title: object = "tungsten_model.py", layers2: str | None = None,
+              **extra: object) -> bytes:
+    def layer(path: object) -> dict:
+        return {"mediaType": FILE_MEDIA_TYPE, "digest": "sha256:" + "0" * 64, "size": 1,
+                "annotations": {TITLE_ANNOTATION: path}}
+
+    layers = [layer(title)] + ([layer(layers2)] if layers2 else [])
     return canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
                            "config": {"mediaType": config_type, "digest": "sha256:" + "1" * 64, "size": 2},
-                           "layers": [layer], **extra})
+                           "layers": layers, **extra})
 
 
 @pytest.mark.parametrize(
@@ -83,6 +87,9 @@ def _manifest(config_type: str = CONFIG_MEDIA_TYPE, title: object = "tungsten_mo
         (_manifest(title="../../etc/passwd"), "not a relative path"),
         (_manifest(title="/etc/passwd"), "not a relative path"),
         (_manifest(title=None), "not a relative path"),
+        (_manifest(title="a/b", layers2="a"), "also the folder of another"),
+        (_manifest(title="a/b/c", layers2="a"), "also the folder of another"),
+        (_manifest(title="x", layers2="X"), "the same path"),
     ],
 )
 def test_what_is_not_a_model_is_refused(data: bytes, message: str) -> None:
