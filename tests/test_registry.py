@@ -292,7 +292,7 @@ def test_tls_and_logins(secure_registry: Registry, tmp_path: Path, docker_dir: P
 
 def _docker_available() -> bool:
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+        return subprocess.run(["docker", "info"], check=False, capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -306,7 +306,7 @@ def test_push_image_pushes_the_models_docker_image_too(registry: Registry, tmp_p
     context.mkdir()
     (context / "hello.txt").write_text("a tiny stand-in for the model's image\n")
     (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /\n")
-    assert subprocess.run(["docker", "build", "-q", "-t", f"{name}:v1", str(context)], capture_output=True).returncode == 0
+    assert subprocess.run(["docker", "build", "-q", "-t", f"{name}:v1", str(context)], check=False, capture_output=True).returncode == 0
     try:
         pushed = tungsten("push", f"{name}:v1", f"{registry.host}/team/{name}:v1", "--image",
                           env=_env(home, docker_dir))
@@ -316,6 +316,6 @@ def test_push_image_pushes_the_models_docker_image_too(registry: Registry, tmp_p
             "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
         assert manifest.status_code == 200
     finally:
-        subprocess.run(["docker", "image", "rm", f"{name}:v1"], capture_output=True)
+        subprocess.run(["docker", "image", "rm", f"{name}:v1"], check=False, capture_output=True)
     missing = tungsten("push", f"{name}:v1", f"{registry.host}/team/{name}:v2", "--image", env=_env(home, docker_dir))
     _one_line_error(missing, f"No Docker image {name}:v1")

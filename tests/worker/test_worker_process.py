@@ -28,7 +28,7 @@ def _build(home: Path, tmp_path: Path, tag: str, scale: int) -> StoredModel:
 def _worker(model: str, redis_url: str, namespace: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tungstenkit.cli", "worker", model, "--redis-url", redis_url, "--namespace", namespace],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "TUNGSTEN_HOME": str(home)},
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "TUNGSTEN_HOME": str(home)},
     )
 
 
