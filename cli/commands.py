@@ -91,25 +91,26 @@ def cli(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("directory", default=".", type=click.Path(exists=True, file_okay=True, path_type=Path))
+@click.argument("directory", default=".", type=click.Path(path_type=Path))
 @click.option("-n", "--name", "reference", help="NAME[:TAG] [the folder's name : a short unique id].")
 @click.option("-m", "--model-module", "module", default="tungsten_model", show_default=True)
 @click.option("-c", "--model-class", "class_name", help="Model class (when the file defines several).")
+@click.option(
+    "--image/--no-image", default=None,
+    help="Build the Docker image, failing when no engine is reachable / do not build it [build it when an engine "
+    "is reachable].",
+)
 @click.pass_context
-def build(ctx: click.Context, directory: Path, reference: str | None, module: str, class_name: str | None) -> None:
-    """Check the model in DIRECTORY and store a snapshot of its files as NAME:TAG."""
-    from tungstenkit import _docker
-    from tungstenkit._dockerfile import write_build_context
-    from tungstenkit._store import parse_reference
+def build(
+    ctx: click.Context, directory: Path, reference: str | None, module: str, class_name: str | None, image: bool | None
+) -> None:
+    """Check the model in DIRECTORY [.] and store a snapshot of its files as NAME:TAG.
 
-    name, tag = parse_reference(reference) if reference else (None, None)
-    model = ModelStore(_settings(ctx).home).build(directory, name, tag, module, class_name, dockerfile=write_build_context)
-    if _docker.engine_available():
-        click.echo(f"Building image {model.reference}", err=True)
-        _docker.build_image(model.path, model.reference)
-    else:
-        click.echo(f"No Docker engine reachable: wrote {model.path / 'Dockerfile'} (build the image with "
-                   f"`docker build -t {model.reference} {model.path}`)", err=True)
+    Prints NAME:TAG alone on standard output; progress and Docker's log go to standard error.
+    """
+    from tungstenkit._build import build_model
+
+    model = build_model(ModelStore(_settings(ctx).home), directory, reference, module, class_name, image, sys.stderr)
     click.echo(model.reference)
 
 

@@ -36,14 +36,16 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
         _pause.wait(interval)  # the poll interval, not a synchronisation
 
 
-def tungsten(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the `tungsten` CLI to completion."""
+def tungsten(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """Run the `tungsten` CLI to completion (in ``cwd``, the checkout by default)."""
     return subprocess.run(
         [sys.executable, "-m", "tungstenkit.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
-        cwd=ROOT,
+        cwd=cwd,
         timeout=timeout,
     )
 

@@ -88,7 +88,7 @@ def test_server_prints_where_it_listens(server: Server) -> None:
 
 def test_serve_resolves_name_tag_name_and_latest(module_serve: ServerFactory) -> None:
     env = {"TUNGSTEN_HOME": str(module_serve.home)}
-    built = tungsten("build", str(EXAMPLES / "text_to_image"), "-n", "text-to-image:v1", env=env)
+    built = tungsten("build", str(EXAMPLES / "text_to_image"), "-n", "text-to-image:v1", "--no-image", env=env)
     assert built.returncode == 0, built.stderr
     assert built.stdout.strip() == "text-to-image:v1"
     for reference in ("text-to-image:v1", "text-to-image", None):

@@ -167,6 +167,9 @@ class ModelStore:
         dockerfile: Any = None,
     ) -> StoredModel:
         """Validate the model in ``source_dir`` and snapshot its files into the store."""
+        # Absolute from here on: relative forms (``mymodel``, ``./mymodel``, ``.``, ``..``)
+        # name the same folder, and the snapshot compares paths under it.
+        source_dir = source_dir.expanduser().resolve()
         file = model_file(source_dir, module)
         root = source_dir if source_dir.is_dir() else file.parent
         definition = load_model(root, module, class_name)

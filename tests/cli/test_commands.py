@@ -29,7 +29,7 @@ def _one_line_error(result, fragment: str) -> None:  # noqa: ANN001
 
 
 def test_build_models_tag_remove(env: dict[str, str]) -> None:
-    built = tungsten("build", str(MODELS / "recorder"), env=env)
+    built = tungsten("build", str(MODELS / "recorder"), "--no-image", env=env)
     assert built.returncode == 0, built.stderr
     reference = built.stdout.strip()
     assert re.fullmatch(r"recorder:[0-9a-f]{7}", reference)
@@ -43,13 +43,12 @@ def test_build_models_tag_remove(env: dict[str, str]) -> None:
     assert "stable" in listing and reference.split(":")[1] not in listing
 
 
-def test_the_dockerfile_serves_on_port_3000(env: dict[str, str], tmp_path: Path) -> None:
-    assert tungsten("build", str(EXAMPLES / "text_to_image"), "-n", "text-to-image:v1", env=env).returncode == 0
+def test_the_build_context_holds_a_wheel_of_this_package(env: dict[str, str], tmp_path: Path) -> None:
+    """What the image installs (the image itself is built and run in tests/docker/)."""
+    built = tungsten("build", str(EXAMPLES / "text_to_image"), "-n", "text-to-image:v1", "--no-image", env=env)
+    assert built.returncode == 0, built.stderr
     folder = tmp_path / "home" / "models" / "text-to-image" / "v1"
-    dockerfile = (folder / "Dockerfile").read_text()
-    assert "EXPOSE 3000" in dockerfile
-    assert 'ENTRYPOINT ["tungsten"]' in dockerfile
-    assert '"serve", "/model"' in dockerfile and '"-p", "3000"' in dockerfile
+    assert (folder / "Dockerfile").is_file()
     # The image installs a wheel of this very package: code, package data and metadata.
     (wheel,) = (folder / "runtime").glob("tungstenkit-*-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -61,7 +60,11 @@ def test_the_dockerfile_serves_on_port_3000(env: dict[str, str], tmp_path: Path)
         assert packaged in names
     assert "tungsten = tungstenkit.cli.commands:main" in entry_points
     assert not any(n.endswith((".pyc", "/")) or "__pycache__" in n for n in names)
-    assert "torch==2.13.0" in dockerfile
+    # The same code makes the same bytes, so Docker reuses the layer that installs it.
+    again = tungsten("build", str(EXAMPLES / "text_to_image"), "-n", "text-to-image:v2", "--no-image", env=env)
+    assert again.returncode == 0, again.stderr
+    (second,) = (folder.parent / "v2" / "runtime").glob("tungstenkit-*-py3-none-any.whl")
+    assert second.read_bytes() == wheel.read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -71,7 +74,7 @@ def test_the_dockerfile_serves_on_port_3000(env: dict[str, str], tmp_path: Path)
         (["serve"], "No models built yet"),
         (["serve", str(MODELS / "broken_import")], "a_module_that_does_not_exist"),
         (["serve", str(MODELS / "two_models")], "several models"),
-        (["build", str(MODELS)], "No tungsten_model.py"),
+        (["build", str(MODELS), "--no-image"], "No tungsten_model.py"),
         (["remove", "ghost:v1"], "No model ghost:v1"),
         (["serve", str(MODELS / "recorder"), "--redis-url", "redis://127.0.0.1:1/0"], "Cannot reach Redis at"),
     ],
