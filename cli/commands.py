@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -15,7 +16,9 @@ from tungstenkit import __version__
 from tungstenkit._errors import TungstenError
 from tungstenkit._logging import FORMATS, LEVELS
 from tungstenkit._settings import Settings
-from tungstenkit._store import ModelSource, ModelStore
+from tungstenkit._store import ModelSource, ModelStore, hidden_folder_note
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tungstenkit._supervisor import ServeOptions
@@ -199,6 +202,9 @@ def _run_server(
     settings = _settings(ctx).replace(redis_url=redis_url, log_format=log_format)
     configure_logging(options.log_level, "serve", settings.log_format)
     source = _source(ctx, model, module, class_name, insecure)
+    note = hidden_folder_note(model, source)
+    if note:
+        logger.warning(note)
     definition = source.load()
     config = definition.config
     if not workers_given:

@@ -143,6 +143,7 @@ class ServerFactory:
         ready: bool = True,
         workers: int | None = 1,
         namespace: str | None = None,
+        cwd: Path = ROOT,
     ) -> Server:
         self._count += 1
         port = free_port()
@@ -159,7 +160,7 @@ class ServerFactory:
         environment.pop("TUNGSTEN_REDIS_URL", None)
         environment.pop("REDIS_URL", None)
         with log_path.open("wb") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=ROOT)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=cwd)
         server = Server(process, port, log_path)
         self.servers.append(server)
         if ready:

@@ -9,6 +9,7 @@ the snapshot, so editing the source afterwards changes nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -58,10 +59,19 @@ class ModelSource:
     class_name: str | None
     #: The stored model's digest (None for a model served from a folder).
     digest: str | None = None
+    #: When a stored model was built (ISO 8601); None for a folder.
+    built_at: str | None = None
 
     @property
     def reference(self) -> str:
         return f"{self.name}:{self.tag}" if self.tag else self.name
+
+    @property
+    def description(self) -> str:
+        """What is served, for the log: ``mymodel:fc892db (built ...)`` or ``the folder ./mymodel``."""
+        if self.tag:
+            return f"{self.reference} (built {self.built_at})" if self.built_at else self.reference
+        return f"the folder {_shown(self.root)}"
 
     def load(self) -> ModelDefinition:
         return load_model(self.root, self.module, self.class_name)
@@ -93,7 +103,13 @@ class StoredModel:
 
     def source(self) -> ModelSource:
         return ModelSource(
-            self.name, self.tag, self.files_dir, self.metadata["module"], self.metadata["class_name"], self.digest
+            self.name,
+            self.tag,
+            self.files_dir,
+            self.metadata["module"],
+            self.metadata["class_name"],
+            digest=self.digest,
+            built_at=self.metadata.get("created_at"),
         )
 
 
@@ -148,13 +164,23 @@ class ModelStore:
         return found
 
     def resolve(self, reference: str | None, module: str | None = None, class_name: str | None = None) -> ModelSource:
-        """A served model: a stored one by reference, or a model folder/file given as a path."""
-        if reference is not None and _looks_like_path(reference):
-            path = Path(reference).expanduser()
-            file = model_file(path, module or DEFAULT_MODULE)
-            folder = path if path.is_dir() else file.parent
-            return ModelSource(default_model_name(folder), None, file.parent, file.stem, class_name)
-        return self.get(reference).source()
+        """A served model: a stored one by reference, or a model folder/file given as a path.
+
+        The rule: MODEL is a path when it has a ``/``, is ``.`` or ``..``, or ends in ``.py``.
+        Anything else is ``NAME[:TAG]``, looked up in the store; only when the store has no
+        such model is an existing folder of that name in the working directory served.
+        So a folder named like a stored model never hides it (``./NAME`` serves the folder).
+        """
+        if reference is None:
+            return self.get(None).source()
+        if is_path(reference):
+            return folder_source(Path(reference), module, class_name)
+        try:
+            return self.get(reference).source()
+        except (ModelNotFound, StoreError):
+            if Path(reference).exists():
+                return folder_source(Path(reference), module, class_name)
+            raise
 
     # -- changes ---------------------------------------------------------------------
     def build(
@@ -274,8 +300,35 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def _looks_like_path(reference: str) -> bool:
-    return "/" in reference or reference.endswith(".py") or reference in (".", "..") or Path(reference).is_dir()
+def is_path(reference: str) -> bool:
+    """Whether ``tungsten serve MODEL`` takes MODEL as a path rather than a stored model's name."""
+    return "/" in reference or reference in (".", "..") or reference.endswith(".py")
+
+
+def hidden_folder_note(reference: str | None, source: ModelSource) -> str | None:
+    """A warning when a stored model was chosen over a folder of the same name, else None."""
+    if reference is None or source.tag is None or is_path(reference) or not Path(reference).is_dir():
+        return None
+    return (
+        f"The folder ./{reference} is not served: {reference} names the stored model {source.reference} "
+        f"(`tungsten serve ./{reference}` serves the folder)"
+    )
+
+
+def folder_source(path: Path, module: str | None, class_name: str | None) -> ModelSource:
+    """A model served straight from its folder (or file), named after the folder."""
+    path = path.expanduser()
+    file = model_file(path, module or DEFAULT_MODULE)
+    folder = path if path.is_dir() else file.parent
+    return ModelSource(default_model_name(folder), None, file.parent, file.stem, class_name)
+
+
+def _shown(folder: Path) -> str:
+    """A folder as a user would type it: ``./mymodel`` below the working directory, else absolute."""
+    relative = os.path.relpath(folder)
+    if relative == "." or relative.startswith(".."):
+        return str(folder)
+    return "./" + relative
 
 
 def _copy_files(root: Path, target: Path, include: tuple[str, ...], exclude: tuple[str, ...], always: list[Path]) -> None:

@@ -362,6 +362,7 @@ class Supervisor:
 
 def serve(source: ModelSource, settings: Settings, options: ServeOptions) -> None:
     """Run ``tungsten serve``; raises ``TungstenError`` with a one-line reason on failure."""
+    logger.info("Serving %s", source.description)
     supervisor = Supervisor(source, settings, options)
     code = supervisor.run()
     if code != 0:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support import EXAMPLES, MODELS
 from tungstenkit._errors import ModelLoadError, ModelNotFound, StoreError
-from tungstenkit._store import ModelStore, default_model_name, parse_reference
+from tungstenkit._store import ModelStore, default_model_name, hidden_folder_note, parse_reference
 
 
 @pytest.fixture
@@ -84,3 +84,36 @@ def test_build_refuses_broken_models(store: ModelStore) -> None:
     with pytest.raises(ModelLoadError, match="several models"):
         store.build(MODELS / "two_models")
     assert store.build(MODELS / "two_models", class_name="Second").metadata["class_name"] == "Second"
+
+
+def test_a_name_means_the_stored_model_even_beside_a_folder_of_that_name(
+    store: ModelStore, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's promise: editing the folder after `tungsten build` does not change the built model."""
+    workspace = model_dir.parent
+    shutil.copytree(model_dir, workspace / "mymodel")
+    built = store.build(workspace / "mymodel")
+    monkeypatch.chdir(workspace)
+    for reference in ("mymodel", f"mymodel:{built.tag}"):
+        source = store.resolve(reference)
+        assert (source.name, source.tag, source.root) == ("mymodel", built.tag, built.files_dir)
+        assert source.description == f"mymodel:{built.tag} (built {built.metadata['created_at']})"
+    note = hidden_folder_note("mymodel", store.resolve("mymodel"))
+    assert note is not None and "./mymodel" in note and f"mymodel:{built.tag}" in note
+    for path in ("./mymodel", "mymodel/", str(workspace / "mymodel"), "mymodel/tungsten_model.py"):
+        source = store.resolve(path)
+        assert (source.name, source.tag, source.root) == ("mymodel", None, workspace / "mymodel")
+        assert source.description == "the folder ./mymodel"
+        assert hidden_folder_note(path, source) is None
+    monkeypatch.chdir(workspace / "mymodel")
+    assert store.resolve(".").root == workspace / "mymodel"
+
+
+def test_a_name_missing_from_the_store_falls_back_to_a_folder_here(
+    store: ModelStore, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(model_dir.parent)
+    source = store.resolve("My_Model")  # not even a valid model name: only the folder can be meant
+    assert (source.tag, source.root, source.description) == (None, model_dir, "the folder ./My_Model")
+    with pytest.raises(ModelNotFound, match="No model elsewhere"):
+        store.resolve("elsewhere")
