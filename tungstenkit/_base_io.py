@@ -16,15 +16,21 @@ class BaseIO(pydantic.BaseModel):
     """Base class of a model's input and output classes.
 
     Fields are declared with type annotations and, optionally, ``Field(...)`` for
-    required fields or ``Option(default, ...)`` for optional ones. Unknown keys in
-    incoming JSON are ignored; every value, defaults included, is validated.
+    required fields or ``Option(default, ...)`` for optional ones. Every value, defaults
+    included, is validated.
+
+    A model's input class refuses unknown fields (a request with a misspelt field gets a
+    422 naming it, rather than running with the default). To ignore them instead, as
+    Tungstenkit did, say so on the class: ``class Input(BaseIO, extra="ignore")``.
+    Output classes ignore unknown keys of the dicts ``predict`` may return.
     """
 
+    # No ``extra`` here: pydantic's default ignores unknown keys, and an input class that
+    # sets ``extra`` itself keeps its choice (see ``refuse_unknown_fields``).
     model_config = ConfigDict(
         validate_assignment=True,
         validate_default=True,
         arbitrary_types_allowed=True,
-        extra="ignore",
     )
 
     @classmethod
@@ -38,6 +44,18 @@ class BaseIO(pydantic.BaseModel):
                 if info.description is None:
                     info.description = name.replace("_", " ").strip().title()
             cls.model_rebuild(force=True)
+
+
+def refuse_unknown_fields(input_cls: type[BaseIO]) -> None:
+    """Make a model's input class refuse unknown fields, unless the class chose ``extra`` itself.
+
+    Applied by ``define_model`` to its input class, so the API (422) and the worker
+    (which validates again) refuse the same inputs, and the JSON schema says
+    ``additionalProperties: false``.
+    """
+    if input_cls.model_config.get("extra") is None:
+        input_cls.model_config["extra"] = "forbid"
+        input_cls.model_rebuild(force=True)
 
 
 def Field(  # Tungstenkit's public name

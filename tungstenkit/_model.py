@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
-from tungstenkit._base_io import BaseIO, option_names
+from tungstenkit._base_io import BaseIO, option_names, refuse_unknown_fields
 from tungstenkit._errors import ModelDefinitionError
 from tungstenkit._files import File
 from tungstenkit._masked_image import MaskedImage
@@ -120,6 +120,7 @@ def define_model(
         _check_io_class("demo_output", demo_output)
     _check_input_fields(input)
     _check_output_fields(output, "output")
+    refuse_unknown_fields(input)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ModelDefinitionError(f"batch_size must be a positive integer, got {batch_size!r}")
     if cuda_version is not None and not gpu:

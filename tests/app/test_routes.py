@@ -58,6 +58,8 @@ def test_body_over_the_limit_without_content_length_is_413(server: Server) -> No
         ([{"x": 1}, {"x": "one"}], ["body", 1, "x"], "int_parsing"),
         ([{"x": 1}, {"x": 2}, {}], ["body", 2, "x"], "missing"),
         ([{"x": 1, "hold": -1}], ["body", 0, "hold"], "greater_than_equal"),
+        # A misspelt option would otherwise run with its default.
+        ([{"x": 1}, {"x": 2, "hodl": 1}], ["body", 1, "hodl"], "extra_forbidden"),
     ],
 )
 def test_invalid_input_is_422_with_index_and_field(server: Server, body: object, loc: list, kind: str) -> None:
@@ -67,6 +69,21 @@ def test_invalid_input_is_422_with_index_and_field(server: Server, body: object,
     assert detail[0]["loc"] == loc
     assert detail[0]["type"] == kind
     assert detail[0]["msg"]
+
+
+def test_unknown_fields_are_refused_unless_the_model_opts_out(server: Server, serve: ServerFactory) -> None:
+    refused = server.client.post("/predictions", json=[{"x": 1, "hodl": 1, "grup": "b"}])
+    assert refused.status_code == 422
+    assert [(e["loc"], e["msg"]) for e in refused.json()["detail"]] == [
+        (["body", 0, "hodl"], "Extra inputs are not permitted"),
+        (["body", 0, "grup"], "Extra inputs are not permitted"),
+    ]
+    schema = server.client.get("/").json()["input_schema"]
+    assert schema["additionalProperties"] is False
+    lenient = serve(MODELS / "lenient")
+    result = lenient.predict([{"text": "a", "strenght": 0.9}])
+    assert result["status"] == "success" and result["outputs"] == [{"text": "a", "strength": 0.5}]
+    assert "additionalProperties" not in lenient.client.get("/").json()["input_schema"]
 
 
 def test_unknown_ids_are_404(server: Server) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tungstenkit import BaseIO, Field, Option
+from tungstenkit import BaseIO, Field, Option, define_model
 from tungstenkit._base_io import batch_group_key, option_names
 
 
@@ -61,8 +61,37 @@ def test_schema_carries_descriptions_bounds_and_choices() -> None:
     assert schema["sampler"]["choices"] == ["ddim", "euler"] == schema["sampler"]["enum"]
 
 
-def test_unknown_keys_are_ignored() -> None:
+def test_unknown_keys_are_ignored_by_a_class_that_is_no_models_input() -> None:
     assert Input.model_validate({"prompt": "a", "other": 1}).prompt == "a"
+
+
+def test_a_models_input_refuses_unknown_fields_unless_it_opts_out() -> None:
+    class Strict(BaseIO):
+        prompt: str
+        strength: float = Option(0.5)
+
+    class Lenient(BaseIO, extra="ignore"):
+        prompt: str
+
+    class Output(BaseIO):
+        text: str
+
+    for input_cls in (Strict, Lenient):
+
+        @define_model(input=input_cls, output=Output)
+        class Model:
+            def predict(self, inputs: list) -> list:
+                return []
+
+    with pytest.raises(ValidationError) as info:
+        Strict.model_validate({"prompt": "a", "strenght": 0.9})
+    (error,) = info.value.errors()
+    assert (error["loc"], error["type"]) == (("strenght",), "extra_forbidden")
+    assert Strict.model_json_schema()["additionalProperties"] is False
+    assert Lenient.model_validate({"prompt": "a", "strenght": 0.9}).prompt == "a"
+    assert "additionalProperties" not in Lenient.model_json_schema()
+    # Outputs keep ignoring the unknown keys of a dict that predict returns.
+    assert Output.model_validate({"text": "t", "debug": 1}).text == "t"
 
 
 def test_batch_group_key_depends_only_on_option_values() -> None:
