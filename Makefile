@@ -2,6 +2,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 READY := $(VENV)/.installed
+# `make serve PORT=3001` serves on another port.
+PORT ?= 3000
 
 .PHONY: install serve test vendor-swagger-ui
 
@@ -14,7 +16,7 @@ $(READY): pyproject.toml Makefile
 install: $(READY)
 
 serve: $(READY)
-	$(VENV)/bin/tungsten serve examples/text_to_image -p 3000
+	$(VENV)/bin/tungsten serve examples/text_to_image -p $(PORT)
 
 test: $(READY)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -52,7 +52,7 @@ def test_get_prediction_reports_status_and_outputs(server: Server) -> None:
     assert body["status"] == "success"
     assert body["error_message"] is None
     assert len(body["outputs"]) == 1 and list(body["outputs"][0]) == ["image"]
-    assert _png(body["outputs"][0]["image"]).size == (128, 128)
+    assert _png(body["outputs"][0]["image"]).size == (256, 256)
 
 
 def test_several_inputs_give_outputs_in_input_order(server: Server) -> None:

@@ -119,7 +119,7 @@ def test_predict_runs_once_and_writes_files(env: dict[str, str], tmp_path: Path)
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     with PILImage.open(output["image"]) as image:
-        assert image.size == (128, 128)
+        assert image.size == (256, 256)
     assert Path(output["image"]).parent == out
 
 
@@ -148,3 +148,8 @@ def test_predict_takes_local_files_and_guarded_urls(env: dict[str, str], tmp_pat
 def test_predict_reports_invalid_input(env: dict[str, str]) -> None:
     result = tungsten("predict", str(EXAMPLES / "text_to_image"), "-i", "seed=-1", env=env)
     _one_line_error(result, "Invalid input")
+
+
+def test_predict_refuses_unknown_fields_as_the_api_does(env: dict[str, str]) -> None:
+    result = tungsten("predict", str(MODELS / "recorder"), "-i", "x=1", "-i", "hodl=3", env=env)
+    _one_line_error(result, "hodl")
