@@ -51,13 +51,17 @@ def pip_install_command(definition: ModelDefinition) -> str | None:
     config = definition.config
     if not config.python_packages or config.base_image:
         return None
-    index = ""
+    packages = " ".join(json.dumps(p) for p in config.python_packages)
     if config.gpu and config.cuda_version:
-        index = f" --extra-index-url https://download.pytorch.org/whl/cu{config.cuda_version.replace('.', '')[:3]}"
-    elif not config.gpu and any(_project(p) in _TORCH_PACKAGES for p in config.python_packages):
-        # Both indexes offer torch==X; the CPU index's X+cpu sorts higher, so pip takes it.
-        index = f" --extra-index-url {TORCH_CPU_INDEX}"
-    return "pip install" + index + " " + " ".join(json.dumps(p) for p in config.python_packages)
+        index = f"https://download.pytorch.org/whl/cu{config.cuda_version.replace('.', '')[:3]}"
+        return f"pip install --extra-index-url {index} {packages}"
+    torch = [p for p in config.python_packages if _project(p) in _TORCH_PACKAGES]
+    if config.gpu or not torch:
+        return f"pip install {packages}"
+    # Both indexes offer torch==X; the CPU index's X+cpu sorts higher, so pip takes it. Only
+    # the torch packages themselves come from there (--no-deps); the rest from the usual index.
+    named = " ".join(json.dumps(p) for p in torch)
+    return f"pip install --no-deps --extra-index-url {TORCH_CPU_INDEX} {named} && pip install {packages}"
 
 
 def render(definition: ModelDefinition, metadata: dict[str, Any]) -> str:
