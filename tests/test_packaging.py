@@ -7,6 +7,7 @@ server still finds its own code and package data (``/docs``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -112,17 +113,17 @@ def model_folder(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def served(installed: Path, model_folder: Path, tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def _serving(installed: Path, model: str, cwd: Path, tmp_path: Path) -> Iterator[str]:
+    """The installed `tungsten serve MODEL`, run in ``cwd``; yields its URL once it is ready."""
     port = free_port()
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if k not in ("TUNGSTEN_REDIS_URL", "REDIS_URL", "PYTHONPATH")}
     env["TUNGSTEN_HOME"] = str(tmp_path / "home")
     with log.open("wb") as out:
-        # As a user types it: in the model folder, the folder given as `.`.
         process = subprocess.Popen(
-            [str(installed / "tungsten"), "serve", ".", "-p", str(port), "--host", "127.0.0.1"],
-            cwd=model_folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [str(installed / "tungsten"), "serve", model, "-p", str(port), "--host", "127.0.0.1"],
+            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
 
@@ -144,6 +145,26 @@ def served(installed: Path, model_folder: Path, tmp_path: Path) -> Iterator[str]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def served(installed: Path, model_folder: Path, tmp_path: Path) -> Iterator[str]:
+    # As a user types it: in the model folder, the folder given as `.`.
+    with _serving(installed, ".", model_folder, tmp_path) as url:
+        yield url
+
+
+def test_a_tungstenkit_folder_in_the_working_directory_does_not_hide_the_package(
+    installed: Path, model_folder: Path, tmp_path: Path
+) -> None:
+    """Serving from a checkout (or an image's source folder): its tungstenkit/ lacks the mapped
+    app/, worker/ and cli/, and the server's processes must import the installed package."""
+    checkout = installed.parent.parent / "source"
+    assert (checkout / "tungstenkit").is_dir() and not (checkout / "tungstenkit" / "cli").exists()
+    with _serving(installed, str(model_folder), checkout, tmp_path) as url:
+        result = httpx.post(url + "/predict", json=[{"text": "hi"}], timeout=60)
+        assert result.status_code == 200, result.text
+        assert result.json()["outputs"] == [{"text": "mine/cli:HI"}]
 
 
 def test_an_installed_server_runs_a_model_whose_modules_shadow_generic_names(served: str) -> None:

@@ -38,6 +38,10 @@ _FATAL_WORKER_EXITS = {
     5: "could not reach Redis",
     _EXIT_MODEL_MISMATCH: "found the namespace serving another model",
 }
+#: How a child process starts: this Python, running the CLI. ``-P`` keeps the working
+#: directory off ``sys.path``: a folder there named ``tungstenkit`` (a checkout, the source
+#: folder of an image) must not hide the installed package. (Python 3.10 has no ``-P``.)
+_CHILD_CLI = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "tungstenkit.cli"]
 #: A child that ran this long before exiting starts again without delay.
 _HEALTHY_RUN_S = 30.0
 _MAX_BACKOFF_S = 30.0
@@ -221,7 +225,7 @@ class Supervisor:
         return args
 
     def _api_child(self, redis_url: str, index: int) -> Child:
-        argv = [sys.executable, "-m", "tungstenkit.cli", "_api", *self._model_args(), "--host", self.options.host]
+        argv = [*_CHILD_CLI, "_api", *self._model_args(), "--host", self.options.host]
         argv += ["--port", str(self.options.port)]
         if self.options.api_processes > 1:
             # Several processes listen on the port; the first says where.
@@ -230,7 +234,7 @@ class Supervisor:
         return Child(name, argv, self._child_env(redis_url), reports_ready=True)
 
     def _worker_child(self, redis_url: str, index: int) -> Child:
-        argv = [sys.executable, "-m", "tungstenkit.cli", "worker", *self._model_args()]
+        argv = [*_CHILD_CLI, "worker", *self._model_args()]
         env = self._child_env(redis_url)
         if self.options.gpus:
             # Workers take the GPUs in turn: with --workers-per-gpu 2, two share each.
@@ -238,7 +242,7 @@ class Supervisor:
         return Child(f"worker-{index + 1}", argv, env, reports_ready=True)
 
     def _webhook_child(self, redis_url: str, index: int) -> Child:
-        argv = [sys.executable, "-m", "tungstenkit.cli", "_webhooks", "--namespace", self.options.namespace]
+        argv = [*_CHILD_CLI, "_webhooks", "--namespace", self.options.namespace]
         argv += ["--log-level", self.options.log_level]
         return Child(f"webhooks-{index + 1}", argv, self._child_env(redis_url))
 
