@@ -47,9 +47,10 @@ def build_image(context: Path, tag: str, log: IO[str]) -> None:
     Raises ``ImageBuildFailed`` with the last line of the log (Docker's reason) on failure.
     """
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    # --force-rm: a failed step leaves no stopped container behind (the log says what failed).
     try:
         process = subprocess.Popen(
-            ["docker", "build", "-t", tag, str(context)],
+            ["docker", "build", "--force-rm", "-t", tag, str(context)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
