@@ -1,11 +1,8 @@
-"""The Docker files, checked without a Docker engine (none runs here): parsed, not run."""
+"""The compose files, parsed: what holds without a Docker engine. tests/docker/ runs them for real."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-
 from typing import Any
 
 import click
@@ -59,36 +56,14 @@ def test_services_agree_on_the_redis_url_and_model(compose: dict[str, Any]) -> N
     assert len(models) == 1  # same model, so the same Redis namespace
 
 
-def test_the_worker_reserves_a_gpu_and_the_api_publishes_port_3000(compose: dict[str, Any]) -> None:
-    devices = compose["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+def test_the_override_reserves_a_gpu_and_the_api_publishes_port_3000(compose: dict[str, Any]) -> None:
+    override = yaml.safe_load((ROOT / "docker-compose.override.yml").read_text())
+    devices = override["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    assert "3000:3000" in compose["services"]["api"]["ports"]
+    assert "deploy" not in compose["services"]["worker"]  # the CPU one-liner: docker-compose.yml alone
+    assert [_expand(p) for p in compose["services"]["api"]["ports"]] == ["3000:3000"]
     assert _check_tungsten_command(compose["services"]["api"]["command"]).params["port"] == 3000
-
-
-def test_the_dockerfile_installs_the_package_and_serves_on_3000() -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["tungsten"]' in dockerfile and "EXPOSE 3000" in dockerfile
-    for package in ("tungstenkit", "app", "worker", "cli", "examples"):
-        assert f"COPY {package}/ {package}/" in dockerfile
-    examples_torch = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())
-    assert examples_torch is not None and f"RUN pip install {examples_torch.group(1)}\n" in dockerfile
-    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
-    assert cmd is not None
-    _check_tungsten_command(yaml.safe_load(cmd.group(1)))
-
-
-@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
-def test_docker_compose_config_accepts_the_file_where_compose_exists() -> None:
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("the docker client here has no compose plugin")
-    result = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
 
 
 def test_dockerignore_keeps_the_venv_out() -> None:
     assert ".venv" in (ROOT / ".dockerignore").read_text().split()
-
-
