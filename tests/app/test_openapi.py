@@ -59,6 +59,7 @@ def test_the_model_schemas_are_the_models_own(document: dict[str, Any]) -> None:
     inputs = _resolve(document, body)
     assert inputs["type"] == "array" and inputs["minItems"] == 1 and inputs["maxItems"] == Settings().max_inputs_per_request
     item = _resolve(document, inputs["items"])
+    assert item["additionalProperties"] is False  # unknown fields are refused (422)
     hold = item["properties"]["hold"]
     assert (hold["minimum"], hold["maximum"], hold["default"]) == (0, 120, 0.0)
     image = item["properties"]["image"]["anyOf"][0]
