@@ -232,6 +232,36 @@ class SentinelSet:
         self.kill(port)
         return port
 
+    def move_primary_by_hand(self) -> int:
+        """Promote a replica and demote the primary with ``REPLICAOF``, as an operator
+        might, and point the Sentinels at the new primary; returns its port.
+
+        Unlike a Sentinel failover (which disconnects the old primary's clients), this
+        leaves them connected: their next write meets ``READONLY``."""
+        old = self.primary_port()
+        new = next(port for port in self._nodes if port != old and self.running(port))
+        self._command(new, "REPLICAOF", "NO", "ONE")
+        for port in self.sentinel_ports:
+            client = self.sentinel_client(port)
+            try:
+                client.execute_command("SENTINEL", "REMOVE", SERVICE)
+                client.execute_command("SENTINEL", "MONITOR", SERVICE, "127.0.0.1", new, 2)
+                client.execute_command(
+                    "SENTINEL", "SET", SERVICE, "auth-pass", self.password,
+                    "down-after-milliseconds", DOWN_AFTER_MS, "failover-timeout", FAILOVER_TIMEOUT_MS,
+                )
+            finally:
+                client.close()
+        self._command(old, "REPLICAOF", "127.0.0.1", new)
+        return new
+
+    def _command(self, port: int, *args: object) -> object:
+        client = self.node_client(port)
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
     def wait_new_primary(self, old: int, timeout: float = 30.0) -> int:
         def promoted() -> int | None:
             port = self.primary_port()

@@ -204,6 +204,20 @@ def sync_client(url: str, *, socket_timeout: float | None, socket_connect_timeou
     return sentinel.master_for(address.service, **options, **address.primary_kwargs())
 
 
+class _PrimaryConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """redis-py's asyncio Sentinel connection, asking the Sentinels again whenever it
+    reconnects.
+
+    When a call is retried, redis-py reopens the dropped connection from
+    ``send_packed_command`` with the address it had (redis/redis-py#3874), so the retry
+    went back to the old primary; ``connect()`` asks the Sentinels first."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()
+        await super().send_packed_command(command, check_health)
+
+
 class _BlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
     """Sentinel's pool (connections to whichever primary the Sentinels name) that waits
     for a free connection, as the API's pool does, rather than failing at once."""
@@ -230,7 +244,11 @@ def async_client(url: str, *, max_connections: int, timeout_s: float) -> redis.a
     address = SentinelAddress.parse(url)
     sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs())
     return sentinel.master_for(  # type: ignore[no-any-return]
-        address.service, connection_pool_class=_BlockingSentinelPool, **options, **address.primary_kwargs()
+        address.service,
+        connection_pool_class=_BlockingSentinelPool,
+        connection_class=_PrimaryConnection,
+        **options,
+        **address.primary_kwargs(),
     )
 
 
@@ -243,7 +261,10 @@ def async_subscriber(url: str, *, connect_timeout_s: float) -> redis.asyncio.Red
     address = SentinelAddress.parse(url)
     sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs())
     return sentinel.master_for(  # type: ignore[no-any-return]
-        address.service, socket_connect_timeout=connect_timeout_s, **address.primary_kwargs()
+        address.service,
+        connection_class=_PrimaryConnection,
+        socket_connect_timeout=connect_timeout_s,
+        **address.primary_kwargs(),
     )
 
 
