@@ -13,13 +13,12 @@ import os
 import secrets
 import signal
 import subprocess
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
+from tests.support import wait_for
 from tungstenkit._process import die_with_parent
 from tungstenkit._redis_server import find_redis_server, free_port
 
@@ -28,20 +27,6 @@ SERVICE = "tungsten-test"
 DOWN_AFTER_MS = 1000
 #: How long a failover may take before another Sentinel tries again.
 FAILOVER_TIMEOUT_MS = 5000
-
-_pause = threading.Event()
-
-
-def _wait(condition, timeout: float, what: str):  # noqa: ANN001, ANN202 - a tiny local poll
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        _pause.wait(0.05)
-
 
 @dataclass
 class _Process:
@@ -145,7 +130,7 @@ class SentinelSet:
                     return False
             return True
 
-        _wait(settled, timeout, "the replicas and Sentinels to settle")
+        wait_for(settled, timeout, interval=0.05, what="the replicas and Sentinels to settle")
 
     def _spawn(self, name: str, config: str, *extra: str) -> subprocess.Popen[bytes]:
         path = self.folder / f"{name}.conf"
@@ -174,7 +159,7 @@ class SentinelSet:
             lines.append(f"replicaof 127.0.0.1 {primary}")
         process = self._spawn(f"redis-{port}", "\n".join(lines) + "\n")
         self._nodes[port] = _Process(f"redis-{port}", port, process)
-        _wait(lambda: self._answers(port), 15, f"redis-server on {port}")
+        wait_for(lambda: self._answers(port), 15, interval=0.05, what=f"redis-server on {port}")
 
     def _start_sentinel(self, primary: int) -> None:
         port = free_port()
@@ -203,7 +188,7 @@ class SentinelSet:
             finally:
                 client.close()
 
-        _wait(answers, 15, f"sentinel on {port}")
+        wait_for(answers, 15, interval=0.05, what=f"sentinel on {port}")
 
     def _answers(self, port: int) -> bool:
         client = self.node_client(port)
@@ -276,7 +261,7 @@ class SentinelSet:
                 client.close()
             return port if role == "master" else None
 
-        return int(_wait(promoted, timeout, "a new primary"))
+        return int(wait_for(promoted, timeout, interval=0.05, what="a new primary"))
 
     def stop(self) -> None:
         for node in [*self._sentinels, *self._nodes.values()]:
