@@ -7,7 +7,9 @@ Against a primary, two replicas and three Sentinels on loopback
 - **WAIT cost**: ``tungsten serve bench/models/noop`` with WAIT off and with
   ``TUNGSTEN_REDIS_WAIT_REPLICAS=1``, alternated ``--reps`` times; each time only
   ``POST /predictions`` (one input), a closed loop of 1 client (latency) and of
-  ``--clients`` clients (throughput), ``--duration`` seconds after ``--warmup``;
+  ``--clients`` clients (throughput), ``--duration`` seconds after ``--warmup``. The
+  same for the API's submit call alone (``AsyncPredictionQueue.submit`` in this
+  process, no HTTP), where the Redis round trips are not drowned by the HTTP work;
 - **recovery**: ``tungsten serve`` of the recorder test model under the fault suite's
   load, its primary killed with SIGKILL, ``--reps`` times with WAIT off and on (the
   killed node restarted as a replica in between): seconds from the kill until the
@@ -27,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ from tests.faults.load import Load
 from tests.sentinel.recovery import kill_primary_and_time_recovery
 from tests.sentinel.replicas import SentinelSet
 from tests.support import MODELS, ServerFactory
+from tungstenkit._queue import AsyncPredictionQueue, Keys, async_client, close_async, split_into_chunks
 
 NOOP = BENCH / "models" / "noop"
 MODES = {"off": {}, "wait1": {"TUNGSTEN_REDIS_WAIT_REPLICAS": "1"}}
@@ -87,6 +91,41 @@ async def _post_loop(url: str, clients: int, warmup_s: float, duration_s: float)
     }
 
 
+async def _submit_loop(url: str, wait: bool, concurrency: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+    """The API's submit call alone: ``concurrency`` tasks submitting one-input predictions."""
+    client = async_client(url, max_connections=32, timeout_s=5)
+    queue = AsyncPredictionQueue(
+        client, Keys(f"micro-{uuid.uuid4().hex[:8]}"), result_ttl_s=60, max_queued_inputs=0, wait_replicas=int(wait)
+    )
+    chunks = split_into_chunks(['{"text": "r"}'], ["g"], 32)
+    loop = asyncio.get_running_loop()
+    begin = loop.time() + warmup_s
+    end = begin + duration_s
+    latencies: list[float] = []
+
+    async def submitter() -> None:
+        while loop.time() < end:
+            started = time.perf_counter()
+            await queue.submit(uuid.uuid4().hex, chunks, 1)
+            if loop.time() >= begin:
+                latencies.append(time.perf_counter() - started)
+
+    try:
+        await asyncio.gather(*(submitter() for _ in range(concurrency)))
+        await client.flushdb()
+    finally:
+        await close_async(client)
+    latencies.sort()
+    return {
+        "concurrency": concurrency,
+        "submits_per_s": round(len(latencies) / duration_s, 1),
+        "latency_ms": {
+            "p50": round(1000 * (percentile(latencies, 50) or 0), 3),
+            "p99": round(1000 * (percentile(latencies, 99) or 0), 3),
+        },
+    }
+
+
 def wait_cost(folder: Path, reps: int, clients: int, warmup_s: float, duration_s: float) -> list[dict[str, Any]]:
     sentinels = SentinelSet(folder / "redis-cost", replicas=2).start()
     runs = []
@@ -101,7 +140,16 @@ def wait_cost(folder: Path, reps: int, clients: int, warmup_s: float, duration_s
                     many = asyncio.run(_post_loop(server.url, clients, warmup_s, duration_s))
                 finally:
                     server.stop()
-                run = {"rep": rep, "mode": mode, "one_client": one, "many_clients": many}
+                submit_one = asyncio.run(_submit_loop(sentinels.url, mode != "off", 1, warmup_s, duration_s))
+                submit_many = asyncio.run(_submit_loop(sentinels.url, mode != "off", clients, warmup_s, duration_s))
+                run = {
+                    "rep": rep,
+                    "mode": mode,
+                    "one_client": one,
+                    "many_clients": many,
+                    "submit_one": submit_one,
+                    "submit_many": submit_many,
+                }
                 print(json.dumps(run), flush=True)
                 runs.append(run)
     finally:
@@ -178,6 +226,10 @@ def markdown(cost: list[dict[str, Any]], failovers: list[dict[str, Any]], client
         (f"{clients} clients: POSTs/s", "many_clients", ("posts_per_s",)),
         (f"{clients} clients: POST p50 (ms)", "many_clients", ("latency_ms", "p50")),
         (f"{clients} clients: POST p99 (ms)", "many_clients", ("latency_ms", "p99")),
+        ("submit call alone, 1 at a time: p50 (ms)", "submit_one", ("latency_ms", "p50")),
+        ("submit call alone, 1 at a time: p99 (ms)", "submit_one", ("latency_ms", "p99")),
+        (f"submit call alone, {clients} at a time: submits/s", "submit_many", ("submits_per_s",)),
+        (f"submit call alone, {clients} at a time: p50 (ms)", "submit_many", ("latency_ms", "p50")),
     ]:
         off, on = figure("off", load, *path), figure("wait1", load, *path)
         lines.append(f"| {label} | {off:g} | {on:g} | {on / off:.2f} |" if off else f"| {label} | {off} | {on} | |")

@@ -28,6 +28,7 @@ DOWN_AFTER_MS = 1000
 #: How long a failover may take before another Sentinel tries again.
 FAILOVER_TIMEOUT_MS = 5000
 
+
 @dataclass
 class _Process:
     name: str
@@ -57,7 +58,9 @@ class SentinelSet:
         return f"redis+sentinel://:{self.password}@{hosts}/{SERVICE}/0{query}"
 
     def node_client(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=2, socket_connect_timeout=2)
+        return redis.Redis(
+            host="127.0.0.1", port=port, password=self.password, socket_timeout=2, socket_connect_timeout=2
+        )
 
     def sentinel_client(self, port: int) -> redis.Redis:
         return redis.Redis(
@@ -232,8 +235,15 @@ class SentinelSet:
                 client.execute_command("SENTINEL", "REMOVE", SERVICE)
                 client.execute_command("SENTINEL", "MONITOR", SERVICE, "127.0.0.1", new, 2)
                 client.execute_command(
-                    "SENTINEL", "SET", SERVICE, "auth-pass", self.password,
-                    "down-after-milliseconds", DOWN_AFTER_MS, "failover-timeout", FAILOVER_TIMEOUT_MS,
+                    "SENTINEL",
+                    "SET",
+                    SERVICE,
+                    "auth-pass",
+                    self.password,
+                    "down-after-milliseconds",
+                    DOWN_AFTER_MS,
+                    "failover-timeout",
+                    FAILOVER_TIMEOUT_MS,
                 )
             finally:
                 client.close()

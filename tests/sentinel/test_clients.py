@@ -143,7 +143,9 @@ def test_a_prediction_the_replicas_miss_is_canceled_and_refused(sentinels: Senti
     async def go() -> Any:
         client, queue = _api_queue(sentinels.url, wait_replicas=2, wait_timeout_s=0.2)  # there is one replica
         try:
-            with pytest.raises(NotReplicated, match="2 replicas must hold a prediction within 0.2s, and 1 replicas hold it"):
+            with pytest.raises(
+                NotReplicated, match="2 replicas must hold a prediction within 0.2s, and 1 replicas hold it"
+            ):
                 await queue.submit("missed", _chunks(), 2)
             return await queue.fetch("missed")
         finally:

@@ -37,7 +37,9 @@ def test_the_service_recovers_from_losing_its_primary_under_load(
     audit = tmp_path / "audit.log"
     serve.redis_url = sentinels.url
     server = serve(
-        MODELS / "recorder", namespace="failover", env={"RECORDER_AUDIT": str(audit), "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*"}
+        MODELS / "recorder",
+        namespace="failover",
+        env={"RECORDER_AUDIT": str(audit), "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*"},
     )
     load = Load(server.url, clients=4, hold=0.05, pace=0.2).start()
     try:
@@ -74,7 +76,9 @@ def test_the_service_recovers_from_losing_its_primary_under_load(
     assert sentinels.password not in status.stdout + status.stderr
 
 
-def test_with_wait_no_accepted_prediction_is_lost(sentinels_2_replicas: SentinelSet, serve: ServerFactory, tmp_path: Path) -> None:
+def test_with_wait_no_accepted_prediction_is_lost(
+    sentinels_2_replicas: SentinelSet, serve: ServerFactory, tmp_path: Path
+) -> None:
     sentinels = sentinels_2_replicas
     audit = tmp_path / "audit.log"
     serve.redis_url = sentinels.url

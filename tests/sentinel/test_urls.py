@@ -53,7 +53,9 @@ def test_mistakes_say_what_is_wrong(url: str, complaint: str) -> None:
 
 
 def test_cluster_is_declined_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match=r"Redis Cluster .* not supported: every key of a model lives in one hash slot"):
+    with pytest.raises(
+        ConfigError, match=r"Redis Cluster .* not supported: every key of a model lives in one hash slot"
+    ):
         check_url("redis+cluster://h:7000")
 
 

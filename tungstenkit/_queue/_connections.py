@@ -54,6 +54,7 @@ ASYNC_RETRIES = 3
 #: Query options of a Sentinel URL (the Sentinels' own credentials).
 _SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 
+
 @dataclass(frozen=True)
 class SentinelAddress:
     """A ``redis+sentinel://`` URL, parsed."""
@@ -88,7 +89,9 @@ class SentinelAddress:
         db = 0
         if len(parts) == 2 and parts[1]:
             if not parts[1].isdigit():
-                raise ConfigError(f"Redis Sentinel URL {redacted(url)}: the database must be a number, not {parts[1]!r}")
+                raise ConfigError(
+                    f"Redis Sentinel URL {redacted(url)}: the database must be a number, not {parts[1]!r}"
+                )
             db = int(parts[1])
         options = dict(parse_qsl(query, keep_blank_values=True))
         unknown = sorted(set(options) - set(_SENTINEL_OPTIONS))
