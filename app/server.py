@@ -8,14 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from tungstenkit._fetch import Allowlist
 from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
-from tungstenkit._queue import AsyncPredictionQueue, Keys
+from tungstenkit._queue import AsyncPredictionQueue, Keys, async_client, async_subscriber, close_async
 from tungstenkit._settings import Settings
 from tungstenkit.app.assets import asset
 from tungstenkit.app.docs import docs_page
@@ -66,19 +65,10 @@ def create_app(
     """The API for ``definition``, queueing into the Redis at ``redis_url``."""
     batch_size = batch_size or definition.config.batch_size
     keys = Keys(namespace)
-    # No per-socket read timeout (redis-py would wrap every send in a task for it): the
-    # queue bounds each call as a whole. A blocking pool waits for a free connection
-    # rather than failing at once under load.
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        redis_url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_SOCKET_TIMEOUT_S,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-        health_check_interval=30,
-    )
-    client = redis.asyncio.Redis(connection_pool=pool)
+    # A blocking pool waits for a free connection rather than failing at once under load.
+    client = async_client(redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout_s=REDIS_SOCKET_TIMEOUT_S)
     # Pub/sub waits indefinitely for messages, so it gets a client without a read timeout.
-    subscriber = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
+    subscriber = async_subscriber(redis_url, connect_timeout_s=REDIS_SOCKET_TIMEOUT_S)
     serving = ServingContext(
         settings=settings,
         queue=AsyncPredictionQueue(
@@ -87,6 +77,8 @@ def create_app(
             result_ttl_s=settings.result_ttl_s,
             max_queued_inputs=settings.max_queued_inputs,
             timeout_s=REDIS_SOCKET_TIMEOUT_S,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_s=settings.redis_wait_timeout_s,
         ),
         waiter=CompletionWaiter(subscriber, keys.done_channel, settings.result_ttl_s),
         parser=InputParser(definition.input_cls, settings.max_inputs_per_request, FilePolicy.from_settings(settings)),
@@ -104,8 +96,8 @@ def create_app(
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            await client.aclose()
-            await subscriber.aclose()
+            await close_async(client)
+            await close_async(subscriber)
 
     app = Starlette(
         routes=ROUTES + OPERATIONS_ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan  # type: ignore[arg-type]

@@ -35,6 +35,11 @@ class RedisUnavailable(TungstenError):
     """Redis could not be reached or did not answer in time."""
 
 
+class NotReplicated(RedisUnavailable):
+    """Fewer replicas than required acknowledged an accepted prediction in time (Redis
+    ``WAIT``); it was canceled, and the client should retry (503)."""
+
+
 class RedisServerError(TungstenError):
     """The embedded ``redis-server`` could not be found or started."""
 

@@ -49,6 +49,13 @@ class Settings:
     max_inputs_per_request: int = 1024
     #: Inputs waiting or running across the queue before POST answers 429.
     max_queued_inputs: int = 100_000
+    #: Replicas that must hold an accepted prediction before ``POST`` answers (Redis
+    #: ``WAIT``): a failover of the primary then cannot lose it. 0: answer once the
+    #: primary has it (replication is asynchronous).
+    redis_wait_replicas: int = 0
+    #: Seconds ``POST`` waits for those replicas; past it the prediction is canceled and
+    #: ``POST`` answers 503.
+    redis_wait_timeout_s: float = 1.0
     #: Longest a worker holds a partial batch waiting for more inputs (0: never).
     batch_wait_ms: float = 0.0
     #: Upper bound of ``GET /predictions/{id}?wait=``.
@@ -129,6 +136,10 @@ class Settings:
         for name in ("max_file_bytes", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.redis_wait_replicas < 0:
+            raise ConfigError(f"{ENV_PREFIX}REDIS_WAIT_REPLICAS must be 0 or more")
+        if not 0 < self.redis_wait_timeout_s <= 60:
+            raise ConfigError(f"{ENV_PREFIX}REDIS_WAIT_TIMEOUT_S must be more than 0 and at most 60")
         if self.url_max_redirects < 0:
             raise ConfigError(f"{ENV_PREFIX}URL_MAX_REDIRECTS must be 0 or more")
         for name in ("webhook_retries", "webhook_backoff_s", "webhook_workers"):

@@ -22,7 +22,7 @@ from typing import IO
 
 from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
 from tungstenkit._process import die_with_parent
-from tungstenkit._queue import Keys, connect, publish_model_digest
+from tungstenkit._queue import Keys, close_sync, connect, publish_model_digest
 from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, write_url_file
 from tungstenkit._settings import ENV_REDIS_URL, Settings
 from tungstenkit._store import ModelSource
@@ -205,7 +205,7 @@ class Supervisor:
         try:
             publish_model_digest(client, Keys(self.options.namespace), self.source.digest)
         finally:
-            client.close()
+            close_sync(client)
 
     # -- children --------------------------------------------------------------------
     def _child_env(self, redis_url: str) -> dict[str, str]:

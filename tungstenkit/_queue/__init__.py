@@ -33,20 +33,26 @@ group::
 Webhook deliveries are RQ jobs on the queue ``Keys.webhook_queue`` (RQ's own keys, its
 JSON serializer).
 
+Clients come from ``_connections`` (one Redis, or a primary found through Redis
+Sentinel that they follow across a failover); nothing else turns a URL into a client.
+
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
 State changes are Lua scripts (``lua/``), so processes on many machines never race.
 """
 
-from tungstenkit._queue._keys import (
-    CONNECTION_ERRORS,
-    GROUP,
-    RUNNING_KEY_TTL_S,
-    Keys,
+from tungstenkit._queue._connections import (
+    SentinelAddress,
+    async_client,
+    async_subscriber,
+    check_url,
+    close_async,
+    close_sync,
     connect,
-    now_iso,
     redacted,
+    sync_client,
 )
+from tungstenkit._queue._keys import CONNECTION_ERRORS, GROUP, RUNNING_KEY_TTL_S, Keys, now_iso
 from tungstenkit._queue._model_digest import publish_model_digest, served_model_digest
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
 from tungstenkit._queue._prediction_queue import AsyncPredictionQueue
@@ -80,6 +86,7 @@ __all__ = [
     "EntryResult",
     "Fetched",
     "Keys",
+    "SentinelAddress",
     "Snapshot",
     "StoredFile",
     "WebhookEvent",
@@ -87,6 +94,11 @@ __all__ = [
     "WorkerInfo",
     "WorkerQueue",
     "WriteReport",
+    "async_client",
+    "async_subscriber",
+    "check_url",
+    "close_async",
+    "close_sync",
     "connect",
     "find_namespaces",
     "now_iso",
@@ -100,4 +112,5 @@ __all__ = [
     "served_model_digest",
     "sid_ms",
     "split_into_chunks",
+    "sync_client",
 ]

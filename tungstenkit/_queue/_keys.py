@@ -1,13 +1,10 @@
-"""Key names, connection helpers and the clock the data model uses."""
+"""Key names, the errors that mean Redis is unreachable, and the clock the data model uses."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 import redis
-
-from tungstenkit._errors import RedisUnavailable
 
 GROUP = "workers"
 #: A dead consumer with nothing pending is removed from the group after this idle time.
@@ -61,34 +58,6 @@ class Keys:
 
     def file(self, name: str) -> str:
         return f"{self.prefix}file:{name}"
-
-
-def redacted(url: str) -> str:
-    """A Redis URL without its password, for messages."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
-def connect(url: str, timeout_s: float) -> redis.Redis:
-    """A blocking client for ``url`` once Redis answers; ``RedisUnavailable`` after ``timeout_s``."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15, health_check_interval=30)
-    deadline = time.monotonic() + timeout_s
-    delay = 0.1
-    while True:
-        try:
-            client.ping()
-            return client
-        except redis.AuthenticationError as exc:
-            client.close()
-            raise RedisUnavailable(f"Redis at {redacted(url)} refused the password: {exc}") from exc
-        except CONNECTION_ERRORS as exc:
-            if time.monotonic() + delay > deadline:
-                client.close()
-                raise RedisUnavailable(f"Cannot reach Redis at {redacted(url)}: {exc}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 def now_iso() -> str:

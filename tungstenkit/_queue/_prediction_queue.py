@@ -2,12 +2,15 @@
 
 Concurrent requests share round trips: what they ask of Redis during one turn of the
 event loop goes out as one pipeline, and all submits of that turn as one script call.
+With ``wait_replicas``, that call is followed by ``WAIT`` on the same connection, and
+the reads of the turn go out on another one so that they do not wait for the replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,13 +18,15 @@ from typing import Any, TypeVar
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from tungstenkit._errors import PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._errors import NotReplicated, PredictionNotFound, QueueFull, RedisUnavailable
 from tungstenkit._queue._keys import CONNECTION_ERRORS, Keys, now_iso
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, ask_snapshot, live_workers, make_snapshot
 from tungstenkit._queue._records import READ_FIELDS, Chunk, Fetched, read_prediction
 from tungstenkit._queue._scripts import Script, script
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,12 +49,16 @@ class AsyncPredictionQueue:
         result_ttl_s: int,
         max_queued_inputs: int,
         timeout_s: float = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
     ) -> None:
         self._redis = client
         self.keys = keys
         self._ttl = result_ttl_s
         self._limit = max_queued_inputs
         self._timeout = timeout_s
+        self._wait_replicas = wait_replicas
+        self._wait_timeout = wait_timeout_s
         self._submits: list[tuple[_Submit, asyncio.Future[Any]]] = []
         self._fetches: list[tuple[str, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
@@ -65,7 +74,8 @@ class AsyncPredictionQueue:
         webhook_events: Sequence[str] = (),
     ) -> None:
         """Accept a prediction (with the webhook to call on ``webhook_events``, if any);
-        raises ``QueueFull`` past the queue bound."""
+        raises ``QueueFull`` past the queue bound, and ``NotReplicated`` when fewer than
+        ``wait_replicas`` replicas hold it in time."""
         submit = _Submit(prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events))
         accepted, queued = await self._enqueue(self._submits, submit)
         if not accepted:
@@ -90,23 +100,37 @@ class AsyncPredictionQueue:
         self._flush_scheduled = False
         submits, self._submits = self._submits, []
         fetches, self._fetches = self._fetches, []
-        task = asyncio.get_running_loop().create_task(self._flush(submits, fetches))
+        if submits and fetches and self._wait_replicas:
+            # WAIT holds back the replies after it on its connection: reads go on another.
+            self._spawn(self._flush(submits, []))
+            self._spawn(self._flush([], fetches))
+        else:
+            self._spawn(self._flush(submits, fetches))
+
+    def _spawn(self, flush: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(flush)  # type: ignore[arg-type]
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
     async def _flush(
         self, submits: list[tuple[_Submit, asyncio.Future[Any]]], fetches: list[tuple[str, asyncio.Future[Any]]]
     ) -> None:
+        waits = bool(submits) and self._wait_replicas > 0
         try:
             keys, args = self._submit_call([s for s, _ in submits]) if submits else ([], [])
             async with self._redis.pipeline(transaction=False) as pipe:
                 if submits:
                     pipe.evalsha(script("submit").sha, len(keys), *keys, *args)
+                    if waits:
+                        pipe.execute_command("WAIT", self._wait_replicas, int(self._wait_timeout * 1000))
                 for prediction_id, _ in fetches:
                     pipe.hmget(self.keys.prediction(prediction_id), READ_FIELDS)
-                replies = list(await self._bounded(pipe.execute(raise_on_error=False)))
+                replies = list(await self._bounded(pipe.execute(raise_on_error=False), waits))
             if submits and isinstance(replies[0], NoScriptError):
-                replies[0] = await self._eval(script("submit"), keys, args)
+                if waits:
+                    replies[:2] = await self._submit_loading_script(keys, args)
+                else:
+                    replies[0] = await self._eval(script("submit"), keys, args)
         except (RedisUnavailable, *CONNECTION_ERRORS) as exc:
             failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(f"Redis is unreachable: {exc}")
             for _, future in [*submits, *fetches]:
@@ -120,20 +144,57 @@ class AsyncPredictionQueue:
             raise
         position = 0
         if submits:
-            reply = replies[0]
-            position = 1
-            if isinstance(reply, Exception):
-                for _, future in submits:
-                    future.set_exception(reply)
-            else:
-                flags, queued = reply
-                for (_, future), flag in zip(submits, flags):
-                    future.set_result((bool(flag), int(queued)))
+            position = 2 if waits else 1
+            await self._settle_submits(submits, replies[0], replies[1] if waits else None)
         for (_, future), reply in zip(fetches, replies[position:]):
             if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(read_prediction(reply))
+
+    async def _submit_loading_script(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
+        """The submit script (loaded first: Redis lost its scripts) and WAIT, on one connection."""
+        submit = script("submit")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.script_load(submit.source)
+            pipe.evalsha(submit.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self._wait_replicas, int(self._wait_timeout * 1000))
+            return list(await self._bounded(pipe.execute(raise_on_error=False), True))[1:]
+
+    async def _settle_submits(
+        self, submits: list[tuple[_Submit, asyncio.Future[Any]]], reply: Any, acked: Any
+    ) -> None:
+        """Answer each submit from the script's reply and, with ``wait_replicas``, WAIT's."""
+        if isinstance(reply, Exception):
+            for _, future in submits:
+                future.set_exception(reply)
+            return
+        flags, queued = reply
+        failure: Exception | None = None
+        if self._wait_replicas and (isinstance(acked, Exception) or int(acked) < self._wait_replicas):
+            accepted = [s.prediction_id for (s, _), flag in zip(submits, flags) if flag]
+            held = f"WAIT failed ({acked})" if isinstance(acked, Exception) else f"{acked} replicas hold it"
+            failure = NotReplicated(
+                f"Not accepted: {self._wait_replicas} replicas must hold a prediction within "
+                f"{self._wait_timeout:g}s, and {held}; {len(accepted)} canceled"
+            )
+            await self._withdraw(accepted)
+        for (_, future), flag in zip(submits, flags):
+            if future.done():
+                continue
+            if flag and failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result((bool(flag), int(queued)))
+
+    async def _withdraw(self, prediction_ids: Sequence[str]) -> None:
+        """Cancel predictions whose clients are told they were not accepted, so that none
+        runs unseen (if the primary is gone too, a failover loses them anyway)."""
+        for prediction_id in prediction_ids:
+            try:
+                await self.cancel(prediction_id)
+            except (RedisUnavailable, PredictionNotFound, *CONNECTION_ERRORS) as exc:
+                logger.warning("Could not cancel prediction %s that missed its replicas: %s", prediction_id, exc)
 
     def _submit_call(self, submits: Sequence[_Submit]) -> tuple[list[str], list[Any]]:
         keys = [self.keys.queue, self.keys.queued]
@@ -148,10 +209,11 @@ class AsyncPredictionQueue:
         return keys, args
 
     # -- the rest ----------------------------------------------------------------------
-    async def _bounded(self, call: Awaitable[T]) -> T:
-        """``call``, or ``RedisUnavailable`` if Redis does not answer in time or at all."""
+    async def _bounded(self, call: Awaitable[T], waits: bool = False) -> T:
+        """``call``, or ``RedisUnavailable`` if Redis does not answer in time or at all
+        (given the time of its ``WAIT`` as well when it ``waits`` for replicas)."""
         try:
-            return await asyncio.wait_for(call, self._timeout)
+            return await asyncio.wait_for(call, self._timeout + (self._wait_timeout if waits else 0.0))
         except (asyncio.TimeoutError, *CONNECTION_ERRORS) as exc:
             raise RedisUnavailable(f"Redis is unreachable: {exc or 'no answer in time'}") from exc
 

@@ -4,7 +4,8 @@
 -- ARGV: created timestamp, limit (0: none), then per prediction: id, inputs, chunks,
 --       webhook URL ('' if none), webhook events ('' if none), and per chunk: start,
 --       count, option group, JSON list of inputs
--- Returns {accepted flags (1/0) in order, queued inputs afterwards}.
+-- Returns {accepted flags (1/0) in order, queued inputs afterwards}. Running it again
+-- with the same ids changes nothing (a retry after a dropped connection is safe).
 local queue, counter = KEYS[1], KEYS[2]
 local created, limit = ARGV[1], tonumber(ARGV[2])
 local queued = tonumber(redis.call('GET', counter) or '0')
@@ -14,7 +15,11 @@ local i = 3
 for p = 3, #KEYS do
   local id, total, chunks, hook, events = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
   i = i + 5
-  if limit > 0 and queued + total > limit then
+  if redis.call('EXISTS', KEYS[p]) == 1 then
+    -- The same request sent again after its connection dropped (ids are random, so an
+    -- existing hash is this very prediction): it was accepted the first time.
+    accepted[#accepted + 1] = 1
+  elseif limit > 0 and queued + total > limit then
     accepted[#accepted + 1] = 0
   else
     local entries = {}
