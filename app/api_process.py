@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -14,6 +15,8 @@ from tungstenkit._logging import configure_logging
 from tungstenkit._process import announce_ready
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource
+from tungstenkit.app.http_protocol import ConnectionGuard, ConnectionLimits, GuardedHttpProtocol
+from tungstenkit.app.memory import return_large_blocks_to_the_system
 from tungstenkit.app.server import create_app
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ def run_api(
 ) -> None:
     """Serve the API. With ``reuse_port``, several such processes share the port."""
     configure_logging(log_level, "api", settings.log_format)
+    return_large_blocks_to_the_system()
     definition = source.load()
     app = create_app(
         definition,
@@ -75,6 +79,7 @@ def run_api(
         model_name=source.reference,
         batch_size=batch_size,
     )
+    guard = ConnectionGuard(ConnectionLimits.from_settings(settings))
     config = uvicorn.Config(
         app,
         host=host,
@@ -85,8 +90,9 @@ def run_api(
         # Access lines cost a measurable share of the API's CPU: only when asked for.
         access_log=log_level in ("debug", "trace"),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-        # Past this many open connections uvicorn answers 503: memory stays bounded.
-        limit_concurrency=settings.max_connections or None,
+        # Head and body deadlines, a head size limit, and connection slots that idle
+        # clients give up (uvicorn has none of these); see app.http_protocol.
+        http=functools.partial(GuardedHttpProtocol, guard=guard),  # type: ignore[arg-type]
         # JSON logs: uvicorn's own lines go through the same JSON handler.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )

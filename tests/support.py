@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -170,3 +172,90 @@ class ServerFactory:
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def descendants(pid: int) -> set[int]:
+    """The ids of every process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def api_pid(server: Server) -> int:
+    """The API process of a `tungsten serve` with one API process."""
+    (pid,) = [p for p in descendants(server.process.pid) if b"_api" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return pid
+
+
+def memory_mib(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def connect(server: Server, timeout: float = 10.0) -> socket.socket:
+    """A raw TCP connection to the server, for what an HTTP client library would not send."""
+    return socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+
+
+def head(method: str, path: str, length: int | None = None, content_type: str = "application/json") -> bytes:
+    """An HTTP/1.1 request head (with ``Content-Length`` when ``length`` is given)."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: test"]
+    if length is not None:
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {length}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """One response from a raw connection: status, headers (lower-case names) and body
+    (decoded when it is JSON)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed without a whole response head: {data!r}")
+        data += chunk
+    top, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = top.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in header_lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    body: Any = rest[:length]
+    if headers.get("content-type", "").startswith("application/json"):
+        body = json.loads(body)
+    return int(status_line.split()[1]), headers, body
+
+
+def pace(seconds: float) -> None:
+    """Wait between the sends of a deliberately slow client: its pace, not a synchronisation."""
+    _pause.wait(seconds)
+
+
+def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout`` seconds (whatever it sent first)."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        pass  # reset: closed as well
+    return True

@@ -70,8 +70,25 @@ class Settings:
     shutdown_grace_s: float = 30.0
     #: Seconds a stopping API answers 503 to new predictions before it closes its port.
     drain_s: float = 1.0
-    #: Open connections the API accepts before answering 503 (0: no limit).
+    #: Open connections per API process; past it a newcomer takes the place of the one that
+    #: has waited longest for a request head, and requests in progress past it get 503 (0: no limit).
     max_connections: int = 2048
+    #: Seconds a connection may take to send a request head, from when it opened or its
+    #: previous response ended; then it is closed (408 if it had begun one).
+    header_timeout_s: float = 10.0
+    #: Largest request head (request line and headers), in bytes; 431 above it.
+    max_header_bytes: int = 32 * 1024
+    #: Seconds a request body may take before it must keep up with ``min_body_bytes_per_s``.
+    body_timeout_s: float = 10.0
+    #: Slowest average rate, from its head on, at which a body may arrive after
+    #: ``body_timeout_s``; a slower client is disconnected (0: no minimum).
+    min_body_bytes_per_s: int = 8 * 1024
+    #: Request body bytes one API process holds at once, over all requests; a body that
+    #: would pass it gets 503 with Retry-After (0: no limit). At least ``max_body_bytes``.
+    max_buffered_bytes: int = 256 * 1024 * 1024
+    #: Web origins (``https://app.example.com``, comma-separated) whose pages may call the API
+    #: from a browser (CORS); empty: none.
+    cors_origins: str = ""
     #: fsync policy of the embedded Redis's append-only file: always, everysec or no.
     redis_appendfsync: str = "everysec"
     #: Seconds a starting worker or server keeps trying to reach Redis.
@@ -154,6 +171,20 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}REGISTRY_TIMEOUT_S must be positive")
         if bool(self.registry_username) != bool(self.registry_password):
             raise ConfigError(f"Set both {ENV_PREFIX}REGISTRY_USERNAME and {ENV_PREFIX}REGISTRY_PASSWORD, or neither")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
+        if self.max_header_bytes < 1024:
+            raise ConfigError(f"{ENV_PREFIX}MAX_HEADER_BYTES must be at least 1024")
+        for name in ("max_connections", "min_body_bytes_per_s", "max_buffered_bytes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 0 or more")
+        if self.max_buffered_bytes and self.max_buffered_bytes < self.max_body_bytes:
+            raise ConfigError(
+                f"{ENV_PREFIX}MAX_BUFFERED_BYTES ({self.max_buffered_bytes}) must be at least "
+                f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}), or no body that large could be read"
+            )
+        cors_origins(self.cors_origins)  # ConfigError for an entry that is no origin
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -181,6 +212,20 @@ class Settings:
             if value is not None:
                 env[ENV_PREFIX + f.name.upper()] = str(value)
         return env
+
+
+def cors_origins(value: str) -> tuple[str, ...]:
+    """The origins of ``cors_origins``: each ``scheme://host[:port]``, never ``*``."""
+    origins = tuple(entry.strip().rstrip("/") for entry in value.split(",") if entry.strip())
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if origin == "*" or "*" in origin:
+            raise ConfigError(f"{ENV_PREFIX}CORS_ORIGINS: list the origins explicitly, not {origin!r}")
+        if scheme not in ("http", "https") or not rest or "/" in rest:
+            raise ConfigError(
+                f"{ENV_PREFIX}CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com"
+            )
+    return origins
 
 
 def _parse(name: str, type_name: object, raw: str) -> object:
