@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -59,6 +60,22 @@ class Draining(HTTPError):
     status_code = 503
 
 
+class Overloaded(HTTPError):
+    """The process holds as many requests or body bytes as it may; retry shortly."""
+
+    status_code = 503
+
+
+class UnsupportedMediaType(HTTPError):
+    status_code = 415
+
+
+class ClientGone(HTTPError):
+    """The client left mid-request: nobody reads this answer, and nothing is logged for it."""
+
+    status_code = 400
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPError)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
@@ -85,6 +102,18 @@ async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def redis_refuses_writes(request: Request, exc: Exception) -> JSONResponse:
+    """Redis answers but takes no writes: full (``maxmemory`` with no eviction) or a replica
+    during a failover. Clients retry as for an outage."""
+    logger.warning("%s %s: Redis refused a write: %s", request.method, request.url.path, exc)
+    reason = "full" if isinstance(exc, OutOfMemoryError) else "read-only"
+    return JSONResponse(
+        {"detail": f"The prediction queue is {reason} and takes no new predictions; retry later"},
+        status_code=503,
+        headers={"Retry-After": str(REDIS_RETRY_AFTER_S)},
+    )
+
+
 async def invalid_webhook(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidWebhook)
     detail = [{"loc": ["query", exc.field], "msg": str(exc), "type": "webhook"}]
@@ -96,5 +125,7 @@ EXCEPTION_HANDLERS = {
     PredictionNotFound: prediction_not_found,
     QueueFull: queue_full,
     RedisUnavailable: redis_unavailable,
+    OutOfMemoryError: redis_refuses_writes,
+    ReadOnlyError: redis_refuses_writes,
     InvalidWebhook: invalid_webhook,
 }

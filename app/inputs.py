@@ -1,36 +1,25 @@
-"""Reading and validating the body of ``POST /predictions``."""
+"""Validating the body of ``POST /predictions``."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-from starlette.requests import Request
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tungstenkit._base_io import BaseIO, batch_group_key, option_names
 from tungstenkit._files import DEFER_DECODING, FILE_POLICY, FilePolicy
 from tungstenkit._media import configure_pillow
 from tungstenkit._model import has_file_fields
 from tungstenkit.app.error_responses import InvalidInput, MalformedBody, PayloadTooLarge
+from tungstenkit.app.json_shape import JsonShapeGuard
 
 #: Validation error types that mean "too many bytes", answered with 413 rather than 422.
 _TOO_LARGE = frozenset({"file_too_large"})
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) to hold more than ``limit`` bytes of it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}")
-    parts = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
+#: JSON values one input may hold: a few for the object itself and for keys the model
+#: ignores, and a few per field (a ``MaskedImage`` is an object of two).
+_VALUES_PER_INPUT = 16
+_VALUES_PER_FIELD = 4
 
 
 class InputParser:
@@ -40,6 +29,7 @@ class InputParser:
         self._adapter = TypeAdapter(list[input_cls])  # type: ignore[valid-type]
         self._options = set(option_names(input_cls))
         self._max_inputs = max_inputs
+        self._max_values = max_inputs * (_VALUES_PER_INPUT + _VALUES_PER_FIELD * _count_fields(input_cls))
         self._files = files or FilePolicy()
         # An empty allowance for local files: inputs from HTTP may not name local paths.
         # Masks are checked here and binarised by the worker, which validates again.
@@ -47,7 +37,11 @@ class InputParser:
         if has_file_fields(input_cls):
             configure_pillow(self._files.max_image_pixels)
 
-    def parse(self, body: bytes) -> tuple[list[str], list[str]]:
+    def shape_guard(self) -> JsonShapeGuard:
+        """A guard that refuses, while it arrives, a body that could not be valid inputs."""
+        return JsonShapeGuard(self._max_inputs, self._max_values)
+
+    def parse(self, body: bytes | bytearray) -> tuple[list[str], list[str]]:
         """Each input as a JSON object string, and each input's option group key."""
         try:
             data = json.loads(body)
@@ -78,6 +72,17 @@ class InputParser:
         else:
             groups = ["-"] * len(inputs)
         return encoded, groups
+
+
+def _count_fields(cls: type[BaseModel]) -> int:
+    """The fields of ``cls``, those of nested models included."""
+    count = 0
+    for info in cls.model_fields.values():
+        count += 1
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            count += _count_fields(annotation)
+    return count
 
 
 def _detail(loc: tuple[Any, ...], msg: str, kind: str) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,12 @@ from tungstenkit._fetch import Allowlist
 from tungstenkit._queue import AsyncPredictionQueue, Fetched, split_into_chunks
 from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import WebhookRequest
+from tungstenkit.app.admission import BodyBudget
 from tungstenkit.app.demo import root
 from tungstenkit.app.error_responses import Draining, InvalidInput, NotFound, SyncTimeout
 from tungstenkit.app.health import health
-from tungstenkit.app.inputs import InputParser, read_body
+from tungstenkit.app.inputs import InputParser
+from tungstenkit.app.request_body import read_body, require_json
 from tungstenkit.app.served_files import get_file
 from tungstenkit.app.waiters import CompletionWaiter
 
@@ -42,6 +45,13 @@ class ServingContext:
     draining: bool = False
     #: Where webhooks may point although not public (``url_allowlist``).
     webhook_allowlist: Allowlist = field(default_factory=Allowlist)
+    #: Request body bytes this process holds (``max_buffered_bytes``).
+    bodies: BodyBudget = field(default_factory=lambda: BodyBudget(0, 0))
+    #: Validates large bodies off the event loop. One thread: validation holds the GIL
+    #: anyway, and one at a time bounds the memory that parsing adds to the bodies held.
+    validation: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation")
+    )
 
     def start_draining(self) -> None:
         self.draining = True
@@ -77,10 +87,18 @@ async def _submit(context: ServingContext, request: Request) -> str:
     if context.draining:
         raise Draining("This server is shutting down; retry (another instance may take the request)",
                        headers={"Retry-After": "1"})
+    require_json(request)
     query = request.query_params
     webhook = WebhookRequest.parse(query.get("webhook"), query.get("webhook_events"), context.webhook_allowlist)
-    body = await read_body(request, context.settings.max_body_bytes)
-    inputs, groups = context.parser.parse(body)
+    body = await read_body(request, context.settings.max_body_bytes, context.bodies, context.parser.shape_guard)
+    try:
+        if body.large:
+            loop = asyncio.get_running_loop()
+            inputs, groups = await loop.run_in_executor(context.validation, context.parser.parse, body.data)
+        else:
+            inputs, groups = context.parser.parse(body.data)
+    finally:
+        body.release()
     prediction_id = new_prediction_id()
     chunks = split_into_chunks(inputs, groups, context.chunk_size)
     await context.queue.submit(

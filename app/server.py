@@ -9,19 +9,23 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from tungstenkit._fetch import Allowlist
 from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys, async_client, async_subscriber, close_async
-from tungstenkit._settings import Settings
+from tungstenkit._settings import Settings, cors_origins
+from tungstenkit.app.admission import BodyBudget, RequestSlots
 from tungstenkit.app.assets import asset
 from tungstenkit.app.docs import docs_page
 from tungstenkit.app.error_responses import EXCEPTION_HANDLERS
 from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.openapi import build_openapi, openapi
 from tungstenkit.app.prometheus import metrics
+from tungstenkit.app.request_body import LARGE_BODY_BYTES
 from tungstenkit.app.routes import ROUTES, ServingContext
 from tungstenkit.app.waiters import CompletionWaiter
 
@@ -51,6 +55,25 @@ def model_metadata(definition: ModelDefinition, name: str, batch_size: int) -> d
         "output_schema": definition.output_schema(),
         "demo_output_schema": definition.demo_output_cls.model_json_schema(),
     }
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    middleware = [Middleware(RequestSlots, limit=settings.max_connections)]
+    origins = cors_origins(settings.cors_origins)
+    if origins:
+        # Never with credentials: the API uses no cookies, and an API key travels in a
+        # header that a page's script sets itself.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+                allow_credentials=False,
+                expose_headers=["Retry-After"],
+            )
+        )
+    return middleware
 
 
 def create_app(
@@ -85,6 +108,7 @@ def create_app(
         chunk_size=batch_size,
         metadata=model_metadata(definition, model_name, batch_size),
         webhook_allowlist=Allowlist.parse(settings.url_allowlist),
+        bodies=BodyBudget(settings.max_buffered_bytes, LARGE_BODY_BYTES),
     )
 
     @contextlib.asynccontextmanager
@@ -98,9 +122,13 @@ def create_app(
                 await listener
             await close_async(client)
             await close_async(subscriber)
+            serving.validation.shutdown(wait=False, cancel_futures=True)
 
     app = Starlette(
-        routes=ROUTES + OPERATIONS_ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan  # type: ignore[arg-type]
+        routes=ROUTES + OPERATIONS_ROUTES,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=_middleware(settings),
+        lifespan=lifespan,
     )
     app.state.serving = serving
     app.state.openapi = build_openapi(definition, settings, model_name)

@@ -14,6 +14,7 @@ from tests.support import MODELS, Server, ServerFactory, wait_for
 from tungstenkit._redis_server import RedisServer, free_port
 
 LIMITS = {"TUNGSTEN_MAX_BODY_BYTES": "4096", "TUNGSTEN_MAX_INPUTS_PER_REQUEST": "8", "TUNGSTEN_MAX_WAIT_S": "30"}
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +23,18 @@ def server(module_serve: ServerFactory) -> Server:
 
 
 def test_malformed_json_is_400(server: Server) -> None:
-    response = server.client.post("/predictions", content=b'[{"x": 1')
+    response = server.client.post("/predictions", content=b'[{"x": 1', headers=JSON)
     assert response.status_code == 400
     assert "not valid JSON" in response.json()["detail"]
 
 
 def test_deeply_nested_json_is_400_not_500(server: Server) -> None:
-    response = server.client.post("/predictions", content=b"[" * 3000 + b"]" * 3000)
+    response = server.client.post("/predictions", content=b"[" * 3000 + b"]" * 3000, headers=JSON)
     assert response.status_code in (400, 413)
 
 
 def test_body_over_the_limit_is_413(server: Server) -> None:
-    response = server.client.post("/predictions", content=json.dumps([{"x": 1, "group": "y" * 5000}]))
+    response = server.client.post("/predictions", content=json.dumps([{"x": 1, "group": "y" * 5000}]), headers=JSON)
     assert response.status_code == 413
     assert "limit" in response.json()["detail"]
 
@@ -45,7 +46,7 @@ def test_body_over_the_limit_without_content_length_is_413(server: Server) -> No
             yield b"y" * 1000
         yield b'"}]'
 
-    response = server.client.post("/predictions", content=chunks())
+    response = server.client.post("/predictions", content=chunks(), headers=JSON)
     assert response.status_code == 413
 
 
