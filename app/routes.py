@@ -22,6 +22,7 @@ from tungstenkit.app.demo import root
 from tungstenkit.app.error_responses import Draining, InvalidInput, NotFound, SyncTimeout
 from tungstenkit.app.health import health
 from tungstenkit.app.inputs import InputParser
+from tungstenkit.app.memory import AfterBursts
 from tungstenkit.app.request_body import read_body, require_json
 from tungstenkit.app.served_files import get_file
 from tungstenkit.app.waiters import CompletionWaiter
@@ -52,6 +53,10 @@ class ServingContext:
     validation: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation")
     )
+    after_bursts: AfterBursts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.after_bursts = AfterBursts(lambda: self.bodies.held)
 
     def start_draining(self) -> None:
         self.draining = True
@@ -98,6 +103,8 @@ async def _submit(context: ServingContext, request: Request) -> str:
         else:
             inputs, groups = context.parser.parse(body.data)
     finally:
+        if body.large:
+            context.after_bursts.large_body_done()
         body.release()
     prediction_id = new_prediction_id()
     chunks = split_into_chunks(inputs, groups, context.chunk_size)

@@ -6,7 +6,7 @@ import pytest
 
 from tungstenkit._errors import ConfigError
 from tungstenkit._files import FilePolicy
-from tungstenkit._settings import Settings
+from tungstenkit._settings import Settings, cors_origins
 
 
 def test_file_settings_from_the_environment() -> None:
@@ -39,8 +39,24 @@ def test_file_settings_from_the_environment() -> None:
         ("TUNGSTEN_PUBLIC_URL", "models.example.com", "must start with http"),
         ("TUNGSTEN_MAX_FILE_BYTES", "0", "must be positive"),
         ("TUNGSTEN_MAX_IMAGE_PIXELS", "many", "not a valid int"),
+        ("TUNGSTEN_CORS_ORIGINS", "*", "list the origins explicitly"),
+        ("TUNGSTEN_CORS_ORIGINS", "https://a.example, https://*.example", "list the origins explicitly"),
+        ("TUNGSTEN_CORS_ORIGINS", "app.example.com", "is not an origin"),
+        ("TUNGSTEN_CORS_ORIGINS", "https://app.example.com/path", "is not an origin"),
+        ("TUNGSTEN_MAX_BUFFERED_BYTES", "1000", "must be at least TUNGSTEN_MAX_BODY_BYTES"),
+        ("TUNGSTEN_HEADER_TIMEOUT_S", "0", "must be positive"),
+        ("TUNGSTEN_MAX_HEADER_BYTES", "100", "at least 1024"),
+        ("TUNGSTEN_MIN_BODY_BYTES_PER_S", "-1", "0 or more"),
     ],
 )
 def test_unusable_values_are_refused(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env({name: value})
+
+
+def test_cors_origins_are_parsed() -> None:
+    assert cors_origins(" https://app.example.com/, http://localhost:8080 ,") == (
+        "https://app.example.com",
+        "http://localhost:8080",
+    )
+    assert cors_origins("") == ()
