@@ -210,22 +210,58 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _own(schema)}}}
 
 
-def _health(description: str) -> dict[str, Any]:
-    schema = {"anyOf": [_own("Health"), _own("ApiHealth")]}
+def _health(description: str, also: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema = {"anyOf": [_own("Health"), _own("ApiHealth"), *([also] if also else [])]}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
     described = {
-        400: ("Error", "The body is not valid JSON."),
+        400: ("Error", "The body is not valid JSON, or nests too deep."),
         404: ("Error", "No such prediction (never created, or expired)."),
         413: ("Error", "The body, or a file input, is over its size limit."),
+        415: ("Error", "The body is not sent as Content-Type: application/json."),
         422: ("ValidationError", "Invalid inputs or query parameters; `loc` says where."),
         429: ("Error", "The queue is full; retry after Retry-After seconds."),
-        503: ("Error", "Redis is unreachable, or the server is shutting down; retry after Retry-After seconds."),
+        503: (
+            "Error",
+            (
+                "Redis is unreachable or full, the server is shutting down, or this process holds as many "
+                "requests or request bodies as it may; retry after Retry-After seconds."
+            ),
+        ),
         504: ("Error", "The prediction did not finish in time; poll GET /predictions/{prediction_id}."),
     }
     return {str(code): _json(*described[code]) for code in codes}
+
+
+#: What any request may get from the server's connection guards, before its handler runs.
+_CONNECTION_ERRORS = {
+    "408": _json("Error", "The request head did not arrive in time (the connection is closed)."),
+    "431": _json("Error", "The request line and headers are over their size limit (the connection is closed)."),
+}
+_BUSY = _json("Error", "This process has as many requests in progress as it may; retry after Retry-After seconds.")
+
+
+def _with_connection_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation also documents 408, 431 and the 503 of a full process."""
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            for code, response in _CONNECTION_ERRORS.items():
+                responses.setdefault(code, response)
+            responses.setdefault("503", _BUSY)
+    return paths
+
+
+def _links_to_the_prediction() -> dict[str, Any]:
+    """From a created prediction to reading and canceling it (for clients and test tools)."""
+    prediction_id = {"prediction_id": "$response.body#/prediction_id"}
+    return {
+        "GetPrediction": {"operationId": "get_prediction", "parameters": prediction_id},
+        "CancelPrediction": {"operationId": "cancel_prediction", "parameters": prediction_id},
+        "CancelPredictionWithGet": {"operationId": "cancel_prediction_get", "parameters": prediction_id},
+    }
 
 
 def _webhook_parameters() -> list[dict[str, Any]]:
@@ -338,7 +374,11 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 ],
                 "responses": {
                     "200": _health("Ready: the live workers and the queue depth (scope=api: only the status)."),
-                    "503": _health("Not ready: Redis is unreachable or no worker is ready (scope=api: shutting down)."),
+                    "503": _health(
+                        "Not ready: Redis is unreachable or no worker is ready (scope=api: shutting down); or, "
+                        "as Error, this process has as many requests in progress as it may.",
+                        also=_own("Error"),
+                    ),
                     **_errors(422),
                 },
             }
@@ -364,8 +404,8 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 "parameters": _webhook_parameters(),
                 "requestBody": inputs_body,
                 "responses": {
-                    "200": _json("PredictionCreated", "Accepted."),
-                    **_errors(400, 413, 422, 429, 503),
+                    "200": {**_json("PredictionCreated", "Accepted."), "links": _links_to_the_prediction()},
+                    **_errors(400, 413, 415, 422, 429, 503),
                 },
                 "callbacks": _callbacks(),
             }
@@ -402,7 +442,7 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 "requestBody": inputs_body,
                 "responses": {
                     "200": _json("Prediction", "The prediction once it ended."),
-                    **_errors(400, 413, 422, 429, 503, 504),
+                    **_errors(400, 413, 415, 422, 429, 503, 504),
                 },
                 "callbacks": _callbacks(),
             }
@@ -441,7 +481,7 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
     # The model's classes keep their names; an API schema whose name one of them took is renamed.
     names = {name: _free_name(name, schemas) for name in ours}
     schemas.update({names[name]: _settle_refs(schema, names) for name, schema in ours.items()})
-    paths = _settle_refs(paths, names)
+    paths = _settle_refs(_with_connection_errors(paths), names)
     description = (
         f"REST API serving the model `{model_name}` ({definition.name}). POST a list of inputs to "
         "/predictions, then GET /predictions/{prediction_id} (with ?wait= to long-poll) or ask for a webhook."
