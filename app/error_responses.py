@@ -105,7 +105,7 @@ async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
 async def redis_refuses_writes(request: Request, exc: Exception) -> JSONResponse:
     """Redis answers but takes no writes: full (``maxmemory`` with no eviction) or a replica
     during a failover. Clients retry as for an outage."""
-    logger.warning("%s %s: Redis refused a write: %s", request.method, request.url.path, exc)
+    logger.warning("%s %s: Redis refused a write: %s", request.method, printable(request.url.path), exc)
     reason = "full" if isinstance(exc, OutOfMemoryError) else "read-only"
     return JSONResponse(
         {"detail": f"The prediction queue is {reason} and takes no new predictions; retry later"},
