@@ -1,57 +1,16 @@
-"""Admission: how many requests one API process runs at once, and how many body bytes it holds.
+"""Admission: how many request body bytes one API process holds at once.
 
-Both answer 503 with ``Retry-After`` when full, in the API's error shape, so that clients
-and load balancers retry (perhaps on another instance) instead of the process growing
-without bound.
+Past the budget a body gets 503 with ``Retry-After``, in the API's error shape, so that
+clients and load balancers retry (perhaps on another instance) instead of the process
+growing without bound. (Requests in progress are bounded in ``app.http_protocol``.)
 """
 
 from __future__ import annotations
 
-import json
-
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from tungstenkit.app.error_responses import Overloaded
 
-#: Seconds a client should wait before retrying a request refused for lack of room.
+#: Seconds a client should wait before retrying a body refused for lack of room.
 RETRY_AFTER_S = 1
-
-
-class RequestSlots:
-    """ASGI middleware: at most ``limit`` requests in progress; past it, 503.
-
-    Replaces uvicorn's ``limit_concurrency``, which also counts idle connections (those are
-    bounded by ``app.http_protocol``) and answers in plain text.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.in_progress = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.limit:
-            await self.app(scope, receive, send)
-            return
-        if self.in_progress >= self.limit:
-            await _unavailable(send, f"{self.limit} requests are in progress; retry shortly")
-            return
-        self.in_progress += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_progress -= 1
-
-
-async def _unavailable(send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(RETRY_AFTER_S).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodyBudget:

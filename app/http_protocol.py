@@ -20,7 +20,9 @@ CPU; no server setting bounds the time to receive a head. So:
 - **Slots.** Past ``max_connections``, a new connection closes the one that has waited
   longest for a request head (idle keep-alive or a slow head): clients that are sending
   requests are served, and those that are not give way. Only connections with a request in
-  progress are never closed to make room (``app.admission`` bounds those).
+  progress are never closed to make room; past that many, a request gets 503 with
+  ``Retry-After`` (in the API's error shape: uvicorn's ``limit_concurrency`` also counts idle
+  connections, and answers in plain text).
 
 One sweep a second per process checks the deadlines, so a request costs the hot path two
 dictionary updates and no timer.
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two checks of the deadlines.
 SWEEP_S = 1.0
+#: Seconds a client should wait before retrying a request refused for lack of room.
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,20 @@ class ConnectionGuard:
     receiving: dict[GuardedHttpProtocol, float] = field(default_factory=dict)
     #: Connections closed since the last report, by reason.
     closed: dict[str, int] = field(default_factory=dict)
+    #: What a request gets whose head is too large, or that finds every request slot taken.
+    head_too_large: ErrorApp = field(init=False)
+    busy: ErrorApp = field(init=False)
+    head_too_large_detail: str = field(init=False)
     _sweeping: bool = False
+
+    def __post_init__(self) -> None:
+        self.head_too_large_detail = f"The request line and headers exceed {self.limits.max_header_bytes} bytes"
+        self.head_too_large = ErrorApp(431, self.head_too_large_detail, {"Connection": "close"})
+        self.busy = ErrorApp(
+            503,
+            f"{self.limits.max_connections} requests are in progress; retry shortly",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._sweeping:
@@ -128,23 +145,53 @@ def _response(status: int, phrase: str, detail: str) -> bytes:
     return head.encode() + body
 
 
+class ErrorApp:
+    """An ASGI app that answers every request with one error, in the API's error shape.
+
+    The protocol runs it instead of the API for a request it refuses once the request's
+    head is parsed: uvicorn then orders the response, reads or discards the body, and keeps
+    or closes the connection as for any other.
+    """
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        self._body = body
+        self._start = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *((name.lower().encode(), value.encode()) for name, value in (headers or {}).items()),
+            ],
+        }
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(self._start)
+        await send({"type": "http.response.body", "body": self._body})
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with head and body deadlines, a head size limit and
-    connection slots that idle clients give up (see the module's docstring)."""
+    connection slots that idle clients give up (see the module's docstring).
+
+    The overrides call the base class by name (not ``super()``): they run on every request.
+    """
 
     def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        HttpToolsProtocol.__init__(self, *args, **kwargs)
         self._guard = guard
         self._limits = guard.limits
-        # app.admission answers 503 past the limit of requests in progress, in the API's
-        # error shape; uvicorn's own check would also count idle connections.
+        # Requests in progress past max_connections get the 503 of ``guard.busy`` (in the
+        # API's error shape); uvicorn's own check would also count idle connections.
         self.limit_concurrency = None
+        self._max_requests = guard.limits.max_connections
         self._in_head = True
-        #: Bytes of the request line and headers parsed so far (exact, from the parser).
-        self._head_size = 0
-        #: Raw bytes received while a head stays incomplete (bounds what the parser buffers
-        #: inside a header it has not finished).
+        #: Raw bytes of a head that stayed incomplete over the chunks received so far (bounds
+        #: what the parser buffers inside a header it has not finished).
         self._head_bytes = 0
+        #: At least the size of a head that completes in the chunk being parsed.
+        self._head_bound = 0
         self._heads_parsed = 0
         self._body_bytes = 0
         #: Set once a response of ours refused the connection: nothing more is parsed.
@@ -152,82 +199,85 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- connection life ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        HttpToolsProtocol.connection_made(self, transport)
         guard = self._guard
         guard.waiting[self] = self.loop.time()
         guard.start_sweeping(self.loop)
-        limit = self._limits.max_connections
-        if limit and len(self.connections) > limit:
+        if self._max_requests and len(self.connections) > self._max_requests:
             guard.make_room(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._guard.waiting.pop(self, None)
         self._guard.receiving.pop(self, None)
-        super().connection_lost(exc)
+        HttpToolsProtocol.connection_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         in_head, heads_before = self._in_head, self._heads_parsed
-        super().data_received(data)
+        if in_head:
+            self._head_bound = self._head_bytes + len(data)
+        else:
+            # Body bytes, for the rate check (those that came in the head's last chunk are not
+            # counted: at most one chunk, which body_timeout_s covers).
+            self._body_bytes += len(data)
+            self._head_bound = len(data)
+        HttpToolsProtocol.data_received(self, data)
         # A chunk that began and ended inside one head counts against its limit in full (one
-        # in which a head completed is checked exactly in on_headers_complete; one that began
-        # in a body may hold the start of a next head: at most one chunk goes uncounted).
+        # in which a head completed is checked in on_headers_complete; one that began in a
+        # body may hold the start of a next head: at most one chunk goes uncounted).
         if in_head and self._in_head and self._heads_parsed == heads_before and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self._limits.max_header_bytes:
-                self._head_too_large()
+                self._guard.count("heads too large")
+                self._refuse(431, "Request Header Fields Too Large", self._guard.head_too_large_detail)
 
     # -- parser callbacks -------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        if not self._refused:
-            self._head_size = 0
-            super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        if self._refused:
-            return
-        self._guard.waiting.pop(self, None)
+        guard = self._guard
+        guard.waiting.pop(self, None)
         self._in_head = False
-        self._head_bytes = 0
         self._heads_parsed += 1
-        if self._head_size > self._limits.max_header_bytes:
-            self._head_too_large()
-            return
+        limit = self._limits.max_header_bytes
+        # The exact size only when the chunks it came in could hold more than the limit.
+        too_large = self._head_bound > limit and self._head_size() > limit
+        self._head_bytes = 0
         self._body_bytes = 0
-        self._guard.receiving[self] = self.loop.time()
-        super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        if not self._refused:
-            self._body_bytes += len(body)
-            super().on_body(body)
+        guard.receiving[self] = self.loop.time()
+        if too_large or (self._max_requests and len(self.tasks) >= self._max_requests):
+            if too_large:
+                guard.count("heads too large")
+            app, self.app = self.app, guard.head_too_large if too_large else guard.busy
+            try:
+                HttpToolsProtocol.on_headers_complete(self)
+            finally:
+                self.app = app
+        else:
+            HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        if not self._refused:
-            self._guard.receiving.pop(self, None)
-            self._in_head = True
-            super().on_message_complete()
-            self._wait_if_idle()  # answered before its body had all arrived
+        self._guard.receiving.pop(self, None)
+        self._in_head = True
+        HttpToolsProtocol.on_message_complete(self)
+        if self.cycle.response_complete:  # answered before its body had all arrived
+            self._wait_for_a_head()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._wait_if_idle()
+        HttpToolsProtocol.on_response_complete(self)
+        # Idle once both the request and its response are done, unless a pipelined request
+        # started or the connection is closing.
+        if self._in_head and self.cycle.response_complete:
+            self._wait_for_a_head()
 
-    def _wait_if_idle(self) -> None:
-        """Start waiting for the next head once both the request and its response are done
-        (and no pipelined request started)."""
-        if self._in_head and self.cycle.response_complete and not self.transport.is_closing():
-            self._guard.waiting.pop(self, None)
-            self._guard.waiting[self] = self.loop.time()
+    def _head_size(self) -> int:
+        """The request line and headers, in bytes (as parsed: give or take the separators)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _wait_for_a_head(self) -> None:
+        if not self.transport.is_closing():
+            waiting = self._guard.waiting
+            waiting.pop(self, None)
+            waiting[self] = self.loop.time()
 
     # -- the guards ---------------------------------------------------------------------------
     def give_way(self) -> None:
@@ -266,11 +316,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(status, "Request Timeout", detail)
         elif not self.transport.is_closing():
             self.transport.close()
-
-    def _head_too_large(self) -> None:
-        self._guard.count("heads too large")
-        self._refuse(431, "Request Header Fields Too Large",
-                     f"The request line and headers exceed {self._limits.max_header_bytes} bytes")
 
     def _refuse(self, status: int, phrase: str, detail: str) -> None:
         self._refused = True

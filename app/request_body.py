@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from tungstenkit.app.admission import BodyBudget
 from tungstenkit.app.error_responses import ClientGone, PayloadTooLarge, UnsupportedMediaType
@@ -20,8 +20,10 @@ LARGE_BODY_BYTES = 64 * 1024
 class Body:
     """A request body held in memory and counted in the budget until ``release``."""
 
+    __slots__ = ("_budget", "counted", "data")
+
     def __init__(self, budget: BodyBudget) -> None:
-        self.data = bytearray()
+        self.data: bytes | bytearray = b""
         self.counted = 0
         self._budget = budget
 
@@ -30,10 +32,11 @@ class Body:
         return len(self.data) > LARGE_BODY_BYTES
 
     def release(self) -> None:
-        self._budget.give_back(self.counted)
-        self.counted = 0
+        if self.counted:
+            self._budget.give_back(self.counted)
+            self.counted = 0
         # A new object rather than clearing in place: a validation thread may still read it.
-        self.data = bytearray()
+        self.data = b""
 
 
 def require_json(request: Request) -> None:
@@ -61,23 +64,33 @@ async def read_body(
         budget.check_declared(int(declared))
     body = Body(budget)
     guard = None
+    receive = request.receive  # directly: nothing else reads this body
     try:
-        async for chunk in request.stream():
-            before = len(body.data)
-            size = before + len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
-            body.counted += budget.take(before, size)
-            body.data += chunk
-            if guard is not None:
-                guard.feed(chunk)
-            elif size > LARGE_BODY_BYTES:
-                guard = new_guard()
-                guard.feed(body.data)
-    except ClientDisconnect:
-        body.release()
-        raise ClientGone("The client closed the connection before sending the whole body") from None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientGone("The client closed the connection before sending the whole body")
+            chunk = message.get("body", b"")
+            if chunk:
+                before = len(body.data)
+                size = before + len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
+                if size > budget.free_bytes:
+                    body.counted += budget.take(before, size)
+                if before:
+                    if not isinstance(body.data, bytearray):
+                        body.data = bytearray(body.data)
+                    body.data += chunk
+                else:
+                    body.data = chunk
+                if guard is not None:
+                    guard.feed(chunk)
+                elif size > LARGE_BODY_BYTES:
+                    guard = new_guard()
+                    guard.feed(body.data)
+            if not message.get("more_body", False):
+                return body
     except BaseException:
         body.release()
         raise
-    return body

@@ -18,7 +18,7 @@ from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys, async_client, async_subscriber, close_async
 from tungstenkit._settings import Settings, cors_origins
-from tungstenkit.app.admission import BodyBudget, RequestSlots
+from tungstenkit.app.admission import BodyBudget
 from tungstenkit.app.assets import asset
 from tungstenkit.app.docs import docs_page
 from tungstenkit.app.error_responses import EXCEPTION_HANDLERS
@@ -58,22 +58,22 @@ def model_metadata(definition: ModelDefinition, name: str, batch_size: int) -> d
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
-    middleware = [Middleware(RequestSlots, limit=settings.max_connections)]
+    """CORS for the listed origins; none (no layer at all) by default."""
     origins = cors_origins(settings.cors_origins)
-    if origins:
-        # Never with credentials: the API uses no cookies, and an API key travels in a
-        # header that a page's script sets itself.
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["Authorization", "Content-Type"],
-                allow_credentials=False,
-                expose_headers=["Retry-After"],
-            )
+    if not origins:
+        return []
+    # Never with credentials: the API uses no cookies, and an API key travels in a header
+    # that a page's script sets itself.
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            expose_headers=["Retry-After"],
         )
-    return middleware
+    ]
 
 
 def create_app(
