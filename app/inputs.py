@@ -16,8 +16,8 @@ from tungstenkit.app.json_shape import JsonShapeGuard
 
 #: Validation error types that mean "too many bytes", answered with 413 rather than 422.
 _TOO_LARGE = frozenset({"file_too_large"})
-#: JSON values one input may hold: a few for the object itself and for keys the model
-#: ignores, and a few per field (a ``MaskedImage`` is an object of two).
+#: JSON values one input may hold: a few for the object itself (and keys an input class
+#: that allows extra fields ignores), and a few per field (a ``MaskedImage`` is an object of two).
 _VALUES_PER_INPUT = 16
 _VALUES_PER_FIELD = 4
 

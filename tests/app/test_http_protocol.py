@@ -106,7 +106,7 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_off(server: Server) -> None:
 
 
 def test_a_body_that_keeps_up_with_the_minimum_rate_is_read(server: Server) -> None:
-    body = json.dumps([{"x": 1, "padding": "p" * 5900}]).encode()
+    body = json.dumps([{"x": 1, "group": "p" * 5900}]).encode()
     with connect(server) as sock:
         sock.sendall(head("POST", "/predictions", len(body)))
         for start in range(0, len(body), 600):  # about 6,000 bytes/s
@@ -141,7 +141,7 @@ def test_clients_that_send_half_a_head_do_not_lock_others_out(module_serve: Serv
 
 
 def test_a_kept_alive_connection_after_a_large_body_is_not_taken_for_a_huge_head(server: Server) -> None:
-    body = json.dumps([{"x": 1, "padding": "p" * 300_000}]).encode()  # far over the 4096-byte head limit
+    body = json.dumps([{"x": 1, "group": "p" * 300_000}]).encode()  # far over the 4096-byte head limit
     with connect(server) as sock:
         for _ in range(2):
             sock.sendall(head("POST", "/predictions", len(body)) + body)

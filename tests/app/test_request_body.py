@@ -77,10 +77,10 @@ def test_a_body_of_millions_of_objects_does_not_build_them(server: Server) -> No
 def test_large_valid_bodies_are_read_and_checked_across_chunks(server: Server) -> None:
     # Strings with escapes and structural characters inside, split across many chunks.
     text = ('a "quoted" [list], {object}, back\\slash ' * 20_000)[:600_000]
-    inputs = [{"x": i, "text": text} for i in range(16)]
+    inputs = [{"x": i, "group": text} for i in range(16)]
     response = server.client.post("/predictions", json=inputs)
     assert response.status_code == 200, response.text
-    too_many = [{"x": i, "text": text[:10_000]} for i in range(17)]
+    too_many = [{"x": i, "group": text[:10_000]} for i in range(17)]
     response = server.client.post("/predictions", json=too_many)
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "too_long"
@@ -89,7 +89,7 @@ def test_large_valid_bodies_are_read_and_checked_across_chunks(server: Server) -
 def test_bodies_past_the_process_budget_get_503_and_small_ones_still_pass(module_serve: ServerFactory) -> None:
     budget = {"TUNGSTEN_MAX_BODY_BYTES": "300000", "TUNGSTEN_MAX_BUFFERED_BYTES": "450000"}
     server = module_serve(MODELS / "recorder", env=budget, workers=0)
-    big = json.dumps([{"x": 1, "padding": "p" * 280_000}]).encode()
+    big = json.dumps([{"x": 1, "group": "p" * 280_000}]).encode()
     holders = []
     try:
         for _ in range(2):  # two clients hold most of a big body: 2 x 215 KB counted (past the first 64 KiB) of 450 KB
