@@ -11,11 +11,12 @@ group::
     tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
     tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
                                  started, result (the ended GET body, ready to send),
-                                 o:<start> partial outputs, crashes:<start>
+                                 o:<start> partial outputs, f:<start> their output
+                                 files, crashes:<start>, suspect:<start>:<wid>
     tungsten:{ns}:done           channel: "<id> <body>" (or "<id>") lines of ended predictions
     tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
-    tungsten:{ns}:workers        zset index of worker ids
-    tungsten:{ns}:worker:<wid>   hash with a short TTL (a worker's heartbeat)
+    tungsten:{ns}:workers        zset index of worker ids (pruned to the live ones)
+    tungsten:{ns}:worker:<wid>   hash with a TTL (a worker's heartbeat); gone means dead
     tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
                                  counting crashes if it dies)
     tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
@@ -36,6 +37,9 @@ JSON serializer).
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
 State changes are Lua scripts (``lua/``), so processes on many machines never race.
+A worker may start, finish or hand back only the entries it owns, those pending for it
+in the consumer group (``lua/fence.lua``): a worker presumed dead that wakes up again
+cannot overwrite what its successor wrote.
 """
 
 from tungstenkit._queue._keys import (
@@ -44,8 +48,11 @@ from tungstenkit._queue._keys import (
     RUNNING_KEY_TTL_S,
     Keys,
     connect,
+    eviction_warning,
+    is_transient,
     now_iso,
     redacted,
+    worker_id_for,
 )
 from tungstenkit._queue._model_digest import publish_model_digest, served_model_digest
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
@@ -66,7 +73,7 @@ from tungstenkit._queue._records import (
     split_into_chunks,
 )
 from tungstenkit._queue._webhook_events import WebhookEvent, WebhookQueue
-from tungstenkit._queue._worker_queue import WorkerQueue, WriteReport
+from tungstenkit._queue._worker_queue import OutputFilesRefused, WorkerQueue, WriteReport
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -80,6 +87,7 @@ __all__ = [
     "EntryResult",
     "Fetched",
     "Keys",
+    "OutputFilesRefused",
     "Snapshot",
     "StoredFile",
     "WebhookEvent",
@@ -88,7 +96,9 @@ __all__ = [
     "WorkerQueue",
     "WriteReport",
     "connect",
+    "eviction_warning",
     "find_namespaces",
+    "is_transient",
     "now_iso",
     "parse_done_message",
     "publish_model_digest",
@@ -100,4 +110,5 @@ __all__ = [
     "served_model_digest",
     "sid_ms",
     "split_into_chunks",
+    "worker_id_for",
 ]

@@ -110,30 +110,30 @@ class AsyncPredictionQueue:
         except (RedisUnavailable, *CONNECTION_ERRORS) as exc:
             failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(f"Redis is unreachable: {exc}")
             for _, future in [*submits, *fetches]:
-                if not future.done():
-                    future.set_exception(failure)
+                _settle(future, error=failure)
             return
         except BaseException as exc:
             for _, future in [*submits, *fetches]:
-                if not future.done():
-                    future.set_exception(exc)
+                _settle(future, error=exc)
             raise
+        # A caller may have given up meanwhile (its request was canceled): its future is
+        # done, and the others of the flush still get their answers.
         position = 0
         if submits:
             reply = replies[0]
             position = 1
             if isinstance(reply, Exception):
                 for _, future in submits:
-                    future.set_exception(reply)
+                    _settle(future, error=reply)
             else:
                 flags, queued = reply
                 for (_, future), flag in zip(submits, flags):
-                    future.set_result((bool(flag), int(queued)))
+                    _settle(future, (bool(flag), int(queued)))
         for (_, future), reply in zip(fetches, replies[position:]):
             if isinstance(reply, Exception):
-                future.set_exception(reply)
+                _settle(future, error=reply)
             else:
-                future.set_result(read_prediction(reply))
+                _settle(future, read_prediction(reply))
 
     def _submit_call(self, submits: Sequence[_Submit]) -> tuple[list[str], list[Any]]:
         keys = [self.keys.queue, self.keys.queued]
@@ -209,3 +209,11 @@ class AsyncPredictionQueue:
         return live_workers(ids, found)
 
 
+def _settle(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a caller of a shared flush, unless it stopped waiting (its future is done)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
