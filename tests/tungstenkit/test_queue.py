@@ -470,6 +470,28 @@ def test_the_webhook_queue_hands_out_each_event_and_survives_a_dead_dispatcher(q
     assert webhooks.secret() == webhooks.secret() and len(webhooks.secret()) == 64
 
 
+def test_the_webhook_lock_is_released_only_by_its_holder_in_one_atomic_step(queues: Queues) -> None:
+    from tungstenkit._queue import WebhookQueue
+
+    webhooks = WebhookQueue(queues.client, queues.keys)
+    assert webhooks.hold_lock("a", 5000)
+    queues.client.delete(queues.keys.webhooks_lock)  # "a"'s lock expired ...
+    assert webhooks.hold_lock("b", 5000)  # ... and "b" took it
+    with queues.client.monitor() as monitor:
+        webhooks.release_lock("a")  # "a" wakes up and lets go of what it thinks it holds
+        queues.client.ping()
+        commands = []
+        for command in monitor.listen():
+            name = command["command"].split()[0].upper()
+            if name == "PING":
+                break
+            if command.get("client_type") != "lua" and name not in ("HELLO", "AUTH", "CLIENT", "SELECT", "SCRIPT"):
+                commands.append(name)  # sent by the client (not run inside a script, not loading one)
+    # One script that compares the holder and deletes: nothing can come between the two.
+    assert set(commands) == {"EVALSHA"}
+    assert queues.client.get(queues.keys.webhooks_lock) == b"b"
+
+
 def test_heartbeat_metrics_add_up_and_the_snapshot_reads_them(queues: Queues) -> None:
     from tungstenkit._queue import read_snapshot
 
