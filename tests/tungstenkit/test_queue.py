@@ -187,6 +187,25 @@ def test_start_reports_predictions_that_already_ended(queues: Queues) -> None:
     assert queues.start(["a", "b", "missing"]) == {"b", "missing"}
 
 
+def test_a_caller_that_gave_up_leaves_the_others_of_its_round_trip_answered(queues: Queues) -> None:
+    queues.submit("p", 1)
+
+    async def go() -> Any:
+        client = redis.asyncio.Redis.from_url(queues.url)
+        api = AsyncPredictionQueue(client, queues.keys, result_ttl_s=60, max_queued_inputs=0)
+        try:
+            gave_up = asyncio.ensure_future(api.fetch("p"))
+            answered = asyncio.ensure_future(api.fetch("p"))
+            await asyncio.sleep(0)  # both ask in this turn of the loop: they share one round trip
+            gave_up.cancel()  # its client went away while the round trip was under way
+            return await asyncio.wait_for(answered, 5)
+        finally:
+            await client.aclose()
+
+    fetched = asyncio.run(go())
+    assert fetched is not None and json.loads(fetched.body)["status"] == "pending"
+
+
 def test_the_queue_bound_refuses_and_releases(redis_url: str, namespace: str) -> None:
     queues = Queues(redis_url, namespace, limit=5)
     queues.submit("a", 3)
