@@ -48,6 +48,9 @@ EXIT_REDIS_UNREACHABLE = 5
 EXIT_MODEL_MISMATCH = 7
 #: Seconds a worker whose setup failed stays listed (as failed) in /health.
 FAILED_WORKER_VISIBLE_S = 300
+#: The reaper looks for dead workers at least this often (a worker released by its
+#: supervisor is taken over within this time, whatever the heartbeat interval).
+REAP_INTERVAL_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class Worker:
         self._ended_order: deque[str] = deque()
         #: Non-zero once the worker must exit with it (one of its threads died).
         self.exit_code = 0
+        self._watchdog: threading.Timer | None = None
         self.batches_run = 0
         self.inputs_run = 0
         self.started_at = now_iso()
@@ -126,7 +130,7 @@ class Worker:
             self._queue,
             self.worker_id,
             settings.max_input_crashes,
-            settings.heartbeat_interval_s,
+            min(settings.heartbeat_interval_s, REAP_INTERVAL_S),
             self._on_entries,
             self._held_sids,
             on_failure=self._thread_failed,
@@ -194,6 +198,8 @@ class Worker:
             graceful = True
         finally:
             self._shutdown(finish_started=graceful)
+            if self._watchdog is not None:
+                self._watchdog.cancel()  # stopped in time
 
     def run_burst(self) -> None:
         """Process everything queued now, then return (a test and batch-job seam).
@@ -236,9 +242,9 @@ class Worker:
         self.exit_code = EXIT_THREAD_FAILED
         logger.critical("Stopping worker %s: its %s thread died", self.worker_id, thread.name)
         self.stop()
-        watchdog = threading.Timer(self.settings.shutdown_grace_s + 10, os._exit, args=(EXIT_THREAD_FAILED,))
-        watchdog.daemon = True
-        watchdog.start()
+        self._watchdog = threading.Timer(self.settings.shutdown_grace_s + 10, os._exit, args=(EXIT_THREAD_FAILED,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:

@@ -322,6 +322,99 @@ def test_an_input_that_keeps_killing_workers_fails(queues: Queues) -> None:
     assert queues.queued() == 1
 
 
+def _late(entry: Entry, y: int) -> EntryResult:
+    """What a worker that was paused past its heartbeat's expiry reports when it wakes up."""
+    return EntryResult(entry, EntryResult.OUTPUTS, ",".join(json.dumps({"y": y}) for _ in range(entry.count)))
+
+
+def _crashes(queues: Queues, prediction_id: str) -> dict[bytes, bytes]:
+    fields = queues.client.hgetall(queues.keys.prediction(prediction_id))
+    return {k: v for k, v in fields.items() if k.startswith((b"crashes:", b"suspect:"))}
+
+
+def test_a_worker_presumed_dead_cannot_overwrite_its_successor(queues: Queues) -> None:
+    queues.submit("p", 1)
+    queues.submit("q", 8, chunk=4)
+    _register(queues, "successor")
+    first = queues.worker.read("paused", 10, None)
+    queues.start(["p", "q"], [e.sid for e in first], worker="paused")  # ... and then it stalls
+    taken = queues.worker.reap("successor", crash_limit=3)  # its heartbeat expired
+    assert {e.sid for e in taken} == {e.sid for e in first}
+    assert _crashes(queues, "p")[b"crashes:0"] == b"1"
+    # The paused worker wakes up before its successor is done: its results are refused ...
+    report = queues.worker.write("paused", [], [_late(first[0], 999), _late(first[1], 999)])
+    assert report.rejected == {first[0].sid, first[1].sid} and report.ended == []
+    assert queues.get("p")["status"] == "running" and queues.get("q")["status"] == "running"
+    # ... and its report withdraws the crash: it was a pause, not a death.
+    assert _crashes(queues, "p") == {b"crashes:0": b"0"}
+    assert queues.finish([_outputs(e) for e in taken], worker="successor") == [("p", "success"), ("q", "success")]
+    assert queues.get("p")["outputs"] == [{"y": 0}]
+    assert queues.get("q")["outputs"] == [{"y": i} for i in range(8)]
+    # Once the successor is done, a late result changes nothing either.
+    assert queues.worker.write("paused", [], [_late(first[2], 999)]).rejected == {first[2].sid}
+    assert queues.get("q")["outputs"] == [{"y": i} for i in range(8)]
+    assert queues.queued() == 0
+    assert queues.client.xpending(queues.keys.queue, GROUP)["pending"] == 0
+
+
+def test_a_pause_alone_never_fails_a_prediction(queues: Queues) -> None:
+    queues.submit("p", 1)
+    (entry,) = queues.worker.read("w0", 10, None)
+    owner = "w0"
+    for attempt in range(1, 6):  # more pauses than the crash limit
+        queues.start(["p"], [entry.sid], worker=owner)
+        _register(queues, f"w{attempt}")
+        queues.client.delete(queues.keys.worker(owner))  # the owner stalled past its heartbeat's TTL
+        (entry,) = queues.worker.reap(f"w{attempt}", crash_limit=3)
+        assert queues.worker.write(owner, [], [_late(entry, -1)]).rejected == {entry.sid}  # ... and woke up
+        owner = f"w{attempt}"
+    assert queues.get("p")["status"] == "running"
+    assert queues.finish([_outputs(entry)], worker=owner) == [("p", "success")]
+    assert queues.get("p")["outputs"] == [{"y": 0}]
+
+
+def test_a_batch_whose_entries_were_taken_over_does_not_start(queues: Queues) -> None:
+    queues.submit("p", 1)
+    queues.submit("q", 1)
+    _register(queues, "successor")
+    p_entry, q_entry = queues.worker.read("paused", 10, None)
+    assert len(queues.worker.reap("successor", crash_limit=3)) == 2
+    queues.finish([_outputs(q_entry)], worker="successor")  # it ran q meanwhile
+    batch = BatchStart(["p", "q"], [p_entry.sid, q_entry.sid], [True, True])
+    report = queues.worker.write("paused", [batch], [])
+    assert report.lost == [{p_entry.sid, q_entry.sid}]
+    assert not queues.client.exists(queues.keys.running("paused"))
+    assert queues.get("p")["status"] == "pending"  # not marked running by a worker that does not own it
+    assert queues.worker.requeue("paused", [p_entry]) == 0  # nor handed back: it is the successor's
+
+
+def test_files_of_rejected_and_failed_results_are_deleted(queues: Queues) -> None:
+    queues.submit("p", 1)
+    queues.submit("q", 8, chunk=4)
+    _register(queues, "successor")
+    entries = queues.worker.read("paused", 10, None)
+    queues.worker.reap("successor", crash_limit=3)
+    late = StoredFile("l" * 32 + ".png", "image/png", b"late")
+    queues.worker.write("paused", [], [EntryResult(entries[0], EntryResult.OUTPUTS, '{"y": 0}', (late,))])
+    assert not queues.client.exists(queues.keys.file(late.name))  # nobody links to it
+    kept = StoredFile("k" * 32 + ".png", "image/png", b"kept")
+    first = EntryResult(entries[1], EntryResult.OUTPUTS, ",".join(['{"y": 0}'] * 4), (kept,))
+    queues.finish([first], worker="successor")
+    assert queues.finish([first], worker="successor") == []  # a retry of a write that went through ...
+    assert queues.client.exists(queues.keys.file(kept.name))  # ... keeps the files it recorded
+    queues.finish([EntryResult(entries[2], EntryResult.ERROR, "ValueError: no")], worker="successor")
+    assert queues.get("q")["status"] == "failed"
+    assert not queues.client.exists(queues.keys.file(kept.name))  # its prediction failed: nobody may fetch it
+
+
+def test_the_workers_index_holds_only_live_workers(queues: Queues) -> None:
+    _register(queues, "alive")
+    _register(queues, "gone")
+    queues.client.delete(queues.keys.worker("gone"))  # its heartbeat expired
+    assert queues.worker.forget_dead_workers() == 1
+    assert queues.client.zrange(queues.keys.workers, 0, -1) == [b"alive"]
+
+
 def test_entries_of_ended_predictions_are_just_released(queues: Queues) -> None:
     queues.submit("p", 2)
     _register(queues, "alive")

@@ -182,3 +182,22 @@ def test_the_stop_listener_replaces_a_connection_that_went_silent(private_redis:
             listener.stop()
             listener.join(5)
             through.close()
+
+
+def test_the_reader_drops_an_entry_it_cannot_read_and_reads_on(
+    client: redis.Redis, queue: WorkerQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = Failures()
+    read: list[Entry] = []
+    client.xadd(queue.keys.queue, {"p": "x", "unknown": "field"})  # written by hand, or by another version
+    reader = Reader(queue, "w1", lambda: 10, read.extend, block_ms=200, on_failure=failures)
+    reader.start()
+    try:
+        _submit(client, queue.keys, "p")
+        wait_for(lambda: [e.prediction_id for e in read] == ["p"], 10, what="the good entry")
+        assert "Dropped malformed queue entry" in caplog.text
+        assert client.xlen(queue.keys.queue) == 1 and client.xpending(queue.keys.queue, "workers")["pending"] == 1
+        assert reader.is_alive() and failures.died == []
+    finally:
+        reader.stop()
+        reader.join(5)
