@@ -64,7 +64,8 @@ EXIT_REDIS_UNREACHABLE = 5
 _LOCK_TTL_MS = 10_000
 #: Longest the dispatcher waits for an event before it refreshes its lock.
 _TAKE_TIMEOUT_S = 1.0
-#: Finished deliveries stay in RQ this long (a repeated dispatch meanwhile is skipped).
+#: Finished deliveries stay in RQ this long, or the result TTL if shorter (a repeated
+#: dispatch meanwhile is skipped).
 _RESULT_TTL_S = 60
 
 _DELIVERY: contextvars.ContextVar[Delivery] = contextvars.ContextVar("tungsten_webhook_delivery")
@@ -204,6 +205,7 @@ class Dispatcher(SupervisedThread):
         self._timeout_s = int(settings.webhook_timeout_s) + 10
         # A delivery that failed for good is kept as long as its prediction could be read.
         self._failure_ttl_s = settings.result_ttl_s
+        self._result_ttl_s = min(_RESULT_TTL_S, settings.result_ttl_s)
         self._retry = (
             Retry(max=settings.webhook_retries, interval=retry_intervals(settings.webhook_retries, settings.webhook_backoff_s))
             if settings.webhook_retries
@@ -287,7 +289,7 @@ class Dispatcher(SupervisedThread):
                 kwargs={"prediction_id": prediction_id, "event": event},
                 job_id=job_id,
                 timeout=self._timeout_s,
-                result_ttl=_RESULT_TTL_S,
+                result_ttl=self._result_ttl_s,
                 failure_ttl=self._failure_ttl_s,
                 retry=self._retry,
                 description=f"webhook {event} of prediction {prediction_id}",

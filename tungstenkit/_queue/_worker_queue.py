@@ -155,6 +155,8 @@ class WorkerQueue:
             if is_alive:
                 continue
             if not consumer["pending"]:
+                # Nothing to take over: its running key counts nothing any more.
+                self._redis.delete(self.keys.running(name))
                 if consumer["idle"] > FORGET_IDLE_CONSUMER_MS:
                     self._redis.xgroup_delconsumer(self.keys.queue, GROUP, name)
                 continue
