@@ -206,6 +206,10 @@ class SoakReport:
     lost: int = 0
     wrong_outputs: int = 0
     duplicated: int = 0
+    #: Inputs the workers' metrics count as succeeded beyond those that did (a late
+    #: result counted as well as its successor's); a worker killed before its heartbeat
+    #: sent its counts can only make the metrics lower.
+    counted_twice: int = 0
     false_crash_verdicts: int = 0
     health_checks: int = 0
     health_slow: int = 0
@@ -249,6 +253,7 @@ class SoakReport:
             ("lost", str(self.lost)),
             ("wrong outputs", str(self.wrong_outputs)),
             ("completed twice", str(self.duplicated)),
+            ("inputs counted twice in /metrics", str(self.counted_twice)),
             ("false crash verdicts", str(self.false_crash_verdicts)),
             ("/health answers over 1 s", f"{self.health_slow} of {self.health_checks} ({statuses})"),
             ("resident memory after warm-up", rss),
@@ -643,6 +648,7 @@ class Soak:
             added = self._key_names() - getattr(self, "_baseline_names", set())
             report.keys_added = sorted({re.sub(r"[0-9a-f]{6,}", "*", name) for name in added})[:20]
             report.rq_registries_left = self._rq_left(admin)
+            self._counted = int(admin.hget(f"tungsten:{{{NAMESPACE}}}:metrics", "inputs:success") or 0)
             assert self.served is not None
             listed = {w.decode() for w in admin.zrange(f"tungsten:{{{NAMESPACE}}}:workers", 0, -1)}
             live = {w for w in listed if admin.exists(f"tungsten:{{{NAMESPACE}}}:worker:{w}")}
@@ -686,6 +692,8 @@ class Soak:
                 if message == "Canceled" and accepted.kind != "cancel":
                     report.problems.append(f"{accepted.prediction_id} canceled without being asked to")
         report.duplicated = sum(1 for count in self.announced.values() if count > 1)
+        succeeded_inputs = sum(len(a.expected) for a in self.accepted if a.body and a.body["status"] == "success")
+        report.counted_twice = max(0, getattr(self, "_counted", 0) - succeeded_inputs)
         report.health_checks = len(self.health)
         report.health_slow = sum(1 for _at, took, _status in self.health if took > HEALTH_BOUND_S)
         report.health_statuses = Counter(status for _at, _took, status in self.health)
@@ -695,6 +703,7 @@ class Soak:
             (report.lost == 0, f"{report.lost} lost"),
             (report.wrong_outputs == 0, f"{report.wrong_outputs} wrong outputs"),
             (report.duplicated == 0, f"{report.duplicated} completed twice"),
+            (report.counted_twice == 0, f"{report.counted_twice} inputs counted twice"),
             (report.false_crash_verdicts == 0, f"{report.false_crash_verdicts} false crash verdicts"),
             (set(report.failed) <= {"Canceled"}, f"failures other than cancels: {dict(report.failed)}"),
             (report.health_slow == 0, f"{report.health_slow} /health answers over {HEALTH_BOUND_S:g} s"),
