@@ -351,7 +351,7 @@ class Soak:
             "TUNGSTEN_HEARTBEAT_INTERVAL_S": "0.5",
             "TUNGSTEN_HEARTBEAT_TTL_S": str(self.ttl_s),
             "TUNGSTEN_RESULT_TTL_S": str(self.result_ttl_s),
-            "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1",
+            "TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*",
             "TUNGSTEN_WEBHOOK_RETRIES": "2",
             "TUNGSTEN_WEBHOOK_BACKOFF_S": "1",
             "TUNGSTEN_WEBHOOK_TIMEOUT_S": "2",
