@@ -39,20 +39,20 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from soak_processes import NAMESPACE, Receiver, Served, rss_bytes
+from soak_report import FAULTS, SoakReport
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "bench" / "models" / "soak"
-NAMESPACE = "soak"
-FAULTS = (
-    "worker-kill", "worker-pause", "redis-kill", "redis-pause", "redis-full", "api-kill", "receiver-down",
-)
 #: Seconds of load before the faults start and memory baselines are taken.
 WARMUP_S = 15.0
 #: A prediction not ended this long after it was accepted counts as lost.
@@ -70,203 +70,6 @@ _pause = threading.Event()
 
 def _sleep(seconds: float) -> None:
     _pause.wait(seconds)  # a pace, not a synchronisation
-
-
-# ---------------------------------------------------------------------------------
-# The webhook receiver
-
-
-class Receiver:
-    """A loopback webhook receiver that can be taken down (its port closed) and back up."""
-
-    def __init__(self) -> None:
-        self.deliveries: Counter[str] = Counter()  # delivery ids (X-Tungsten-Delivery)
-        self.predictions: set[str] = set()
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def up(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver._lock:
-                    receiver.deliveries[self.headers.get("X-Tungsten-Delivery", "")] += 1
-                    receiver.predictions.add(json.loads(body)["id"])
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def down(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-# ---------------------------------------------------------------------------------
-# Processes of `tungsten serve`
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[bytes]
-    port: int
-    home: Path
-    log_path: Path
-
-    def roles(self) -> dict[str, list[int]]:
-        found: dict[str, list[int]] = {"api": [], "worker": [], "redis": [], "webhooks": []}
-        for pid in _children(self.process.pid):
-            if not _running(pid):
-                continue
-            argv = _cmdline(pid)
-            if "redis-server" in argv:
-                found["redis"].append(pid)
-            elif " _api " in argv:
-                found["api"].append(pid)
-            elif " _webhooks " in argv:
-                found["webhooks"].append(pid)
-            elif " worker " in argv:
-                found["worker"].append(pid)
-        return found
-
-    def redis_url(self) -> str:
-        return (self.home / "redis" / NAMESPACE / "redis.url").read_text().strip()
-
-
-# ---------------------------------------------------------------------------------
-# The report
-
-
-@dataclass
-class SoakReport:
-    minutes: float
-    seed: int
-    faults: Counter[str] = field(default_factory=Counter)
-    accepted: int = 0
-    succeeded: int = 0
-    failed: Counter[str] = field(default_factory=Counter)
-    refused: Counter[str] = field(default_factory=Counter)
-    lost: int = 0
-    wrong_outputs: int = 0
-    duplicated: int = 0
-    #: Inputs the workers' metrics count as succeeded beyond those that did (a late
-    #: result counted as well as its successor's); a worker killed before its heartbeat
-    #: sent its counts can only make the metrics lower.
-    counted_twice: int = 0
-    false_crash_verdicts: int = 0
-    health_checks: int = 0
-    health_slow: int = 0
-    health_statuses: Counter[str] = field(default_factory=Counter)
-    rss_growth: dict[str, float] = field(default_factory=dict)
-    rss_processes: dict[str, int] = field(default_factory=dict)
-    keys_baseline: int = 0
-    keys_end: int = 0
-    #: Keys there at the end and not at the baseline (ids masked), for diagnosis.
-    keys_added: list[str] = field(default_factory=list)
-    memory_baseline: int = 0
-    memory_end: int = 0
-    workers_index_ok: bool = False
-    rq_registries_left: int = 0
-    webhooks_delivered: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()} | {"passed": self.passed}
-
-    def table(self) -> str:
-        faults = ", ".join(f"{k} {self.faults[k]}" for k in FAULTS if self.faults[k]) or "none"
-        failed = ", ".join(f"{k} {v}" for k, v in self.failed.most_common()) or "0"
-        refused = ", ".join(f"{k} {v}" for k, v in self.refused.most_common()) or "0"
-        rss = ", ".join(
-            f"{role} {100 * growth:+.1f}% ({self.rss_processes.get(role, 0)} processes)"
-            for role, growth in self.rss_growth.items()
-        ) or "no process lived long enough to compare"
-        statuses = ", ".join(f"{k} {v}" for k, v in self.health_statuses.most_common())
-        rows = [
-            ("duration", f"{self.minutes:g} min of load (seed {self.seed})"),
-            ("faults injected", f"{sum(self.faults.values())}: {faults}"),
-            ("predictions accepted", str(self.accepted)),
-            ("succeeded", str(self.succeeded)),
-            ("failed, by reason", failed),
-            ("refused while faults lasted", refused),
-            ("lost", str(self.lost)),
-            ("wrong outputs", str(self.wrong_outputs)),
-            ("completed twice", str(self.duplicated)),
-            ("inputs counted twice in /metrics", str(self.counted_twice)),
-            ("false crash verdicts", str(self.false_crash_verdicts)),
-            ("/health answers over 1 s", f"{self.health_slow} of {self.health_checks} ({statuses})"),
-            ("resident memory after warm-up", rss),
-            ("Redis keys, baseline -> end",
-             f"{self.keys_baseline} -> {self.keys_end}" + (f" ({', '.join(self.keys_added)})" if self.keys_added else "")),
-            ("Redis used memory, baseline -> end",
-             f"{self.memory_baseline / 2**20:.1f} -> {self.memory_end / 2**20:.1f} MiB"),
-            ("workers index = live workers", "yes" if self.workers_index_ok else "no"),
-            ("RQ registries left", str(self.rq_registries_left)),
-            ("webhooks delivered", str(self.webhooks_delivered)),
-            ("verdict", "pass" if self.passed else "FAIL: " + "; ".join(self.problems)),
-        ]
-        return "\n".join(["| check | result |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
 
 # ---------------------------------------------------------------------------------
@@ -523,7 +326,7 @@ class Soak:
                 if role not in ("api", "worker"):
                     continue
                 for pid in pids:
-                    rss = _rss_bytes(pid)
+                    rss = rss_bytes(pid)
                     if rss is not None:
                         with self._lock:
                             self.rss.setdefault(pid, (role, []))[1].append((now, rss))
@@ -637,7 +440,7 @@ class Soak:
         admin = self._admin()
         try:
             while True:
-                keys, memory = self._redis_size()
+                keys, _ = self._redis_size()
                 left = self._rq_left(admin)
                 settled = keys <= report.keys_baseline + KEY_TOLERANCE and left == 0
                 if settled or time.monotonic() > deadline:
@@ -660,7 +463,11 @@ class Soak:
     def _rq_left(self, admin: redis.Redis) -> int:
         from rq import Queue
         from rq.registry import (
-            DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry,
+            DeferredJobRegistry,
+            FailedJobRegistry,
+            FinishedJobRegistry,
+            ScheduledJobRegistry,
+            StartedJobRegistry,
         )
 
         queue = Queue(f"tungsten-webhooks-{NAMESPACE}", connection=admin)
