@@ -282,9 +282,10 @@ class Worker:
             logger.warning("Could not unregister (%s); the heartbeat expires instead", exc)
 
     def _flush_metrics(self) -> None:
-        """Send what the heartbeat had not sent yet."""
+        """Send what the heartbeat had not sent yet (its last report, then the rest)."""
         try:
-            self._queue.add_metrics(self._metrics.take())
+            self._heartbeat.send_metrics()
+            self._heartbeat.send_metrics()
         except (redis.RedisError, *CONNECTION_ERRORS) as exc:
             logger.warning("The last metrics could not be sent: %s", exc)
 

@@ -282,26 +282,38 @@ class Heartbeat(SupervisedThread):
         self._interval = interval_s
         self._ttl = ttl_s if ttl_s is not None else interval_s * 5
         self._metrics = metrics
+        #: The metrics report sent last and not acknowledged: (its number, its deltas).
+        self._unsent: tuple[int, dict[str, float]] | None = None
+        self._sequence = 0
         self._halt = threading.Event()
         self._soon = threading.Event()
 
     def beat(self) -> None:
         """Refresh the registry entry, then send the metrics; raises the first failure
-        (metrics that could not be sent are kept for the next beat)."""
+        (metrics that could not be sent are sent again, under the same number, so that a
+        report whose reply was lost is not counted twice)."""
         failure: Exception | None = None
         try:
             self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._ttl)
         except Exception as exc:  # noqa: BLE001 - raised below, once the metrics were tried too
             failure = exc
-        if self._metrics is not None:
-            deltas = self._metrics.take()
-            try:
-                self._queue.add_metrics(deltas)
-            except BaseException:
-                self._metrics.restore(deltas)
-                raise
+        self.send_metrics()
         if failure is not None:
             raise failure
+
+    def send_metrics(self) -> None:
+        """Send the report not yet acknowledged, if any, else what was counted since."""
+        if self._metrics is None:
+            return
+        if self._unsent is None:
+            deltas = self._metrics.take()
+            if not deltas:
+                return
+            self._sequence += 1
+            self._unsent = (self._sequence, deltas)
+        sequence, deltas = self._unsent
+        self._queue.add_metrics(self._worker_id, sequence, deltas)
+        self._unsent = None
 
     def wake(self) -> None:
         """Beat now rather than at the next interval (the worker's state changed)."""

@@ -410,9 +410,12 @@ def test_files_of_rejected_and_failed_results_are_deleted(queues: Queues) -> Non
 def test_the_workers_index_holds_only_live_workers(queues: Queues) -> None:
     _register(queues, "alive")
     _register(queues, "gone")
+    queues.worker.add_metrics("alive", 1, {"batches": 1})
+    queues.worker.add_metrics("gone", 1, {"batches": 1})
     queues.client.delete(queues.keys.worker("gone"))  # its heartbeat expired
     assert queues.worker.forget_dead_workers() == 1
     assert queues.client.zrange(queues.keys.workers, 0, -1) == [b"alive"]
+    assert queues.client.hkeys(queues.keys.metrics_applied) == [b"alive"]
 
 
 def test_entries_of_ended_predictions_are_just_released(queues: Queues) -> None:
@@ -608,10 +611,12 @@ def test_heartbeat_metrics_add_up_and_the_snapshot_reads_them(queues: Queues) ->
     from tungstenkit._queue import read_snapshot
 
     queues.worker.heartbeat("w1", {"state": "ready"}, 5)
-    queues.worker.add_metrics({"batches": 2, "inputs:success": 7, "model_seconds:sum": 0.25})
+    assert queues.worker.add_metrics("w1", 1, {"batches": 2, "inputs:success": 7, "model_seconds:sum": 0.25})
     queues.worker.heartbeat("w1", {"state": "busy"}, 5)
-    queues.worker.add_metrics({"batches": 1, "model_seconds:sum": 0.5})
-    queues.worker.add_metrics({"inputs:failed": 1})
+    assert queues.worker.add_metrics("w1", 2, {"batches": 1, "model_seconds:sum": 0.5})
+    # Sent again because its reply was lost (Redis restarted, say): counted once.
+    assert not queues.worker.add_metrics("w1", 2, {"batches": 1, "model_seconds:sum": 0.5})
+    assert queues.worker.add_metrics("w2", 1, {"inputs:failed": 1})
     queues.submit("p", 3)
     snapshot = read_snapshot(queues.client, queues.keys)
     assert snapshot.metrics["batches"] == 3 and snapshot.metrics["inputs:success"] == 7

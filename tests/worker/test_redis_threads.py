@@ -201,3 +201,23 @@ def test_the_reader_drops_an_entry_it_cannot_read_and_reads_on(
     finally:
         reader.stop()
         reader.join(5)
+
+
+def test_metrics_sent_again_after_a_lost_reply_count_once(client: redis.Redis, queue: WorkerQueue) -> None:
+    metrics = MetricDeltas()
+    beat = Heartbeat(queue, "w1", lambda: {"state": "ready"}, 60, metrics, ttl_s=120)
+    metrics.add("batches", 3)
+    client.config_set("maxmemory", 1)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        beat.beat()  # refused: the report stays unsent ...
+    client.config_set("maxmemory", 0)
+    metrics.add("batches", 1)  # ... and more is counted meanwhile
+    beat.beat()
+    beat.beat()
+    assert client.hget(queue.keys.metrics, "batches") == b"4"
+    # A report applied although its reply never came back is not applied again.
+    metrics.add("batches", 2)
+    beat.send_metrics()
+    beat._unsent = (beat._sequence, {"batches": 2})  # as if that reply had been lost
+    beat.send_metrics()
+    assert client.hget(queue.keys.metrics, "batches") == b"6"

@@ -22,6 +22,7 @@ group::
     tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
                                  output file served as ``GET /files/<name>``
     tungsten:{ns}:metrics        hash: counters and histograms (``tungstenkit._measurements``)
+    tungsten:{ns}:metrics:applied  hash: each live worker's last applied metrics report
     tungsten:{ns}:webhooks       list: "<id> <event>" for each webhook event that happened;
                                  a prediction that asked for one has hash fields webhook
                                  (URL) and webhook_events, and its entries a field w

@@ -62,6 +62,7 @@ class Keys:
         self.prediction_prefix = self.prefix + "pred:"
         self.worker_prefix = self.prefix + "worker:"
         self.metrics = self.prefix + "metrics"
+        self.metrics_applied = self.prefix + "metrics:applied"
         self.webhooks = self.prefix + "webhooks"
         self.webhooks_dispatching = self.prefix + "webhooks:dispatching"
         self.webhooks_lock = self.prefix + "webhooks:lock"

@@ -275,20 +275,16 @@ class WorkerQueue:
         if errors:
             raise errors[0]
 
-    def add_metrics(self, metrics: Mapping[str, float]) -> None:
-        """Add counts and observations (deltas) to the metrics hash, all or none (a
-        transaction: deltas that raise were not added, and can be sent again)."""
-        if metrics:
-            with self._redis.pipeline(transaction=True) as pipe:
-                self._add_metrics(pipe, metrics)
-                pipe.execute()
-
-    def _add_metrics(self, pipe: Any, metrics: Mapping[str, float]) -> None:
+    def add_metrics(self, worker_id: str, sequence: int, metrics: Mapping[str, float]) -> bool:
+        """Add counts and observations (deltas) to the metrics hash, all or none, and only
+        once: a report is numbered (``sequence`` grows with each of the worker's reports),
+        so one sent again after its reply was lost is not counted twice. Returns whether
+        it was applied now (False: it had been already)."""
+        args: list[Any] = [worker_id, sequence]
         for name, amount in metrics.items():
-            if name.endswith(":sum"):
-                pipe.hincrbyfloat(self.keys.metrics, name, float(amount))
-            else:
-                pipe.hincrby(self.keys.metrics, name, int(amount))
+            args += [name, float(amount) if name.endswith(":sum") else int(amount)]
+        keys = [self.keys.metrics, self.keys.metrics_applied]
+        return bool(self._run_scripts([(script("metrics"), keys, args)])[0])
 
     def unregister(self, worker_id: str) -> None:
         with self._redis.pipeline(transaction=False) as pipe:
@@ -306,7 +302,8 @@ class WorkerQueue:
 
     def forget_dead_workers(self) -> int:
         """Drop index entries of workers whose heartbeat key is gone; returns how many."""
-        return int(self._run_scripts([(script("prune"), [self.keys.workers], [self.keys.worker_prefix])])[0])
+        keys = [self.keys.workers, self.keys.metrics_applied]
+        return int(self._run_scripts([(script("prune"), keys, [self.keys.worker_prefix])])[0])
 
     def _run_scripts(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
         if not calls:
