@@ -61,6 +61,8 @@ END_DEADLINE_S = 150.0
 HEALTH_BOUND_S = 1.0
 #: Resident memory may grow by less than this share after warm-up.
 RSS_GROWTH_LIMIT = 0.10
+#: Keys expiring within this are not counted as growth.
+LASTING_TTL_S = 600
 #: Key count and used memory of Redis at the end may exceed the baseline by this much.
 KEY_TOLERANCE = 10
 MEMORY_TOLERANCE_BYTES = 4 * 1024 * 1024
@@ -88,19 +90,24 @@ class _Accepted:
 
 class Soak:
     def __init__(self, minutes: float, seed: int, clients: int, heartbeat_ttl_s: float = 4.0,
-                 result_ttl_s: int = 20, fault_gap_s: tuple[float, float] = (3.0, 6.0)) -> None:
+                 result_ttl_s: int = 20, fault_gap_s: tuple[float, float] = (3.0, 6.0),
+                 faults: tuple[str, ...] = FAULTS, appendfsync: str = "everysec") -> None:
         self.minutes = minutes
         self.seed = seed
         self.clients = clients
         self.ttl_s = heartbeat_ttl_s
         self.result_ttl_s = result_ttl_s
         self.fault_gap_s = fault_gap_s
+        self.faults = faults
+        self.appendfsync = appendfsync
         self.random = random.Random(seed)
         self.report = SoakReport(minutes, seed)
         self.receiver = Receiver()
         self.accepted: list[_Accepted] = []
         self.announced: Counter[str] = Counter()
         self.health: list[tuple[float, float, str]] = []
+        #: Faults injected: (began, ended, kind), monotonic seconds.
+        self.timeline: list[tuple[float, float, str]] = []
         self.rss: dict[int, tuple[str, list[tuple[float, int]]]] = {}
         self._lock = threading.Lock()
         self._load_stop = threading.Event()
@@ -160,6 +167,7 @@ class Soak:
             "TUNGSTEN_WEBHOOK_TIMEOUT_S": "2",
             "TUNGSTEN_WEBHOOK_WORKERS": "1",
             "TUNGSTEN_SYNC_TIMEOUT_S": "30",
+            "TUNGSTEN_REDIS_APPENDFSYNC": self.appendfsync,
         }
         for name in ("TUNGSTEN_REDIS_URL", "REDIS_URL"):
             env.pop(name, None)
@@ -272,6 +280,7 @@ class Soak:
                 continue
             if response.status_code == 404:
                 accepted.lost = "404 before it ended"
+                self._note_loss(accepted)
                 return
             if response.status_code == 200 and response.json()["status"] in ("success", "failed"):
                 accepted.body = response.json()
@@ -279,6 +288,26 @@ class Soak:
             if response.status_code != 200:
                 _sleep(0.2)
         accepted.lost = "not ended in time"
+        self._note_loss(accepted)
+
+    def _note_loss(self, accepted: _Accepted) -> None:
+        """What Redis holds of a lost prediction, and the faults around its acceptance."""
+        try:
+            admin = self._admin()
+            try:
+                fields = admin.hgetall(f"tungsten:{{{NAMESPACE}}}:pred:{accepted.prediction_id}")
+            finally:
+                admin.close()
+            held = {k.decode(): v.decode(errors="replace")[:80] for k, v in fields.items()}
+        except (redis.RedisError, OSError) as exc:
+            held = {"error": str(exc)}
+        with self._lock:
+            near = [f"{kind} at {began - accepted.at:+.1f}s" for began, _end, kind in self.timeline
+                    if -30 < began - accepted.at < 10]
+            self.report.lost_details.append(
+                f"{accepted.prediction_id} ({accepted.kind}, {accepted.lost}; faults: {', '.join(near) or 'none'}; "
+                f"in Redis: {held or 'nothing'})"
+            )
 
     def _refused(self, why: str) -> None:
         with self._lock:
@@ -338,10 +367,13 @@ class Soak:
             _sleep(self.random.uniform(*self.fault_gap_s))
             if self._stop.is_set():
                 return
-            kind = self.random.choice(FAULTS)
+            kind = self.random.choice(self.faults)
+            began = time.monotonic()
             try:
                 if getattr(self, "_" + kind.replace("-", "_"))():
                     self.report.faults[kind] += 1
+                    with self._lock:
+                        self.timeline.append((began, time.monotonic(), kind))
             except (OSError, redis.RedisError) as exc:
                 print(f"fault {kind} could not be injected: {exc}", file=sys.stderr)
 
@@ -420,16 +452,24 @@ class Soak:
 
     # -- the end --------------------------------------------------------------------
     def _redis_size(self) -> tuple[int, int]:
+        """Keys that stay (no expiry, or one beyond ``LASTING_TTL_S``), and used memory."""
         admin = self._admin()
         try:
-            return int(admin.dbsize()), int(admin.info("memory")["used_memory"])
+            return len(self._key_names()), int(admin.info("memory")["used_memory"])
         finally:
             admin.close()
 
     def _key_names(self) -> set[str]:
+        """Keys that stay. Those about to expire (a dead RQ worker's registration, say, kept
+        for RQ's worker TTL) are not growth: they go by themselves."""
         admin = self._admin()
         try:
-            return {key.decode() for key in admin.scan_iter(count=1000)}
+            names = [key for key in admin.scan_iter(count=1000)]
+            with admin.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.ttl(name)
+                ttls = pipe.execute()
+            return {n.decode() for n, ttl in zip(names, ttls) if ttl == -1 or ttl > LASTING_TTL_S}
         finally:
             admin.close()
 
@@ -539,9 +579,11 @@ class Soak:
         self.report.rss_processes = {role: len(values) for role, values in growth.items()}
 
 
-def run(minutes: float, seed: int | None = None, clients: int = 6) -> SoakReport:
+def run(minutes: float, seed: int | None = None, clients: int = 6, faults: tuple[str, ...] = FAULTS,
+        appendfsync: str = "everysec") -> SoakReport:
     """Soak the server for ``minutes`` of load (plus warm-up and the wait for expiry)."""
-    return Soak(minutes, seed if seed is not None else random.randrange(10**6), clients).run()
+    chosen = seed if seed is not None else random.randrange(10**6)
+    return Soak(minutes, chosen, clients, faults=faults, appendfsync=appendfsync).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,8 +592,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed of the fault and load choices [random]")
     parser.add_argument("--clients", type=int, default=6, help="client threads [6]")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="the faults to choose from, comma-separated [all]")
+    parser.add_argument("--appendfsync", default="everysec", help="the embedded Redis's fsync policy [everysec]")
     args = parser.parse_args(argv)
-    report = run(args.minutes, args.seed, args.clients)
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+    report = run(args.minutes, args.seed, args.clients, faults, args.appendfsync)
     print(report.table())
     if args.json:
         args.json.write_text(json.dumps(report.as_dict(), indent=1) + "\n")

@@ -45,6 +45,8 @@ class SoakReport:
     rq_registries_left: int = 0
     webhooks_delivered: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Each lost prediction: why, the faults around it, what Redis still held of it.
+    lost_details: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -85,4 +87,5 @@ class SoakReport:
             ("webhooks delivered", str(self.webhooks_delivered)),
             ("verdict", "pass" if self.passed else "FAIL: " + "; ".join(self.problems)),
         ]
+        rows += [("lost prediction", detail) for detail in self.lost_details[:20]]
         return "\n".join(["| check | result |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
