@@ -221,3 +221,25 @@ def test_metrics_sent_again_after_a_lost_reply_count_once(client: redis.Redis, q
     beat._unsent = (beat._sequence, {"batches": 2})  # as if that reply had been lost
     beat.send_metrics()
     assert client.hget(queue.keys.metrics, "batches") == b"6"
+
+
+def test_the_reaper_takes_over_a_dead_workers_entries_even_one_it_cannot_read(
+    client: redis.Redis, queue: WorkerQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tungstenkit.worker.redis_threads import Reaper
+
+    failures = Failures()
+    taken: list[Entry] = []
+    _submit(client, queue.keys, "p")
+    client.xadd(queue.keys.queue, {"p": "p", "unknown": "field"})  # written by another version
+    client.xreadgroup("workers", "dead", {queue.keys.queue: ">"})  # "dead" read both, then died
+    queue.heartbeat("alive", {"state": "ready"}, 60)
+    reaper = Reaper(queue, "alive", 3, 0.1, taken.extend, set, on_failure=failures)
+    reaper.start()
+    try:
+        wait_for(lambda: [e.prediction_id for e in taken] == ["p"], 10, what="the readable entry taken over")
+        assert "Dropped malformed queue entry" in caplog.text
+        assert reaper.is_alive() and failures.died == []
+    finally:
+        reaper.stop()
+        reaper.join(5)
