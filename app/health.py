@@ -8,18 +8,23 @@ probes of an API whose workers may be scaled to zero. Each worker is listed from
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tungstenkit._errors import RedisUnavailable
 from tungstenkit._measurements import parse_gpus
-from tungstenkit._queue import WorkerInfo
+from tungstenkit._queue import AsyncPredictionQueue, WorkerInfo
 from tungstenkit.app.error_responses import InvalidInput
 
 _READY_STATES = frozenset({"ready", "busy"})
 #: ``GET /health?scope=``: ``model`` (a worker can run the model) or ``api`` (this API
 #: process takes predictions: up and not draining; Redis and workers are not checked).
 HEALTH_SCOPES = ("model", "api")
+#: Longest /health waits on Redis: a probe must answer promptly, and a Redis that does not
+#: answer within this (paused, overloaded, cut off) is unavailable as far as it can tell.
+HEALTH_TIMEOUT_S = 0.8
 #: Heartbeat fields that are numbers (Redis keeps every field as a string).
 _INTEGER_FIELDS = frozenset({"pid", "batch_size", "current_batch", "batches", "inputs"})
 _FLOAT_FIELDS = frozenset({"heartbeat_unix", "inputs_per_s"})
@@ -64,10 +69,8 @@ async def health(request: Request) -> Response:
         status = "draining" if context.draining else "ok"
         return JSONResponse({"status": status}, status_code=503 if context.draining else 200)
     try:
-        await context.queue.ping()
-        workers = await context.queue.workers()
-        queued = await context.queue.queued_inputs()
-    except RedisUnavailable:
+        workers, queued = await asyncio.wait_for(_read(context.queue), HEALTH_TIMEOUT_S)
+    except (RedisUnavailable, asyncio.TimeoutError):
         return JSONResponse({"status": "unavailable", "redis": "unreachable", "workers": []}, status_code=503)
     ready = [w for w in workers if w.fields.get("state") in _READY_STATES]
     status = "draining" if context.draining else "ok" if ready else "no_ready_workers"
@@ -81,3 +84,8 @@ async def health(request: Request) -> Response:
         },
         status_code=200 if status == "ok" else 503,
     )
+
+
+async def _read(queue: AsyncPredictionQueue) -> tuple[list[WorkerInfo], int]:
+    await queue.ping()
+    return await queue.workers(), await queue.queued_inputs()

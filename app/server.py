@@ -113,7 +113,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        listener = asyncio.create_task(serving.waiter.run(), name="completion-waiter")
+        listener = serving.waiter.start()
         try:
             yield
         finally:

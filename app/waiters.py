@@ -4,6 +4,11 @@ One subscription per API process to the channel on which workers announce ended
 predictions. Each announcement carries the prediction's finished body when it is small,
 so a request waiting for it (``?wait=``, ``POST /predict``) answers without reading
 Redis again, and so does a later GET while the body is remembered.
+
+The subscription lives as long as the process: whatever breaks it (Redis restarting,
+refusing, or a connection that goes silent without an error) is logged and it is made
+again, with backoff. Meanwhile waiting requests fall back to reading Redis every
+couple of seconds (see ``routes``), slower but correct.
 """
 
 from __future__ import annotations
@@ -11,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis.asyncio
 
 from tungstenkit._queue import CONNECTION_ERRORS, parse_done_message
+from tungstenkit._supervised_thread import EXIT_THREAD_FAILED
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +34,10 @@ REMEMBERED_BYTES = 32 * 1024 * 1024
 #: Predictions tracked as accepted here but not heard to end, and as heard to end
 #: (beyond these, the oldest are forgotten, which only costs a Redis read).
 TRACKED_IDS = 100_000
+#: The listener pings Redis when nothing arrived for this long, and replaces its
+#: connection when it heard nothing at all (not even a pong) for ``SILENCE_S``.
+PING_S = 2.0
+SILENCE_S = 3 * PING_S
 
 
 class CompletionWaiter:
@@ -108,25 +120,68 @@ class CompletionWaiter:
             for event in self._events.get(prediction_id, ()):
                 event.set()
 
+    def start(self) -> asyncio.Task[None]:
+        """Run the listener as a task of the running loop. It handles every failure
+        itself; should it end all the same, the process ends (non-zero) so that its
+        supervisor starts a fresh one, rather than serving on without it."""
+        task = asyncio.get_running_loop().create_task(self.run(), name="completion-waiter")
+        task.add_done_callback(_listener_ended)
+        return task
+
     async def run(self) -> None:
         delay = 0.1
+
+        def alive() -> None:
+            nonlocal delay
+            delay = 0.1
+
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
                 self.connected.set()
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None and message["type"] == "message":
-                        self._heard(message["data"])
+                await self._listen(pubsub, alive)
             except asyncio.CancelledError:
                 raise
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
                 self.connected.clear()
-                logger.warning("Lost the completion channel (%s); resubscribing in %.1fs", exc, delay)
+                if isinstance(exc, (redis.RedisError, *CONNECTION_ERRORS)):
+                    logger.warning(
+                        "Lost the completion channel (%s: %s); resubscribing in %.1fs", type(exc).__name__, exc, delay
+                    )
+                else:
+                    logger.exception("The completion listener failed; resubscribing in %.1fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _listen(self, pubsub: Any, alive: Callable[[], None]) -> None:
+        """Read announcements until the connection fails or goes silent."""
+        clock = asyncio.get_running_loop().time
+        heard_at = pinged_at = clock()
+        while True:
+            message = await pubsub.get_message(timeout=PING_S)
+            now = clock()
+            if message is not None:
+                heard_at = now
+                alive()
+                if message["type"] == "message":
+                    self._heard(message["data"])
+            if now - heard_at > SILENCE_S:
+                raise ConnectionError(f"nothing heard from Redis for {now - heard_at:.0f}s")
+            if now - heard_at >= PING_S and now - pinged_at >= PING_S:
+                await pubsub.ping()
+                pinged_at = now
+
+
+def _listener_ended(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return  # the process is stopping
+    logger.critical(
+        "The completion listener ended; ending the API process (code %d) so that it is restarted",
+        EXIT_THREAD_FAILED, exc_info=task.exception(),
+    )
+    logging.shutdown()
+    os._exit(EXIT_THREAD_FAILED)

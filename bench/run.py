@@ -22,6 +22,8 @@ Each scenario writes ``results/<name>.json`` (every run, every figure) and
 targets and ``results/throughput_latency.png``. Every comparison with Tungstenkit
 alternates the two servers run by run, with both running throughout, and every ratio is
 taken between runs of one invocation. ``--quick`` shortens every run to a few seconds.
+``--baseline DIR`` alternates our server with the one of another checkout (its own
+``.venv``): a change measured against the code before it, run by run.
 """
 
 from __future__ import annotations
@@ -180,6 +182,9 @@ class Options:
     api_procs: int = 1
     tk_log_level: str = "warning"
     tk_python: Path | None = None
+    #: Another checkout of this project (with its own ``.venv``) to alternate with: a
+    #: change measured against the code before it.
+    baseline: Path | None = None
 
 
 OPTIONS = Options()
@@ -203,6 +208,10 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
     for workers in scenario.workers:
         servers: list[Any] = [OurServer(scenario.model, folder / f"{scenario.name}-w{workers}", workers=workers,
                                         api_procs=OPTIONS.api_procs)]
+        if OPTIONS.baseline:
+            servers.append(OurServer(scenario.model, folder / f"{scenario.name}-base-w{workers}", workers=workers,
+                                     api_procs=OPTIONS.api_procs, root=OPTIONS.baseline, kind="baseline",
+                                     python=str(OPTIONS.baseline / ".venv" / "bin" / "python")))
         if with_tk:
             servers.append(TungstenkitServer(scenario.model, folder / f"{scenario.name}-tk", batch_size=scenario.direct_batch,
                                              log_level=OPTIONS.tk_log_level,
@@ -216,7 +225,7 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
                         tag = f"{scenario.name}-{server.kind}-w{workers}-{spec.label.replace(' ', '').replace('/', 'per')}-{rep}"
                         result = run_load(server, spec, timing, template=scenario.input_template,
                                           poll_ms=poll_ms, tag=tag)
-                        result["workers"] = workers if server.kind == "ours" else 1
+                        result["workers"] = workers if server.kind in ("ours", "baseline") else 1
                         result["rep"] = rep
                         record["runs"].append(result)
                         print("   " + one_line(result), flush=True)
@@ -670,6 +679,14 @@ def scenario_table(record: dict[str, Any]) -> str:
             f"| {r['redis_commands_per_input'] if r['redis_commands_per_input'] is not None else '-'} | {cpu} "
             f"| {r['cpu_s_loadgen']} | {r['machine_busy_cores']} |"
         )
+    base = [r for r in record["runs"] if r["server"] == "baseline"]
+    ours = [r for r in record["runs"] if r["server"] == "ours"]
+    if base:
+        pairs = [(o, b) for o in ours for b in base if (o["rep"], o["load"]["label"]) == (b["rep"], b["load"]["label"])]
+        ratios = sorted(o["inputs_per_s"] / b["inputs_per_s"] for o, b in pairs if b["inputs_per_s"])
+        if ratios:
+            lines.append(f"\nThis checkout / baseline, inputs/s of adjacent runs: median {statistics.median(ratios):.3f} "
+                         f"(each: {', '.join(f'{r:.3f}' for r in ratios)}).")
     d = record["direct"]
     lines.append(f"\nDirect in-process loop (`predict` on pre-formed batches of {d['batch']}): "
                  f"{d['inputs_per_s']:.0f} inputs/s; with output serialisation {d['inputs_per_s_serialised']:.0f} inputs/s.")
@@ -689,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tk-venv", type=Path, help="another venv with Tungstenkit [bench/.venv-tk]")
     parser.add_argument("--no-tk", action="store_true", help="skip Tungstenkit even if bench/.venv-tk exists")
     parser.add_argument("--out", type=Path, help="results folder [bench/results]")
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout of this project, with its own .venv, run alternately with this one")
     args = parser.parse_args(argv)
     global RESULTS
     if args.out:
@@ -697,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     OPTIONS.api_procs = args.api_procs
     OPTIONS.tk_log_level = args.tk_log_level
     OPTIONS.tk_python = (args.tk_venv.resolve() / "bin" / "python") if args.tk_venv else None
+    OPTIONS.baseline = args.baseline.resolve() if args.baseline else None
     if args.duration:
         timing.duration_s = args.duration
     if args.warmup is not None:

@@ -156,12 +156,11 @@ class Redis:
 class OurServer:
     """``tungsten serve`` with a bench-owned Redis."""
 
-    kind = "ours"
     mode = "longpoll"
 
     def __init__(self, model: Path, folder: Path, *, workers: int = 1, batch_size: int | None = None,
                  env: dict[str, str] | None = None, python: str = sys.executable, port: int | None = None,
-                 api_procs: int = 1) -> None:
+                 api_procs: int = 1, root: Path = ROOT, kind: str = "ours") -> None:
         self.model = model
         self.api_procs = api_procs
         self.extra: list[tuple[subprocess.Popen, int]] = []
@@ -170,12 +169,15 @@ class OurServer:
         self.batch_size = batch_size
         self.env = env or {}
         self.python = python
+        #: The checkout it runs from (``--baseline`` runs another one, with its own venv).
+        self.root = root
+        self.kind = kind
         self.port = port or free_port()
         self.main_url = f"http://127.0.0.1:{self.port}"
         self.url = self.main_url
         self.redis = Redis(folder / "redis")
         self.process: subprocess.Popen | None = None
-        self.log = folder / f"ours-{model.name}-{self.port}.log"
+        self.log = folder / f"{kind}-{model.name}-{self.port}.log"
 
     @property
     def redis_address(self) -> str:
@@ -193,7 +195,7 @@ class OurServer:
         env.pop("TUNGSTEN_REDIS_URL", None)
         env.pop("REDIS_URL", None)
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env)
 
         def ready(url: str) -> bool:
             reply = http_get(url + "/health")
@@ -211,7 +213,7 @@ class OurServer:
             if self.batch_size:
                 extra += ["--batch-size", str(self.batch_size)]
             with log.open("wb") as out:
-                process = subprocess.Popen(extra, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+                process = subprocess.Popen(extra, stdout=out, stderr=subprocess.STDOUT, cwd=self.root, env=env)
             self.extra.append((process, port))
             url = f"http://127.0.0.1:{port}"
             wait_until(lambda url=url: ready(url), timeout, f"API-only tungsten serve on {port}", process, log)

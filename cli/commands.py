@@ -260,6 +260,7 @@ def demo(
 @click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="The Redis the API queues into [$REDIS_URL].")
 @click.option("--ready-fd", type=int, envvar="TUNGSTEN_READY_FD", hidden=True)
 @insecure_option
+@click.option("--worker-tag", default="", hidden=True)
 @serving_options
 @click.pass_context
 def worker(
@@ -270,6 +271,7 @@ def worker(
     redis_url: str | None,
     ready_fd: int | None,
     insecure: bool,
+    worker_tag: str,
     batch_size: int | None,
     log_level: str,
     namespace: str | None,
@@ -290,6 +292,7 @@ def worker(
         batch_size=batch_size,
         log_level=log_level,
         ready_fd=ready_fd,
+        tag=worker_tag,
     )
     sys.exit(code)
 

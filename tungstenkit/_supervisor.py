@@ -2,7 +2,9 @@
 
 The supervisor runs no model and serves no HTTP. It restarts a child that exits with
 backoff, and on SIGINT/SIGTERM stops the API first (no new work), then the workers
-(they finish their batch and hand back the rest), then Redis.
+(they finish their batch and hand back the rest), then Redis. When it sees a worker
+exit, it releases that worker's entries at once (live workers take them over) rather
+than leaving them until the worker's heartbeat would have expired.
 """
 
 from __future__ import annotations
@@ -16,14 +18,27 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+import redis
+
 from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
 from tungstenkit._process import die_with_parent
-from tungstenkit._queue import Keys, close_sync, connect, publish_model_digest
-from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, write_url_file
+from tungstenkit._queue import (
+    CONNECTION_ERRORS,
+    Keys,
+    WorkerQueue,
+    close_sync,
+    connect,
+    eviction_warning,
+    publish_model_digest,
+    sync_client,
+    worker_id_for,
+)
+from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, maxmemory_bytes, write_url_file
 from tungstenkit._settings import ENV_REDIS_URL, Settings
 from tungstenkit._store import ModelSource
 
@@ -45,6 +60,8 @@ _CHILD_CLI = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), 
 #: A child that ran this long before exiting starts again without delay.
 _HEALTHY_RUN_S = 30.0
 _MAX_BACKOFF_S = 30.0
+#: Seconds the supervisor waits on Redis when releasing a dead worker's entries.
+_RELEASE_TIMEOUT_S = 2.0
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -66,6 +83,9 @@ class Child:
     env: dict[str, str]
     #: Workers say on a pipe when their model is set up.
     reports_ready: bool = False
+    #: Workers get a fresh tag at each start, which ends their id (``host:pid:tag``).
+    is_worker: bool = False
+    tag: str = ""
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     failures: int = 0
@@ -85,6 +105,9 @@ class Child:
             os.set_blocking(self._ready_pipe, False)
             argv += ["--ready-fd", str(write_end)]
             pass_fds = (write_end,)
+        if self.is_worker:
+            self.tag = uuid.uuid4().hex[:6]
+            argv += ["--worker-tag", self.tag]
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -121,6 +144,12 @@ class Child:
 
     def exit_code(self) -> int | None:
         return None if self.process is None else self.process.poll()
+
+    def worker_id(self) -> str | None:
+        """The id of the worker this child runs (or ran), if it is one."""
+        if not self.is_worker or self.process is None:
+            return None
+        return worker_id_for(self.process.pid, self.tag)
 
     def schedule_restart(self) -> float:
         """Restart at once after a long healthy run, else back off 1, 2, 4 ... 30 s."""
@@ -165,6 +194,7 @@ class Supervisor:
     _redis: RedisServer | None = None
     _lock_file: IO[str] | None = None
     _children: list[Child] = field(default_factory=list)
+    _client: redis.Redis | None = None
     #: Whether any worker has had the model set up since the start.
     _served: bool = False
     exit_message: str | None = None
@@ -181,6 +211,7 @@ class Supervisor:
                 "Starting %d workers, %d per GPU, on GPU %s", self.options.workers,
                 self.options.workers // len(self.options.gpus), ", ".join(self.options.gpus),
             )
+        self._client = sync_client(redis_url, socket_timeout=_RELEASE_TIMEOUT_S, socket_connect_timeout=_RELEASE_TIMEOUT_S)
         try:
             if not self.settings.redis_url:
                 self._publish_model(redis_url)
@@ -194,18 +225,24 @@ class Supervisor:
             return self._watch()
         finally:
             self._stop_children()
+            if self._client is not None:
+                close_sync(self._client)
             self._stop_embedded_redis()
 
     def stop(self) -> None:
         self._stop.set()
 
     def _publish_model(self, redis_url: str) -> None:
-        """Say which model this namespace serves, before any worker starts and reads it."""
+        """Say which model this namespace serves, before any worker starts and reads it;
+        warn if this Redis evicts keys when full."""
         client = connect(redis_url, self.settings.redis_connect_timeout_s)
         try:
             publish_model_digest(client, Keys(self.options.namespace), self.source.digest)
+            warning = eviction_warning(client)
         finally:
             close_sync(client)
+        if warning:
+            logger.warning("%s", warning)
 
     # -- children --------------------------------------------------------------------
     def _child_env(self, redis_url: str) -> dict[str, str]:
@@ -239,7 +276,7 @@ class Supervisor:
         if self.options.gpus:
             # Workers take the GPUs in turn: with --workers-per-gpu 2, two share each.
             env["CUDA_VISIBLE_DEVICES"] = self.options.gpus[index % len(self.options.gpus)]
-        return Child(f"worker-{index + 1}", argv, env, reports_ready=True)
+        return Child(f"worker-{index + 1}", argv, env, reports_ready=True, is_worker=True)
 
     def _webhook_child(self, redis_url: str, index: int) -> Child:
         argv = [*_CHILD_CLI, "_webhooks", "--namespace", self.options.namespace]
@@ -271,6 +308,7 @@ class Supervisor:
                     continue
                 if code is None:
                     continue
+                self._release(child)
                 fatal = self._fatal_reason(child, code)
                 if fatal:
                     self.exit_message = fatal
@@ -278,6 +316,18 @@ class Supervisor:
                 delay = child.schedule_restart()
                 logger.warning("%s exited with code %s; restarting in %.0fs", child.name, code, delay)
         return 0
+
+    def _release(self, child: Child) -> None:
+        """A worker exited: release its entries now (see ``WorkerQueue.release``)."""
+        worker_id = child.worker_id()
+        if worker_id is None or self._client is None:
+            return
+        queue = WorkerQueue(self._client, Keys(self.options.namespace), result_ttl_s=self.settings.result_ttl_s)
+        try:
+            queue.release(worker_id)
+        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+            # Its heartbeat expires instead, and its entries are taken over then.
+            logger.warning("Could not release the entries of %s (%s)", child.name, exc)
 
     def _fatal_reason(self, child: Child, code: int) -> str | None:
         if child.name.startswith("webhooks"):
@@ -340,7 +390,12 @@ class Supervisor:
                 f"Another `tungsten serve` is using {data_dir}; stop it, or give this one --redis-url "
                 "or another TUNGSTEN_HOME"
             ) from None
-        self._redis = RedisServer(data_dir, die_with_parent=True, appendfsync=self.settings.redis_appendfsync)
+        self._redis = RedisServer(
+            data_dir,
+            die_with_parent=True,
+            appendfsync=self.settings.redis_appendfsync,
+            maxmemory=maxmemory_bytes(self.settings.redis_maxmemory),
+        )
         self._redis.start()
         write_url_file(data_dir, self._redis.url)
         logger.info("Embedded Redis ready (data in %s)", data_dir)

@@ -12,6 +12,12 @@ Two threads:
   events the Lua scripts queued into RQ jobs, and enqueues retries whose backoff is over
   (RQ's scheduler, run in this thread rather than in a forked process, so that a killed
   webhook worker leaves no orphan behind).
+
+A job holds only a reference (the prediction's id and the event); the delivery reads
+the prediction's body when it sends it. So a receiver that is down for long piles up
+small jobs, not copies of outputs, and a delivery never outlives its prediction: once
+the prediction expired there is nothing to send, and a delivery that failed for good
+is kept no longer than the result TTL.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +44,9 @@ from tungstenkit._errors import FetchError, RedisUnavailable, URLRefused, Webhoo
 from tungstenkit._fetch import Allowlist, FetchPolicy, post
 from tungstenkit._log_safety import printable, url_for_log
 from tungstenkit._logging import configure_logging
-from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect
+from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect, is_transient
 from tungstenkit._settings import Settings
+from tungstenkit._supervised_thread import SupervisedThread
 from tungstenkit._webhook_protocol import (
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -56,11 +64,9 @@ EXIT_REDIS_UNREACHABLE = 5
 _LOCK_TTL_MS = 10_000
 #: Longest the dispatcher waits for an event before it refreshes its lock.
 _TAKE_TIMEOUT_S = 1.0
-#: Finished deliveries stay in RQ this long (a repeated dispatch meanwhile is skipped); a
-#: job holds the prediction's body, so it is not kept long.
+#: Finished deliveries stay in RQ this long, or the result TTL if shorter (a repeated
+#: dispatch meanwhile is skipped).
 _RESULT_TTL_S = 60
-#: Deliveries that failed for good stay in RQ's failed registry this long (to requeue them).
-_FAILURE_TTL_S = 86_400
 
 _DELIVERY: contextvars.ContextVar[Delivery] = contextvars.ContextVar("tungsten_webhook_delivery")
 
@@ -85,17 +91,33 @@ class Delivery:
             raise WebhookFailed(f"the receiver answered {status}")
 
 
-def deliver(prediction_id: str, event: str, url: str, body: str) -> None:
-    """The RQ job: POST one webhook. RQ retries it, with backoff, when it raises."""
+def deliver(prediction_id: str, event: str, url: str | None = None, body: str | None = None) -> None:
+    """The RQ job: POST one webhook. RQ retries it, with backoff, when it raises.
+
+    The job names the prediction and the event; what to send is read now (jobs queued
+    by an older version carry ``url`` and ``body`` themselves).
+    """
     delivery = _DELIVERY.get(None)
     if delivery is None:
         raise RuntimeError("webhook deliveries run in the webhook workers of `tungsten serve`")
     job = get_current_job()
     delivery_id = job.id if job is not None else f"webhook-{prediction_id}-{event}"
     where = {"prediction_id": prediction_id, "job_id": delivery_id}
+    if url is None or body is None:
+        found = delivery.webhooks.event(f"{prediction_id} {event}")
+        if found is None:
+            delivery.webhooks.count("failed")
+            logger.warning(
+                "Webhook %r of prediction %s dropped: the prediction expired before it was delivered",
+                event, prediction_id, extra=where,
+            )
+            return
+        url, sent = found.url, found.body
+    else:
+        sent = body.encode()
     shown = url_for_log(url)
     try:
-        delivery.send(url, payload(prediction_id, event, body.encode()), event, delivery_id)
+        delivery.send(url, payload(prediction_id, event, sent), event, delivery_id)
     except URLRefused as exc:
         # Trying again will not make the address allowed: fail now.
         if job is not None:
@@ -159,18 +181,31 @@ class WebhookWorker(SimpleWorker):
         super().handle_exception(job, *exc_info)
 
 
-class Dispatcher(threading.Thread):
-    """Turns queued webhook events into RQ jobs, and hands RQ the retries that are due."""
+class Dispatcher(SupervisedThread):
+    """Turns queued webhook events into RQ jobs, and hands RQ the retries that are due.
+
+    It retries whatever goes wrong, with backoff; should it die all the same, its failure
+    handler ends the process (the supervisor starts another).
+    """
 
     def __init__(
-        self, webhooks: WebhookQueue, queue: Queue, scheduler: RQScheduler, settings: Settings, owner: str
+        self,
+        webhooks: WebhookQueue,
+        queue: Queue,
+        scheduler: RQScheduler,
+        settings: Settings,
+        owner: str,
+        on_failure: Callable[[SupervisedThread, BaseException], None] | None = None,
     ) -> None:
-        super().__init__(name="tungsten-webhook-dispatcher", daemon=True)
+        super().__init__("tungsten-webhook-dispatcher", on_failure)
         self._webhooks = webhooks
         self._queue = queue
         self._scheduler = scheduler
         self._owner = owner
         self._timeout_s = int(settings.webhook_timeout_s) + 10
+        # A delivery that failed for good is kept as long as its prediction could be read.
+        self._failure_ttl_s = settings.result_ttl_s
+        self._result_ttl_s = min(_RESULT_TTL_S, settings.result_ttl_s)
         self._retry = (
             Retry(max=settings.webhook_retries, interval=retry_intervals(settings.webhook_retries, settings.webhook_backoff_s))
             if settings.webhook_retries
@@ -186,7 +221,7 @@ class Dispatcher(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
 
-    def run(self) -> None:
+    def loop(self) -> None:
         backoff = Backoff()
         holding = False
         while not self._halt.is_set():
@@ -207,20 +242,17 @@ class Dispatcher(threading.Thread):
                 if item:
                     self._dispatch(item)
                 backoff.reset()
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:  # the dispatcher must outlive any one failure
                 holding = False
-                logger.warning("Redis unreachable while dispatching webhooks (%s); retrying", exc)
-                backoff.wait(self._halt)
-            except Exception:  # the dispatcher must outlive any one failure
-                holding = False
-                logger.exception("Dispatching webhooks failed; retrying")
+                if is_transient(exc):
+                    logger.warning("Redis unavailable while dispatching webhooks (%s: %s); retrying", type(exc).__name__, exc)
+                else:
+                    logger.exception("Dispatching webhooks failed; retrying")
                 backoff.wait(self._halt)
         try:
             self._webhooks.release_lock(self._owner)
             self._scheduler.release_locks()
-        except CONNECTION_ERRORS as exc:
-            logger.debug("Could not release the webhook locks: %s", exc)
-        except redis.RedisError as exc:
+        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
             logger.debug("Could not release the webhook locks: %s", exc)
 
     def _enqueue_due_retries(self) -> None:
@@ -245,28 +277,24 @@ class Dispatcher(threading.Thread):
         self._webhooks.dispatched(item)
 
     def _enqueue(self, item: str) -> None:
-        event = self._webhooks.event(item)
-        if event is None:
+        reference = self._webhooks.pending(item)
+        if reference is None:
             logger.warning("Webhook event %r dropped: its prediction expired before it was sent", item)
-        else:
-            job_id = f"webhook-{event.prediction_id}-{event.event}"
-            if not Job.exists(job_id, connection=self._queue.connection):
-                self._queue.enqueue_call(
-                    "tungstenkit._webhook_delivery.deliver",
-                    kwargs={
-                        "prediction_id": event.prediction_id,
-                        "event": event.event,
-                        "url": event.url,
-                        "body": event.body.decode(),
-                    },
-                    job_id=job_id,
-                    timeout=self._timeout_s,
-                    result_ttl=_RESULT_TTL_S,
-                    failure_ttl=_FAILURE_TTL_S,
-                    retry=self._retry,
-                    description=f"webhook {event.event} of prediction {event.prediction_id}",
-                )
-                self.dispatched += 1
+            return
+        prediction_id, event = reference
+        job_id = f"webhook-{prediction_id}-{event}"
+        if not Job.exists(job_id, connection=self._queue.connection):
+            self._queue.enqueue_call(
+                "tungstenkit._webhook_delivery.deliver",
+                kwargs={"prediction_id": prediction_id, "event": event},
+                job_id=job_id,
+                timeout=self._timeout_s,
+                result_ttl=self._result_ttl_s,
+                failure_ttl=self._failure_ttl_s,
+                retry=self._retry,
+                description=f"webhook {event} of prediction {prediction_id}",
+            )
+            self.dispatched += 1
 
 
 def webhook_fetch_policy(settings: Settings) -> FetchPolicy:

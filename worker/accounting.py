@@ -28,6 +28,8 @@ class MeteredWriter(Writer):
 
     def written(self, work: _Pending, report: WriteReport) -> None:
         for result in work.results:
+            if result.entry.sid in report.rejected:
+                continue  # another worker owns the entry and counts what becomes of it
             self._metrics.add(f"inputs:{_OUTCOMES[result.kind]}", result.entry.count)
         for _, start in work.started:
             for queued in start.queued_ms:

@@ -10,7 +10,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,24 +301,34 @@ class BatchBuffer:
         Entries with nothing running are reported as dropped at once; an entry with
         inputs in the running batch is reported when that batch finishes.
         """
+        return self._drop_where(lambda work: work.entry.prediction_id in prediction_ids)
+
+    def drop_entries(self, sids: set[str]) -> list[EntryResult]:
+        """Forget entries another worker took over, as ``drop_predictions`` does."""
+        return self._drop_where(lambda work: work.entry.sid in sids)
+
+    def _drop_where(self, dropped: Callable[[Work], bool]) -> list[EntryResult]:
         results: list[EntryResult] = []
         with self._lock:
             for work in list(self._queue):
-                if work.entry.prediction_id in prediction_ids:
+                if dropped(work):
                     self._end(work)
                     if not work.in_flight:
                         self._emit(results, work, EntryResult.DROPPED)
         return results
 
-    def end_in_batch(self, batch: Batch, prediction_ids: set[str]) -> list[EntryResult]:
-        """End the entries of a running batch whose predictions already ended.
+    def end_in_batch(
+        self, batch: Batch, prediction_ids: Collection[str] = (), sids: Collection[str] = ()
+    ) -> list[EntryResult]:
+        """End the entries of a running batch whose predictions already ended (or that
+        another worker took over).
 
         Their outputs would be discarded anyway, so they are released at once.
         """
         results: list[EntryResult] = []
         with self._lock:
             for s in batch.slices:
-                if s.work.entry.prediction_id in prediction_ids:
+                if s.work.entry.prediction_id in prediction_ids or s.work.entry.sid in sids:
                     self._end(s.work)
                     self._emit(results, s.work, EntryResult.DROPPED)
         return results

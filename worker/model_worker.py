@@ -22,8 +22,18 @@ from tungstenkit._errors import InvalidOutput, PredictionInterrupted, Prediction
 from tungstenkit._logging import TRACE
 from tungstenkit._measurements import MetricDeltas, ThroughputMeter, gpu_memory
 from tungstenkit._model import ModelDefinition
-from tungstenkit._queue import CONNECTION_ERRORS, Entry, EntryResult, Keys, WorkerQueue, now_iso
+from tungstenkit._queue import (
+    CONNECTION_ERRORS,
+    Entry,
+    EntryResult,
+    Keys,
+    WorkerQueue,
+    is_transient,
+    now_iso,
+    worker_id_for,
+)
 from tungstenkit._settings import Settings
+from tungstenkit._supervised_thread import EXIT_THREAD_FAILED, SupervisedThread
 from tungstenkit.worker.accounting import MeteredWriter, record_batch
 from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
 from tungstenkit.worker.input_outcome import InputOutcome
@@ -38,6 +48,9 @@ EXIT_REDIS_UNREACHABLE = 5
 EXIT_MODEL_MISMATCH = 7
 #: Seconds a worker whose setup failed stays listed (as failed) in /health.
 FAILED_WORKER_VISIBLE_S = 300
+#: The reaper looks for dead workers at least this often (a worker released by its
+#: supervisor is taken over within this time, whatever the heartbeat interval).
+REAP_INTERVAL_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +75,12 @@ class Worker:
         *,
         batch_size: int | None = None,
         model_name: str = "",
+        tag: str = "",
     ) -> None:
         self.definition = definition
         self.settings = settings
         self.batch_size = batch_size or definition.config.batch_size
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id_for(os.getpid(), tag or uuid.uuid4().hex[:6])
         self.model_name = model_name or definition.name
         self._client = client
         self._queue = WorkerQueue(client, keys, result_ttl_s=settings.result_ttl_s)
@@ -80,26 +94,46 @@ class Worker:
         # Predictions known to have ended, so entries read later are dropped unrun.
         self._ended_ids: set[str] = set()
         self._ended_order: deque[str] = deque()
+        #: Non-zero once the worker must exit with it (one of its threads died).
+        self.exit_code = 0
+        self._watchdog: threading.Timer | None = None
         self.batches_run = 0
         self.inputs_run = 0
         self.started_at = now_iso()
         self._metrics = MetricDeltas()
         self._throughput = ThroughputMeter()
         self._writer = MeteredWriter(
-            self._queue, self.worker_id, self._on_batch_predictions_ended, self._runner.serialize, metrics=self._metrics
+            self._queue,
+            self.worker_id,
+            self._on_batch_predictions_ended,
+            self._runner.serialize,
+            self._on_batch_entries_lost,
+            self._thread_failed,
+            metrics=self._metrics,
         )
-        self._reader = Reader(self._queue, self.worker_id, self._wanted_inputs, self._on_entries)
-        self._listener = StopListener(client, keys.stop_channel, self._on_predictions_stopped)
+        self._reader = Reader(
+            self._queue, self.worker_id, self._wanted_inputs, self._on_entries, on_failure=self._thread_failed
+        )
+        self._listener = StopListener(
+            client, keys.stop_channel, self._on_predictions_stopped, on_failure=self._thread_failed
+        )
         self._heartbeat = Heartbeat(
-            self._queue, self.worker_id, self._registry_fields, settings.heartbeat_interval_s, self._metrics
+            self._queue,
+            self.worker_id,
+            self._registry_fields,
+            settings.heartbeat_interval_s,
+            self._metrics,
+            ttl_s=settings.heartbeat_ttl_s,
+            on_failure=self._thread_failed,
         )
         self._reaper = Reaper(
             self._queue,
             self.worker_id,
             settings.max_input_crashes,
-            settings.heartbeat_interval_s,
+            min(settings.heartbeat_interval_s, REAP_INTERVAL_S),
             self._on_entries,
             self._held_sids,
+            on_failure=self._thread_failed,
         )
 
     def __repr__(self) -> str:
@@ -118,7 +152,12 @@ class Worker:
         self._queue.ensure_group()
         self._runner.install_interrupt_handler()
         self._set_state(WorkerState.SETUP)
-        self._heartbeat.beat()
+        try:
+            self._heartbeat.beat()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            logger.warning("The first heartbeat failed (%s); the heartbeat thread keeps trying", exc)
         self._heartbeat.start()
         try:
             self._runner.setup()
@@ -137,8 +176,10 @@ class Worker:
         fields = dict(self._registry_fields(), state="failed", error=message)
         try:
             self._queue.heartbeat(self.worker_id, fields, ttl_s=FAILED_WORKER_VISIBLE_S)
-        except CONNECTION_ERRORS:
-            pass
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            logger.warning("Could not report the failed setup in the registry: %s", exc)
 
     def run(self) -> None:
         """Serve until ``stop()``; then finish the running batch and hand back the rest."""
@@ -157,6 +198,8 @@ class Worker:
             graceful = True
         finally:
             self._shutdown(finish_started=graceful)
+            if self._watchdog is not None:
+                self._watchdog.cancel()  # stopped in time
 
     def run_burst(self) -> None:
         """Process everything queued now, then return (a test and batch-job seam).
@@ -190,6 +233,19 @@ class Worker:
         self._stopping.set()
         self._buffer.close()
 
+    def _thread_failed(self, thread: SupervisedThread, exc: BaseException) -> None:
+        """One of the Redis threads died (it logged why): stop after the running batch,
+        hand back and write what can be, and exit with ``EXIT_THREAD_FAILED`` so that a
+        fresh worker replaces this one. A watchdog ends the process if stopping hangs."""
+        if self.exit_code:
+            return
+        self.exit_code = EXIT_THREAD_FAILED
+        logger.critical("Stopping worker %s: its %s thread died", self.worker_id, thread.name)
+        self.stop()
+        self._watchdog = threading.Timer(self.settings.shutdown_grace_s + 10, os._exit, args=(EXIT_THREAD_FAILED,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:
             if self._stopping.is_set():
@@ -208,9 +264,9 @@ class Worker:
         handed_back = self._buffer.drain()
         try:
             if handed_back:
-                moved = self._queue.requeue(handed_back)
+                moved = self._queue.requeue(self.worker_id, handed_back)
                 logger.info("Handed %d unstarted entries back to the queue", moved)
-        except CONNECTION_ERRORS as exc:
+        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
             logger.warning("Could not hand back %d entries (%s); they wait for redelivery", len(handed_back), exc)
         # What is left was split across batches (larger than a batch): finish it, so
         # that no input whose output was produced runs again elsewhere.
@@ -222,16 +278,15 @@ class Worker:
         self._flush_metrics()
         try:
             self._queue.unregister(self.worker_id)
-        except CONNECTION_ERRORS:
-            pass
+        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+            logger.warning("Could not unregister (%s); the heartbeat expires instead", exc)
 
     def _flush_metrics(self) -> None:
-        """Send what the heartbeat had not sent yet."""
+        """Send what the heartbeat had not sent yet (its last report, then the rest)."""
         try:
-            self._queue.add_metrics(self._metrics.take())
-        except CONNECTION_ERRORS as exc:
-            logger.warning("The last metrics could not be sent: %s", exc)
-        except redis.RedisError as exc:
+            self._heartbeat.send_metrics()
+            self._heartbeat.send_metrics()
+        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
             logger.warning("The last metrics could not be sent: %s", exc)
 
     def _stop_threads(self) -> None:
@@ -291,12 +346,16 @@ class Worker:
         deaths would go uncounted. This rare case waits for Redis instead.
         """
         try:
-            ended = self._queue.write(self.worker_id, [batch.start_record()], []).ended_before_start[0]
-        except CONNECTION_ERRORS as exc:
+            report = self._queue.write(self.worker_id, [batch.start_record()], [])
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             logger.warning("Could not record the start of batch %d: %s", batch.batch_id, exc)
             return
-        if ended:
-            self._on_batch_predictions_ended(batch.batch_id, ended)
+        if report.ended_before_start[0]:
+            self._on_batch_predictions_ended(batch.batch_id, report.ended_before_start[0])
+        if report.lost[0]:
+            self._on_batch_entries_lost(batch.batch_id, report.lost[0])
 
     def _execute(self, batch: Batch) -> list[SliceOutcome]:
         """Run a batch; if ``predict`` raises, find which inputs fail on their own."""
@@ -352,6 +411,9 @@ class Worker:
 
     # -- callbacks from the Redis threads ----------------------------------------------
     def _wanted_inputs(self) -> int:
+        if self._writer.failing:
+            # Redis refuses results for now: read no more work than is already held.
+            return 0
         return self.batch_size - self._buffer.buffered_inputs
 
     def _on_entries(self, entries: list[Entry]) -> None:
@@ -383,6 +445,23 @@ class Worker:
         self._remember_ended(prediction_ids)
         self._writer.results(self._buffer.drop_predictions(prediction_ids))
         self._interrupt_if_all_ended(prediction_ids)
+
+    def _on_batch_entries_lost(self, batch_id: int, sids: set[str]) -> None:
+        """Another worker took over entries of this batch (this one was presumed dead
+        while it was paused): they are its to run, so this worker drops them."""
+        logger.warning(
+            "%d entries of batch %d were taken over by another worker while this one was unresponsive; dropping them",
+            len(sids), batch_id,
+        )
+        self._writer.results(self._buffer.drop_entries(sids))
+        with self._current_lock:
+            batch = self._current
+            if batch is None or not sids.intersection(batch.sids):
+                return
+            self._writer.results(self._buffer.end_in_batch(batch, sids=sids))
+            if all(s.work.ended for s in batch.slices):
+                logger.info("Every entry of batch %d was taken over: interrupting it", batch.batch_id)
+                self._runner.cancel(batch.batch_id)
 
     def _interrupt_if_all_ended(self, prediction_ids: set[str]) -> None:
         with self._current_lock:

@@ -4,6 +4,10 @@ A reader thread keeps the buffer topped up, a writer thread sends batch starts a
 results in one pipelined round trip, a listener thread hears which predictions ended
 elsewhere, and a heartbeat thread keeps the worker visible. While the model runs a
 batch, the previous batch's results are written and the next inputs are read.
+
+Each is a ``SupervisedThread``: Redis being away or refusing for a while
+(``is_transient``) is retried with backoff; anything else ends the thread, and its
+failure handler stops the worker (non-zero exit) so that a fresh one replaces it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ import redis
 
 from tungstenkit._backoff import Backoff
 from tungstenkit._measurements import MetricDeltas
-from tungstenkit._queue import CONNECTION_ERRORS, BatchStart, EntryResult, WorkerQueue, WriteReport
+from tungstenkit._queue import (
+    CONNECTION_ERRORS,
+    BatchStart,
+    EntryResult,
+    OutputFilesRefused,
+    WorkerQueue,
+    WriteReport,
+    is_transient,
+)
+from tungstenkit._supervised_thread import FailureHandler, SupervisedThread
 from tungstenkit.worker.input_outcome import InputOutcome
 
 logger = logging.getLogger(__name__)
@@ -30,6 +43,16 @@ START_DELAY_S = 0.002
 ENDED_DELAY_S = 0.001
 #: How long the reader lets the model thread go first after it took a batch.
 ROOM_DELAY_S = 0.001
+#: The stop listener pings Redis this often when nothing arrives, and reconnects when
+#: it has heard nothing at all (not even a pong) for ``LISTENER_SILENCE_S``: a
+#: connection can die without an error (a network partition, a frozen proxy).
+LISTENER_PING_S = 2.0
+LISTENER_SILENCE_S = 3 * LISTENER_PING_S
+
+
+def _missing_stream(exc: BaseException) -> bool:
+    """Redis lost the stream or its group (it restarted without persistence)."""
+    return isinstance(exc, redis.ResponseError) and ("NOGROUP" in str(exc) or "no such key" in str(exc))
 
 
 @dataclass
@@ -55,10 +78,12 @@ class _Pending:
         ]
 
 
-class Writer(threading.Thread):
+class Writer(SupervisedThread):
     """Sends batch starts and entry results, batching whatever piled up into one round trip.
 
-    Nothing is lost while Redis is away: pending writes are kept and retried.
+    Nothing is lost while Redis is away or refuses writes (out of memory, a failover):
+    pending writes are kept and retried, and ``failing`` tells the worker to stop
+    reading more work meanwhile.
     """
 
     def __init__(
@@ -67,19 +92,25 @@ class Writer(threading.Thread):
         worker_id: str,
         on_ended: Callable[[int, set[str]], None],
         serialize: Callable[[Any], InputOutcome] | None = None,
+        on_lost: Callable[[int, set[str]], None] | None = None,
+        on_failure: FailureHandler | None = None,
     ) -> None:
-        super().__init__(name="tungsten-writer", daemon=True)
+        super().__init__("tungsten-writer", on_failure)
         self._queue = queue
         self._worker_id = worker_id
         self._serialize = serialize
         self._on_ended = on_ended
+        self._on_lost = on_lost
         self._cond = threading.Condition()
         self._pending = _Pending()
+        self._in_flight: list[EntryResult] = []
         self._busy = False
         self._halt = threading.Event()
         self._never = threading.Event()
         self._due_at = 0.0
         self._scheduled = False
+        #: The last write failed and is being retried.
+        self.failing = False
 
     def started(self, batch_id: int, start: BatchStart | Callable[[], BatchStart]) -> None:
         """A batch began. It is announced a moment later rather than at once: waking
@@ -140,17 +171,18 @@ class Writer(threading.Thread):
         )
 
     def pending_sids(self) -> set[str]:
-        """Entries whose results are handed over but not yet written."""
+        """Entries whose results are handed over but not yet written (or being written)."""
         with self._cond:
-            return {r.entry.sid for r in self._pending.results}
+            return {r.entry.sid for r in self._pending.results} | {r.entry.sid for r in self._in_flight}
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait until everything handed over so far is written; False on timeout."""
+        """Wait until everything handed over so far is written; False on timeout (or if
+        this thread is not running, so nothing would be written)."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while self._pending or self._busy:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or not self.is_alive():
                     return False
                 self._cond.wait(min(remaining, 0.1))
         return True
@@ -160,7 +192,7 @@ class Writer(threading.Thread):
         with self._cond:
             self._cond.notify_all()
 
-    def run(self) -> None:
+    def loop(self) -> None:
         backoff = Backoff()
         while True:
             with self._cond:
@@ -177,39 +209,59 @@ class Writer(threading.Thread):
             work.ended = []
             starts = work.starts_to_send()
             work.results = [self._finish_serializing(r) for r in work.results]
+            with self._cond:
+                self._in_flight = work.results
             try:
                 report = self._queue.write(self._worker_id, [start for _, start in starts], work.results)
-            except CONNECTION_ERRORS as exc:
-                logger.warning("Redis unreachable while writing results (%s); retrying", exc)
-                with self._cond:
-                    # Put the unsent writes back in front, in their order.
-                    work.started += self._pending.started
-                    work.results += self._pending.results
-                    work.finished |= self._pending.finished
-                    self._pending = work
-                    self._busy = False
+            except Exception as exc:
+                if not (is_transient(exc) or isinstance(exc, OutputFilesRefused)):
+                    # Retrying would fail the same way: end the thread (and the worker).
+                    raise
+                self._put_back(work)
+                if not self.failing:
+                    logger.warning("Redis refused the results (%s: %s); keeping them and retrying", type(exc).__name__, exc)
+                self.failing = True
                 # Keep retrying even while stopping: flush() decides how long to wait.
                 backoff.wait(self._never)
                 continue
-            except Exception:
-                # Not a connection problem, so retrying would fail the same way; the
-                # entries stay pending and the reaper runs them again later.
-                logger.exception("Writing results failed; their entries will be run again")
-                report = WriteReport([set() for _ in starts], [])
+            if self.failing:
+                logger.info("Results written again after Redis refused them")
+            self.failing = False
             backoff.reset()
             with self._cond:
                 self._busy = False
+                self._in_flight = []
                 self._cond.notify_all()
+            if report.rejected:
+                logger.warning(
+                    "%d results rejected: their inputs were taken over by another worker while this one was "
+                    "unresponsive (the other worker's results stand)", len(report.rejected)
+                )
             self.written(work, report)
             for (batch_id, _), gone in zip(starts, report.ended_before_start):
                 if gone:
                     self._on_ended(batch_id, gone)
+            for (batch_id, _), lost in zip(starts, report.lost):
+                if lost and self._on_lost is not None:
+                    self._on_lost(batch_id, lost)
+
+    def _put_back(self, work: _Pending) -> None:
+        """Put unsent writes back in front of what arrived meanwhile, in their order."""
+        with self._cond:
+            work.started += self._pending.started
+            work.results += self._pending.results
+            work.ended += self._pending.ended
+            work.finished |= self._pending.finished
+            self._pending = work
+            self._in_flight = []
+            self._busy = False
+            self._cond.notify_all()
 
     def written(self, work: _Pending, report: WriteReport) -> None:
         """What was just written, and what the write found (a hook for metrics)."""
 
 
-class Heartbeat(threading.Thread):
+class Heartbeat(SupervisedThread):
     """Keeps the worker's registry entry alive and current, and sends the metrics
     gathered since the last beat (one round trip a beat, whatever the batch rate)."""
 
@@ -220,24 +272,48 @@ class Heartbeat(threading.Thread):
         fields: Callable[[], dict[str, str]],
         interval_s: float,
         metrics: MetricDeltas | None = None,
+        ttl_s: float | None = None,
+        on_failure: FailureHandler | None = None,
     ) -> None:
-        super().__init__(name="tungsten-heartbeat", daemon=True)
+        super().__init__("tungsten-heartbeat", on_failure)
         self._queue = queue
         self._worker_id = worker_id
         self._fields = fields
         self._interval = interval_s
+        self._ttl = ttl_s if ttl_s is not None else interval_s * 5
         self._metrics = metrics
+        #: The metrics report sent last and not acknowledged: (its number, its deltas).
+        self._unsent: tuple[int, dict[str, float]] | None = None
+        self._sequence = 0
         self._halt = threading.Event()
         self._soon = threading.Event()
 
     def beat(self) -> None:
-        deltas = self._metrics.take() if self._metrics is not None else {}
+        """Refresh the registry entry, then send the metrics; raises the first failure
+        (metrics that could not be sent are sent again, under the same number, so that a
+        report whose reply was lost is not counted twice)."""
+        failure: Exception | None = None
         try:
-            self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._interval * 5, metrics=deltas)
-        except BaseException:
-            if self._metrics is not None:
-                self._metrics.restore(deltas)
-            raise
+            self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._ttl)
+        except Exception as exc:  # noqa: BLE001 - raised below, once the metrics were tried too
+            failure = exc
+        self.send_metrics()
+        if failure is not None:
+            raise failure
+
+    def send_metrics(self) -> None:
+        """Send the report not yet acknowledged, if any, else what was counted since."""
+        if self._metrics is None:
+            return
+        if self._unsent is None:
+            deltas = self._metrics.take()
+            if not deltas:
+                return
+            self._sequence += 1
+            self._unsent = (self._sequence, deltas)
+        sequence, deltas = self._unsent
+        self._queue.add_metrics(self._worker_id, sequence, deltas)
+        self._unsent = None
 
     def wake(self) -> None:
         """Beat now rather than at the next interval (the worker's state changed)."""
@@ -247,7 +323,8 @@ class Heartbeat(threading.Thread):
         self._halt.set()
         self._soon.set()
 
-    def run(self) -> None:
+    def loop(self) -> None:
+        failing = False
         while not self._halt.is_set():
             self._soon.wait(self._interval)
             self._soon.clear()
@@ -255,15 +332,29 @@ class Heartbeat(threading.Thread):
                 return
             try:
                 self.beat()
-            except CONNECTION_ERRORS as exc:
-                logger.warning("Heartbeat failed: %s", exc)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if not failing:
+                    logger.warning("Heartbeat failed (%s: %s); retrying every beat", type(exc).__name__, exc)
+                failing = True
+                continue
+            if failing:
+                logger.info("Heartbeat sent again")
+            failing = False
 
 
-class StopListener(threading.Thread):
+class StopListener(SupervisedThread):
     """Hears the ids of predictions that ended elsewhere (canceled, failed)."""
 
-    def __init__(self, client: redis.Redis, channel: str, on_stop: Callable[[set[str]], None]) -> None:
-        super().__init__(name="tungsten-listener", daemon=True)
+    def __init__(
+        self,
+        client: redis.Redis,
+        channel: str,
+        on_stop: Callable[[set[str]], None],
+        on_failure: FailureHandler | None = None,
+    ) -> None:
+        super().__init__("tungsten-listener", on_failure)
         self._client = client
         self._channel = channel
         self._on_stop = on_stop
@@ -273,7 +364,7 @@ class StopListener(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
 
-    def run(self) -> None:
+    def loop(self) -> None:
         backoff = Backoff()
         while not self._halt.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -281,20 +372,36 @@ class StopListener(threading.Thread):
                 pubsub.subscribe(self._channel)
                 self.subscribed.set()
                 backoff.reset()
-                while not self._halt.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message and message["type"] == "message":
-                        self._on_stop(set(message["data"].decode().split()))
-            except Exception as exc:  # noqa: BLE001 - a listener must outlive any Redis trouble
+                self._listen(pubsub)
+            except Exception as exc:
                 if self._halt.is_set():
                     break
-                logger.warning("Lost the stop channel (%s: %s); resubscribing", type(exc).__name__, exc)
+                self.subscribed.clear()
+                if isinstance(exc, (redis.RedisError, *CONNECTION_ERRORS)):
+                    logger.warning("Lost the stop channel (%s: %s); resubscribing", type(exc).__name__, exc)
+                else:
+                    logger.exception("The stop listener failed; resubscribing")
                 backoff.wait(self._halt)
             finally:
                 pubsub.close()
 
+    def _listen(self, pubsub: Any) -> None:
+        heard_at = pinged_at = time.monotonic()
+        while not self._halt.is_set():
+            message = pubsub.get_message(timeout=0.5)
+            now = time.monotonic()
+            if message is not None:
+                heard_at = now
+                if message["type"] == "message":
+                    self._on_stop(set(message["data"].decode().split()))
+            if now - heard_at > LISTENER_SILENCE_S:
+                raise redis.ConnectionError(f"nothing heard for {now - heard_at:.0f}s")
+            if now - pinged_at >= LISTENER_PING_S and now - heard_at >= LISTENER_PING_S:
+                pubsub.ping()
+                pinged_at = now
 
-class Reader(threading.Thread):
+
+class Reader(SupervisedThread):
     """Keeps about one batch worth of inputs read ahead of the model.
 
     Reading more would starve other workers; reading less would leave the model
@@ -308,8 +415,9 @@ class Reader(threading.Thread):
         wanted_inputs: Callable[[], int],
         on_entries: Callable[[list], None],
         block_ms: int = 1000,
+        on_failure: FailureHandler | None = None,
     ) -> None:
-        super().__init__(name="tungsten-reader", daemon=True)
+        super().__init__("tungsten-reader", on_failure)
         self._queue = queue
         self._consumer = consumer
         self._wanted_inputs = wanted_inputs
@@ -327,7 +435,7 @@ class Reader(threading.Thread):
         """The model took a batch: there may be room to read more."""
         self._room.set()
 
-    def run(self) -> None:
+    def loop(self) -> None:
         backoff = Backoff()
         while not self._halt.is_set():
             wanted = self._wanted_inputs()
@@ -340,22 +448,28 @@ class Reader(threading.Thread):
                 continue
             count = max(1, int(wanted / self._mean_entry_size))
             try:
-                entries = self._queue.read(self._consumer, count, self._block_ms)
-            except CONNECTION_ERRORS as exc:
-                logger.warning("Redis unreachable while reading (%s); retrying", exc)
-                backoff.wait(self._halt)
-                continue
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                entries = self._read(count)
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                # Redis lost the stream (restarted without persistence): recreate it.
-                self._queue.ensure_group()
+                logger.warning("Redis unreachable while reading (%s: %s); retrying", type(exc).__name__, exc)
+                backoff.wait(self._halt)
                 continue
             backoff.reset()
             if entries:
                 size = sum(e.count for e in entries) / len(entries)
                 self._mean_entry_size = 0.8 * self._mean_entry_size + 0.2 * size
                 self._on_entries(entries)
+
+    def _read(self, count: int) -> list:
+        try:
+            return self._queue.read(self._consumer, count, self._block_ms)
+        except redis.ResponseError as exc:
+            if not _missing_stream(exc):
+                raise
+            # Redis lost the stream (restarted without persistence): recreate it.
+            self._queue.ensure_group()
+            return []
 
 
 #: An entry pending for a live worker that it does not hold, idle this long, was lost
@@ -364,9 +478,14 @@ FORGOTTEN_IDLE_MS = 60_000
 _FORGOTTEN_CHECK_EVERY = 15
 
 
-class Reaper(threading.Thread):
-    """Takes over the entries of workers that died (their heartbeat expired), and
-    recovers this worker's own entries that it lost track of."""
+#: The reaper drops dead workers from the workers index every this many rounds.
+_PRUNE_EVERY = 10
+
+
+class Reaper(SupervisedThread):
+    """Takes over the entries of workers that died (their heartbeat is gone), recovers
+    this worker's own entries that it lost track of, and keeps the workers index to the
+    live workers."""
 
     def __init__(
         self,
@@ -376,8 +495,9 @@ class Reaper(threading.Thread):
         interval_s: float,
         on_entries: Callable[[list], None],
         held_sids: Callable[[], set[str]],
+        on_failure: FailureHandler | None = None,
     ) -> None:
-        super().__init__(name="tungsten-reaper", daemon=True)
+        super().__init__("tungsten-reaper", on_failure)
         self._queue = queue
         self._worker_id = worker_id
         self._crash_limit = crash_limit
@@ -389,32 +509,27 @@ class Reaper(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
 
-    def run(self) -> None:
+    def loop(self) -> None:
         rounds = 0
         while not self._halt.wait(self._interval):
             rounds += 1
-            if rounds % _FORGOTTEN_CHECK_EVERY == 0:
-                self._recover_forgotten()
             try:
-                entries = self._queue.reap(self._worker_id, self._crash_limit)
-            except CONNECTION_ERRORS as exc:
+                self._round(rounds)
+            except Exception as exc:
+                if not (is_transient(exc) or _missing_stream(exc)):
+                    raise
                 logger.debug("Reaping skipped: %s", exc)
-                continue
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    logger.warning("Reaping failed: %s", exc)
-                continue
-            if entries:
-                inputs = sum(e.count for e in entries)
-                logger.warning("Took over %d inputs from a worker that stopped answering", inputs)
-                self._on_entries(entries)
 
-    def _recover_forgotten(self) -> None:
-        try:
+    def _round(self, rounds: int) -> None:
+        if rounds % _FORGOTTEN_CHECK_EVERY == 0:
             entries = self._queue.reclaim_forgotten(self._worker_id, FORGOTTEN_IDLE_MS, self._held_sids())
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
-            logger.debug("Checking for forgotten entries failed: %s", exc)
-            return
+            if entries:
+                logger.warning("Running again %d entries whose results were never recorded", len(entries))
+                self._on_entries(entries)
+        if rounds % _PRUNE_EVERY == 0:
+            self._queue.forget_dead_workers()
+        entries = self._queue.reap(self._worker_id, self._crash_limit)
         if entries:
-            logger.warning("Running again %d entries whose results were never recorded", len(entries))
+            inputs = sum(e.count for e in entries)
+            logger.warning("Took over %d inputs from a worker that stopped answering", inputs)
             self._on_entries(entries)

@@ -9,7 +9,7 @@ import redis
 from tungstenkit._errors import ModelLoadError, RedisUnavailable, SetupFailed
 from tungstenkit._logging import add_log_context, configure_logging
 from tungstenkit._process import announce_ready
-from tungstenkit._queue import CONNECTION_ERRORS, Keys, connect, served_model_digest
+from tungstenkit._queue import CONNECTION_ERRORS, Keys, connect, eviction_warning, served_model_digest
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelSource
 from tungstenkit.worker.model_worker import (
@@ -32,8 +32,12 @@ def run_worker(
     batch_size: int | None,
     log_level: str,
     ready_fd: int | None = None,
+    tag: str = "",
 ) -> int:
-    """Run one worker until SIGTERM/SIGINT; returns the process exit code."""
+    """Run one worker until SIGTERM/SIGINT; returns the process exit code.
+
+    ``tag`` ends the worker's id (``host:pid:tag``); ``tungsten serve`` chooses it.
+    """
     configure_logging(log_level, "worker", settings.log_format)
     try:
         definition = source.load()
@@ -49,7 +53,10 @@ def run_worker(
     if not _same_model(client, keys, source):
         client.close()
         return EXIT_MODEL_MISMATCH
-    worker = Worker(definition, client, keys, settings, batch_size=batch_size, model_name=source.reference)
+    warning = eviction_warning(client)
+    if warning:
+        logger.warning("%s", warning)
+    worker = Worker(definition, client, keys, settings, batch_size=batch_size, model_name=source.reference, tag=tag)
     add_log_context(worker=worker.worker_id)
     worker.install_signal_handlers()
     try:
@@ -62,7 +69,7 @@ def run_worker(
     if ready_fd is not None:
         announce_ready(ready_fd)
     worker.run()
-    return 0
+    return worker.exit_code
 
 
 def _same_model(client: redis.Redis, keys: Keys, source: ModelSource) -> bool:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+import pytest
+import redis
+import redis.asyncio
+
+from tests.redisproxy import FreezingProxy, freezing_proxy
+from tungstenkit._redis_server import RedisServer
 from tungstenkit.app.waiters import CompletionWaiter
 
 
@@ -32,3 +40,78 @@ def test_remembered_bodies_expire_before_redis_forgets_them() -> None:
     waiter = _waiter(ttl=1)  # remembered for ttl - 1 = 0 s
     waiter._heard(b"p3 {}")
     assert waiter.ended_body("p3") is None
+
+
+async def _poll(condition: Any, seconds: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.05)  # the poll interval, not a synchronisation
+    return True
+
+
+async def _listen_until(waiter: CompletionWaiter, publisher: redis.Redis, channel: str, condition: Any, seconds: float) -> bool:
+    """Publish an announcement every 0.2 s until the waiter heard it or ``seconds`` passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        publisher.publish(channel, b'p9 {"status":"success"}')
+        if condition():
+            return True
+        await asyncio.sleep(0.2)  # the poll interval, not a synchronisation
+    return False
+
+
+def test_the_listener_outlives_redis_refusing_it(private_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A reply error (here: the ACL forbids the channel for a while) is retried, not fatal."""
+    admin = redis.Redis.from_url(private_redis.url)
+
+    async def scenario() -> tuple[bool, bool]:
+        subscriber = redis.asyncio.Redis.from_url(private_redis.url)
+        waiter = CompletionWaiter(subscriber, "done", 60)
+        admin.execute_command("ACL", "SETUSER", "default", "resetchannels")  # SUBSCRIBE now answers NOPERM
+        task = waiter.start()
+        try:
+            refused = await _poll(lambda: "NoPermissionError" in caplog.text or task.done(), 10)
+            admin.execute_command("ACL", "SETUSER", "default", "allchannels")
+            assert refused
+            heard = await _listen_until(waiter, admin, "done", lambda: waiter.ended_body("p9"), 15)
+            return heard, not task.done()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await subscriber.aclose()
+
+    try:
+        heard, running = asyncio.run(scenario())
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "allchannels")
+        admin.close()
+    assert heard and running
+
+
+def test_the_listener_replaces_a_connection_that_went_silent(private_redis: RedisServer) -> None:
+    admin = redis.Redis.from_url(private_redis.url)
+    assert private_redis.port is not None
+
+    async def scenario(proxy: FreezingProxy) -> bool:
+        subscriber = redis.asyncio.Redis.from_url(proxy.url(private_redis.password))
+        waiter = CompletionWaiter(subscriber, "done", 60)
+        task = waiter.start()
+        try:
+            await asyncio.wait_for(waiter.connected.wait(), 5)
+            proxy.freeze()  # no error, just silence: a partition, a frozen load balancer
+            return await _listen_until(waiter, admin, "done", lambda: waiter.ended_body("p9"), 30)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await subscriber.aclose()
+
+    with freezing_proxy(private_redis.port) as proxy:
+        assert asyncio.run(scenario(proxy))
+        assert proxy.connections >= 2
+    admin.close()

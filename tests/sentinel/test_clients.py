@@ -99,6 +99,10 @@ def test_the_api_answers_unavailable_only_until_a_primary_is_known(sentinels: Se
         client, queue = _api_queue(sentinels.url)
         try:
             await queue.submit("before", _chunks(), 2)
+            # Replication is asynchronous: let the replica have it before the primary dies,
+            # so that what this test checks is availability, not the (documented) loss.
+            replicas = [sentinels.node_client(p) for p in sentinels.node_ports() if p != sentinels.primary_port()]
+            wait_for(lambda: all(r.exists(KEYS.prediction("before")) for r in replicas), 10, what="replication")
             old = sentinels.kill_primary()
             # The Sentinels still name the dead primary (they wait a second before they
             # agree it is down): unavailable, which the API answers as 503.

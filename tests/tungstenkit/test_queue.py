@@ -71,7 +71,7 @@ class Queues:
         return self.worker.write(worker, [], results).ended
 
     def read(self, count: int = 100) -> list[Entry]:
-        return self.worker.read("c1", count, None)
+        return self.worker.read("w1", count, None)
 
     def queued(self) -> int:
         return int(self.client.get(self.keys.queued) or 0)
@@ -187,6 +187,25 @@ def test_start_reports_predictions_that_already_ended(queues: Queues) -> None:
     assert queues.start(["a", "b", "missing"]) == {"b", "missing"}
 
 
+def test_a_caller_that_gave_up_leaves_the_others_of_its_round_trip_answered(queues: Queues) -> None:
+    queues.submit("p", 1)
+
+    async def go() -> Any:
+        client = redis.asyncio.Redis.from_url(queues.url)
+        api = AsyncPredictionQueue(client, queues.keys, result_ttl_s=60, max_queued_inputs=0)
+        try:
+            gave_up = asyncio.ensure_future(api.fetch("p"))
+            answered = asyncio.ensure_future(api.fetch("p"))
+            await asyncio.sleep(0)  # both ask in this turn of the loop: they share one round trip
+            gave_up.cancel()  # its client went away while the round trip was under way
+            return await asyncio.wait_for(answered, 5)
+        finally:
+            await client.aclose()
+
+    fetched = asyncio.run(go())
+    assert fetched is not None and json.loads(fetched.body)["status"] == "pending"
+
+
 def test_the_queue_bound_refuses_and_releases(redis_url: str, namespace: str) -> None:
     queues = Queues(redis_url, namespace, limit=5)
     queues.submit("a", 3)
@@ -204,12 +223,12 @@ def test_requeue_hands_entries_back_for_another_worker(queues: Queues) -> None:
     queues.submit("p", 8, chunk=4)
     queues.submit("q", 1)
     entries = queues.read()
-    assert queues.worker.requeue(entries) == 3
+    assert queues.worker.requeue("w1", entries) == 3
     assert queues.client.xpending(queues.keys.queue, GROUP)["pending"] == 0
     again = queues.worker.read("c2", 100, None)
     assert [(e.prediction_id, e.start) for e in again] == [("p", 0), ("p", 4), ("q", 0)]
-    queues.start(["p", "q"])
-    queues.finish([_outputs(e) for e in again])
+    queues.start(["p", "q"], worker="c2")
+    queues.finish([_outputs(e) for e in again], worker="c2")
     assert queues.get("p")["outputs"] == [{"y": i} for i in range(8)]
     assert queues.queued() == 0
 
@@ -303,6 +322,102 @@ def test_an_input_that_keeps_killing_workers_fails(queues: Queues) -> None:
     assert queues.queued() == 1
 
 
+def _late(entry: Entry, y: int) -> EntryResult:
+    """What a worker that was paused past its heartbeat's expiry reports when it wakes up."""
+    return EntryResult(entry, EntryResult.OUTPUTS, ",".join(json.dumps({"y": y}) for _ in range(entry.count)))
+
+
+def _crashes(queues: Queues, prediction_id: str) -> dict[bytes, bytes]:
+    fields = queues.client.hgetall(queues.keys.prediction(prediction_id))
+    return {k: v for k, v in fields.items() if k.startswith((b"crashes:", b"suspect:"))}
+
+
+def test_a_worker_presumed_dead_cannot_overwrite_its_successor(queues: Queues) -> None:
+    queues.submit("p", 1)
+    queues.submit("q", 8, chunk=4)
+    _register(queues, "successor")
+    first = queues.worker.read("paused", 10, None)
+    queues.start(["p", "q"], [e.sid for e in first], worker="paused")  # ... and then it stalls
+    taken = queues.worker.reap("successor", crash_limit=3)  # its heartbeat expired
+    assert {e.sid for e in taken} == {e.sid for e in first}
+    assert _crashes(queues, "p")[b"crashes:0"] == b"1"
+    # The paused worker wakes up before its successor is done: its results are refused ...
+    report = queues.worker.write("paused", [], [_late(first[0], 999), _late(first[1], 999)])
+    assert report.rejected == {first[0].sid, first[1].sid} and report.ended == []
+    assert queues.get("p")["status"] == "running" and queues.get("q")["status"] == "running"
+    # ... and its report withdraws the crash: it was a pause, not a death.
+    assert _crashes(queues, "p") == {b"crashes:0": b"0"}
+    assert queues.finish([_outputs(e) for e in taken], worker="successor") == [("p", "success"), ("q", "success")]
+    assert queues.get("p")["outputs"] == [{"y": 0}]
+    assert queues.get("q")["outputs"] == [{"y": i} for i in range(8)]
+    # Once the successor is done, a late result changes nothing either.
+    assert queues.worker.write("paused", [], [_late(first[2], 999)]).rejected == {first[2].sid}
+    assert queues.get("q")["outputs"] == [{"y": i} for i in range(8)]
+    assert queues.queued() == 0
+    assert queues.client.xpending(queues.keys.queue, GROUP)["pending"] == 0
+
+
+def test_a_pause_alone_never_fails_a_prediction(queues: Queues) -> None:
+    queues.submit("p", 1)
+    (entry,) = queues.worker.read("w0", 10, None)
+    owner = "w0"
+    for attempt in range(1, 6):  # more pauses than the crash limit
+        queues.start(["p"], [entry.sid], worker=owner)
+        _register(queues, f"w{attempt}")
+        queues.client.delete(queues.keys.worker(owner))  # the owner stalled past its heartbeat's TTL
+        (entry,) = queues.worker.reap(f"w{attempt}", crash_limit=3)
+        assert queues.worker.write(owner, [], [_late(entry, -1)]).rejected == {entry.sid}  # ... and woke up
+        owner = f"w{attempt}"
+    assert queues.get("p")["status"] == "running"
+    assert queues.finish([_outputs(entry)], worker=owner) == [("p", "success")]
+    assert queues.get("p")["outputs"] == [{"y": 0}]
+
+
+def test_a_batch_whose_entries_were_taken_over_does_not_start(queues: Queues) -> None:
+    queues.submit("p", 1)
+    queues.submit("q", 1)
+    _register(queues, "successor")
+    p_entry, q_entry = queues.worker.read("paused", 10, None)
+    assert len(queues.worker.reap("successor", crash_limit=3)) == 2
+    queues.finish([_outputs(q_entry)], worker="successor")  # it ran q meanwhile
+    batch = BatchStart(["p", "q"], [p_entry.sid, q_entry.sid], [True, True])
+    report = queues.worker.write("paused", [batch], [])
+    assert report.lost == [{p_entry.sid, q_entry.sid}]
+    assert not queues.client.exists(queues.keys.running("paused"))
+    assert queues.get("p")["status"] == "pending"  # not marked running by a worker that does not own it
+    assert queues.worker.requeue("paused", [p_entry]) == 0  # nor handed back: it is the successor's
+
+
+def test_files_of_rejected_and_failed_results_are_deleted(queues: Queues) -> None:
+    queues.submit("p", 1)
+    queues.submit("q", 8, chunk=4)
+    _register(queues, "successor")
+    entries = queues.worker.read("paused", 10, None)
+    queues.worker.reap("successor", crash_limit=3)
+    late = StoredFile("l" * 32 + ".png", "image/png", b"late")
+    queues.worker.write("paused", [], [EntryResult(entries[0], EntryResult.OUTPUTS, '{"y": 0}', (late,))])
+    assert not queues.client.exists(queues.keys.file(late.name))  # nobody links to it
+    kept = StoredFile("k" * 32 + ".png", "image/png", b"kept")
+    first = EntryResult(entries[1], EntryResult.OUTPUTS, ",".join(['{"y": 0}'] * 4), (kept,))
+    queues.finish([first], worker="successor")
+    assert queues.finish([first], worker="successor") == []  # a retry of a write that went through ...
+    assert queues.client.exists(queues.keys.file(kept.name))  # ... keeps the files it recorded
+    queues.finish([EntryResult(entries[2], EntryResult.ERROR, "ValueError: no")], worker="successor")
+    assert queues.get("q")["status"] == "failed"
+    assert not queues.client.exists(queues.keys.file(kept.name))  # its prediction failed: nobody may fetch it
+
+
+def test_the_workers_index_holds_only_live_workers(queues: Queues) -> None:
+    _register(queues, "alive")
+    _register(queues, "gone")
+    queues.worker.add_metrics("alive", 1, {"batches": 1})
+    queues.worker.add_metrics("gone", 1, {"batches": 1})
+    queues.client.delete(queues.keys.worker("gone"))  # its heartbeat expired
+    assert queues.worker.forget_dead_workers() == 1
+    assert queues.client.zrange(queues.keys.workers, 0, -1) == [b"alive"]
+    assert queues.client.hkeys(queues.keys.metrics_applied) == [b"alive"]
+
+
 def test_entries_of_ended_predictions_are_just_released(queues: Queues) -> None:
     queues.submit("p", 2)
     _register(queues, "alive")
@@ -329,7 +444,7 @@ def test_output_files_are_stored_and_served_only_while_their_prediction_succeede
     queues.finish([EntryResult(entry, EntryResult.OUTPUTS, '{"y": 0}', (stored,))])
     assert queues._api("fetch_file", stored.name) == ("image/png", b"\x89PNG...")
     ttl = queues.client.pttl(queues.keys.file(stored.name))
-    assert 60_000 < ttl <= 120_000  # outlives the prediction's 60 s; served only while it exists
+    assert 55_000 < ttl <= 60_000  # lives as long as its prediction's result (60 s), no longer
     queues.client.delete(queues.keys.prediction("p"))  # the prediction expired
     assert queues._api("fetch_file", stored.name) is None
 
@@ -470,12 +585,38 @@ def test_the_webhook_queue_hands_out_each_event_and_survives_a_dead_dispatcher(q
     assert webhooks.secret() == webhooks.secret() and len(webhooks.secret()) == 64
 
 
+def test_the_webhook_lock_is_released_only_by_its_holder_in_one_atomic_step(queues: Queues) -> None:
+    from tungstenkit._queue import WebhookQueue
+
+    webhooks = WebhookQueue(queues.client, queues.keys)
+    assert webhooks.hold_lock("a", 5000)
+    queues.client.delete(queues.keys.webhooks_lock)  # "a"'s lock expired ...
+    assert webhooks.hold_lock("b", 5000)  # ... and "b" took it
+    with queues.client.monitor() as monitor:
+        webhooks.release_lock("a")  # "a" wakes up and lets go of what it thinks it holds
+        queues.client.ping()
+        commands = []
+        for command in monitor.listen():
+            name = command["command"].split()[0].upper()
+            if name == "PING":
+                break
+            if command.get("client_type") != "lua" and name not in ("HELLO", "AUTH", "CLIENT", "SELECT", "SCRIPT"):
+                commands.append(name)  # sent by the client (not run inside a script, not loading one)
+    # One script that compares the holder and deletes: nothing can come between the two.
+    assert set(commands) == {"EVALSHA"}
+    assert queues.client.get(queues.keys.webhooks_lock) == b"b"
+
+
 def test_heartbeat_metrics_add_up_and_the_snapshot_reads_them(queues: Queues) -> None:
     from tungstenkit._queue import read_snapshot
 
-    queues.worker.heartbeat("w1", {"state": "ready"}, 5, {"batches": 2, "inputs:success": 7, "model_seconds:sum": 0.25})
-    queues.worker.heartbeat("w1", {"state": "busy"}, 5, {"batches": 1, "model_seconds:sum": 0.5})
-    queues.worker.add_metrics({"inputs:failed": 1})
+    queues.worker.heartbeat("w1", {"state": "ready"}, 5)
+    assert queues.worker.add_metrics("w1", 1, {"batches": 2, "inputs:success": 7, "model_seconds:sum": 0.25})
+    queues.worker.heartbeat("w1", {"state": "busy"}, 5)
+    assert queues.worker.add_metrics("w1", 2, {"batches": 1, "model_seconds:sum": 0.5})
+    # Sent again because its reply was lost (Redis restarted, say): counted once.
+    assert not queues.worker.add_metrics("w1", 2, {"batches": 1, "model_seconds:sum": 0.5})
+    assert queues.worker.add_metrics("w2", 1, {"inputs:failed": 1})
     queues.submit("p", 3)
     snapshot = read_snapshot(queues.client, queues.keys)
     assert snapshot.metrics["batches"] == 3 and snapshot.metrics["inputs:success"] == 7

@@ -47,6 +47,9 @@ def test_file_settings_from_the_environment() -> None:
         ("TUNGSTEN_HEADER_TIMEOUT_S", "0", "must be positive"),
         ("TUNGSTEN_MAX_HEADER_BYTES", "100", "at least 1024"),
         ("TUNGSTEN_MIN_BODY_BYTES_PER_S", "-1", "0 or more"),
+        ("TUNGSTEN_HEARTBEAT_TTL_S", "1.5", "must be at least twice TUNGSTEN_HEARTBEAT_INTERVAL_S"),
+        ("TUNGSTEN_REDIS_MAXMEMORY", "lots", "expected a share of memory"),
+        ("TUNGSTEN_REDIS_MAXMEMORY", "120%", "expected a share of memory"),
     ],
 )
 def test_unusable_values_are_refused(name: str, value: str, message: str) -> None:
@@ -60,3 +63,18 @@ def test_cors_origins_are_parsed() -> None:
         "http://localhost:8080",
     )
     assert cors_origins("") == ()
+
+
+def test_a_paused_worker_is_not_taken_for_dead_by_default() -> None:
+    settings = Settings()
+    assert settings.heartbeat_ttl_s >= 10 * settings.heartbeat_interval_s  # outlasts a multi-second stall
+    assert Settings.from_env({"TUNGSTEN_HEARTBEAT_TTL_S": "4"}).heartbeat_ttl_s == 4
+
+
+def test_the_embedded_redis_memory_bound_reads_as_redis_does() -> None:
+    from tungstenkit._redis_server import maxmemory_bytes
+
+    assert maxmemory_bytes("0") == 0
+    assert maxmemory_bytes("512mb") == 512 * 1024**2 and maxmemory_bytes("4GB") == 4 * 1024**3
+    assert maxmemory_bytes("1g") == 10**9 and maxmemory_bytes("100k") == 100_000
+    assert 0 < maxmemory_bytes("25%") <= maxmemory_bytes("100%")

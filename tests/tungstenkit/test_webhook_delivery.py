@@ -19,7 +19,9 @@ from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import SIGNATURE_HEADER, verify_signature
 from tungstenkit._webhook_delivery import Delivery, Dispatcher, WebhookWorker, webhook_fetch_policy
 
-SETTINGS = Settings(url_allowlist="127.0.0.1:*", webhook_retries=3, webhook_backoff_s=0, webhook_timeout_s=5)
+SETTINGS = Settings(
+    url_allowlist="127.0.0.1:*", webhook_retries=3, webhook_backoff_s=0, webhook_timeout_s=5, result_ttl_s=120
+)
 
 
 class Parts:
@@ -50,7 +52,7 @@ class Parts:
             await client.aclose()
 
         asyncio.run(submit())
-        (entry,) = self.worker_queue.read("c", 10, None)
+        (entry,) = self.worker_queue.read("w", 10, None)
         self.worker_queue.write(
             "w", [BatchStart([prediction_id], [entry.sid], [True])], [EntryResult(entry, EntryResult.OUTPUTS, '{"y": 1}')]
         )
@@ -79,7 +81,8 @@ def test_events_become_json_jobs_once(parts: Parts) -> None:
     assert raw is not None
     stored = json.loads(zlib.decompress(raw))  # JSON, never a pickle
     assert stored[0] == "tungstenkit._webhook_delivery.deliver"
-    assert json.loads(stored[3]["body"])["status"] == "success"
+    # A reference only: the body is read when the delivery is sent, never copied into RQ.
+    assert stored[3] == {"prediction_id": "p1", "event": "completed"}
     assert parts.webhooks.dispatching() == []
     # A dispatcher that died before removing the event: the next one finds the job made.
     parts.client.rpush(parts.keys.webhooks, "p1 completed")
@@ -115,6 +118,20 @@ def test_a_delivery_that_keeps_failing_ends_in_rqs_failed_registry(parts: Parts)
         assert len(receiver.arrived) == 1 + SETTINGS.webhook_retries
     assert "webhook-p3-completed" in parts.queue.failed_job_registry.get_job_ids()
     assert parts.client.hget(parts.keys.metrics, "webhooks:failed") == b"1"
+    # Kept no longer than its prediction could be read (then there is nothing to send).
+    assert 0 < parts.client.ttl("rq:job:webhook-p3-completed") <= SETTINGS.result_ttl_s
+
+
+def test_a_delivery_reads_the_prediction_when_it_is_sent(parts: Parts) -> None:
+    with webhook_receiver() as receiver:
+        parts.finished_prediction("p5", receiver.url)
+        parts.finished_prediction("p6", receiver.url)
+        parts.dispatch_all()
+        parts.client.delete(parts.keys.prediction("p6"))  # it expired before its delivery ran
+        parts.deliver_all()
+        assert [json.loads(d.body)["id"] for d in receiver.deliveries] == ["p5"]
+        assert json.loads(receiver.deliveries[0].body)["outputs"] == [{"y": 1}]
+    assert parts.queue.failed_job_registry.get_job_ids() == []  # nothing to retry for the expired one
 
 
 def test_a_refused_address_is_not_retried(parts: Parts) -> None:

@@ -11,16 +11,18 @@ group::
     tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
     tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
                                  started, result (the ended GET body, ready to send),
-                                 o:<start> partial outputs, crashes:<start>
+                                 o:<start> partial outputs, f:<start> their output
+                                 files, crashes:<start>, suspect:<start>:<wid>
     tungsten:{ns}:done           channel: "<id> <body>" (or "<id>") lines of ended predictions
     tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
-    tungsten:{ns}:workers        zset index of worker ids
-    tungsten:{ns}:worker:<wid>   hash with a short TTL (a worker's heartbeat)
+    tungsten:{ns}:workers        zset index of worker ids (pruned to the live ones)
+    tungsten:{ns}:worker:<wid>   hash with a TTL (a worker's heartbeat); gone means dead
     tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
                                  counting crashes if it dies)
     tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
                                  output file served as ``GET /files/<name>``
     tungsten:{ns}:metrics        hash: counters and histograms (``tungstenkit._measurements``)
+    tungsten:{ns}:metrics:applied  hash: each live worker's last applied metrics report
     tungsten:{ns}:webhooks       list: "<id> <event>" for each webhook event that happened;
                                  a prediction that asked for one has hash fields webhook
                                  (URL) and webhook_events, and its entries a field w
@@ -39,6 +41,9 @@ Sentinel that they follow across a failover); nothing else turns a URL into a cl
 The ``{ns}`` hash tag keeps every key of a namespace in one Redis Cluster slot, as Lua
 needs. Values are JSON or plain strings: nothing read from Redis is ever unpickled.
 State changes are Lua scripts (``lua/``), so processes on many machines never race.
+A worker may start, finish or hand back only the entries it owns, those pending for it
+in the consumer group (``lua/fence.lua``): a worker presumed dead that wakes up again
+cannot overwrite what its successor wrote.
 """
 
 from tungstenkit._queue._connections import (
@@ -52,7 +57,16 @@ from tungstenkit._queue._connections import (
     redacted,
     sync_client,
 )
-from tungstenkit._queue._keys import CONNECTION_ERRORS, GROUP, RUNNING_KEY_TTL_S, Keys, now_iso
+from tungstenkit._queue._keys import (
+    CONNECTION_ERRORS,
+    GROUP,
+    RUNNING_KEY_TTL_S,
+    Keys,
+    eviction_warning,
+    is_transient,
+    now_iso,
+    worker_id_for,
+)
 from tungstenkit._queue._model_digest import publish_model_digest, served_model_digest
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
 from tungstenkit._queue._prediction_queue import AsyncPredictionQueue
@@ -72,7 +86,7 @@ from tungstenkit._queue._records import (
     split_into_chunks,
 )
 from tungstenkit._queue._webhook_events import WebhookEvent, WebhookQueue
-from tungstenkit._queue._worker_queue import WorkerQueue, WriteReport
+from tungstenkit._queue._worker_queue import OutputFilesRefused, WorkerQueue, WriteReport
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -86,6 +100,7 @@ __all__ = [
     "EntryResult",
     "Fetched",
     "Keys",
+    "OutputFilesRefused",
     "SentinelAddress",
     "Snapshot",
     "StoredFile",
@@ -100,7 +115,9 @@ __all__ = [
     "close_async",
     "close_sync",
     "connect",
+    "eviction_warning",
     "find_namespaces",
+    "is_transient",
     "now_iso",
     "parse_done_message",
     "publish_model_digest",
@@ -113,4 +130,5 @@ __all__ = [
     "sid_ms",
     "split_into_chunks",
     "sync_client",
+    "worker_id_for",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timezone
 
 import redis
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
 GROUP = "workers"
 #: A dead consumer with nothing pending is removed from the group after this idle time.
@@ -22,6 +24,24 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
+#: Replies with which Redis refuses a command for a while rather than for good: it is out
+#: of memory (``noeviction``), a replica (a failover is under way), loading its data,
+#: running a long script, unable to persist, or a cluster is reconfiguring; or it ended
+#: a blocking read because its role changed. Retrying later succeeds. (redis-py raises a class of its own for some, a plain ``ResponseError`` whose
+#: message starts with the code for the others.)
+TRANSIENT_REPLY_ERRORS: tuple[type[BaseException], ...] = (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError)
+_TRANSIENT_REPLY_CODES = (
+    "BUSY ", "MISCONF ", "NOREPLICAS ", "LOADING ", "READONLY ", "OOM ", "MASTERDOWN ", "UNBLOCKED ",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis is away or refusing for a while (retry later), rather
+    than that the command itself is wrong (retrying fails the same way)."""
+    if isinstance(exc, (*CONNECTION_ERRORS, *TRANSIENT_REPLY_ERRORS)):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLY_CODES)
+
 
 class Keys:
     """Key and channel names of one namespace."""
@@ -37,7 +57,9 @@ class Keys:
         self.done_channel = self.prefix + "done"
         self.stop_channel = self.prefix + "stop"
         self.prediction_prefix = self.prefix + "pred:"
+        self.worker_prefix = self.prefix + "worker:"
         self.metrics = self.prefix + "metrics"
+        self.metrics_applied = self.prefix + "metrics:applied"
         self.webhooks = self.prefix + "webhooks"
         self.webhooks_dispatching = self.prefix + "webhooks:dispatching"
         self.webhooks_lock = self.prefix + "webhooks:lock"
@@ -51,13 +73,35 @@ class Keys:
         return self.prediction_prefix + prediction_id
 
     def worker(self, worker_id: str) -> str:
-        return f"{self.prefix}worker:{worker_id}"
+        return self.worker_prefix + worker_id
 
     def running(self, worker_id: str) -> str:
         return f"{self.prefix}running:{worker_id}"
 
     def file(self, name: str) -> str:
         return f"{self.prefix}file:{name}"
+
+
+def worker_id_for(pid: int, tag: str) -> str:
+    """A worker's id (its consumer name and registry key): ``host:pid:tag``. ``tungsten
+    serve`` chooses the tag of each worker it starts, so it knows the id of one it sees exit."""
+    return f"{socket.gethostname()}:{pid}:{tag}"
+
+
+def eviction_warning(client: redis.Redis) -> str | None:
+    """A warning if this Redis may evict keys when full (they would be predictions and
+    heartbeats: lost work and false crash verdicts); None if it refuses writes instead."""
+    try:
+        memory = client.info("memory")
+    except redis.RedisError:
+        return None  # INFO can be disabled on managed Redis; nothing to tell then
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if policy == "noeviction" or not int(memory.get("maxmemory", 0) or 0):
+        return None
+    return (
+        f"Redis evicts keys when it is full (maxmemory-policy {policy}): predictions and worker heartbeats "
+        "can be lost. Set maxmemory-policy noeviction (Redis then refuses new work when full)."
+    )
 
 
 def now_iso() -> str:

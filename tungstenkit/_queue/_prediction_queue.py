@@ -134,23 +134,23 @@ class AsyncPredictionQueue:
         except (RedisUnavailable, *CONNECTION_ERRORS) as exc:
             failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(f"Redis is unreachable: {exc}")
             for _, future in [*submits, *fetches]:
-                if not future.done():
-                    future.set_exception(failure)
+                _settle(future, error=failure)
             return
         except BaseException as exc:
             for _, future in [*submits, *fetches]:
-                if not future.done():
-                    future.set_exception(exc)
+                _settle(future, error=exc)
             raise
+        # A caller may have given up meanwhile (its request was canceled): its future is
+        # done, and the others of the flush still get their answers.
         position = 0
         if submits:
             position = 2 if waits else 1
             await self._settle_submits(submits, replies[0], replies[1] if waits else None)
         for (_, future), reply in zip(fetches, replies[position:]):
             if isinstance(reply, Exception):
-                future.set_exception(reply)
+                _settle(future, error=reply)
             else:
-                future.set_result(read_prediction(reply))
+                _settle(future, read_prediction(reply))
 
     async def _submit_loading_script(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """The submit script (loaded first: Redis lost its scripts) and WAIT, on one connection."""
@@ -167,7 +167,7 @@ class AsyncPredictionQueue:
         """Answer each submit from the script's reply and, with ``wait_replicas``, WAIT's."""
         if isinstance(reply, Exception):
             for _, future in submits:
-                future.set_exception(reply)
+                _settle(future, error=reply)
             return
         flags, queued = reply
         failure: Exception | None = None
@@ -180,12 +180,10 @@ class AsyncPredictionQueue:
             )
             await self._withdraw(accepted)
         for (_, future), flag in zip(submits, flags):
-            if future.done():
-                continue
             if flag and failure is not None:
-                future.set_exception(failure)
+                _settle(future, error=failure)
             else:
-                future.set_result((bool(flag), int(queued)))
+                _settle(future, (bool(flag), int(queued)))
 
     async def _withdraw(self, prediction_ids: Sequence[str]) -> None:
         """Cancel predictions whose clients are told they were not accepted, so that none
@@ -271,3 +269,11 @@ class AsyncPredictionQueue:
         return live_workers(ids, found)
 
 
+def _settle(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a caller of a shared flush, unless it stopped waiting (its future is done)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -104,6 +104,18 @@ def sid_ms(sid: str) -> int:
     return int(sid.split("-", 1)[0])
 
 
+def _sid_order(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def sid_range(sids: Sequence[str]) -> tuple[str, str]:
+    """The lowest and highest of stream entry ids (``("", "")`` for none), in stream order."""
+    if not sids:
+        return "", ""
+    return min(sids, key=_sid_order), max(sids, key=_sid_order)
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """An output file kept in Redis for ``GET /files/<name>`` (``output_files=url``)."""
@@ -113,9 +125,11 @@ class StoredFile:
     data: bytes
 
 
-#: Output files outlive their prediction's TTL by this factor, so that a file written
-#: when one entry finished is still there when the last entry ends the prediction. The
-#: API serves a file only while its prediction exists and succeeded.
+#: Output files are stored with this many times the result TTL, provisionally: once the
+#: result that links to them is recorded (``finish.lua``) they get its expiry exactly
+#: when their prediction succeeds, and are deleted when it fails. The provisional
+#: expiry covers the time until the last entry of a long prediction ends, and removes
+#: files whose result was never recorded (the worker died in between).
 FILE_TTL_FACTOR = 2
 
 

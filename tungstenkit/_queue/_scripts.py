@@ -9,6 +9,11 @@ from importlib import resources
 
 from tungstenkit._measurements import lua_prelude
 
+#: Scripts that end predictions get the metrics prelude and ``common.lua``.
+_ENDING = ("finish", "cancel", "reclaim")
+#: Scripts that act for a worker on entries it holds get ``fence.lua``.
+_FENCED = ("start", "finish", "requeue")
+
 
 @dataclass(frozen=True)
 class Script:
@@ -22,9 +27,11 @@ class Script:
 
 @cache
 def script(name: str) -> Script:
-    """A script; those that end predictions get the shared functions of ``common.lua``."""
+    """A script, with the shared functions it uses put in front."""
     folder = resources.files("tungstenkit._queue") / "lua"
     source = (folder / f"{name}.lua").read_text()
-    if name in ("finish", "cancel", "reclaim"):
+    if name in _FENCED:
+        source = (folder / "fence.lua").read_text() + "\n" + source
+    if name in _ENDING:
         source = lua_prelude() + (folder / "common.lua").read_text() + "\n" + source
     return Script(name, source)

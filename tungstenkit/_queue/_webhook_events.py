@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.lock import Lock
 
 from tungstenkit._queue._keys import Keys
 from tungstenkit._queue._records import render_body
-from tungstenkit._queue._scripts import script
 
 
 @dataclass(frozen=True)
@@ -37,20 +37,37 @@ class WebhookQueue:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
         self.keys = keys
+        self._locks: dict[str, Lock] = {}
+
+    def _lock(self, owner: str, ttl_ms: int) -> Lock:
+        lock = self._locks.get(owner)
+        if lock is None:
+            lock = Lock(self._redis, self.keys.webhooks_lock, timeout=ttl_ms / 1000, thread_local=False)
+            self._locks[owner] = lock
+        return lock
 
     def hold_lock(self, owner: str, ttl_ms: int) -> bool:
-        """Take or keep the dispatcher's lock; False while another process holds it."""
-        lock = script("lock")
-        args = (lock.sha, 1, self.keys.webhooks_lock, owner, ttl_ms)
-        try:
-            return bool(self._redis.evalsha(*args))
-        except NoScriptError:
-            self._redis.script_load(lock.source)
-            return bool(self._redis.evalsha(*args))
+        """Take or keep the dispatcher's lock; False while another process holds it.
+
+        redis-py's ``Lock``: keeping and releasing it compare the owner and act in one
+        atomic script, so an owner whose lock expired never touches its successor's.
+        """
+        lock = self._lock(owner, ttl_ms)
+        if lock.local.token is not None:
+            try:
+                return bool(lock.reacquire())
+            except LockNotOwnedError:
+                lock.local.token = None  # it expired (and another process may hold it now)
+        return bool(lock.acquire(blocking=False, token=owner))
 
     def release_lock(self, owner: str) -> None:
-        if self._redis.get(self.keys.webhooks_lock) == owner.encode():
-            self._redis.delete(self.keys.webhooks_lock)
+        lock = self._locks.get(owner)
+        if lock is None:
+            return
+        try:
+            lock.release()
+        except LockError:
+            pass  # not held any more: nothing to release
 
     def take(self, timeout_s: float) -> str | None:
         """The next event, moved to the dispatching list; None after ``timeout_s``."""
@@ -66,6 +83,14 @@ class WebhookQueue:
 
     def dispatched(self, item: str) -> None:
         self._redis.lrem(self.keys.webhooks_dispatching, 1, item)
+
+    def pending(self, item: str) -> tuple[str, str] | None:
+        """The prediction id and event of a queued event whose prediction still exists
+        (so its webhook can still be sent); None if it expired meanwhile."""
+        prediction_id, _, event = item.partition(" ")
+        if not prediction_id or not event or not self._redis.hexists(self.keys.prediction(prediction_id), "webhook"):
+            return None
+        return prediction_id, event
 
     def event(self, item: str) -> WebhookEvent | None:
         """What to send for a queued event; None if the prediction expired meanwhile.

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
 
-from tungstenkit._queue._keys import FORGET_IDLE_CONSUMER_MS, GROUP, RUNNING_KEY_TTL_S, Keys, now_iso
+from tungstenkit._queue._keys import FORGET_IDLE_CONSUMER_MS, GROUP, RUNNING_KEY_TTL_S, Keys, is_transient, now_iso
 from tungstenkit._queue._records import (
     FILE_TTL_FACTOR,
     READ_FIELDS,
@@ -20,6 +21,7 @@ from tungstenkit._queue._records import (
     Fetched,
     read_prediction,
     render_body,
+    sid_range,
 )
 from tungstenkit._queue._scripts import Script, script
 
@@ -27,12 +29,26 @@ from tungstenkit._queue._scripts import Script, script
 @dataclass(frozen=True)
 class WriteReport:
     """What a write found: per started batch, the predictions that had already ended
-    (canceled, failed: they must not produce outputs); and the predictions the results
-    ended, with their outcome (success or failed)."""
+    (canceled, failed: they must not produce outputs) and the entries this worker no
+    longer owns (another worker took them over); the predictions the results ended,
+    with their outcome (success or failed); and the entries whose results were
+    rejected because this worker no longer owned them."""
 
     ended_before_start: list[set[str]]
     ended: list[tuple[str, str]]
+    lost: list[set[str]] = field(default_factory=list)
+    rejected: set[str] = field(default_factory=set)
 
+
+class OutputFilesRefused(Exception):
+    """Redis refused to store output files for now (out of memory, say): retry later."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"Redis refused the output files: {cause}")
+        self.cause = cause
+
+
+logger = logging.getLogger(__name__)
 
 #: Ended bodies up to this size travel on the done channel, so waiting requests need
 #: not read them back; larger ones (images, say) are read from the prediction's hash.
@@ -58,26 +74,50 @@ class WorkerQueue:
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """New entries for this consumer; waits up to ``block_ms`` (None: not at all)."""
         reply = self._redis.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
-        entries = []
-        for _stream, items in reply or ():
-            for sid, fields in items:
-                if fields:
-                    entries.append(Entry.from_fields(sid, fields))
+        return self._entries([item for _stream, items in reply or () for item in items])
+
+    def _entries(self, items: Sequence[tuple[bytes, dict[bytes, bytes]]], redelivered: bool = False) -> list[Entry]:
+        """Stream items as entries. An entry this version cannot read (written by hand, or by
+        another version) is removed with an error in the log, rather than failing whoever
+        reads it, again and again."""
+        entries: list[Entry] = []
+        malformed: list[bytes] = []
+        for sid, fields in items:
+            if not fields:
+                continue
+            try:
+                entries.append(Entry.from_fields(sid, fields, redelivered=redelivered))
+            except (KeyError, ValueError) as exc:
+                logger.error("Dropped malformed queue entry %s (%s: %s): %r", sid, type(exc).__name__, exc, fields)
+                malformed.append(sid)
+        if malformed:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xack(self.keys.queue, GROUP, *malformed)
+                pipe.xdel(self.keys.queue, *malformed)
+                pipe.execute()
         return entries
 
     def write(self, worker_id: str, started: Sequence[BatchStart], results: Sequence[EntryResult]) -> WriteReport:
-        """Mark batches started and record results, in one round trip."""
+        """Mark batches started and record results, in one round trip (two with output files).
+
+        Only entries this worker still owns start or finish (the scripts fence them).
+        Raises ``OutputFilesRefused`` when Redis will not take output files for now.
+        """
         results = self._store_files(results)
         calls: list[tuple[Script, list[str], list[Any]]] = []
         stamp = now_iso()
         for batch in started:
-            keys = [self.keys.running(worker_id), self.keys.webhooks]
+            keys = [self.keys.running(worker_id), self.keys.webhooks, self.keys.queue]
             keys += [self.keys.prediction(p) for p in batch.prediction_ids]
-            calls.append((script("start"), keys, [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, *batch.flags()]))
+            lo, hi = sid_range(batch.sids)
+            args: list[Any] = [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, GROUP, worker_id, lo, hi]
+            calls.append((script("start"), keys, args + batch.flags()))
         if results:
             keys = [self.keys.queue, self.keys.queued, self.keys.webhooks]
-            args: list[Any] = [
-                GROUP, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel, INLINE_BODY_BYTES
+            lo, hi = sid_range([r.entry.sid for r in results])
+            args = [
+                GROUP, worker_id, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel,
+                INLINE_BODY_BYTES, lo, hi,
             ]
             for result in results:
                 entry = result.entry
@@ -85,14 +125,15 @@ class WorkerQueue:
                 keys.append(self.keys.prediction(entry.prediction_id))
                 args += [
                     entry.prediction_id, entry.sid, kind, entry.start, entry.count, payload, result.started,
-                    entry.webhook_events,
+                    entry.webhook_events, " ".join(self.keys.file(f.name) for f in result.files),
                 ]
             calls.append((script("finish"), keys, args))
         replies = self._run_scripts(calls)
-        ended_first = [{batch.prediction_ids[i - 1] for i in reply} for batch, reply in zip(started, replies)]
-        outcomes = replies[len(started)] if results else []
+        ended_first = [{batch.prediction_ids[i - 1] for i in reply[0]} for batch, reply in zip(started, replies)]
+        lost = [{sid.decode() for sid in reply[1]} for reply in replies[: len(started)]]
+        outcomes, rejected = replies[len(started)] if results else ([], [])
         ended = [(outcomes[i].decode(), outcomes[i + 1].decode()) for i in range(0, len(outcomes), 2)]
-        return WriteReport(ended_first, ended)
+        return WriteReport(ended_first, ended, lost, {sid.decode() for sid in rejected})
 
     def reap(self, worker_id: str, crash_limit: int) -> list[Entry]:
         """Take over the entries of workers whose heartbeat expired; returns them.
@@ -114,6 +155,8 @@ class WorkerQueue:
             if is_alive:
                 continue
             if not consumer["pending"]:
+                # Nothing to take over: its running key counts nothing any more.
+                self._redis.delete(self.keys.running(name))
                 if consumer["idle"] > FORGET_IDLE_CONSUMER_MS:
                     self._redis.xgroup_delconsumer(self.keys.queue, GROUP, name)
                 continue
@@ -143,10 +186,8 @@ class WorkerQueue:
                     )
                 ]
             )[0]
-            for item in reply:
-                if item and item[1]:
-                    sid, flat = item[0], item[1]
-                    claimed.append(Entry.from_fields(sid, dict(zip(flat[::2], flat[1::2])), redelivered=True))
+            items = [(item[0], dict(zip(item[1][::2], item[1][1::2]))) for item in reply if item and item[1]]
+            claimed += self._entries(items, redelivered=True)
         return claimed
 
     def reclaim_forgotten(self, worker_id: str, min_idle_ms: int, held: set[str]) -> list[Entry]:
@@ -162,13 +203,17 @@ class WorkerQueue:
         if not forgotten:
             return []
         claimed = self._redis.xclaim(self.keys.queue, GROUP, worker_id, min_idle_ms, forgotten)
-        return [Entry.from_fields(sid, fields, redelivered=True) for sid, fields in claimed if fields]
+        return self._entries(claimed, redelivered=True)
 
     def _store_files(self, results: Sequence[EntryResult]) -> list[EntryResult]:
         """Write output files before the results that link to them become visible.
 
-        A result whose files Redis refuses (out of memory, say) becomes an error, so
-        its prediction fails with the reason instead of being retried forever.
+        They expire after ``FILE_TTL_FACTOR`` times the result TTL unless the result
+        that links to them is recorded (finish.lua then gives them the result's expiry,
+        or deletes them). A result whose files Redis refuses for good (a wrong type in
+        the way, say) becomes an error, so its prediction fails with the reason; a
+        refusal for now (out of memory) raises ``OutputFilesRefused``, and the caller
+        keeps the result and tries again.
         """
         with_files = [i for i, r in enumerate(results) if r.files and r.kind == EntryResult.OUTPUTS]
         if not with_files:
@@ -185,10 +230,14 @@ class WorkerQueue:
                     }
                     pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                     pipe.pexpire(key, ttl_ms)
-            replies = iter(pipe.execute(raise_on_error=False))
+            replies = list(pipe.execute(raise_on_error=False))
+        transient = next((r for r in replies if isinstance(r, Exception) and is_transient(r)), None)
+        if transient is not None:
+            raise OutputFilesRefused(transient)
+        found = iter(replies)
         checked = list(results)
         for i in with_files:
-            errors = [r for _ in range(2 * len(results[i].files)) if isinstance(r := next(replies), Exception)]
+            errors = [r for _ in range(2 * len(results[i].files)) if isinstance(r := next(found), Exception)]
             if errors:
                 message = f"OutputFilesNotStored: Redis refused the output files: {errors[0]}"
                 checked[i] = EntryResult(results[i].entry, EntryResult.ERROR, message)
@@ -198,41 +247,44 @@ class WorkerQueue:
         """A prediction as the API would show it (for tools and tests)."""
         return read_prediction(self._redis.hmget(self.keys.prediction(prediction_id), READ_FIELDS))
 
-    def requeue(self, entries: Sequence[Entry]) -> int:
-        """Hand entries that were read but never started back to the stream."""
+    def requeue(self, worker_id: str, entries: Sequence[Entry]) -> int:
+        """Hand entries that were read but never started back to the stream (those this
+        worker still owns)."""
         if not entries:
             return 0
         keys = [self.keys.queue] + [self.keys.prediction(e.prediction_id) for e in entries]
-        args: list[Any] = [GROUP]
+        args: list[Any] = [GROUP, worker_id, *sid_range([e.sid for e in entries])]
         for e in entries:
             args += [e.sid, e.prediction_id, e.start, e.count, e.group, e.data, e.total, e.created, e.webhook_events]
         return int(self._run_scripts([(script("requeue"), keys, args)])[0])
 
-    def heartbeat(
-        self, worker_id: str, fields: dict[str, str], ttl_s: float, metrics: Mapping[str, float] | None = None
-    ) -> None:
-        """Refresh the worker's registry entry, and add ``metrics`` (deltas) to the metrics hash."""
-        # A transaction, so that deltas are added entirely or not at all (then sent again).
-        with self._redis.pipeline(transaction=bool(metrics)) as pipe:
-            pipe.hset(self.keys.worker(worker_id), mapping=fields)
-            pipe.pexpire(self.keys.worker(worker_id), int(ttl_s * 1000))
+    def heartbeat(self, worker_id: str, fields: dict[str, str], ttl_s: float) -> None:
+        """Refresh the worker's registry entry.
+
+        The expiry is refreshed even when Redis refuses the rest (out of memory refuses
+        HSET but not PEXPIRE), so the worker stays alive to its peers through such a
+        spell. Raises the first error, after sending everything.
+        """
+        key = self.keys.worker(worker_id)
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, int(ttl_s * 1000))
             pipe.zadd(self.keys.workers, {worker_id: time.time()})
-            self._add_metrics(pipe, metrics or {})
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
 
-    def add_metrics(self, metrics: Mapping[str, float]) -> None:
-        """Add counts and observations (deltas) to the metrics hash, all or none."""
-        if metrics:
-            with self._redis.pipeline(transaction=True) as pipe:
-                self._add_metrics(pipe, metrics)
-                pipe.execute()
-
-    def _add_metrics(self, pipe: Any, metrics: Mapping[str, float]) -> None:
-        for field, amount in metrics.items():
-            if field.endswith(":sum"):
-                pipe.hincrbyfloat(self.keys.metrics, field, float(amount))
-            else:
-                pipe.hincrby(self.keys.metrics, field, int(amount))
+    def add_metrics(self, worker_id: str, sequence: int, metrics: Mapping[str, float]) -> bool:
+        """Add counts and observations (deltas) to the metrics hash, all or none, and only
+        once: a report is numbered (``sequence`` grows with each of the worker's reports),
+        so one sent again after its reply was lost is not counted twice. Returns whether
+        it was applied now (False: it had been already)."""
+        args: list[Any] = [worker_id, sequence]
+        for name, amount in metrics.items():
+            args += [name, float(amount) if name.endswith(":sum") else int(amount)]
+        keys = [self.keys.metrics, self.keys.metrics_applied]
+        return bool(self._run_scripts([(script("metrics"), keys, args)])[0])
 
     def unregister(self, worker_id: str) -> None:
         with self._redis.pipeline(transaction=False) as pipe:
@@ -240,16 +292,18 @@ class WorkerQueue:
             pipe.zrem(self.keys.workers, worker_id)
             pipe.execute()
 
-    def forget_dead_workers(self) -> None:
-        """Drop index entries of workers whose heartbeat key expired."""
-        ids = self._redis.zrange(self.keys.workers, 0, -1)
+    def release(self, worker_id: str) -> None:
+        """A worker's process is known to have exited: forget its heartbeat, so live
+        workers take over its entries now instead of when the heartbeat would expire."""
         with self._redis.pipeline(transaction=False) as pipe:
-            for worker_id in ids:
-                pipe.exists(self.keys.worker(worker_id.decode()))
-            alive = pipe.execute()
-        dead = [w for w, ok in zip(ids, alive) if not ok]
-        if dead:
-            self._redis.zrem(self.keys.workers, *dead)
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers, worker_id)
+            pipe.execute()
+
+    def forget_dead_workers(self) -> int:
+        """Drop index entries of workers whose heartbeat key is gone; returns how many."""
+        keys = [self.keys.workers, self.keys.metrics_applied]
+        return int(self._run_scripts([(script("prune"), keys, [self.keys.worker_prefix])])[0])
 
     def _run_scripts(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
         if not calls:

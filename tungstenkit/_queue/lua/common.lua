@@ -4,7 +4,9 @@
 -- `entries` (space-separated "sid:start:count" triples, in input order), `started`
 -- once a batch starts it ("" if it ended before starting), and, once it ended,
 -- `result`: the finished GET body, stored ready to send. A prediction is open while
--- it has no `result`.
+-- it has no `result`. While open, a prediction of several entries keeps its finished
+-- entries' outputs in `o:<start>` and the keys of their output files in `f:<start>`
+-- (with `files` set once there are any).
 
 -- A JSON string, or null.
 local function json_string(value)
@@ -43,15 +45,39 @@ local function conclude(key, body, ttl)
   redis.call('EXPIRE', key, ttl)
 end
 
+-- The output files of an ended prediction's entries (`f:<start>`): they get the
+-- result's `ttl` when it succeeded (a file is served as long as its prediction), and
+-- are deleted when it failed (ttl nil), as nobody may fetch them then.
+local function settle_files(key, entries, ttl)
+  local fields = {'files'}
+  for start in string.gmatch(entries or '', '[^%s:]+:(%d+):%d+') do
+    fields[#fields + 1] = 'f:' .. start
+  end
+  local lists = redis.call('HMGET', key, unpack(fields))
+  for i = 2, #lists do
+    for file in string.gmatch(lists[i] or '', '%S+') do
+      if ttl then
+        redis.call('EXPIRE', file, ttl)
+      else
+        redis.call('DEL', file)
+      end
+    end
+  end
+  redis.call('HDEL', key, unpack(fields))
+end
+
 -- Ends an open prediction as failed and stops the rest of its work. Returns the
 -- rendered body (nil if it had already ended), the number of inputs released, the
 -- webhook events it asked for, and its entries.
 local function fail_prediction(queue, key, message, now, ttl)
-  local state = redis.call('HMGET', key, 'result', 'entries', 'created', 'started', 'webhook_events')
+  local state = redis.call('HMGET', key, 'result', 'entries', 'created', 'started', 'webhook_events', 'files')
   if state[1] or not state[3] then
     return nil, 0, nil, nil
   end
   local body = render('failed', nil, message, state[3], state[4], now)
+  if state[6] then
+    settle_files(key, state[2], nil)
+  end
   conclude(key, body, ttl)
   return body, drop_entries(queue, state[2]), state[5], state[2]
 end

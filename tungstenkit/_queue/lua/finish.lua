@@ -4,17 +4,33 @@
 --   'e' an error message for one entry of a larger prediction,
 --   'x' dropped unrun (its prediction had ended).
 -- Results for predictions that already ended are discarded.
+--
+-- Fenced: a result counts only from the worker that owns its entry (see fence.lua).
+-- A worker presumed dead whose entries another worker took over (its heartbeat expired
+-- while it was paused, say) has its late results rejected: the successor's result
+-- stands, and nothing is written, acked or counted for them. Its report proves it was
+-- alive, so the crash that the takeover counted against each such input (reclaim.lua)
+-- is withdrawn: a pause is not a death.
+--
+-- Output files (stored beforehand with a provisional expiry) live exactly as long as
+-- the result that links to them: they get the result's expiry when their prediction
+-- succeeds, and are deleted when no result links to them (theirs was rejected or
+-- discarded) or their prediction fails.
 -- KEYS: queue stream, queued-inputs counter, the webhook list, then one prediction
 --       hash per result
--- ARGV: group, completed timestamp, result ttl, done channel, stop channel, largest
---       body sent on the done channel, then per result: id, sid, kind, start, count,
---       payload, when the entry's first batch started ('' if unknown), and the
---       webhook events its prediction wants ('' if none)
--- Returns the predictions that ended here, as {id, 'success' or 'failed', ...}.
+-- ARGV: group, this worker (its consumer), completed timestamp, result ttl, done
+--       channel, stop channel, largest body sent on the done channel, the lowest and
+--       highest of the results' entry ids, then per result: id, sid, kind, start,
+--       count, payload, when the entry's first batch started ('' if unknown), the
+--       webhook events its prediction wants ('' if none), and the keys of its output
+--       files (space-separated, '' if none)
+-- Returns {the predictions that ended here, as {id, 'success' or 'failed', ...},
+--          the entry ids whose results were rejected}.
 local queue, counter, hooks = KEYS[1], KEYS[2], KEYS[3]
-local group, now, ttl, inline = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[6])
-local acks, delete, done, stopped, outcomes = {}, {}, {}, {}, {}
+local group, me, now, ttl, inline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[7])
+local acks, delete, done, stopped, outcomes, rejected = {}, {}, {}, {}, {}, {}
 local released = 0
+local owned = pending_for(queue, group, me, ARGV[8], ARGV[9])
 
 -- Announces an ended prediction, with its body when that is small enough to carry.
 local function ended(id, body, outcome, events)
@@ -38,43 +54,86 @@ local function assemble(key, entries)
   return '[' .. table.concat(parts, ',') .. ']'
 end
 
-for j = 0, (#ARGV - 6) / 8 - 1 do
-  local base = 7 + j * 8
-  local id, sid, kind, start, count, payload, started, events =
+local function files_do(files, command, ...)
+  for file in string.gmatch(files, '%S+') do
+    redis.call(command, file, ...)
+  end
+end
+
+-- Deletes the files of a rejected result, except those a recorded result links to: a
+-- write retried after its reply was lost is rejected (its entry was acked by the first
+-- try), and its files are the recorded ones.
+local function drop_unlinked(key, start, files)
+  if files == '' then
+    return
+  end
+  local state = redis.call('HMGET', key, 'result', 'f:' .. start)
+  for file in string.gmatch(files, '%S+') do
+    local name = string.match(file, ':file:(.+)$') or file
+    if not ((state[1] and string.find(state[1], name, 1, true)) or (state[2] and string.find(state[2], file, 1, true))) then
+      redis.call('DEL', file)
+    end
+  end
+end
+
+for j = 0, (#ARGV - 9) / 9 - 1 do
+  local base = 10 + j * 9
+  local id, sid, kind, start, count, payload, started, events, files =
     ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4]), ARGV[base + 5],
-    ARGV[base + 6], ARGV[base + 7]
+    ARGV[base + 6], ARGV[base + 7], ARGV[base + 8]
   local key = KEYS[4 + j]
-  acks[#acks + 1] = sid
-  -- An entry of a prediction that ended was deleted by whoever ended it; the others
-  -- are deleted here, together, and release their inputs from the queue bound.
-  if kind == 'b' then
-    if redis.call('HSETNX', key, 'result', payload) == 1 then
-      redis.call('EXPIRE', key, ttl)
-      delete[#delete + 1] = sid
-      released = released + count
-      ended(id, payload, string.find(payload, '"status":"success"', 1, true) and 'success' or 'failed', events)
+  if not owned[sid] then
+    rejected[#rejected + 1] = sid
+    drop_unlinked(key, start, files)
+    if redis.call('HDEL', key, 'suspect:' .. start .. ':' .. me) == 1 then
+      redis.call('HINCRBY', key, 'crashes:' .. start, -1)
     end
-  elseif kind ~= 'x' and redis.call('HEXISTS', key, 'result') == 0 then
-    if started ~= '' then
-      -- The worker may not have announced the batch's start (it ended first).
-      redis.call('HSETNX', key, 'started', started)
+  else
+    acks[#acks + 1] = sid
+    local kept = false
+    -- An entry of a prediction that ended was deleted by whoever ended it; the others
+    -- are deleted here, together, and release their inputs from the queue bound.
+    if kind == 'b' then
+      if redis.call('HSETNX', key, 'result', payload) == 1 then
+        redis.call('EXPIRE', key, ttl)
+        files_do(files, 'EXPIRE', ttl)
+        kept = true
+        delete[#delete + 1] = sid
+        released = released + count
+        ended(id, payload, string.find(payload, '"status":"success"', 1, true) and 'success' or 'failed', events)
+      end
+    elseif kind ~= 'x' and redis.call('HEXISTS', key, 'result') == 0 then
+      if started ~= '' then
+        -- The worker may not have announced the batch's start (it ended first).
+        redis.call('HSETNX', key, 'started', started)
+      end
+      if kind == 'e' then
+        local body, dropped = fail_prediction(queue, key, payload, now, ttl)
+        if body then
+          released = released + dropped
+          ended(id, body, 'failed', events)
+          stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
+        end
+      elseif redis.call('HSETNX', key, 'o:' .. start, payload) == 1 then
+        kept = true
+        if files ~= '' then
+          redis.call('HSET', key, 'f:' .. start, files, 'files', '1')
+        end
+        delete[#delete + 1] = sid
+        released = released + count
+        if redis.call('HINCRBY', key, 'left', -1) == 0 then
+          local state = redis.call('HMGET', key, 'entries', 'created', 'started', 'files')
+          if state[4] then
+            settle_files(key, state[1], ttl)
+          end
+          local body = render('success', assemble(key, state[1]), nil, state[2], state[3], now)
+          conclude(key, body, ttl)
+          ended(id, body, 'success', events)
+        end
+      end
     end
-    if kind == 'e' then
-      local body, dropped = fail_prediction(queue, key, payload, now, ttl)
-      if body then
-        released = released + dropped
-        ended(id, body, 'failed', events)
-        stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
-      end
-    elseif redis.call('HSETNX', key, 'o:' .. start, payload) == 1 then
-      delete[#delete + 1] = sid
-      released = released + count
-      if redis.call('HINCRBY', key, 'left', -1) == 0 then
-        local state = redis.call('HMGET', key, 'entries', 'created', 'started')
-        local body = render('success', assemble(key, state[1]), nil, state[2], state[3], now)
-        conclude(key, body, ttl)
-        ended(id, body, 'success', events)
-      end
+    if not kept then
+      files_do(files, 'DEL')
     end
   end
 end
@@ -86,9 +145,9 @@ if #acks > 0 then
 end
 release(counter, released)
 if #done > 0 then
-  redis.call('PUBLISH', ARGV[4], table.concat(done, '\n'))
+  redis.call('PUBLISH', ARGV[5], table.concat(done, '\n'))
 end
 if #stopped > 0 then
-  redis.call('PUBLISH', ARGV[5], table.concat(stopped, ' '))
+  redis.call('PUBLISH', ARGV[6], table.concat(stopped, ' '))
 end
-return outcomes
+return {outcomes, rejected}

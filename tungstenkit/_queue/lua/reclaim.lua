@@ -1,6 +1,15 @@
--- A worker died (its heartbeat key expired) holding entries: take them over.
--- Entries it was running count a crash against their inputs; an entry that reached
--- the limit fails its prediction instead of taking down yet another worker.
+-- A worker died holding entries: take them over. It is taken for dead when its
+-- heartbeat key is gone: it expired (the worker was silent for the heartbeat TTL), or
+-- its supervisor deleted it on seeing the process exit.
+--
+-- What counts as a crash: an entry the dead worker was running (its running key, set
+-- when a batch starts, lists it) counts one against its inputs (`crashes:<start>`);
+-- an entry it had only read counts nothing. An entry that reached the limit fails its
+-- prediction instead of taking down yet another worker. Each crash is recorded with
+-- who it blames (`suspect:<start>:<worker>`): if that worker was only paused and later
+-- reports on the entry (finish.lua rejects the late result), the crash is withdrawn.
+-- So a pause never fails a prediction by itself: it counts at most one crash, and that
+-- one only until the worker wakes up; only deaths, and pauses that never end, remain.
 -- KEYS: queue stream, queued-inputs counter, the dead worker's running key, the
 --       webhook list, the metrics hash, then
 --       (optional) the metrics hash and the webhook list
@@ -39,6 +48,7 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
     local crashes = 0
     if running[sid] then
       crashes = redis.call('HINCRBY', key, 'crashes:' .. fields.s, 1)
+      redis.call('HSET', key, 'suspect:' .. fields.s .. ':' .. dead, '1')
     end
     local message
     if crashes >= crash_limit then
