@@ -12,7 +12,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from tungstenkit._errors import InvalidWebhook, PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._errors import IdempotencyKeyReused, InvalidWebhook, PredictionNotFound, QueueFull, RedisUnavailable
 from tungstenkit._log_safety import printable
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,11 @@ async def invalid_webhook(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def idempotency_key_reused(request: Request, exc: Exception) -> JSONResponse:
+    detail = [{"loc": ["header", "Idempotency-Key"], "msg": str(exc), "type": "idempotency_key_reused"}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 EXCEPTION_HANDLERS = {
     HTTPError: http_error,
     PredictionNotFound: prediction_not_found,
@@ -128,4 +133,5 @@ EXCEPTION_HANDLERS = {
     OutOfMemoryError: redis_refuses_writes,
     ReadOnlyError: redis_refuses_writes,
     InvalidWebhook: invalid_webhook,
+    IdempotencyKeyReused: idempotency_key_reused,
 }

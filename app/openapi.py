@@ -221,7 +221,11 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: ("Error", "No such prediction (never created, or expired)."),
         413: ("Error", "The body, or a file input, is over its size limit."),
         415: ("Error", "The body is not sent as Content-Type: application/json."),
-        422: ("ValidationError", "Invalid inputs or query parameters; `loc` says where."),
+        422: (
+            "ValidationError",
+            "Invalid inputs, query parameters or headers (an Idempotency-Key used with another request); "
+            "`loc` says where.",
+        ),
         429: ("Error", "The queue is full; retry after Retry-After seconds."),
         503: (
             "Error",
@@ -261,6 +265,33 @@ def _links_to_the_prediction() -> dict[str, Any]:
         "GetPrediction": {"operationId": "get_prediction", "parameters": prediction_id},
         "CancelPrediction": {"operationId": "cancel_prediction", "parameters": prediction_id},
         "CancelPredictionWithGet": {"operationId": "cancel_prediction_get", "parameters": prediction_id},
+    }
+
+
+def _submit_parameters() -> list[dict[str, Any]]:
+    """What a submit takes besides its body: the webhook and the request's own options."""
+    return [
+        *_webhook_parameters(),
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Makes retries safe: a request sent again with the same key and the same body and "
+            "parameters, within the result TTL, is answered with the prediction the first one created (and "
+            "the header Idempotent-Replayed: true) instead of queuing another; the same key with another "
+            "request is a 422. Keys are scoped to the API key (one scope without keys).",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+        },
+    ]
+
+
+def _replayed_header() -> dict[str, Any]:
+    return {
+        "Idempotent-Replayed": {
+            "description": "true when the Idempotency-Key came with the same request before: this is the "
+            "prediction that request created, and nothing new was queued.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
     }
 
 
@@ -401,10 +432,14 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 "operationId": "create_prediction",
                 "summary": "Create a prediction",
                 "description": "Queues the inputs and answers at once with the prediction's id.",
-                "parameters": _webhook_parameters(),
+                "parameters": _submit_parameters(),
                 "requestBody": inputs_body,
                 "responses": {
-                    "200": {**_json("PredictionCreated", "Accepted."), "links": _links_to_the_prediction()},
+                    "200": {
+                        **_json("PredictionCreated", "Accepted."),
+                        "headers": _replayed_header(),
+                        "links": _links_to_the_prediction(),
+                    },
                     **_errors(400, 413, 415, 422, 429, 503),
                 },
                 "callbacks": _callbacks(),
@@ -438,10 +473,10 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 "summary": "Predict and wait for the result",
                 "description": f"Like POST /predictions, then waits (at most {settings.sync_timeout_s:g}s) "
                 "and answers like GET /predictions/{prediction_id}.",
-                "parameters": _webhook_parameters(),
+                "parameters": _submit_parameters(),
                 "requestBody": inputs_body,
                 "responses": {
-                    "200": _json("Prediction", "The prediction once it ended."),
+                    "200": {**_json("Prediction", "The prediction once it ended."), "headers": _replayed_header()},
                     **_errors(400, 413, 415, 422, 429, 503, 504),
                 },
                 "callbacks": _callbacks(),

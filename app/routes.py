@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tungstenkit._fetch import Allowlist
-from tungstenkit._queue import AsyncPredictionQueue, Fetched, split_into_chunks
+from tungstenkit._queue import AsyncPredictionQueue, Fetched, Idempotency, split_into_chunks
 from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import WebhookRequest
 from tungstenkit.app.admission import BodyBudget
@@ -25,9 +25,15 @@ from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.memory import AfterBursts
 from tungstenkit.app.request_body import read_body, require_json
 from tungstenkit.app.served_files import get_file
+from tungstenkit.app.tenancy import tenant_of
 from tungstenkit.app.waiters import CompletionWaiter
 
 _ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: What an Idempotency-Key may be: 1 to 255 printable ASCII characters (a UUID, say).
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+#: Set on the answer to a request whose Idempotency-Key came with the same request before.
+REPLAYED_HEADER = "Idempotent-Replayed"
 #: How often a waiting request re-reads its prediction in case an announcement was missed.
 _RECHECK_S = 2.0
 
@@ -88,13 +94,32 @@ def _prediction_id(request: Request) -> str:
     return prediction_id  # type: ignore[no-any-return]
 
 
-async def _submit(context: ServingContext, request: Request) -> str:
+@dataclass(frozen=True)
+class Submitted:
+    prediction_id: str
+    #: The request's Idempotency-Key came with the same request before: nothing new was queued.
+    replayed: bool = False
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInput([{
+            "loc": ["header", IDEMPOTENCY_HEADER],
+            "msg": "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            "type": "value_error",
+        }])
+    return key
+
+
+async def _submit(context: ServingContext, request: Request) -> Submitted:
     if context.draining:
         raise Draining("This server is shutting down; retry (another instance may take the request)",
                        headers={"Retry-After": "1"})
     require_json(request)
     query = request.query_params
     webhook = WebhookRequest.parse(query.get("webhook"), query.get("webhook_events"), context.webhook_allowlist)
+    idempotency_key = _idempotency_key(request)
     body = await read_body(request, context.settings.max_body_bytes, context.bodies, context.parser.shape_guard)
     try:
         if body.large:
@@ -108,11 +133,19 @@ async def _submit(context: ServingContext, request: Request) -> str:
         body.release()
     prediction_id = new_prediction_id()
     chunks = split_into_chunks(inputs, groups, context.chunk_size)
-    await context.queue.submit(
-        prediction_id, chunks, len(inputs), webhook.url if webhook else "", webhook.events if webhook else ()
+    webhook_url, webhook_events = (webhook.url, webhook.events) if webhook else ("", ())
+    idempotency = None
+    if idempotency_key is not None:
+        # What makes a request the same request: its inputs and every parameter.
+        request_parts = [*inputs, webhook_url, *webhook_events]
+        idempotency = Idempotency.of(tenant_of(request), idempotency_key, request_parts)
+    served_by = await context.queue.submit(
+        prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency
     )
+    if served_by != prediction_id:
+        return Submitted(served_by, replayed=True)
     context.waiter.accepted(prediction_id)
-    return prediction_id
+    return Submitted(prediction_id)
 
 
 async def _read(context: ServingContext, prediction_id: str) -> Fetched | None:
@@ -160,10 +193,14 @@ def _wait_seconds(request: Request, limit: float) -> float:
     return min(value, limit)
 
 
+def _replayed(submitted: Submitted) -> dict[str, str] | None:
+    return {REPLAYED_HEADER: "true"} if submitted.replayed else None
+
+
 async def create_prediction(request: Request) -> Response:
     context = _context(request)
-    prediction_id = await _submit(context, request)
-    return JSONResponse({"prediction_id": prediction_id})
+    submitted = await _submit(context, request)
+    return JSONResponse({"prediction_id": submitted.prediction_id}, headers=_replayed(submitted))
 
 
 async def get_prediction(request: Request) -> Response:
@@ -183,7 +220,8 @@ async def cancel_prediction(request: Request) -> Response:
 
 async def predict_sync(request: Request) -> Response:
     context = _context(request)
-    prediction_id = await _submit(context, request)
+    submitted = await _submit(context, request)
+    prediction_id = submitted.prediction_id
     timeout = context.settings.sync_timeout_s
     fetched = await _wait(context, prediction_id, timeout)
     if fetched is None or not fetched.ended:
@@ -193,7 +231,9 @@ async def predict_sync(request: Request) -> Response:
                 "prediction_id": prediction_id,
             }
         )
-    return _json(fetched.body)
+    response = _json(fetched.body)
+    response.headers.update(_replayed(submitted) or {})
+    return response
 
 
 

@@ -54,6 +54,16 @@ class QueueFull(TungstenError):
         self.retry_after_s = retry_after_s
 
 
+class IdempotencyKeyReused(TungstenError):
+    """An ``Idempotency-Key`` came with another request than the one first sent with it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was already used with another request (other inputs or parameters); "
+            "send a new key with a new request"
+        )
+
+
 class PredictionNotFound(TungstenError):
     """No prediction with this id exists (never created, or its result expired)."""
 

@@ -76,9 +76,17 @@ def test_the_model_schemas_are_the_models_own(document: dict[str, Any]) -> None:
 
 def test_webhooks_are_documented_as_callbacks(document: dict[str, Any]) -> None:
     create = document["paths"]["/predictions"]["post"]
-    assert {p["name"] for p in create["parameters"]} == {"webhook", "webhook_events"}
+    assert {p["name"] for p in create["parameters"] if p["in"] == "query"} >= {"webhook", "webhook_events"}
     callback = create["callbacks"]["webhook"]["{$request.query.webhook}"]["post"]
     assert "X-Tungsten-Signature" in {p["name"] for p in callback["parameters"]}
+
+
+def test_the_submit_options_are_documented(document: dict[str, Any]) -> None:
+    for path in ("/predictions", "/predict"):
+        operation = document["paths"][path]["post"]
+        where = {p["name"]: p["in"] for p in operation["parameters"]}
+        assert where["Idempotency-Key"] == "header"
+        assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
 
 
 def test_choices_bounds_and_descriptions_of_another_model() -> None:

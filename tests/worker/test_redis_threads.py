@@ -16,6 +16,7 @@ from tests.redisproxy import freezing_proxy
 from tests.support import wait_for
 from tungstenkit._measurements import MetricDeltas
 from tungstenkit._queue import BatchStart, Entry, EntryResult, Keys, WorkerQueue, split_into_chunks
+from tungstenkit._queue._prediction_queue import Submission, submit_call
 from tungstenkit._queue._scripts import script
 from tungstenkit._redis_server import RedisServer, free_port
 from tungstenkit._supervised_thread import SupervisedThread
@@ -50,10 +51,7 @@ def queue(client: redis.Redis, namespace: str) -> WorkerQueue:
 def _submit(client: redis.Redis, keys: Keys, prediction_id: str, n: int = 1) -> None:
     """What the API's submit does, from a blocking client."""
     chunks = split_into_chunks([json.dumps({"x": i}) for i in range(n)], ["g"] * n, 4)
-    args: list[Any] = ["2024-01-01T00:00:00.000000Z", 0, prediction_id, n, len(chunks), "", ""]
-    for chunk in chunks:
-        args += [chunk.start, chunk.count, chunk.group, chunk.data]
-    keys_ = [keys.queue, keys.queued, keys.prediction(prediction_id)]
+    keys_, args = submit_call(keys, [Submission(prediction_id, chunks, n, "", "")], limit=0, ttl_s=60)
     client.eval(script("submit").source, len(keys_), *keys_, *args)
 
 

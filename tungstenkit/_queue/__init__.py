@@ -19,6 +19,9 @@ group::
     tungsten:{ns}:worker:<wid>   hash with a TTL (a worker's heartbeat); gone means dead
     tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
                                  counting crashes if it dies)
+    tungsten:{ns}:idem:<digest>  "<prediction id>|<request fingerprint>" of the request first
+                                 sent with an Idempotency-Key (digest: SHA-256 of its
+                                 tenant and key), kept for the result TTL
     tungsten:{ns}:file:<name>    hash: p (prediction id) t (media type) d (bytes) of an
                                  output file served as ``GET /files/<name>``
     tungsten:{ns}:metrics        hash: counters and histograms (``tungstenkit._measurements``)
@@ -69,7 +72,7 @@ from tungstenkit._queue._keys import (
 )
 from tungstenkit._queue._model_digest import publish_model_digest, served_model_digest
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, find_namespaces, read_snapshot
-from tungstenkit._queue._prediction_queue import AsyncPredictionQueue
+from tungstenkit._queue._prediction_queue import AsyncPredictionQueue, Idempotency
 from tungstenkit._queue._records import (
     FILE_TTL_FACTOR,
     BatchStart,
@@ -91,6 +94,7 @@ from tungstenkit._queue._worker_queue import OutputFilesRefused, WorkerQueue, Wr
 __all__ = [
     "CONNECTION_ERRORS",
     "FILE_TTL_FACTOR",
+    "Idempotency",
     "GROUP",
     "RUNNING_KEY_TTL_S",
     "AsyncPredictionQueue",

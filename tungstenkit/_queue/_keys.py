@@ -81,6 +81,10 @@ class Keys:
     def file(self, name: str) -> str:
         return f"{self.prefix}file:{name}"
 
+    def idempotency(self, digest: str) -> str:
+        """Where an ``Idempotency-Key`` (hashed with its tenant: ``digest``) names its prediction."""
+        return f"{self.prefix}idem:{digest}"
+
 
 def worker_id_for(pid: int, tag: str) -> str:
     """A worker's id (its consumer name and registry key): ``host:pid:tag``. ``tungsten

@@ -9,6 +9,7 @@ the reads of the turn go out on another one so that they do not wait for the rep
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Sequence
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from tungstenkit._errors import NotReplicated, PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._errors import IdempotencyKeyReused, NotReplicated, PredictionNotFound, QueueFull, RedisUnavailable
 from tungstenkit._queue._keys import CONNECTION_ERRORS, Keys, now_iso
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, ask_snapshot, live_workers, make_snapshot
 from tungstenkit._queue._records import READ_FIELDS, Chunk, Fetched, read_prediction
@@ -29,13 +30,36 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """A request's ``Idempotency-Key``, scoped to its tenant, and the fingerprint of the
+    request: a retry with the same key and the same request is the same prediction."""
+
+    #: SHA-256 of tenant and key: the key itself is never stored.
+    digest: str
+    #: SHA-256 of what makes the request what it is (its inputs and parameters).
+    fingerprint: str
+
+    @classmethod
+    def of(cls, tenant: str, key: str, request: Sequence[str]) -> Idempotency:
+        digest = hashlib.sha256(f"{len(tenant)}:{tenant}:{key}".encode()).hexdigest()
+        fingerprint = hashlib.sha256()
+        for part in request:  # length-prefixed, so that no two requests read the same
+            data = part.encode()
+            fingerprint.update(len(data).to_bytes(8, "big") + data)
+        return cls(digest, fingerprint.hexdigest())
+
+
 @dataclass
-class _Submit:
+class Submission:
+    """One prediction to accept, as the submit script takes it."""
+
     prediction_id: str
     chunks: Sequence[Chunk]
     total_inputs: int
     webhook_url: str
     webhook_events: str
+    idempotency: Idempotency | None = None
 
 
 class AsyncPredictionQueue:
@@ -59,7 +83,7 @@ class AsyncPredictionQueue:
         self._timeout = timeout_s
         self._wait_replicas = wait_replicas
         self._wait_timeout = wait_timeout_s
-        self._submits: list[tuple[_Submit, asyncio.Future[Any]]] = []
+        self._submits: list[tuple[Submission, asyncio.Future[Any]]] = []
         self._fetches: list[tuple[str, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
@@ -72,14 +96,22 @@ class AsyncPredictionQueue:
         total_inputs: int,
         webhook_url: str = "",
         webhook_events: Sequence[str] = (),
-    ) -> None:
+        idempotency: Idempotency | None = None,
+    ) -> str:
         """Accept a prediction (with the webhook to call on ``webhook_events``, if any);
         raises ``QueueFull`` past the queue bound, and ``NotReplicated`` when fewer than
-        ``wait_replicas`` replicas hold it in time."""
-        submit = _Submit(prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events))
-        accepted, queued = await self._enqueue(self._submits, submit)
+        ``wait_replicas`` replicas hold it in time.
+
+        Returns the id of the prediction that serves the request: ``prediction_id``, or,
+        for a request whose ``idempotency`` key came with the same request before, that
+        one's prediction (nothing new is queued). The key used with another request
+        raises ``IdempotencyKeyReused``.
+        """
+        submit = Submission(prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events), idempotency)
+        accepted, queued, served_by = await self._enqueue(self._submits, submit)
         if not accepted:
             raise QueueFull(queued, self._limit)
+        return served_by  # type: ignore[no-any-return]
 
     async def fetch(self, prediction_id: str) -> Fetched | None:
         """The prediction's GET body, or None if there is no such prediction."""
@@ -113,7 +145,7 @@ class AsyncPredictionQueue:
         task.add_done_callback(self._flushes.discard)
 
     async def _flush(
-        self, submits: list[tuple[_Submit, asyncio.Future[Any]]], fetches: list[tuple[str, asyncio.Future[Any]]]
+        self, submits: list[tuple[Submission, asyncio.Future[Any]]], fetches: list[tuple[str, asyncio.Future[Any]]]
     ) -> None:
         waits = bool(submits) and self._wait_replicas > 0
         try:
@@ -162,7 +194,7 @@ class AsyncPredictionQueue:
             return list(await self._bounded(pipe.execute(raise_on_error=False), True))[1:]
 
     async def _settle_submits(
-        self, submits: list[tuple[_Submit, asyncio.Future[Any]]], reply: Any, acked: Any
+        self, submits: list[tuple[Submission, asyncio.Future[Any]]], reply: Any, acked: Any
     ) -> None:
         """Answer each submit from the script's reply and, with ``wait_replicas``, WAIT's."""
         if isinstance(reply, Exception):
@@ -172,39 +204,39 @@ class AsyncPredictionQueue:
         flags, queued = reply
         failure: Exception | None = None
         if self._wait_replicas and (isinstance(acked, Exception) or int(acked) < self._wait_replicas):
-            accepted = [s.prediction_id for (s, _), flag in zip(submits, flags) if flag]
+            accepted = [s for (s, _), flag in zip(submits, flags) if flag == 1]
             held = f"WAIT failed ({acked})" if isinstance(acked, Exception) else f"{acked} replicas hold it"
             failure = NotReplicated(
                 f"Not accepted: {self._wait_replicas} replicas must hold a prediction within "
                 f"{self._wait_timeout:g}s, and {held}; {len(accepted)} canceled"
             )
             await self._withdraw(accepted)
-        for (_, future), flag in zip(submits, flags):
-            if flag and failure is not None:
+        for (submit, future), flag in zip(submits, flags):
+            if isinstance(flag, bytes):
+                # An Idempotency-Key seen before: '=<id>' the same request, '!<id>' another.
+                if flag.startswith(b"="):
+                    _settle(future, (True, int(queued), flag[1:].decode()))
+                else:
+                    _settle(future, error=IdempotencyKeyReused())
+            elif flag and failure is not None:
                 _settle(future, error=failure)
             else:
-                _settle(future, (bool(flag), int(queued)))
+                _settle(future, (bool(flag), int(queued), submit.prediction_id))
 
-    async def _withdraw(self, prediction_ids: Sequence[str]) -> None:
+    async def _withdraw(self, submits: Sequence[Submission]) -> None:
         """Cancel predictions whose clients are told they were not accepted, so that none
-        runs unseen (if the primary is gone too, a failover loses them anyway)."""
-        for prediction_id in prediction_ids:
-            try:
-                await self.cancel(prediction_id)
-            except (RedisUnavailable, PredictionNotFound, *CONNECTION_ERRORS) as exc:
-                logger.warning("Could not cancel prediction %s that missed its replicas: %s", prediction_id, exc)
-
-    def _submit_call(self, submits: Sequence[_Submit]) -> tuple[list[str], list[Any]]:
-        keys = [self.keys.queue, self.keys.queued]
-        args: list[Any] = [now_iso(), self._limit]
+        runs unseen (if the primary is gone too, a failover loses them anyway), and forget
+        their idempotency keys, so that a retry queues the request anew."""
         for submit in submits:
-            keys.append(self.keys.prediction(submit.prediction_id))
-            args += [
-                submit.prediction_id, submit.total_inputs, len(submit.chunks), submit.webhook_url, submit.webhook_events
-            ]
-            for chunk in submit.chunks:
-                args += [chunk.start, chunk.count, chunk.group, chunk.data]
-        return keys, args
+            try:
+                await self.cancel(submit.prediction_id)
+                if submit.idempotency is not None:
+                    await self._bounded(self._redis.delete(self.keys.idempotency(submit.idempotency.digest)))
+            except (RedisUnavailable, PredictionNotFound, *CONNECTION_ERRORS) as exc:
+                logger.warning("Could not cancel prediction %s that missed its replicas: %s", submit.prediction_id, exc)
+
+    def _submit_call(self, submits: Sequence[Submission]) -> tuple[list[str], list[Any]]:
+        return submit_call(self.keys, submits, limit=self._limit, ttl_s=self._ttl)
 
     # -- the rest ----------------------------------------------------------------------
     async def _bounded(self, call: Awaitable[T], waits: bool = False) -> T:
@@ -267,6 +299,23 @@ class AsyncPredictionQueue:
                 pipe.hgetall(self.keys.worker(worker_id.decode()))
             found = await self._bounded(pipe.execute())
         return live_workers(ids, found)
+
+
+def submit_call(keys: Keys, submits: Sequence[Submission], *, limit: int, ttl_s: int) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of the submit script accepting ``submits``."""
+    names = [keys.queue, keys.queued]
+    args: list[Any] = [now_iso(), limit, ttl_s]
+    for submit in submits:
+        key = keys.prediction(submit.prediction_id)
+        idempotency = submit.idempotency
+        names += [key, keys.idempotency(idempotency.digest) if idempotency else key]
+        args += [
+            submit.prediction_id, submit.total_inputs, len(submit.chunks), submit.webhook_url,
+            submit.webhook_events, idempotency.fingerprint if idempotency else "",
+        ]
+        for chunk in submit.chunks:
+            args += [chunk.start, chunk.count, chunk.group, chunk.data]
+    return names, args
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:

@@ -5,8 +5,8 @@ transport failure and after 429, 502, 503 and 504. A submit (``POST /predictions
 retried only where the server surely did not queue it: the connection was never made,
 or the server refused it with 429 (queue full) or 503 (unavailable, draining). Each
 submit carries an ``Idempotency-Key`` that stays the same across its retries: a server
-that honours the header runs a retried submit once however it was interrupted; this
-server does not yet, which is why the rule above stays this strict.
+that honours the header (this one does) runs a retried submit once however it was
+interrupted; the rule above stays this strict so that servers that ignore it are safe too.
 """
 
 from __future__ import annotations

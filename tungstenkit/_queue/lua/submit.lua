@@ -1,21 +1,34 @@
 -- Accept predictions (one request's, or several sent together): check the queue
 -- bound, add each prediction's entries to the stream, and create its hash.
--- KEYS: queue stream, queued-inputs counter, then one prediction hash per prediction
--- ARGV: created timestamp, limit (0: none), then per prediction: id, inputs, chunks,
---       webhook URL ('' if none), webhook events ('' if none), and per chunk: start,
---       count, option group, JSON list of inputs
--- Returns {accepted flags (1/0) in order, queued inputs afterwards}. Running it again
--- with the same ids changes nothing (a retry after a dropped connection is safe).
+-- KEYS: queue stream, queued-inputs counter, then per prediction: its hash and its
+--       idempotency key (the hash again when the request carried no Idempotency-Key)
+-- ARGV: created timestamp, limit (0: none), idempotency ttl (seconds), then per
+--       prediction: id, inputs, chunks, webhook URL ('' if none), webhook events ('' if
+--       none), request fingerprint ('' without an Idempotency-Key), and per chunk:
+--       start, count, option group, JSON list of inputs
+-- Returns {per prediction in order: 1 accepted, 0 refused (queue full), '=<id>' the
+--          same request was accepted before as prediction <id>, '!<id>' its
+--          Idempotency-Key was used with another request (for <id>); queued inputs
+--          afterwards}. Running it again with the same ids changes nothing (a retry
+--          after a dropped connection is safe).
 local queue, counter = KEYS[1], KEYS[2]
-local created, limit = ARGV[1], tonumber(ARGV[2])
+local created, limit, idem_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local queued = tonumber(redis.call('GET', counter) or '0')
 local added = 0
 local accepted = {}
-local i = 3
-for p = 3, #KEYS do
-  local id, total, chunks, hook, events = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
-  if redis.call('EXISTS', KEYS[p]) == 1 then
+local i = 4
+for p = 3, #KEYS, 2 do
+  local id, total, chunks, hook, events, fingerprint =
+    ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
+  local key, idem = KEYS[p], KEYS[p + 1]
+  local earlier = fingerprint ~= '' and redis.call('GET', idem)
+  if earlier then
+    -- "<id>|<fingerprint>" of the request first sent with this key: concurrent
+    -- duplicates all see the first one's (this script runs alone).
+    local first, first_fingerprint = string.match(earlier, '^([^|]*)|(.*)$')
+    accepted[#accepted + 1] = (first_fingerprint == fingerprint and '=' or '!') .. first
+  elseif redis.call('EXISTS', key) == 1 then
     -- The same request sent again after its connection dropped (ids are random, so an
     -- existing hash is this very prediction): it was accepted the first time.
     accepted[#accepted + 1] = 1
@@ -36,9 +49,12 @@ for p = 3, #KEYS do
       end
       entries[#entries + 1] = sid .. ':' .. ARGV[at] .. ':' .. ARGV[at + 1]
     end
-    redis.call('HSET', KEYS[p], 'created', created, 'n', total, 'left', chunks, 'entries', table.concat(entries, ' '))
+    redis.call('HSET', key, 'created', created, 'n', total, 'left', chunks, 'entries', table.concat(entries, ' '))
     if hook ~= '' then
-      redis.call('HSET', KEYS[p], 'webhook', hook, 'webhook_events', events)
+      redis.call('HSET', key, 'webhook', hook, 'webhook_events', events)
+    end
+    if fingerprint ~= '' then
+      redis.call('SET', idem, id .. '|' .. fingerprint, 'EX', idem_ttl)
     end
     queued = queued + total
     added = added + total
