@@ -90,6 +90,8 @@ class Route:
     length: bool = True
     #: Close the connection without answering.
     hang_up: bool = False
+    #: Seconds between the body's bytes, sent one at a time (a slow server).
+    drip: float = 0.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -112,7 +114,14 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(route.body)
+        if not route.drip:
+            self.wfile.write(route.body)
+            return
+        for byte in route.body:
+            if self.server.closing.wait(route.drip):
+                return
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         return

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pydantic
@@ -40,31 +40,30 @@ class FileFailure:
     error: FileInputError
 
 
-def prepare_inputs(inputs: Sequence[pydantic.BaseModel], policy: FilePolicy) -> dict[int, FileFailure]:
+def remote_urls(inputs: Sequence[pydantic.BaseModel]) -> list[str]:
+    """The distinct URLs that ``inputs`` refer to and that are not downloaded yet."""
+    return list(_file_users(inputs)[0])
+
+
+def prepare_inputs(
+    inputs: Sequence[pydantic.BaseModel],
+    policy: FilePolicy,
+    fetched: Mapping[str, Download | FileInputError] | None = None,
+) -> dict[int, FileFailure]:
     """Download every URL input (each distinct URL once) and finish ``MaskedImage`` inputs.
 
-    Downloads land in the current materialisation folder. Returns the inputs that
-    cannot run, by index; the others are ready.
+    URLs found in ``fetched`` (downloaded beforehand, off the model thread: see
+    ``tungstenkit.worker.preparer``) are not downloaded again. Downloads land in the
+    current materialisation folder. Returns the inputs that cannot run, by index; the
+    others are ready.
     """
-    users: dict[str, list[tuple[int, str, File]]] = {}
-    masks: list[tuple[int, str, MaskedImage]] = []
-    for index, item in enumerate(inputs):
-        for name in type(item).model_fields:
-            value = getattr(item, name)
-            if isinstance(value, File) and value.is_remote:
-                users.setdefault(value.uri, []).append((index, name, value))
-            elif isinstance(value, MaskedImage):
-                for part in ("image", "mask"):
-                    file = getattr(value, part)
-                    if file.is_remote:
-                        users.setdefault(file.uri, []).append((index, f"{name}.{part}", file))
-                if not value.ready:
-                    masks.append((index, name, value))
+    users, masks = _file_users(inputs)
     failures: dict[int, FileFailure] = {}
     if users:
-        downloads = _download_all(list(users), policy.fetch)
+        fetched = fetched or {}
+        downloads = _download_all([url for url in users if url not in fetched], policy.fetch)
         for url, wanting in users.items():
-            result = downloads[url]
+            result = fetched[url] if url in fetched else downloads[url]
             for index, name, file in wanting:
                 if index in failures:
                     continue
@@ -84,21 +83,44 @@ def prepare_inputs(inputs: Sequence[pydantic.BaseModel], policy: FilePolicy) -> 
     return failures
 
 
+def _file_users(
+    inputs: Sequence[pydantic.BaseModel],
+) -> tuple[dict[str, list[tuple[int, str, File]]], list[tuple[int, str, MaskedImage]]]:
+    """The files still to download, by URL, with the inputs and fields that use them;
+    and the masked images still to finish."""
+    users: dict[str, list[tuple[int, str, File]]] = {}
+    masks: list[tuple[int, str, MaskedImage]] = []
+    for index, item in enumerate(inputs):
+        for name in type(item).model_fields:
+            value = getattr(item, name)
+            if isinstance(value, File) and value.is_remote:
+                users.setdefault(value.uri, []).append((index, name, value))
+            elif isinstance(value, MaskedImage):
+                for part in ("image", "mask"):
+                    file = getattr(value, part)
+                    if file.is_remote:
+                        users.setdefault(file.uri, []).append((index, f"{name}.{part}", file))
+                if not value.ready:
+                    masks.append((index, name, value))
+    return users, masks
+
+
 def _download_all(urls: list[str], policy: FetchPolicy) -> dict[str, Download | FileInputError]:
-    if len(urls) == 1:
-        return {urls[0]: _download(urls[0], policy)}
+    if len(urls) <= 1:
+        return {url: download(url, policy) for url in urls}
     # Downloads run on helper threads and only return bytes; files are written by the
     # caller. If the batch is interrupted (cancel, timeout) while waiting, the helpers
     # are left to finish within their timeouts and their bytes are dropped.
     pool = concurrent.futures.ThreadPoolExecutor(min(MAX_PARALLEL_DOWNLOADS, len(urls)), "tungsten-download")
     try:
-        futures = {url: pool.submit(_download, url, policy) for url in urls}
+        futures = {url: pool.submit(download, url, policy) for url in urls}
         return {url: future.result() for url, future in futures.items()}
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _download(url: str, policy: FetchPolicy) -> Download | FileInputError:
+def download(url: str, policy: FetchPolicy) -> Download | FileInputError:
+    """Fetch one URL input: its bytes, or the error its inputs fail with (never raises)."""
     try:
         return fetch(url, policy)
     except FetchError as exc:

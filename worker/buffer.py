@@ -36,6 +36,11 @@ class Work:
     reported: bool = False
     #: When the first batch holding this entry started.
     started_at: str = ""
+    #: False while its URL inputs download (``tungstenkit.worker.preparer``): no batch
+    #: takes it until then, so a slow download holds up its own entry only.
+    ready: bool = True
+    #: Its URL inputs, downloaded ahead of its batch (or why each could not be).
+    fetched: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.outputs = [None] * self.entry.count
@@ -66,6 +71,11 @@ class Batch:
     @property
     def prediction_ids(self) -> list[str]:
         return list(dict.fromkeys(s.work.entry.prediction_id for s in self.slices))
+
+    @property
+    def fetched(self) -> dict[str, Any]:
+        """The URL inputs its entries downloaded ahead of it."""
+        return {url: got for s in self.slices for url, got in s.work.fetched.items()}
 
     @property
     def sids(self) -> list[str]:
@@ -135,7 +145,12 @@ class SliceOutcome:
 
 
 class BatchBuffer:
-    """A FIFO of read entries from which same-option batches are cut."""
+    """A FIFO of read entries from which same-option batches are cut.
+
+    Entries still downloading their URL inputs (not ``ready``) keep their place in the
+    FIFO, so that the buffer accounts for every entry the worker holds, but no batch
+    takes them until ``mark_ready``; ``buffered_inputs`` counts the ready ones only.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
@@ -155,7 +170,17 @@ class BatchBuffer:
         with self._lock:
             for work in works:
                 self._queue.append(work)
-                self._buffered_inputs += work.remaining
+                if work.ready:
+                    self._buffered_inputs += work.remaining
+            self._lock.notify_all()
+
+    def mark_ready(self, work: Work) -> None:
+        """The entry's URL inputs are downloaded: batches may take it now."""
+        with self._lock:
+            if work.ready or work.ended:
+                return
+            work.ready = True
+            self._buffered_inputs += work.remaining
             self._lock.notify_all()
 
     def close(self) -> None:
@@ -174,24 +199,28 @@ class BatchBuffer:
         """
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while not self._queue:
+            while (head := self._head()) is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     return None
                 self._lock.wait(remaining)
             if wait_s > 0:
-                until = self._queue[0].read_at + wait_s
-                while self._group_size(self._queue[0].entry.group) < max_size and not self._closed:
+                until = head.read_at + wait_s
+                while self._group_size(head.entry.group) < max_size and not self._closed:
                     remaining = until - time.monotonic()
                     if remaining <= 0:
                         break
                     self._lock.wait(remaining)
-                    if not self._queue:
+                    if (head := self._head()) is None:
                         return None
             return self._cut(max_size)
 
+    def _head(self) -> Work | None:
+        """The oldest ready entry (lock held)."""
+        return next((w for w in self._queue if w.ready), None)
+
     def _group_size(self, group: str) -> int:
-        return sum(w.remaining for w in self._queue if w.entry.group == group)
+        return sum(w.remaining for w in self._queue if w.ready and w.entry.group == group)
 
     def _cut(self, max_size: int) -> Batch:
         """The oldest entry, then later entries of its group that fit whole (first fit).
@@ -201,7 +230,9 @@ class BatchBuffer:
         twice. Only an entry larger than the batch (a worker started with a smaller
         batch size than the API's) is split. A redelivered entry runs alone.
         """
-        head = self._queue[0].entry
+        first = self._head()
+        assert first is not None
+        head = first.entry
         group = head.group
         slices: list[Slice] = []
         room = max_size
@@ -213,7 +244,7 @@ class BatchBuffer:
             # alone: if it is what kills workers, it takes no other input down with it.
             suspect = work.entry.redelivered or head.redelivered
             fits = not slices or (work.remaining <= room and not suspect)
-            if room and work.entry.group == group and fits:
+            if room and work.ready and work.entry.group == group and fits:
                 count = min(room, work.remaining)
                 slices.append(Slice(work, work.next_input, count))
                 work.next_input += count
@@ -350,7 +381,8 @@ class BatchBuffer:
         if work.ended:
             return
         work.ended = True
-        self._buffered_inputs -= work.remaining
+        if work.ready:
+            self._buffered_inputs -= work.remaining
         work.next_input = work.entry.count
         try:
             self._queue.remove(work)

@@ -22,6 +22,7 @@ from tungstenkit._errors import InvalidOutput, PredictionInterrupted, Prediction
 from tungstenkit._logging import TRACE
 from tungstenkit._measurements import MetricDeltas, ThroughputMeter, gpu_memory
 from tungstenkit._model import ModelDefinition
+from tungstenkit._prepare import remote_urls
 from tungstenkit._queue import (
     CONNECTION_ERRORS,
     Entry,
@@ -37,6 +38,7 @@ from tungstenkit._supervised_thread import EXIT_THREAD_FAILED, SupervisedThread
 from tungstenkit.worker.accounting import MeteredWriter, record_batch
 from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
 from tungstenkit.worker.input_outcome import InputOutcome
+from tungstenkit.worker.preparer import Preparer
 from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener
 from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception
 
@@ -87,6 +89,9 @@ class Worker:
         self._keys = keys
         self._runner = ModelRunner(definition, settings, on_stuck=self._on_model_stuck)
         self._buffer = BatchBuffer()
+        # URL inputs are downloaded ahead of their batch by ``run``'s preparer (in burst
+        # mode, inline with the batch, so that what runs depends only on what was queued).
+        self._preparer: Preparer | None = None
         self._state = WorkerState.STARTING
         self._stopping = threading.Event()
         self._current: Batch | None = None
@@ -185,6 +190,9 @@ class Worker:
         """Serve until ``stop()``; then finish the running batch and hand back the rest."""
         self._listener.start()
         self._writer.start()
+        if self._runner.has_file_inputs:
+            self._preparer = Preparer(self._runner.files.fetch, self._buffer.mark_ready, on_failure=self._thread_failed)
+            self._preparer.start()
         self._reader.start()
         self._reaper.start()
         logger.info("Worker %s ready: model %s, batch size %d", self.worker_id, self.model_name, self.batch_size)
@@ -291,6 +299,8 @@ class Worker:
 
     def _stop_threads(self) -> None:
         threads = (self._reaper, self._writer, self._listener, self._heartbeat, self._reader)
+        if self._preparer is not None:
+            self._preparer.stop()
         for thread in threads:
             thread.stop()
         for thread in threads:
@@ -360,7 +370,7 @@ class Worker:
     def _execute(self, batch: Batch) -> list[SliceOutcome]:
         """Run a batch; if ``predict`` raises, find which inputs fail on their own."""
         try:
-            return SliceOutcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs), None)
+            return SliceOutcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs, batch.fetched), None)
         except PredictionInterrupted as exc:
             logger.info(
                 "Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc), extra=_batch_context(batch)
@@ -385,7 +395,7 @@ class Worker:
         tries: list[tuple[list[InputOutcome] | None, str | None]] = []
         for half in halves:
             try:
-                tries.append((self._runner.predict(batch.batch_id, half.inputs), None))
+                tries.append((self._runner.predict(batch.batch_id, half.inputs, half.fetched), None))
             except PredictionInterrupted:
                 raise
             except Exception as exc:  # noqa: BLE001 - as above, for each half
@@ -414,7 +424,8 @@ class Worker:
         if self._writer.failing:
             # Redis refuses results for now: read no more work than is already held.
             return 0
-        return self.batch_size - self._buffer.buffered_inputs
+        waiting = self._preparer.waiting_inputs if self._preparer is not None else 0
+        return self.batch_size - self._buffer.buffered_inputs - waiting
 
     def _on_entries(self, entries: list[Entry]) -> None:
         works = []
@@ -432,7 +443,15 @@ class Worker:
                 failed.append(self._buffer.fail_entry(entry, "Invalid input: entry size mismatch"))
                 continue
             works.append(Work(entry, inputs))
+        downloads = []
+        if self._preparer is not None:
+            for work in works:
+                if urls := remote_urls(work.inputs):
+                    work.ready = False
+                    downloads.append((work, urls))
         self._buffer.put(works)
+        for work, urls in downloads:
+            self._preparer.submit(work, urls)  # type: ignore[union-attr]
         self._writer.results(failed)
 
     def _on_predictions_stopped(self, prediction_ids: set[str]) -> None:

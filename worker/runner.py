@@ -16,13 +16,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from tungstenkit._errors import InvalidOutput, PredictionCanceled, PredictionInterrupted, PredictionTimeout, SetupFailed
+from tungstenkit._errors import FileInputError, InvalidOutput, PredictionCanceled, PredictionInterrupted, PredictionTimeout, SetupFailed
+from tungstenkit._fetch import Download
 from tungstenkit._files import FILE_POLICY, OUTPUT_FILE_SINK, FilePolicy, materialize_files_in
 from tungstenkit._media import configure_pillow
 from tungstenkit._model import ModelDefinition, has_file_fields, mentions_files
@@ -110,13 +111,13 @@ class ModelRunner:
         self.files = FilePolicy.from_settings(settings)
         self._output_links = settings.output_files == "url"
         self._public_url = settings.public_url
-        self._has_file_inputs = has_file_fields(definition.input_cls)
+        self.has_file_inputs = has_file_fields(definition.input_cls)
         # Outputs that cannot hold files need nothing from the batch's folder, so the
         # writer thread serialises them while the model runs the next batch.
         self._defer_serialization = not mentions_files(definition.output_cls)
         # A model whose inputs and outputs hold no files needs no batch folder at all.
-        self._uses_files = self._has_file_inputs or not self._defer_serialization
-        if self._has_file_inputs:
+        self._uses_files = self.has_file_inputs or not self._defer_serialization
+        if self.has_file_inputs:
             configure_pillow(self.files.max_image_pixels)
         self._model: Any = None
         self._inputs_adapter = TypeAdapter(list[definition.input_cls])  # type: ignore[name-defined]
@@ -215,11 +216,14 @@ class ModelRunner:
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def prepare(self, inputs: list[Any]) -> dict[int, FileFailure]:
-        """Download URL inputs into the batch's folder and finish masks; the inputs that cannot run."""
-        return prepare_inputs(inputs, self.files)
+    def prepare(self, inputs: list[Any], fetched: Mapping[str, Download | FileInputError] | None = None) -> dict[int, FileFailure]:
+        """Download URL inputs into the batch's folder (those not ``fetched`` already) and
+        finish masks; the inputs that cannot run."""
+        return prepare_inputs(inputs, self.files, fetched)
 
-    def predict(self, batch_id: int, inputs: list[Any]) -> list[InputOutcome]:
+    def predict(
+        self, batch_id: int, inputs: list[Any], fetched: Mapping[str, Download | FileInputError] | None = None
+    ) -> list[InputOutcome]:
         """Run one batch; returns each input's output as a JSON object string, or why it could not run.
 
         File inputs are made ready first (URLs downloaded); an input whose file failed
@@ -231,7 +235,7 @@ class ModelRunner:
             raise PredictionCanceled()
         with self.batch_folder(batch_id) if self._uses_files else contextlib.nullcontext():
             with self._call(batch_id, self._prediction_timeout):
-                failures = self.prepare(inputs) if self._has_file_inputs else {}
+                failures = self.prepare(inputs, fetched) if self.has_file_inputs else {}
                 ready = [item for index, item in enumerate(inputs) if index not in failures]
                 outputs = self._model.predict(ready) if ready else []
             checked = self.check_outputs(outputs, len(ready))
