@@ -26,7 +26,7 @@ HEALTH_SCOPES = ("model", "api")
 #: answer within this (paused, overloaded, cut off) is unavailable as far as it can tell.
 HEALTH_TIMEOUT_S = 0.8
 #: Heartbeat fields that are numbers (Redis keeps every field as a string).
-_INTEGER_FIELDS = frozenset({"pid", "batch_size", "current_batch", "batches", "inputs"})
+_INTEGER_FIELDS = frozenset({"pid", "batch_size", "max_batch_size", "current_batch", "batches", "inputs"})
 _FLOAT_FIELDS = frozenset({"heartbeat_unix", "inputs_per_s"})
 
 

@@ -174,7 +174,8 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "description": "A live worker: id, host, pid, model, state, batch_size, current_batch, "
+                        "description": "A live worker: id, host, pid, model, state, batch_size, max_batch_size (smaller "
+                        "once a batch ran out of GPU memory), current_batch, "
                         "heartbeat_at, inputs_per_s and more.",
                         "additionalProperties": True,
                     },

@@ -40,7 +40,7 @@ from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
 from tungstenkit.worker.input_outcome import InputOutcome
 from tungstenkit.worker.preparer import Preparer
 from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener
-from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception
+from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception, free_accelerator_memory, is_out_of_memory
 
 #: Exit codes the supervisor reads: the model cannot start, so restarting will not help.
 EXIT_LOAD_FAILED = 3
@@ -82,6 +82,9 @@ class Worker:
         self.definition = definition
         self.settings = settings
         self.batch_size = batch_size or definition.config.batch_size
+        #: The largest batch that fit after one ran out of (GPU) memory: later batches are
+        #: no larger. None until a batch runs out of memory.
+        self.batch_ceiling: int | None = None
         self.worker_id = worker_id_for(os.getpid(), tag or uuid.uuid4().hex[:6])
         self.model_name = model_name or definition.name
         self._client = client
@@ -151,6 +154,11 @@ class Worker:
     def state(self) -> WorkerState:
         return self._state
 
+    @property
+    def max_batch_size(self) -> int:
+        """The batch size, or the ceiling that running out of memory taught."""
+        return min(self.batch_size, self.batch_ceiling or self.batch_size)
+
     # -- lifecycle -------------------------------------------------------------------
     def setup(self) -> None:
         """Register, then run the model's ``setup()``; raises ``SetupFailed``."""
@@ -199,7 +207,7 @@ class Worker:
         graceful = False
         try:
             while not self._stopping.is_set():
-                batch = self._buffer.take(self.batch_size, timeout_s=0.5, wait_s=self.settings.batch_wait_ms / 1000)
+                batch = self._buffer.take(self.max_batch_size, timeout_s=0.5, wait_s=self.settings.batch_wait_ms / 1000)
                 if batch is not None:
                     self._reader.room_made()
                     self._run_batch(batch)
@@ -223,13 +231,13 @@ class Worker:
                 entries = self._queue.read(self.worker_id, max(self.batch_size * 4, 16), None)
                 if entries:
                     self._on_entries(entries)
-                batch = self._buffer.take(self.batch_size, timeout_s=0)
+                batch = self._buffer.take(self.max_batch_size, timeout_s=0)
                 if batch is None and not entries:
                     break
                 while batch is not None:
                     self._run_batch(batch)
                     self._writer.flush(30)
-                    batch = self._buffer.take(self.batch_size, timeout_s=0)
+                    batch = self._buffer.take(self.max_batch_size, timeout_s=0)
         finally:
             self._writer.flush(30)
             self._stop_threads()
@@ -278,7 +286,7 @@ class Worker:
             logger.warning("Could not hand back %d entries (%s); they wait for redelivery", len(handed_back), exc)
         # What is left was split across batches (larger than a batch): finish it, so
         # that no input whose output was produced runs again elsewhere.
-        while finish_started and (batch := self._buffer.take(self.batch_size, timeout_s=0)) is not None:
+        while finish_started and (batch := self._buffer.take(self.max_batch_size, timeout_s=0)) is not None:
             self._run_batch(batch)
         if not self._writer.flush(self.settings.shutdown_grace_s):
             logger.warning("Some results could not be written before stopping; they will be redelivered")
@@ -378,10 +386,51 @@ class Worker:
             return SliceOutcome.of_batch(batch, None, describe_exception(exc))
         except Exception as exc:  # noqa: BLE001 - whatever the model raises fails its batch, not the worker
             error = self._describe_failure(batch, exc)
+            out_of_memory = is_out_of_memory(exc)
+        # Out of the ``except`` block: the exception's frames (and the tensors they hold) are freed.
         try:
+            if out_of_memory:
+                fitted: list[int] = []
+                outcomes = self._run_within_memory(batch, error, fitted)
+                if fitted:
+                    self._lower_ceiling(len(batch), max(fitted))
+                return outcomes
             return self._isolate(batch, error)
         except PredictionInterrupted as exc:
             return SliceOutcome.of_batch(batch, None, describe_exception(exc))
+
+    def _run_within_memory(self, batch: Batch, error: str, fitted: list[int]) -> list[SliceOutcome]:
+        """Run a batch that ran out of memory again, in halves, down to single inputs;
+        only the inputs that run out of memory alone fail. The sizes that fit are added
+        to ``fitted``."""
+        if len(batch) == 1:
+            return SliceOutcome.of_batch(batch, None, error)
+        outcomes: list[SliceOutcome] = []
+        for half in batch.split():
+            free_accelerator_memory()
+            failure: str | None = None
+            try:
+                outputs = self._runner.predict(batch.batch_id, half.inputs, half.fetched)
+            except PredictionInterrupted:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as in ``_execute``, for each half
+                failure, out_of_memory = self._describe_failure(half, exc), is_out_of_memory(exc)
+            if failure is None:
+                fitted.append(len(half))
+                outcomes += SliceOutcome.of_batch(half, outputs, None)
+            elif out_of_memory:
+                outcomes += self._run_within_memory(half, failure, fitted)
+            else:
+                outcomes += self._isolate(half, failure)
+        return outcomes
+
+    def _lower_ceiling(self, failed_size: int, size: int) -> None:
+        """A batch of ``failed_size`` ran out of memory, and parts of it as large as ``size`` fit."""
+        self.batch_ceiling = size
+        logger.warning(
+            "A batch of %d inputs ran out of memory and one of %d fit: batches hold at most %d inputs from now on",
+            failed_size, size, size,
+        )
 
     def _isolate(self, batch: Batch, error: str) -> list[SliceOutcome]:
         """Bisect a failed batch so that only the predictions holding a bad input fail.
@@ -425,7 +474,7 @@ class Worker:
             # Redis refuses results for now: read no more work than is already held.
             return 0
         waiting = self._preparer.waiting_inputs if self._preparer is not None else 0
-        return self.batch_size - self._buffer.buffered_inputs - waiting
+        return self.max_batch_size - self._buffer.buffered_inputs - waiting
 
     def _on_entries(self, entries: list[Entry]) -> None:
         works = []
@@ -534,6 +583,7 @@ class Worker:
             "model": self.model_name,
             "state": self._state.value,
             "batch_size": str(self.batch_size),
+            "max_batch_size": str(self.max_batch_size),
             "current_batch": str(len(current) if current else 0),
             "batches": str(self.batches_run),
             "inputs": str(self.inputs_run),

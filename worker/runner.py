@@ -7,11 +7,13 @@ timeout raise inside ``predict`` at the next point where it returns to Python.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -48,6 +50,28 @@ def describe_exception(exc: BaseException) -> str:
         return exc.client_message
     message = str(exc).strip()
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an accelerator ran out of memory: ``torch.cuda.OutOfMemoryError``
+    (or any class named so, other frameworks' included), or the ``RuntimeError`` older
+    torch versions raised. A host ``MemoryError`` is not: halving a batch rarely helps it."""
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc).startswith("CUDA out of memory")
+
+
+def free_accelerator_memory() -> None:
+    """Give the memory torch cached back to the GPU, before a batch is tried again smaller."""
+    torch = sys.modules.get("torch")  # never imported here: only if the model uses it
+    if torch is None:
+        return
+    gc.collect()
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception as exc:  # a broken CUDA setup must not fail the retry itself
+        logger.warning("Could not empty the CUDA cache: %s", exc)
 
 
 def _exit_stuck(call_id: int) -> None:

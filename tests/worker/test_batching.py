@@ -206,3 +206,22 @@ def test_entries_are_not_split_when_a_later_one_fits(harness: Harness) -> None:
     assert harness.batches() == [[1, 2, 3, 7], [4, 5, 6]]
     assert [o["x"] for o in harness.result(second)["outputs"]] == [4, 5, 6]
     assert harness.result(first)["status"] == harness.result(third)["status"] == "success"
+
+
+def test_a_batch_out_of_gpu_memory_runs_in_halves_and_caps_later_batches(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECORDER_OOM_ABOVE", "2")  # batches of more than 2 inputs run out of memory
+    ids = [harness.submit([{"x": x}]) for x in (1, 2, 3, 4, 5, 6, 7, 999, 10, 11, 12, 13)]
+    harness.run(batch_size=8)
+    statuses = [harness.result(p)["status"] for p in ids]
+    assert statuses == ["success"] * 7 + ["failed"] + ["success"] * 4
+    # Only the input too large even alone fails, with what the model raised.
+    assert harness.result(ids[7])["error_message"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"
+    assert harness.batches() == [
+        [1, 2, 3, 4, 5, 6, 7, 999],
+        [1, 2, 3, 4], [1, 2], [3, 4],
+        [5, 6, 7, 999], [5, 6], [7, 999], [7], [999],
+        # The largest batch that fit is the ceiling from now on.
+        [10, 11], [12, 13],
+    ]

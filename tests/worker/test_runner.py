@@ -139,3 +139,14 @@ def test_output_files_as_links_travel_with_the_outcome(make_runner, temp_root: P
     assert link.startswith("https://models.example.com/files/")
     assert names[link.rsplit("/", 1)[1]].data == png() and names[link.rsplit("/", 1)[1]].mime_type == "image/png"
     assert len(names) == 2  # the echo, and the copy read from .path for by_field
+
+
+def test_out_of_memory_errors_are_told_from_other_failures() -> None:
+    import torch
+
+    from tungstenkit.worker.runner import is_out_of_memory
+
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))  # torch before 1.13
+    assert not is_out_of_memory(RuntimeError("shapes do not match"))
+    assert not is_out_of_memory(MemoryError())
