@@ -121,27 +121,33 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
     webhook = WebhookRequest.parse(query.get("webhook"), query.get("webhook_events"), context.webhook_allowlist)
     idempotency_key = _idempotency_key(request)
     body = await read_body(request, context.settings.max_body_bytes, context.bodies, context.parser.shape_guard)
+    large = body.large  # (release() empties the body)
     try:
-        if body.large:
-            loop = asyncio.get_running_loop()
-            inputs, groups = await loop.run_in_executor(context.validation, context.parser.parse, body.data)
-        else:
-            inputs, groups = context.parser.parse(body.data)
+        try:
+            if large:
+                loop = asyncio.get_running_loop()
+                inputs, groups = await loop.run_in_executor(context.validation, context.parser.parse, body.data)
+            else:
+                inputs, groups = context.parser.parse(body.data)
+        finally:
+            body.release()
+        prediction_id = new_prediction_id()
+        chunks = split_into_chunks(inputs, groups, context.chunk_size)
+        webhook_url, webhook_events = (webhook.url, webhook.events) if webhook else ("", ())
+        idempotency = None
+        if idempotency_key is not None:
+            # What makes a request the same request: its inputs and every parameter.
+            request_parts = [*inputs, webhook_url, *webhook_events]
+            idempotency = Idempotency.of(tenant_of(request), idempotency_key, request_parts)
+        served_by = await context.queue.submit(
+            prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency
+        )
     finally:
-        if body.large:
+        # Only now is the body's memory (the parsed and the encoded inputs) free: a
+        # collection that ran while the submit held it would leave it to the next one,
+        # which an idle server may not run for hours.
+        if large:
             context.after_bursts.large_body_done()
-        body.release()
-    prediction_id = new_prediction_id()
-    chunks = split_into_chunks(inputs, groups, context.chunk_size)
-    webhook_url, webhook_events = (webhook.url, webhook.events) if webhook else ("", ())
-    idempotency = None
-    if idempotency_key is not None:
-        # What makes a request the same request: its inputs and every parameter.
-        request_parts = [*inputs, webhook_url, *webhook_events]
-        idempotency = Idempotency.of(tenant_of(request), idempotency_key, request_parts)
-    served_by = await context.queue.submit(
-        prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency
-    )
     if served_by != prediction_id:
         return Submitted(served_by, replayed=True)
     context.waiter.accepted(prediction_id)

@@ -30,7 +30,9 @@ class MeteredWriter(Writer):
         for result in work.results:
             if result.entry.sid in report.rejected:
                 continue  # another worker owns the entry and counts what becomes of it
-            self._metrics.add(f"inputs:{_OUTCOMES[result.kind]}", result.entry.count)
+            # A result that lost the race with its prediction's end (a cancel) was dropped.
+            kind = EntryResult.DROPPED if result.entry.sid in report.discarded else result.kind
+            self._metrics.add(f"inputs:{_OUTCOMES[kind]}", result.entry.count)
         for _, start in work.started:
             for queued in start.queued_ms:
                 if queued:

@@ -130,7 +130,7 @@ def test_a_duplicate_result_is_harmless(queues: Queues) -> None:
     queues.submit("p", 8, chunk=4)
     first, second = queues.read()
     queues.start(["p"])
-    queues.finish([_outputs(first)])
+    assert queues.worker.write("w1", [], [_outputs(first)]).discarded == set()
     queues.finish([_outputs(first)])  # e.g. a reclaimed entry finished twice
     assert queues.get("p")["status"] == "running"
     queues.finish([_outputs(second)])
@@ -158,8 +158,11 @@ def test_cancel_pending_and_running(queues: Queues) -> None:
     pubsub.subscribe(queues.keys.stop_channel)
     assert queues.cancel("pending")["error_message"] == "Canceled"
     assert queues.cancel("running")["status"] == "failed"
-    # A late result for the canceled prediction is discarded.
-    queues.finish([_outputs(e) for e in entries])
+    # A late result for the canceled prediction is discarded, and reported so (counted as
+    # dropped, not as a success).
+    report = queues.worker.write("w1", [], [_outputs(e) for e in entries])
+    assert report.ended == [] and report.rejected == set()
+    assert report.discarded == {e.sid for e in entries}
     assert queues.get("running")["error_message"] == "Canceled"
     assert queues.get("running")["outputs"] is None
     assert queues.queued() == 0

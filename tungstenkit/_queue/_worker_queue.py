@@ -31,13 +31,15 @@ class WriteReport:
     """What a write found: per started batch, the predictions that had already ended
     (canceled, failed: they must not produce outputs) and the entries this worker no
     longer owns (another worker took them over); the predictions the results ended,
-    with their outcome (success or failed); and the entries whose results were
-    rejected because this worker no longer owned them."""
+    with their outcome (success or failed); the entries whose results were
+    rejected because this worker no longer owned them; and those whose results were
+    discarded because their prediction had ended first (a cancel won the race)."""
 
     ended_before_start: list[set[str]]
     ended: list[tuple[str, str]]
     lost: list[set[str]] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)
+    discarded: set[str] = field(default_factory=set)
 
 
 class OutputFilesRefused(Exception):
@@ -131,9 +133,11 @@ class WorkerQueue:
         replies = self._run_scripts(calls)
         ended_first = [{batch.prediction_ids[i - 1] for i in reply[0]} for batch, reply in zip(started, replies)]
         lost = [{sid.decode() for sid in reply[1]} for reply in replies[: len(started)]]
-        outcomes, rejected = replies[len(started)] if results else ([], [])
+        outcomes, rejected, discarded = replies[len(started)] if results else ([], [], [])
         ended = [(outcomes[i].decode(), outcomes[i + 1].decode()) for i in range(0, len(outcomes), 2)]
-        return WriteReport(ended_first, ended, lost, {sid.decode() for sid in rejected})
+        return WriteReport(
+            ended_first, ended, lost, {sid.decode() for sid in rejected}, {sid.decode() for sid in discarded}
+        )
 
     def reap(self, worker_id: str, crash_limit: int) -> list[Entry]:
         """Take over the entries of workers whose heartbeat expired; returns them.

@@ -25,10 +25,11 @@
 --       webhook events its prediction wants ('' if none), and the keys of its output
 --       files (space-separated, '' if none)
 -- Returns {the predictions that ended here, as {id, 'success' or 'failed', ...},
---          the entry ids whose results were rejected}.
+--          the entry ids whose results were rejected,
+--          the entry ids whose results were discarded (their prediction had ended)}.
 local queue, counter, hooks = KEYS[1], KEYS[2], KEYS[3]
 local group, me, now, ttl, inline = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[7])
-local acks, delete, done, stopped, outcomes, rejected = {}, {}, {}, {}, {}, {}
+local acks, delete, done, stopped, outcomes, rejected, discarded = {}, {}, {}, {}, {}, {}, {}
 local released = 0
 local owned = pending_for(queue, group, me, ARGV[8], ARGV[9])
 
@@ -90,14 +91,14 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
     end
   else
     acks[#acks + 1] = sid
-    local kept = false
+    local kept, counted = false, false
     -- An entry of a prediction that ended was deleted by whoever ended it; the others
     -- are deleted here, together, and release their inputs from the queue bound.
     if kind == 'b' then
       if redis.call('HSETNX', key, 'result', payload) == 1 then
         redis.call('EXPIRE', key, ttl)
         files_do(files, 'EXPIRE', ttl)
-        kept = true
+        kept, counted = true, true
         delete[#delete + 1] = sid
         released = released + count
         ended(id, payload, string.find(payload, '"status":"success"', 1, true) and 'success' or 'failed', events)
@@ -110,12 +111,13 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
       if kind == 'e' then
         local body, dropped = fail_prediction(queue, key, payload, now, ttl)
         if body then
+          counted = true
           released = released + dropped
           ended(id, body, 'failed', events)
           stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
         end
       elseif redis.call('HSETNX', key, 'o:' .. start, payload) == 1 then
-        kept = true
+        kept, counted = true, true
         if files ~= '' then
           redis.call('HSET', key, 'f:' .. start, files, 'files', '1')
         end
@@ -135,6 +137,11 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
     if not kept then
       files_do(files, 'DEL')
     end
+    if not counted and kind ~= 'x' then
+      -- Its prediction ended first (canceled, failed by another entry): the result is
+      -- dropped, and counted so, not as a success or failure of its own.
+      discarded[#discarded + 1] = sid
+    end
   end
 end
 if #delete > 0 then
@@ -150,4 +157,4 @@ end
 if #stopped > 0 then
   redis.call('PUBLISH', ARGV[6], table.concat(stopped, ' '))
 end
-return {outcomes, rejected}
+return {outcomes, rejected, discarded}
