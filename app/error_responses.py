@@ -12,7 +12,14 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from tungstenkit._errors import IdempotencyKeyReused, InvalidWebhook, PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._errors import (
+    IdempotencyKeyReused,
+    InvalidWebhook,
+    OwnerQueueFull,
+    PredictionNotFound,
+    QueueFull,
+    RedisUnavailable,
+)
 from tungstenkit._log_safety import printable
 
 logger = logging.getLogger(__name__)
@@ -48,6 +55,27 @@ class InvalidInput(HTTPError):
 
 class NotFound(HTTPError):
     status_code = 404
+
+
+class Unauthorized(HTTPError):
+    """No API key, or one that is unknown, revoked or mistyped."""
+
+    status_code = 401
+
+    def __init__(self, detail: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(HTTPError):
+    """A valid API key whose scope does not allow the request."""
+
+    status_code = 403
+
+
+class RateLimited(HTTPError):
+    """An API key past its request rate (``headers`` carry ``Retry-After``)."""
+
+    status_code = 429
 
 
 class SyncTimeout(HTTPError):
@@ -87,7 +115,7 @@ async def prediction_not_found(request: Request, exc: Exception) -> JSONResponse
 
 
 async def queue_full(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, QueueFull)
+    assert isinstance(exc, (QueueFull, OwnerQueueFull))
     return JSONResponse(
         {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
     )
@@ -129,6 +157,7 @@ EXCEPTION_HANDLERS = {
     HTTPError: http_error,
     PredictionNotFound: prediction_not_found,
     QueueFull: queue_full,
+    OwnerQueueFull: queue_full,
     RedisUnavailable: redis_unavailable,
     OutOfMemoryError: redis_refuses_writes,
     ReadOnlyError: redis_refuses_writes,

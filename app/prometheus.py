@@ -30,6 +30,7 @@ from tungstenkit._measurements import (
     parse_gpus,
 )
 from tungstenkit._queue import Snapshot, WorkerInfo
+from tungstenkit.app.access import authorize
 
 #: The classic text format (0.0.4), which every Prometheus and KEDA version reads.
 CONTENT_TYPE = exposition.CONTENT_TYPE_PLAIN_0_0_4
@@ -154,6 +155,8 @@ def render_openmetrics(snapshot: Snapshot, model: str) -> str:
 
 async def metrics(request: Request) -> Response:
     serving = request.app.state.serving
+    if serving.settings.metrics_require_key:
+        await authorize(request, "admin")
     snapshot = await serving.queue.snapshot()  # RedisUnavailable: 503, so the scrape shows as failed
     name = serving.metadata["name"]
     if "application/openmetrics-text" in request.headers.get("accept", ""):

@@ -17,9 +17,10 @@ from tungstenkit._fetch import Allowlist
 from tungstenkit._queue import AsyncPredictionQueue, Fetched, Idempotency, split_into_chunks
 from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import WebhookRequest
+from tungstenkit.app.access import AccessControl, authorize, not_found
 from tungstenkit.app.admission import BodyBudget
 from tungstenkit.app.demo import root
-from tungstenkit.app.error_responses import Draining, InvalidInput, NotFound, SyncTimeout
+from tungstenkit.app.error_responses import Draining, InvalidInput, SyncTimeout
 from tungstenkit.app.health import health
 from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.memory import AfterBursts
@@ -59,6 +60,8 @@ class ServingContext:
     validation: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation")
     )
+    #: API keys (``api_keys``); None when they are off and every request may do anything.
+    access: AccessControl | None = None
     after_bursts: AfterBursts = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,8 +93,18 @@ def is_prediction_id(text: str) -> bool:
 def _prediction_id(request: Request) -> str:
     prediction_id = request.path_params["prediction_id"]
     if not is_prediction_id(prediction_id):
-        raise NotFound(f"Prediction {prediction_id} not found")
+        raise not_found(prediction_id)
     return prediction_id  # type: ignore[no-any-return]
+
+
+async def _visible_prediction_id(context: ServingContext, request: Request, scope: str) -> str:
+    """The path's prediction id, once the caller's key allows ``scope`` on it: another
+    owner's prediction is as unknown as an id that never existed."""
+    caller = await authorize(request, scope)
+    prediction_id = _prediction_id(request)
+    if caller is not None and context.access is not None:
+        await context.access.check_owner(caller, prediction_id)
+    return prediction_id
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,7 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 async def _submit(context: ServingContext, request: Request) -> Submitted:
+    caller = await authorize(request, "predict")
     if context.draining:
         raise Draining("This server is shutting down; retry (another instance may take the request)",
                        headers={"Retry-After": "1"})
@@ -140,7 +154,8 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
             request_parts = [*inputs, webhook_url, *webhook_events]
             idempotency = Idempotency.of(tenant_of(request), idempotency_key, request_parts)
         served_by = await context.queue.submit(
-            prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency
+            prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency,
+            owner=caller.owner if caller else "", owner_limit=caller.max_queued if caller else 0,
         )
     finally:
         # Only now is the body's memory (the parsed and the encoded inputs) free: a
@@ -151,6 +166,8 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
     if served_by != prediction_id:
         return Submitted(served_by, replayed=True)
     context.waiter.accepted(prediction_id)
+    if caller is not None and context.access is not None:
+        context.access.created(prediction_id, caller)
     return Submitted(prediction_id)
 
 
@@ -211,17 +228,17 @@ async def create_prediction(request: Request) -> Response:
 
 async def get_prediction(request: Request) -> Response:
     context = _context(request)
-    prediction_id = _prediction_id(request)
+    prediction_id = await _visible_prediction_id(context, request, "read")
     wait_s = _wait_seconds(request, context.settings.max_wait_s)
     fetched = await (_wait(context, prediction_id, wait_s) if wait_s > 0 else _read(context, prediction_id))
     if fetched is None:
-        raise NotFound(f"Prediction {prediction_id} not found")
+        raise not_found(prediction_id)
     return _json(fetched.body)
 
 
 async def cancel_prediction(request: Request) -> Response:
     context = _context(request)
-    return _json(await context.queue.cancel(_prediction_id(request)))
+    return _json(await context.queue.cancel(await _visible_prediction_id(context, request, "predict")))
 
 
 async def predict_sync(request: Request) -> Response:

@@ -7,6 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tungstenkit.app.access import authorize
 from tungstenkit.app.error_responses import NotFound
 
 #: What ``worker.outputs.new_file_name`` produces: 32 URL-safe characters and an extension.
@@ -17,13 +18,15 @@ _INLINE = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "a
 
 
 async def get_file(request: Request) -> Response:
+    caller = await authorize(request, "read")
     name = request.path_params["name"]
     if not _NAME.fullmatch(name):
         raise NotFound(f"File {name} not found")
     found = await request.app.state.serving.queue.fetch_file(name)
-    if found is None:
+    # A file of another owner's prediction is as unknown as its prediction.
+    if found is None or (caller is not None and not caller.may_see(found[2])):
         raise NotFound(f"File {name} not found (it expires with its prediction)")
-    mime_type, data = found
+    mime_type, data, _ = found
     headers = {
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "sandbox; default-src 'none'",

@@ -18,6 +18,7 @@ from tungstenkit._files import FilePolicy
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys, async_client, async_subscriber, close_async
 from tungstenkit._settings import Settings, cors_origins
+from tungstenkit.app.access import AccessControl
 from tungstenkit.app.admission import BodyBudget
 from tungstenkit.app.assets import asset
 from tungstenkit.app.docs import docs_page
@@ -92,23 +93,25 @@ def create_app(
     client = async_client(redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout_s=REDIS_SOCKET_TIMEOUT_S)
     # Pub/sub waits indefinitely for messages, so it gets a client without a read timeout.
     subscriber = async_subscriber(redis_url, connect_timeout_s=REDIS_SOCKET_TIMEOUT_S)
+    queue = AsyncPredictionQueue(
+        client,
+        keys,
+        result_ttl_s=settings.result_ttl_s,
+        max_queued_inputs=settings.max_queued_inputs,
+        timeout_s=REDIS_SOCKET_TIMEOUT_S,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_s=settings.redis_wait_timeout_s,
+    )
     serving = ServingContext(
         settings=settings,
-        queue=AsyncPredictionQueue(
-            client,
-            keys,
-            result_ttl_s=settings.result_ttl_s,
-            max_queued_inputs=settings.max_queued_inputs,
-            timeout_s=REDIS_SOCKET_TIMEOUT_S,
-            wait_replicas=settings.redis_wait_replicas,
-            wait_timeout_s=settings.redis_wait_timeout_s,
-        ),
+        queue=queue,
         waiter=CompletionWaiter(subscriber, keys.done_channel, settings.result_ttl_s),
         parser=InputParser(definition.input_cls, settings.max_inputs_per_request, FilePolicy.from_settings(settings)),
         chunk_size=batch_size,
         metadata=model_metadata(definition, model_name, batch_size),
         webhook_allowlist=Allowlist.parse(settings.url_allowlist),
         bodies=BodyBudget(settings.max_buffered_bytes, LARGE_BODY_BYTES),
+        access=AccessControl(queue) if settings.api_keys else None,
     )
 
     @contextlib.asynccontextmanager

@@ -394,6 +394,72 @@ def status(
         pass
 
 
+@cli.group()
+def keys() -> None:
+    """API keys of a served model (used with TUNGSTEN_API_KEYS=on)."""
+
+
+def _key_store(ctx: click.Context, redis_url: str | None, namespace: str | None) -> Any:
+    from tungstenkit._queue import Keys, KeyStore
+    from tungstenkit.cli import status as view
+
+    settings = _settings(ctx).replace(redis_url=redis_url)
+    target, found = view.one_namespace(view.find_targets(settings, settings.redis_url, namespace or settings.namespace))
+    return KeyStore(target.client, Keys(found))
+
+
+def key_target_options(function: Any) -> Any:
+    function = click.option("--namespace", help="The model's namespace [the one found].")(function)
+    return click.option(
+        "--redis-url", envvar="TUNGSTEN_REDIS_URL",
+        help="The Redis the API uses [$REDIS_URL; else the embedded one of a running `tungsten serve`].",
+    )(function)
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="What the key is for (shown by `list`).")
+@click.option("--scope", type=click.Choice(["read", "predict", "admin"]), default="predict", show_default=True,
+              help="read: its owner's predictions; predict: also create and cancel them; admin: every prediction, /metrics.")
+@click.option("--rps", type=click.FloatRange(min=0), default=0, help="Requests per second it may send (0: no limit).")
+@click.option("--max-queued", type=click.IntRange(min=0), default=0,
+              help="Inputs its predictions may have waiting or running (0: no limit).")
+@click.option("--owner", metavar="KEY_ID", help="Act for the predictions of this key (a successor, or a read-only key).")
+@key_target_options
+@click.pass_context
+def keys_create(
+    ctx: click.Context, name: str, scope: str, rps: float, max_queued: int, owner: str | None,
+    redis_url: str | None, namespace: str | None,
+) -> None:
+    """Create a key; prints its token, once, alone on standard output."""
+    from tungstenkit.cli.keys import created_note
+
+    record, token = _key_store(ctx, redis_url, namespace).create(
+        name, scope, owner=owner or "", rps=rps, max_queued=max_queued
+    )
+    click.echo(token)
+    _echo_err(created_note(record))
+
+
+@keys.command("list")
+@key_target_options
+@click.pass_context
+def keys_list(ctx: click.Context, redis_url: str | None, namespace: str | None) -> None:
+    """The keys, with their limits and queued inputs (never their secrets)."""
+    from tungstenkit.cli.keys import listing
+
+    click.echo(listing(_key_store(ctx, redis_url, namespace)))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@key_target_options
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str, redis_url: str | None, namespace: str | None) -> None:
+    """Revoke a key: every API process refuses it within a second."""
+    revoked = _key_store(ctx, redis_url, namespace).revoke(key_id)
+    click.echo(f"Revoked API key {revoked.id} ({revoked.name}) at {revoked.revoked}")
+
+
 @cli.command("models")
 @click.pass_context
 def list_models(ctx: click.Context) -> None:

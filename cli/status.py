@@ -138,8 +138,14 @@ def webhook_secret(settings: Settings, targets: list[Target]) -> str:
     """The secret that signs webhooks: the configured one, else the namespace's generated one."""
     if settings.webhook_secret:
         return settings.webhook_secret
+    target, namespace = one_namespace(targets)
+    return WebhookQueue(target.client, Keys(namespace)).secret()
+
+
+def one_namespace(targets: list[Target]) -> tuple[Target, str]:
+    """The one model found, for commands that act on one."""
     pairs = [(t, n) for t in targets for n in t.namespaces]
     if len(pairs) != 1:
-        raise TungstenError("Several models found: pick one with --namespace")
-    target, namespace = pairs[0]
-    return WebhookQueue(target.client, Keys(namespace)).secret()
+        names = ", ".join(n for _, n in pairs)
+        raise TungstenError(f"Several models found ({names}): pick one with --namespace")
+    return pairs[0]

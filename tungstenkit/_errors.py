@@ -64,6 +64,15 @@ class IdempotencyKeyReused(TungstenError):
         )
 
 
+class OwnerQueueFull(TungstenError):
+    """The predictions of an API key's owner hold as many queued inputs as it may have."""
+
+    def __init__(self, limit: int, retry_after_s: int = 1) -> None:
+        super().__init__(f"This API key may have {limit} inputs waiting or running; retry when some have ended")
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class PredictionNotFound(TungstenError):
     """No prediction with this id exists (never created, or its result expired)."""
 

@@ -89,6 +89,11 @@ class Settings:
     #: Request body bytes one API process holds at once, over all requests; a body that
     #: would pass it gets 503 with Retry-After (0: no limit). At least ``max_body_bytes``.
     max_buffered_bytes: int = 256 * 1024 * 1024
+    #: Require an API key (``Authorization: Bearer``) on every prediction route; keys are
+    #: managed with ``tungsten keys``. Off: anyone who reaches the API may use it.
+    api_keys: bool = False
+    #: With ``api_keys``, ``GET /metrics`` also needs a key, with the ``admin`` scope.
+    metrics_require_key: bool = False
     #: Web origins (``https://app.example.com``, comma-separated) whose pages may call the API
     #: from a browser (CORS); empty: none.
     cors_origins: str = ""
@@ -250,8 +255,16 @@ def cors_origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+_TRUE = ("on", "true", "1", "yes")
+_FALSE = ("off", "false", "0", "no")
+
+
 def _parse(name: str, type_name: object, raw: str) -> object:
     kind = str(type_name)
+    if kind == "bool":
+        if raw.strip().lower() not in _TRUE + _FALSE:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected on or off")
+        return raw.strip().lower() in _TRUE
     try:
         if kind.startswith("Path"):
             return Path(raw).expanduser()

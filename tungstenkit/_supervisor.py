@@ -10,6 +10,7 @@ than leaving them until the worker's heartbeat would have expired.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ import redis
 from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
 from tungstenkit._process import die_with_parent
 from tungstenkit._queue import (
+    KeyStore,
     CONNECTION_ERRORS,
     Keys,
     WorkerQueue,
@@ -62,6 +64,16 @@ _HEALTHY_RUN_S = 30.0
 _MAX_BACKOFF_S = 30.0
 #: Seconds the supervisor waits on Redis when releasing a dead worker's entries.
 _RELEASE_TIMEOUT_S = 2.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -203,6 +215,12 @@ class Supervisor:
         """Serve until SIGINT/SIGTERM; returns the exit code."""
         self._install_signal_handlers()
         check_port_free(self.options.host, self.options.port)
+        if not self.settings.api_keys and not is_loopback(self.options.host):
+            logger.warning(
+                "Listening on %s without API keys: anyone who reaches this port can run and read predictions. "
+                "Set TUNGSTEN_API_KEYS=on and create keys with `tungsten keys create`, or listen on 127.0.0.1",
+                self.options.host,
+            )
         if self.settings.redis_url:
             self._publish_model(self.settings.redis_url)  # also checks that Redis answers, before forking
         redis_url = self.settings.redis_url or self._start_embedded_redis()
@@ -239,10 +257,17 @@ class Supervisor:
         try:
             publish_model_digest(client, Keys(self.options.namespace), self.source.digest)
             warning = eviction_warning(client)
+            no_keys = self.settings.api_keys and not KeyStore(client, Keys(self.options.namespace)).valid()
         finally:
             close_sync(client)
         if warning:
             logger.warning("%s", warning)
+        if no_keys:
+            logger.warning(
+                "API keys are on and namespace %s has none yet: every request will get 401 until you create one "
+                "(tungsten keys create --namespace %s --scope predict --name NAME)",
+                self.options.namespace, self.options.namespace,
+            )
 
     # -- children --------------------------------------------------------------------
     def _child_env(self, redis_url: str) -> dict[str, str]:

@@ -445,7 +445,7 @@ def test_output_files_are_stored_and_served_only_while_their_prediction_succeede
     assert queues._api("fetch_file", stored.name) is None
     queues.start(["p"])
     queues.finish([EntryResult(entry, EntryResult.OUTPUTS, '{"y": 0}', (stored,))])
-    assert queues._api("fetch_file", stored.name) == ("image/png", b"\x89PNG...")
+    assert queues._api("fetch_file", stored.name) == ("image/png", b"\x89PNG...", None)
     ttl = queues.client.pttl(queues.keys.file(stored.name))
     assert 55_000 < ttl <= 60_000  # lives as long as its prediction's result (60 s), no longer
     queues.client.delete(queues.keys.prediction("p"))  # the prediction expired

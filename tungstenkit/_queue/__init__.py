@@ -12,7 +12,8 @@ group::
     tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
                                  started, result (the ended GET body, ready to send),
                                  o:<start> partial outputs, f:<start> their output
-                                 files, crashes:<start>, suspect:<start>:<wid>
+                                 files, crashes:<start>, suspect:<start>:<wid>,
+                                 owner (the API key owner it was created for)
     tungsten:{ns}:done           channel: "<id> <body>" (or "<id>") lines of ended predictions
     tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
     tungsten:{ns}:workers        zset index of worker ids (pruned to the live ones)
@@ -32,6 +33,11 @@ group::
     tungsten:{ns}:webhooks:dispatching   list: the events being turned into RQ jobs
     tungsten:{ns}:webhooks:lock  who dispatches webhook events (one process at a time)
     tungsten:{ns}:webhooks:secret  the generated signing secret (without a configured one)
+    tungsten:{ns}:apikeys        hash: API key id -> its record (JSON; the SHA-256 of its
+                                 secret, never the secret); see ``_api_keys``
+    tungsten:{ns}:queued:<owner> inputs accepted and not yet finished of the predictions
+                                 of one API key owner (hash field ``owner``)
+    tungsten:{ns}:rate:<key id>  hash: tokens at: an API key's request-rate bucket
     tungsten:{ns}:model:digest   the digest of the model ``tungsten serve`` serves (absent for
                                  a model served from a folder); read by starting workers
 
@@ -49,6 +55,7 @@ in the consumer group (``lua/fence.lua``): a worker presumed dead that wakes up 
 cannot overwrite what its successor wrote.
 """
 
+from tungstenkit._queue._api_keys import SCOPES, ApiKey, ApiKeyError, KeyStore
 from tungstenkit._queue._connections import (
     SentinelAddress,
     async_client,
@@ -92,6 +99,10 @@ from tungstenkit._queue._webhook_events import WebhookEvent, WebhookQueue
 from tungstenkit._queue._worker_queue import OutputFilesRefused, WorkerQueue, WriteReport
 
 __all__ = [
+    "SCOPES",
+    "ApiKey",
+    "ApiKeyError",
+    "KeyStore",
     "CONNECTION_ERRORS",
     "FILE_TTL_FACTOR",
     "Idempotency",

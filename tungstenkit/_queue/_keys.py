@@ -66,6 +66,8 @@ class Keys:
         self.webhooks_secret = self.prefix + "webhooks:secret"
         #: The digest of the model the namespace's API serves (workers of another refuse to join).
         self.model_digest = self.prefix + "model:digest"
+        #: API keys: key id -> its record (``_api_keys.ApiKey`` as JSON).
+        self.api_keys = self.prefix + "apikeys"
         #: The RQ queue of this namespace's webhook deliveries (RQ's own keys).
         self.webhook_queue = f"tungsten-webhooks-{namespace}"
 
@@ -84,6 +86,15 @@ class Keys:
     def idempotency(self, digest: str) -> str:
         """Where an ``Idempotency-Key`` (hashed with its tenant: ``digest``) names its prediction."""
         return f"{self.prefix}idem:{digest}"
+
+    def owner_queued(self, owner: str) -> str:
+        """Inputs waiting or running of the predictions of one API key's owner. The Lua
+        scripts name it from ``queued`` the same way, from a prediction's ``owner``."""
+        return f"{self.queued}:{owner}"
+
+    def rate(self, key_id: str) -> str:
+        """The token bucket of one API key's request rate."""
+        return f"{self.prefix}rate:{key_id}"
 
 
 def worker_id_for(pid: int, tag: str) -> str:

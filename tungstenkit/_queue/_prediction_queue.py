@@ -19,13 +19,24 @@ from typing import Any, TypeVar
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from tungstenkit._errors import IdempotencyKeyReused, NotReplicated, PredictionNotFound, QueueFull, RedisUnavailable
+from tungstenkit._errors import (
+    IdempotencyKeyReused,
+    NotReplicated,
+    OwnerQueueFull,
+    PredictionNotFound,
+    QueueFull,
+    RedisUnavailable,
+)
+from tungstenkit._queue._api_keys import ApiKey
 from tungstenkit._queue._keys import CONNECTION_ERRORS, Keys, now_iso
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, ask_snapshot, live_workers, make_snapshot
 from tungstenkit._queue._records import READ_FIELDS, Chunk, Fetched, read_prediction
 from tungstenkit._queue._scripts import Script, script
 
 T = TypeVar("T")
+
+#: The submit script's flags for each prediction (besides an idempotency key's answer).
+_QUEUE_FULL, _ACCEPTED, _OWNER_QUEUE_FULL = 0, 1, 2
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +71,10 @@ class Submission:
     webhook_url: str
     webhook_events: str
     idempotency: Idempotency | None = None
+    #: The API key owner it is created for ("" without keys), and how many inputs that
+    #: owner's predictions may have queued (0: no limit).
+    owner: str = ""
+    owner_limit: int = 0
 
 
 class AsyncPredictionQueue:
@@ -97,20 +112,27 @@ class AsyncPredictionQueue:
         webhook_url: str = "",
         webhook_events: Sequence[str] = (),
         idempotency: Idempotency | None = None,
+        owner: str = "",
+        owner_limit: int = 0,
     ) -> str:
-        """Accept a prediction (with the webhook to call on ``webhook_events``, if any);
-        raises ``QueueFull`` past the queue bound, and ``NotReplicated`` when fewer than
-        ``wait_replicas`` replicas hold it in time.
+        """Accept a prediction (with the webhook to call on ``webhook_events``, if any,
+        for the API key owner ``owner``, who may have ``owner_limit`` inputs queued);
+        raises ``QueueFull`` past the queue bound, ``OwnerQueueFull`` past the owner's,
+        and ``NotReplicated`` when fewer than ``wait_replicas`` replicas hold it in time.
 
         Returns the id of the prediction that serves the request: ``prediction_id``, or,
         for a request whose ``idempotency`` key came with the same request before, that
         one's prediction (nothing new is queued). The key used with another request
         raises ``IdempotencyKeyReused``.
         """
-        submit = Submission(prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events), idempotency)
+        submit = Submission(
+            prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events), idempotency, owner, owner_limit
+        )
         accepted, queued, served_by = await self._enqueue(self._submits, submit)
-        if not accepted:
+        if accepted == _QUEUE_FULL:
             raise QueueFull(queued, self._limit)
+        if accepted == _OWNER_QUEUE_FULL:
+            raise OwnerQueueFull(owner_limit)
         return served_by  # type: ignore[no-any-return]
 
     async def fetch(self, prediction_id: str) -> Fetched | None:
@@ -204,7 +226,7 @@ class AsyncPredictionQueue:
         flags, queued = reply
         failure: Exception | None = None
         if self._wait_replicas and (isinstance(acked, Exception) or int(acked) < self._wait_replicas):
-            accepted = [s for (s, _), flag in zip(submits, flags) if flag == 1]
+            accepted = [s for (s, _), flag in zip(submits, flags) if flag == _ACCEPTED]
             held = f"WAIT failed ({acked})" if isinstance(acked, Exception) else f"{acked} replicas hold it"
             failure = NotReplicated(
                 f"Not accepted: {self._wait_replicas} replicas must hold a prediction within "
@@ -215,13 +237,13 @@ class AsyncPredictionQueue:
             if isinstance(flag, bytes):
                 # An Idempotency-Key seen before: '=<id>' the same request, '!<id>' another.
                 if flag.startswith(b"="):
-                    _settle(future, (True, int(queued), flag[1:].decode()))
+                    _settle(future, (_ACCEPTED, int(queued), flag[1:].decode()))
                 else:
                     _settle(future, error=IdempotencyKeyReused())
-            elif flag and failure is not None:
+            elif flag == _ACCEPTED and failure is not None:
                 _settle(future, error=failure)
             else:
-                _settle(future, (bool(flag), int(queued), submit.prediction_id))
+                _settle(future, (int(flag), int(queued), submit.prediction_id))
 
     async def _withdraw(self, submits: Sequence[Submission]) -> None:
         """Cancel predictions whose clients are told they were not accepted, so that none
@@ -265,15 +287,36 @@ class AsyncPredictionQueue:
             raise PredictionNotFound(prediction_id)
         return body  # type: ignore[no-any-return]
 
-    async def fetch_file(self, name: str) -> tuple[str, bytes] | None:
-        """An output file's media type and bytes, while its prediction is readable and succeeded."""
-        owner, mime_type, data = await self._bounded(self._redis.hmget(self.keys.file(name), ["p", "t", "d"]))
-        if not isinstance(owner, bytes) or not isinstance(data, bytes):
+    async def fetch_file(self, name: str) -> tuple[str, bytes, str | None] | None:
+        """An output file's media type, bytes and API key owner (that of its prediction),
+        while its prediction is readable and succeeded."""
+        prediction, mime_type, data = await self._bounded(self._redis.hmget(self.keys.file(name), ["p", "t", "d"]))
+        if not isinstance(prediction, bytes) or not isinstance(data, bytes):
             return None
-        result = await self._bounded(self._redis.hget(self.keys.prediction(owner.decode()), "result"))
+        result, owner = await self._bounded(
+            self._redis.hmget(self.keys.prediction(prediction.decode()), ["result", "owner"])
+        )
         if not isinstance(result, bytes) or json.loads(result).get("status") != "success":
             return None
-        return (mime_type if isinstance(mime_type, bytes) else b"application/octet-stream").decode(), data
+        media_type = (mime_type if isinstance(mime_type, bytes) else b"application/octet-stream").decode()
+        return media_type, data, owner.decode() if isinstance(owner, bytes) else None
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        """The record of API key ``key_id`` (None if there is none)."""
+        raw = await self._bounded(self._redis.hget(self.keys.api_keys, key_id))
+        return ApiKey.from_json(raw) if raw is not None else None
+
+    async def take_request(self, key_id: str, rps: float) -> float:
+        """Count one request of API key ``key_id`` against its ``rps``: 0 if it may go,
+        else the seconds until it may."""
+        burst = max(1.0, rps)
+        return float(await self._eval(script("rate"), [self.keys.rate(key_id)], [rps, burst]))
+
+    async def owner(self, prediction_id: str) -> str | None:
+        """The API key owner the prediction was created for (None: no such prediction,
+        or created without a key)."""
+        found = await self._bounded(self._redis.hget(self.keys.prediction(prediction_id), "owner"))
+        return found.decode() if isinstance(found, bytes) else None
 
     async def ping(self) -> None:
         await self._bounded(self._redis.ping())
@@ -311,7 +354,7 @@ def submit_call(keys: Keys, submits: Sequence[Submission], *, limit: int, ttl_s:
         names += [key, keys.idempotency(idempotency.digest) if idempotency else key]
         args += [
             submit.prediction_id, submit.total_inputs, len(submit.chunks), submit.webhook_url,
-            submit.webhook_events, idempotency.fingerprint if idempotency else "",
+            submit.webhook_events, idempotency.fingerprint if idempotency else "", submit.owner, submit.owner_limit,
         ]
         for chunk in submit.chunks:
             args += [chunk.start, chunk.count, chunk.group, chunk.data]

@@ -9,6 +9,7 @@ if not body then
   return redis.call('HGET', KEYS[1], 'result')
 end
 release(KEYS[3], released)
+release_owner(KEYS[3], KEYS[1], released)
 queue_webhook(KEYS[4], ARGV[1], events, 'completed')
 count_ended(KEYS[5], 'canceled', entries)
 redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' ' .. body)

@@ -6,7 +6,8 @@
 -- `result`: the finished GET body, stored ready to send. A prediction is open while
 -- it has no `result`. While open, a prediction of several entries keeps its finished
 -- entries' outputs in `o:<start>` and the keys of their output files in `f:<start>`
--- (with `files` set once there are any).
+-- (with `files` set once there are any). A prediction created with an API key has
+-- `owner`: the key's owner, whose count of queued inputs it is part of.
 
 -- A JSON string, or null.
 local function json_string(value)
@@ -115,5 +116,16 @@ end
 local function release(counter, released)
   if released > 0 and redis.call('DECRBY', counter, released) < 0 then
     redis.call('SET', counter, 0)
+  end
+end
+
+-- Releases `released` inputs of the prediction at `key` from its owner's count of
+-- queued inputs (`<counter>:<owner>`, see submit.lua), if it has an owner.
+local function release_owner(counter, key, released)
+  if released > 0 then
+    local owner = redis.call('HGET', key, 'owner')
+    if owner then
+      release(counter .. ':' .. owner, released)
+    end
   end
 end

@@ -101,6 +101,7 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
         kept, counted = true, true
         delete[#delete + 1] = sid
         released = released + count
+        release_owner(counter, key, count)
         ended(id, payload, string.find(payload, '"status":"success"', 1, true) and 'success' or 'failed', events)
       end
     elseif kind ~= 'x' and redis.call('HEXISTS', key, 'result') == 0 then
@@ -113,6 +114,7 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
         if body then
           counted = true
           released = released + dropped
+          release_owner(counter, key, dropped)
           ended(id, body, 'failed', events)
           stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
         end
@@ -123,6 +125,7 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
         end
         delete[#delete + 1] = sid
         released = released + count
+        release_owner(counter, key, count)
         if redis.call('HINCRBY', key, 'left', -1) == 0 then
           local state = redis.call('HMGET', key, 'entries', 'created', 'started', 'files')
           if state[4] then

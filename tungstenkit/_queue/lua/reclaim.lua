@@ -43,6 +43,9 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
     redis.call('XACK', queue, group, sid)
     if redis.call('XDEL', queue, sid) == 1 then
       released = released + tonumber(fields.n or 0)
+      if key then
+        release_owner(counter, key, tonumber(fields.n or 0))
+      end
     end
   else
     local crashes = 0
@@ -59,6 +62,7 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
     if message then
       local body, dropped, events, entries = fail_prediction(queue, key, message, now, ttl)
       released = released + dropped
+      release_owner(counter, key, dropped)
       redis.call('XACK', queue, group, sid)
       if body then
         ended[#ended + 1] = fields.p

@@ -4,24 +4,34 @@
 --       idempotency key (the hash again when the request carried no Idempotency-Key)
 -- ARGV: created timestamp, limit (0: none), idempotency ttl (seconds), then per
 --       prediction: id, inputs, chunks, webhook URL ('' if none), webhook events ('' if
---       none), request fingerprint ('' without an Idempotency-Key), and per chunk:
---       start, count, option group, JSON list of inputs
--- Returns {per prediction in order: 1 accepted, 0 refused (queue full), '=<id>' the
+--       none), request fingerprint ('' without an Idempotency-Key), the API key owner
+--       it is created for ('' if none) and that owner's limit of queued inputs (0:
+--       none), and per chunk: start, count, option group, JSON list of inputs
+-- Returns {per prediction in order: 1 accepted, 0 refused (queue full), 2 refused (its
+--          owner has as many inputs queued as it may), '=<id>' the
 --          same request was accepted before as prediction <id>, '!<id>' its
 --          Idempotency-Key was used with another request (for <id>); queued inputs
 --          afterwards}. Running it again with the same ids changes nothing (a retry
 --          after a dropped connection is safe).
+-- An owner's count of queued inputs is `<counter>:<owner>`, released by the scripts
+-- that release the queue bound (common.lua's release_owner).
 local queue, counter = KEYS[1], KEYS[2]
 local created, limit, idem_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local queued = tonumber(redis.call('GET', counter) or '0')
 local added = 0
 local accepted = {}
+local owners = {}
 local i = 4
 for p = 3, #KEYS, 2 do
   local id, total, chunks, hook, events, fingerprint =
     ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  i = i + 6
+  local owner, owner_limit = ARGV[i + 6], tonumber(ARGV[i + 7])
+  i = i + 8
   local key, idem = KEYS[p], KEYS[p + 1]
+  local owner_queued = 0
+  if owner ~= '' then
+    owner_queued = owners[owner] or tonumber(redis.call('GET', counter .. ':' .. owner) or '0')
+  end
   local earlier = fingerprint ~= '' and redis.call('GET', idem)
   if earlier then
     -- "<id>|<fingerprint>" of the request first sent with this key: concurrent
@@ -34,6 +44,8 @@ for p = 3, #KEYS, 2 do
     accepted[#accepted + 1] = 1
   elseif limit > 0 and queued + total > limit then
     accepted[#accepted + 1] = 0
+  elseif owner_limit > 0 and owner_queued + total > owner_limit then
+    accepted[#accepted + 1] = 2
   else
     local entries = {}
     for c = 0, chunks - 1 do
@@ -55,6 +67,11 @@ for p = 3, #KEYS, 2 do
     end
     if fingerprint ~= '' then
       redis.call('SET', idem, id .. '|' .. fingerprint, 'EX', idem_ttl)
+    end
+    if owner ~= '' then
+      redis.call('HSET', key, 'owner', owner)
+      redis.call('INCRBY', counter .. ':' .. owner, total)
+      owners[owner] = owner_queued + total
     end
     queued = queued + total
     added = added + total
