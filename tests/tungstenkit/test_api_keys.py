@@ -23,7 +23,7 @@ def queues(redis_url: str, namespace: str) -> Iterator[Queues]:
 def _submit(queues: Queues, prediction_id: str, n: int, owner: str, limit: int, chunk: int = 4) -> None:
     inputs = [json.dumps({"x": i}) for i in range(n)]
     chunks = split_into_chunks(inputs, ["g"] * n, chunk)
-    queues._api("submit", prediction_id, chunks, n, "", (), owner, limit)
+    queues._api("submit", prediction_id, chunks, n, "", (), None, owner, limit)
 
 
 def _owner_queued(queues: Queues, owner: str) -> int:
