@@ -51,6 +51,8 @@ class CompletionWaiter:
         self._ended_bytes = 0
         self._open: OrderedDict[str, None] = OrderedDict()
         self.connected = asyncio.Event()
+        #: Announcements taken in since the start (each may end several predictions).
+        self.heard_count = 0
 
     # -- what this process knows -----------------------------------------------------
     def accepted(self, prediction_id: str) -> None:
@@ -114,6 +116,7 @@ class CompletionWaiter:
                 event.set()
 
     def _heard(self, data: bytes) -> None:
+        self.heard_count += 1
         for prediction_id, body in parse_done_message(data):
             self._open.pop(prediction_id, None)
             self._remember(prediction_id, body)

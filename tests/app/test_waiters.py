@@ -15,31 +15,68 @@ from tungstenkit._redis_server import RedisServer
 from tungstenkit.app.waiters import CompletionWaiter
 
 
-def _waiter(ttl: float = 60) -> CompletionWaiter:
-    client: Any = None  # never used: the tests feed announcements directly
-    return CompletionWaiter(client, "done", ttl)
+async def _heard(waiter: CompletionWaiter, publisher: redis.Redis, message: bytes, prediction_id: str) -> None:
+    """Publish ``message`` on the done channel until the listener has taken it in (the
+    first may go out before Redis has processed the listener's SUBSCRIBE)."""
+    before = waiter.heard_count
+    for _ in range(50):
+        publisher.publish("done", message)
+        if await _poll(lambda: waiter.heard_count > before, 0.2):
+            return
+    raise AssertionError(f"the listener never heard {prediction_id}")
 
 
-def test_an_announcement_before_the_submit_reply_is_not_lost() -> None:
-    waiter = _waiter()
-    waiter._heard(b'p1 {"status":"success"}')  # the worker was faster than the submit's reply
-    waiter.accepted("p1")
-    assert not waiter.known_open("p1")
-    assert waiter.ended_body("p1") == b'{"status":"success"}'
+def _with_listener(redis_url: str, ttl: float, scenario: Any) -> None:
+    """Run ``scenario(waiter, publisher)`` with a real listener subscribed to a real Redis."""
+    publisher = redis.Redis.from_url(redis_url)
+
+    async def go() -> None:
+        subscriber = redis.asyncio.Redis.from_url(redis_url)
+        waiter = CompletionWaiter(subscriber, "done", ttl)
+        task = waiter.start()
+        try:
+            await asyncio.wait_for(waiter.connected.wait(), 10)
+            await scenario(waiter, publisher)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await subscriber.aclose()
+
+    try:
+        asyncio.run(go())
+    finally:
+        publisher.close()
 
 
-def test_accepted_predictions_are_open_until_heard() -> None:
-    waiter = _waiter()
-    waiter.accepted("p2")
-    assert waiter.known_open("p2") and waiter.ended_body("p2") is None
-    waiter._heard(b"p2")  # a large body is not carried
-    assert not waiter.known_open("p2") and waiter.ended_body("p2") is None
+def test_an_announcement_before_the_submit_reply_is_not_lost(private_redis: RedisServer) -> None:
+    async def scenario(waiter: CompletionWaiter, publisher: redis.Redis) -> None:
+        await _heard(waiter, publisher, b'p1 {"status":"success"}', "p1")  # the worker beat the submit's reply
+        waiter.accepted("p1")
+        assert not waiter.known_open("p1")
+        assert waiter.ended_body("p1") == b'{"status":"success"}'
+
+    _with_listener(private_redis.url, 60, scenario)
 
 
-def test_remembered_bodies_expire_before_redis_forgets_them() -> None:
-    waiter = _waiter(ttl=1)  # remembered for ttl - 1 = 0 s
-    waiter._heard(b"p3 {}")
-    assert waiter.ended_body("p3") is None
+def test_accepted_predictions_are_open_until_heard(private_redis: RedisServer) -> None:
+    async def scenario(waiter: CompletionWaiter, publisher: redis.Redis) -> None:
+        waiter.accepted("p2")
+        assert waiter.known_open("p2") and waiter.ended_body("p2") is None
+        with waiter.watch("p2") as ended:
+            await _heard(waiter, publisher, b"p2", "p2")  # a large body is not carried
+            assert ended.is_set()
+        assert not waiter.known_open("p2") and waiter.ended_body("p2") is None
+
+    _with_listener(private_redis.url, 60, scenario)
+
+
+def test_remembered_bodies_expire_before_redis_forgets_them(private_redis: RedisServer) -> None:
+    async def scenario(waiter: CompletionWaiter, publisher: redis.Redis) -> None:
+        await _heard(waiter, publisher, b"p3 {}", "p3")  # remembered for ttl - 1 = 0 s
+        assert waiter.ended_body("p3") is None
+
+    _with_listener(private_redis.url, 1, scenario)
 
 
 async def _poll(condition: Any, seconds: float) -> bool:
