@@ -14,6 +14,7 @@ from tungstenkit import __version__
 from tungstenkit._model import ModelDefinition
 from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import DELIVERY_HEADER, EVENT_HEADER, EVENTS, MAX_URL_LENGTH, SIGNATURE_HEADER
+from tungstenkit.app.submit_options import DEADLINE_HEADER, MAX_DEADLINE_S
 
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"
@@ -282,6 +283,22 @@ def _submit_parameters() -> list[dict[str, Any]]:
             "the header Idempotent-Replayed: true) instead of queuing another; the same key with another "
             "request is a 422. Keys are scoped to the API key (one scope without keys).",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+        },
+        {
+            "name": "deadline_s",
+            "in": "query",
+            "required": False,
+            "description": "Seconds within which a worker must start the prediction; one not started by "
+            'then fails with error_message "Deadline exceeded" without running (one already running is not '
+            f"interrupted). Also as the header {DEADLINE_HEADER}; the query wins.",
+            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_S},
+        },
+        {
+            "name": DEADLINE_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "The same as deadline_s.",
+            "schema": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
         },
     ]
 

@@ -26,15 +26,11 @@ from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.memory import AfterBursts
 from tungstenkit.app.request_body import read_body, require_json
 from tungstenkit.app.served_files import get_file
+from tungstenkit.app.submit_options import REPLAYED_HEADER, SubmitOptions
 from tungstenkit.app.tenancy import tenant_of
 from tungstenkit.app.waiters import CompletionWaiter
 
 _ID_PATTERN = re.compile(r"[0-9a-f]{32}")
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-#: What an Idempotency-Key may be: 1 to 255 printable ASCII characters (a UUID, say).
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
-#: Set on the answer to a request whose Idempotency-Key came with the same request before.
-REPLAYED_HEADER = "Idempotent-Replayed"
 #: How often a waiting request re-reads its prediction in case an announcement was missed.
 _RECHECK_S = 2.0
 
@@ -114,17 +110,6 @@ class Submitted:
     replayed: bool = False
 
 
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise InvalidInput([{
-            "loc": ["header", IDEMPOTENCY_HEADER],
-            "msg": "Idempotency-Key must be 1 to 255 printable ASCII characters",
-            "type": "value_error",
-        }])
-    return key
-
-
 async def _submit(context: ServingContext, request: Request) -> Submitted:
     caller = await authorize(request, "predict")
     if context.draining:
@@ -133,7 +118,7 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
     require_json(request)
     query = request.query_params
     webhook = WebhookRequest.parse(query.get("webhook"), query.get("webhook_events"), context.webhook_allowlist)
-    idempotency_key = _idempotency_key(request)
+    options = SubmitOptions.parse(request)
     body = await read_body(request, context.settings.max_body_bytes, context.bodies, context.parser.shape_guard)
     large = body.large  # (release() empties the body)
     try:
@@ -149,13 +134,14 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
         chunks = split_into_chunks(inputs, groups, context.chunk_size)
         webhook_url, webhook_events = (webhook.url, webhook.events) if webhook else ("", ())
         idempotency = None
-        if idempotency_key is not None:
+        if options.idempotency_key is not None:
             # What makes a request the same request: its inputs and every parameter.
-            request_parts = [*inputs, webhook_url, *webhook_events]
-            idempotency = Idempotency.of(tenant_of(request), idempotency_key, request_parts)
+            parts = [str(len(inputs)), *inputs, webhook_url, " ".join(webhook_events), *options.fingerprint()]
+            idempotency = Idempotency.of(tenant_of(request), options.idempotency_key, parts)
         served_by = await context.queue.submit(
             prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency,
             owner=caller.owner if caller else "", owner_limit=caller.max_queued if caller else 0,
+            deadline_ms=options.deadline_ms,
         )
     finally:
         # Only now is the body's memory (the parsed and the encoded inputs) free: a

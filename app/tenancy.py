@@ -10,6 +10,8 @@ SHARED_TENANT = ""
 
 
 def tenant_of(request: Request) -> str:
-    """The id of the API key the request came with (``request.state.api_key_id``, set
-    when API keys are on), else ``SHARED_TENANT``."""
-    return str(getattr(request.state, "api_key_id", None) or SHARED_TENANT)
+    """The owner of the API key the request came with (``request.state.api_key``, set by
+    ``access`` when keys are on: keys of one owner share its predictions, so they share a
+    tenant too), else ``SHARED_TENANT``."""
+    caller = getattr(request.state, "api_key", None)
+    return str(caller.owner) if caller is not None else SHARED_TENANT

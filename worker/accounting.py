@@ -16,7 +16,12 @@ from tungstenkit._measurements import BATCH_SIZE, MODEL_TIME, PREDICTION_TIME, Q
 from tungstenkit._queue import EntryResult, WriteReport, sid_ms
 from tungstenkit.worker.redis_threads import Writer, _Pending
 
-_OUTCOMES = {EntryResult.OUTPUTS: "success", EntryResult.ERROR: "failed", EntryResult.DROPPED: "dropped"}
+_OUTCOMES = {
+    EntryResult.OUTPUTS: "success",
+    EntryResult.ERROR: "failed",
+    EntryResult.DROPPED: "dropped",
+    EntryResult.EXPIRED: "failed",
+}
 
 
 class MeteredWriter(Writer):

@@ -17,6 +17,9 @@ from typing import Any
 from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile, sid_ms
 from tungstenkit.worker.input_outcome import InputOutcome, as_outcome
 
+#: What a prediction that no worker started by its deadline reads as its error.
+DEADLINE_EXCEEDED = "Deadline exceeded"
+
 
 @dataclass(eq=False)
 class Work:
@@ -150,14 +153,20 @@ class BatchBuffer:
     Entries still downloading their URL inputs (not ``ready``) keep their place in the
     FIFO, so that the buffer accounts for every entry the worker holds, but no batch
     takes them until ``mark_ready``; ``buffered_inputs`` counts the ready ones only.
+
+    Entries whose deadline passed before any of their inputs started are taken out as
+    ``EXPIRED`` results instead of joining a batch (``take_expired``); ``clock_ms`` tells
+    the time in the deadlines' clock (Redis's).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock_ms: Callable[[], float] | None = None) -> None:
         self._lock = threading.Condition()
         self._queue: deque[Work] = deque()
         self._buffered_inputs = 0
         self._ids = itertools.count(1)
         self._closed = False
+        self._clock_ms = clock_ms or (lambda: time.time() * 1000)
+        self._expired: list[EntryResult] = []
 
     @property
     def buffered_inputs(self) -> int:
@@ -204,6 +213,9 @@ class BatchBuffer:
                 if remaining <= 0 or self._closed:
                     return None
                 self._lock.wait(remaining)
+            self._expire()
+            if (head := self._head()) is None:
+                return None
             if wait_s > 0:
                 until = head.read_at + wait_s
                 while self._group_size(head.entry.group) < max_size and not self._closed:
@@ -214,6 +226,24 @@ class BatchBuffer:
                     if (head := self._head()) is None:
                         return None
             return self._cut(max_size)
+
+    def _expire(self) -> None:
+        """Take out the entries that missed their deadline before any input started (lock
+        held). One that started, or that was running when a worker died, runs on."""
+        if not any(w.entry.deadline_ms for w in self._queue):
+            return
+        now = self._clock_ms()
+        for work in [w for w in self._queue if w.entry.deadline_ms]:
+            missed = work.entry.deadline_ms <= now and not work.entry.redelivered
+            if missed and not work.started_at and not work.next_input:
+                self._end(work)
+                self._emit(self._expired, work, EntryResult.EXPIRED, DEADLINE_EXCEEDED)
+
+    def take_expired(self) -> list[EntryResult]:
+        """The results of entries that missed their deadline, taken out since the last call."""
+        with self._lock:
+            expired, self._expired = self._expired, []
+            return expired
 
     def _head(self) -> Work | None:
         """The oldest ready entry (lock held)."""

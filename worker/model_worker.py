@@ -91,7 +91,7 @@ class Worker:
         self._queue = WorkerQueue(client, keys, result_ttl_s=settings.result_ttl_s)
         self._keys = keys
         self._runner = ModelRunner(definition, settings, on_stuck=self._on_model_stuck)
-        self._buffer = BatchBuffer()
+        self._buffer = BatchBuffer(self._queue.redis_now_ms)
         # URL inputs are downloaded ahead of their batch by ``run``'s preparer (in burst
         # mode, inline with the batch, so that what runs depends only on what was queued).
         self._preparer: Preparer | None = None
@@ -208,6 +208,7 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 batch = self._buffer.take(self.max_batch_size, timeout_s=0.5, wait_s=self.settings.batch_wait_ms / 1000)
+                self._writer.results(self._buffer.take_expired())
                 if batch is not None:
                     self._reader.room_made()
                     self._run_batch(batch)
@@ -232,12 +233,14 @@ class Worker:
                 if entries:
                     self._on_entries(entries)
                 batch = self._buffer.take(self.max_batch_size, timeout_s=0)
+                self._writer.results(self._buffer.take_expired())
                 if batch is None and not entries:
                     break
                 while batch is not None:
                     self._run_batch(batch)
                     self._writer.flush(30)
                     batch = self._buffer.take(self.max_batch_size, timeout_s=0)
+                    self._writer.results(self._buffer.take_expired())
         finally:
             self._writer.flush(30)
             self._stop_threads()

@@ -634,3 +634,25 @@ def test_namespaces_are_found_by_their_queue(queues: Queues) -> None:
     from tungstenkit._queue import find_namespaces
 
     assert queues.keys.namespace in find_namespaces(queues.client)
+
+
+def test_an_entry_that_missed_its_deadline_fails_its_prediction_unless_it_started(queues: Queues) -> None:
+    chunks = split_into_chunks([json.dumps({"x": i}) for i in range(8)], ["g"] * 8, 4)
+    queues._api("submit", "started", chunks, 8, "", (), None, 60_000)
+    queues._api("submit", "waiting", chunks[:1], 4, "", (), None, 60_000)
+    first, second, alone = queues.read()
+    assert first.deadline_ms and first.deadline_ms == second.deadline_ms
+    # One entry of "started" runs: the other missing the deadline must not fail it, but
+    # goes back to the stream without its deadline.
+    queues.start(["started"], [first.sid])
+    assert queues.finish([EntryResult(second, EntryResult.EXPIRED, "Deadline exceeded")]) == []
+    assert queues.get("started")["status"] == "running"
+    (again,) = queues.read()
+    assert (again.prediction_id, again.start, again.deadline_ms) == ("started", 4, 0)
+    queues.finish([_outputs(first), _outputs(again)])
+    assert queues.get("started")["outputs"] == [{"y": i} for i in range(8)]
+    # "waiting" never started: it fails, its inputs leave the queue bound.
+    assert queues.finish([EntryResult(alone, EntryResult.EXPIRED, "Deadline exceeded")]) == [("waiting", "failed")]
+    ended = queues.get("waiting")
+    assert ended["status"] == "failed" and ended["error_message"] == "Deadline exceeded"
+    assert queues.queued() == 0 and queues.client.xlen(queues.keys.queue) == 0

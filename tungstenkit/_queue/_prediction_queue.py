@@ -75,6 +75,8 @@ class Submission:
     #: owner's predictions may have queued (0: no limit).
     owner: str = ""
     owner_limit: int = 0
+    #: Milliseconds from now by which a worker must start it, else it fails (0: no deadline).
+    deadline_ms: int = 0
 
 
 class AsyncPredictionQueue:
@@ -114,11 +116,14 @@ class AsyncPredictionQueue:
         idempotency: Idempotency | None = None,
         owner: str = "",
         owner_limit: int = 0,
+        deadline_ms: int = 0,
     ) -> str:
         """Accept a prediction (with the webhook to call on ``webhook_events``, if any,
         for the API key owner ``owner``, who may have ``owner_limit`` inputs queued);
         raises ``QueueFull`` past the queue bound, ``OwnerQueueFull`` past the owner's,
         and ``NotReplicated`` when fewer than ``wait_replicas`` replicas hold it in time.
+        With ``deadline_ms``, a prediction no worker started within that many
+        milliseconds (of Redis's clock) fails unrun.
 
         Returns the id of the prediction that serves the request: ``prediction_id``, or,
         for a request whose ``idempotency`` key came with the same request before, that
@@ -126,7 +131,8 @@ class AsyncPredictionQueue:
         raises ``IdempotencyKeyReused``.
         """
         submit = Submission(
-            prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events), idempotency, owner, owner_limit
+            prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events), idempotency, owner,
+            owner_limit, deadline_ms,
         )
         accepted, queued, served_by = await self._enqueue(self._submits, submit)
         if accepted == _QUEUE_FULL:
@@ -355,6 +361,7 @@ def submit_call(keys: Keys, submits: Sequence[Submission], *, limit: int, ttl_s:
         args += [
             submit.prediction_id, submit.total_inputs, len(submit.chunks), submit.webhook_url,
             submit.webhook_events, idempotency.fingerprint if idempotency else "", submit.owner, submit.owner_limit,
+            submit.deadline_ms,
         ]
         for chunk in submit.chunks:
             args += [chunk.start, chunk.count, chunk.group, chunk.data]

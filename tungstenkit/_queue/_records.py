@@ -52,6 +52,8 @@ class Entry:
     redelivered: bool = False
     #: The events the prediction's webhook wants ("start completed"; "" for none).
     webhook_events: str = ""
+    #: When a worker must have started the prediction by (ms, Redis's clock; 0: no deadline).
+    deadline_ms: int = 0
 
     @property
     def whole(self) -> bool:
@@ -72,6 +74,7 @@ class Entry:
             created=fields.get(b"c", b"").decode(),
             redelivered=redelivered,
             webhook_events=fields.get(b"w", b"").decode(),
+            deadline_ms=int(fields.get(b"e", b"0")),
         )
 
 
@@ -140,6 +143,8 @@ class EntryResult:
     OUTPUTS = "o"
     ERROR = "e"
     DROPPED = "x"
+    #: Not started by its deadline: its prediction fails, unless it started elsewhere.
+    EXPIRED = "d"
     #: The prediction's whole ended body (made from OUTPUTS or ERROR of a whole entry).
     BODY = "b"
 

@@ -13,6 +13,8 @@ from tungstenkit._measurements import lua_prelude
 _ENDING = ("finish", "cancel", "reclaim")
 #: Scripts that act for a worker on entries it holds get ``fence.lua``.
 _FENCED = ("start", "finish", "requeue")
+#: Scripts that move entries to the end of the stream get ``readd.lua``.
+_READDING = ("finish", "requeue")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ def script(name: str) -> Script:
     """A script, with the shared functions it uses put in front."""
     folder = resources.files("tungstenkit._queue") / "lua"
     source = (folder / f"{name}.lua").read_text()
+    if name in _READDING:
+        source = (folder / "readd.lua").read_text() + "\n" + source
     if name in _FENCED:
         source = (folder / "fence.lua").read_text() + "\n" + source
     if name in _ENDING:

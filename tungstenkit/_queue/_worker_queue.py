@@ -64,6 +64,13 @@ class WorkerQueue:
         self._redis = client
         self.keys = keys
         self._ttl = result_ttl_s
+        #: Redis's clock minus this machine's, in ms, as the last heartbeat measured it
+        #: (deadlines are in Redis's clock: the API's and the workers' machines may differ).
+        self.clock_offset_ms = 0.0
+
+    def redis_now_ms(self) -> float:
+        """Redis's clock now, in ms, from this machine's and the measured offset."""
+        return time.time() * 1000 + self.clock_offset_ms
 
     def ensure_group(self) -> None:
         try:
@@ -257,13 +264,13 @@ class WorkerQueue:
         if not entries:
             return 0
         keys = [self.keys.queue] + [self.keys.prediction(e.prediction_id) for e in entries]
-        args: list[Any] = [GROUP, worker_id, *sid_range([e.sid for e in entries])]
-        for e in entries:
-            args += [e.sid, e.prediction_id, e.start, e.count, e.group, e.data, e.total, e.created, e.webhook_events]
+        sids = [e.sid for e in entries]
+        args: list[Any] = [GROUP, worker_id, *sid_range(sids), *sids]
         return int(self._run_scripts([(script("requeue"), keys, args)])[0])
 
     def heartbeat(self, worker_id: str, fields: dict[str, str], ttl_s: float) -> None:
-        """Refresh the worker's registry entry.
+        """Refresh the worker's registry entry, and measure Redis's clock against this
+        machine's (``clock_offset_ms``).
 
         The expiry is refreshed even when Redis refuses the rest (out of memory refuses
         HSET but not PEXPIRE), so the worker stays alive to its peers through such a
@@ -274,10 +281,16 @@ class WorkerQueue:
             pipe.hset(key, mapping=fields)
             pipe.pexpire(key, int(ttl_s * 1000))
             pipe.zadd(self.keys.workers, {worker_id: time.time()})
+            pipe.time()
+            sent = time.time()
             replies = pipe.execute(raise_on_error=False)
+            received = time.time()
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:
             raise errors[0]
+        seconds, micros = replies[-1]
+        # Redis read its clock about halfway through the round trip.
+        self.clock_offset_ms = (seconds + micros / 1e6 - (sent + received) / 2) * 1000
 
     def add_metrics(self, worker_id: str, sequence: int, metrics: Mapping[str, float]) -> bool:
         """Add counts and observations (deltas) to the metrics hash, all or none, and only

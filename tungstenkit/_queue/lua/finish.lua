@@ -2,7 +2,10 @@
 --   'b' the prediction's whole finished body (the entry was all of it),
 --   'o' outputs of one entry of a larger prediction (JSON objects joined by commas),
 --   'e' an error message for one entry of a larger prediction,
---   'x' dropped unrun (its prediction had ended).
+--   'x' dropped unrun (its prediction had ended),
+--   'd' not started by its deadline: its prediction fails ('Deadline exceeded'), unless
+--       it has started (another of its entries runs): then the entry goes back to the
+--       end of the stream without its deadline, to run like the others.
 -- Results for predictions that already ended are discarded.
 --
 -- Fenced: a result counts only from the worker that owns its entry (see fence.lua).
@@ -103,6 +106,18 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
         released = released + count
         release_owner(counter, key, count)
         ended(id, payload, string.find(payload, '"status":"success"', 1, true) and 'success' or 'failed', events)
+      end
+    elseif kind == 'd' then
+      local state = redis.call('HMGET', key, 'result', 'started')
+      if not state[1] and state[2] and state[2] ~= '' then
+        readd(queue, queue, key, sid, {e = true})
+      elseif not state[1] then
+        local body, dropped = fail_prediction(queue, key, payload, now, ttl)
+        if body then
+          released = released + dropped
+          ended(id, body, 'failed', events)
+          stopped[#stopped + 1] = id
+        end
       end
     elseif kind ~= 'x' and redis.call('HEXISTS', key, 'result') == 0 then
       if started ~= '' then

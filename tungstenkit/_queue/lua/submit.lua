@@ -6,7 +6,10 @@
 --       prediction: id, inputs, chunks, webhook URL ('' if none), webhook events ('' if
 --       none), request fingerprint ('' without an Idempotency-Key), the API key owner
 --       it is created for ('' if none) and that owner's limit of queued inputs (0:
---       none), and per chunk: start, count, option group, JSON list of inputs
+--       none), its deadline (ms from now, 0: none), and per chunk: start, count, option
+--       group, JSON list of inputs
+-- Entries carry w (the webhook's events) when there is a webhook and e (the deadline,
+-- in ms of Redis's clock) when there is a deadline.
 -- Returns {per prediction in order: 1 accepted, 0 refused (queue full), 2 refused (its
 --          owner has as many inputs queued as it may), '=<id>' the
 --          same request was accepted before as prediction <id>, '!<id>' its
@@ -21,12 +24,13 @@ local queued = tonumber(redis.call('GET', counter) or '0')
 local added = 0
 local accepted = {}
 local owners = {}
+local now_ms
 local i = 4
 for p = 3, #KEYS, 2 do
   local id, total, chunks, hook, events, fingerprint =
     ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local owner, owner_limit = ARGV[i + 6], tonumber(ARGV[i + 7])
-  i = i + 8
+  local owner, owner_limit, deadline = ARGV[i + 6], tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
+  i = i + 9
   local key, idem = KEYS[p], KEYS[p + 1]
   local owner_queued = 0
   if owner ~= '' then
@@ -48,16 +52,29 @@ for p = 3, #KEYS, 2 do
     accepted[#accepted + 1] = 2
   else
     local entries = {}
+    local extra = {}
+    if hook ~= '' then
+      -- Workers see which events the prediction's webhook wants.
+      extra[#extra + 1] = 'w'
+      extra[#extra + 1] = events
+    end
+    if deadline > 0 then
+      if not now_ms then
+        local clock = redis.call('TIME')
+        now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+      end
+      extra[#extra + 1] = 'e'
+      extra[#extra + 1] = string.format('%d', now_ms + deadline)
+    end
     for c = 0, chunks - 1 do
       local at = i + c * 4
       local sid
-      if hook == '' then
+      if #extra == 0 then
         sid = redis.call('XADD', queue, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
           'd', ARGV[at + 3], 't', total, 'c', created)
       else
-        -- Workers see which events the prediction's webhook wants.
         sid = redis.call('XADD', queue, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
-          'd', ARGV[at + 3], 't', total, 'c', created, 'w', events)
+          'd', ARGV[at + 3], 't', total, 'c', created, unpack(extra))
       end
       entries[#entries + 1] = sid .. ':' .. ARGV[at] .. ':' .. ARGV[at + 1]
     end

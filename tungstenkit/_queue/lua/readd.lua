@@ -1,0 +1,38 @@
+-- Moving an entry to the end of a stream, shared by the scripts that hand entries back.
+
+-- Moves entry `sid` of stream `from` to the end of stream `to` under a new id, leaving
+-- out the fields named in the set `without` (nil: none), and updates its prediction's
+-- entry list (hash `key`). Returns the new id, or nil if the entry is no longer in `from`
+-- (its prediction ended, which deleted it).
+local function readd(from, to, key, sid, without)
+  local found = redis.call('XRANGE', from, sid, sid)
+  if #found == 0 then
+    return nil
+  end
+  local flat, kept = found[1][2], {}
+  local start, count
+  for i = 1, #flat, 2 do
+    local name = flat[i]
+    if not (without and without[name]) then
+      kept[#kept + 1] = name
+      kept[#kept + 1] = flat[i + 1]
+    end
+    if name == 's' then
+      start = flat[i + 1]
+    elseif name == 'n' then
+      count = flat[i + 1]
+    end
+  end
+  redis.call('XDEL', from, sid)
+  local new_sid = redis.call('XADD', to, '*', unpack(kept))
+  local entries = redis.call('HGET', key, 'entries')
+  if entries then
+    local old = sid .. ':' .. start .. ':' .. count
+    local at, last = string.find(entries, old, 1, true)
+    if at then
+      entries = string.sub(entries, 1, at - 1) .. new_sid .. ':' .. start .. ':' .. count .. string.sub(entries, last + 1)
+      redis.call('HSET', key, 'entries', entries)
+    end
+  end
+  return new_sid
+end
