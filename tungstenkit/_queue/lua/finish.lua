@@ -110,10 +110,12 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
     elseif kind == 'd' then
       local state = redis.call('HMGET', key, 'result', 'started')
       if not state[1] and state[2] and state[2] ~= '' then
+        -- (counted as dropped here; its run counts again when it ends)
         readd(queue, queue, key, sid, {e = true})
       elseif not state[1] then
         local body, dropped = fail_prediction(queue, key, payload, now, ttl)
         if body then
+          counted = true
           released = released + dropped
           ended(id, body, 'failed', events)
           stopped[#stopped + 1] = id
