@@ -638,8 +638,8 @@ def test_namespaces_are_found_by_their_queue(queues: Queues) -> None:
 
 def test_an_entry_that_missed_its_deadline_fails_its_prediction_unless_it_started(queues: Queues) -> None:
     chunks = split_into_chunks([json.dumps({"x": i}) for i in range(8)], ["g"] * 8, 4)
-    queues._api("submit", "started", chunks, 8, "", (), None, 60_000)
-    queues._api("submit", "waiting", chunks[:1], 4, "", (), None, 60_000)
+    queues._api("submit", "started", chunks, 8, "", (), None, "", 0, 60_000)
+    queues._api("submit", "waiting", chunks[:1], 4, "", (), None, "", 0, 60_000)
     first, second, alone = queues.read()
     assert first.deadline_ms and first.deadline_ms == second.deadline_ms
     # One entry of "started" runs: the other missing the deadline must not fail it, but

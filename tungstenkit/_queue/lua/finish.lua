@@ -117,6 +117,7 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
         if body then
           counted = true
           released = released + dropped
+          release_owner(counter, key, dropped)
           ended(id, body, 'failed', events)
           stopped[#stopped + 1] = id
         end
