@@ -260,6 +260,44 @@ def _with_connection_errors(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+#: The operations that need an API key when keys are on (``/metrics`` too with
+#: ``metrics_require_key``), with the scope each needs.
+_KEYED = {
+    ("/predictions", "post"): "predict",
+    ("/predict", "post"): "predict",
+    ("/predictions/{prediction_id}", "get"): "read",
+    ("/predictions/{prediction_id}/cancel", "post"): "predict",
+    ("/predictions/{prediction_id}/cancel", "get"): "predict",
+    ("/files/{name}", "get"): "read",
+}
+_SECURITY_SCHEME = "apiKey"
+
+
+def _with_api_keys(paths: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """With API keys on: which operations need one, and their 401, 403 and 429."""
+    keyed = dict(_KEYED)
+    if settings.metrics_require_key:
+        keyed[("/metrics", "get")] = "admin"
+    for (path, method), scope in keyed.items():
+        operation = paths[path][method]
+        operation["security"] = [{_SECURITY_SCHEME: []}]
+        operation["description"] = (operation.get("description", "") + f" Needs an API key with the scope {scope} "
+                                    "(admin: any prediction; others: their owner's only).").strip()
+        responses = operation["responses"]
+        responses["401"] = {
+            **_json("Error", "No API key, or one that is unknown, revoked or mistyped."),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "enum": ["Bearer"]}}},
+        }
+        responses["403"] = _json("Error", f"The API key's scope is too small (this needs {scope}).")
+        responses["429"] = _json(
+            "Error", "The queue is full, or this API key sent more requests per second, or has more inputs "
+            "queued, than it may; retry after Retry-After seconds.",
+        )
+        if "404" in responses:
+            responses["404"] = _json("Error", "No such prediction (never created, expired, or another key's).")
+    return paths
+
+
 def _links_to_the_prediction() -> dict[str, Any]:
     """From a created prediction to reading and canceling it (for clients and test tools)."""
     prediction_id = {"prediction_id": "$response.body#/prediction_id"}
@@ -534,6 +572,8 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
     # The model's classes keep their names; an API schema whose name one of them took is renamed.
     names = {name: _free_name(name, schemas) for name in ours}
     schemas.update({names[name]: _settle_refs(schema, names) for name, schema in ours.items()})
+    if settings.api_keys:
+        paths = _with_api_keys(paths, settings)
     paths = _settle_refs(_with_connection_errors(paths), names)
     description = (
         f"REST API serving the model `{model_name}` ({definition.name}). POST a list of inputs to "
@@ -541,12 +581,21 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
     )
     if definition.config.readme_md:
         description += "\n\n" + definition.config.readme_md
+    components: dict[str, Any] = {"schemas": schemas}
+    if settings.api_keys:
+        components["securitySchemes"] = {
+            _SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key made with `tungsten keys create`, sent as `Authorization: Bearer tk_...`.",
+            }
+        }
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": model_name, "version": __version__, "description": description},
         "tags": _TAG_DESCRIPTIONS,
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     }
 
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import io
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from openapi_spec_validator import validate
 from PIL import Image as PILImage
 
 from tests.support import MODELS, Server, ServerFactory, pace, tungsten, wait_for
+from tungstenkit._settings import Settings
+from tungstenkit._store import ModelStore
+from tungstenkit.app.openapi import build_openapi
 
 
 @dataclass
@@ -206,3 +211,25 @@ def test_serve_warns_when_it_listens_beyond_loopback_without_keys(serve: ServerF
         wait_for(lambda: "Application startup complete" in server.log(), what="the API to start")
         assert "without API keys" not in server.log()
     assert "has none yet" in keyed.log()
+
+
+def test_the_api_description_says_which_operations_need_a_key(keyed: Keyed) -> None:
+    document = keyed.server.client.get("/openapi.json").json()
+    validate(document)
+    scheme = document["components"]["securitySchemes"]["apiKey"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    paths = document["paths"]
+    for path, method in (("/predictions", "post"), ("/predictions/{prediction_id}", "get"),
+                         ("/predictions/{prediction_id}/cancel", "get"), ("/files/{name}", "get"), ("/metrics", "get")):
+        operation = paths[path][method]
+        assert operation["security"] == [{"apiKey": []}], path
+        assert {"401", "403", "429"} <= set(operation["responses"]), path
+        assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+    assert "security" not in paths["/health"]["get"] and "security" not in paths["/"]["get"]
+
+
+def test_without_keys_the_description_has_no_security() -> None:
+    definition = ModelStore(Path("/nonexistent")).resolve(str(MODELS / "files"), None, None).load()
+    document = build_openapi(definition, Settings(), "files")
+    assert "securitySchemes" not in document["components"]
+    assert all("security" not in op for item in document["paths"].values() for op in item.values())
