@@ -568,6 +568,7 @@ def remove(ctx: click.Context, reference: str) -> None:
               help="With --input-file: requests in flight at once.")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="With --input-file: inputs per request [the model's batch size].")
+@click.option("--api-key", envvar="TUNGSTEN_API_KEY", help="With --url: the API key to send [$TUNGSTEN_API_KEY].")
 @click.pass_context
 def predict(
     ctx: click.Context,
@@ -580,6 +581,7 @@ def predict(
     input_file: Path | None,
     concurrency: int,
     batch_size: int | None,
+    api_key: str | None,
 ) -> None:
     """Run MODEL once on the given inputs and print its output as JSON.
 
@@ -603,11 +605,11 @@ def predict(
     from tungstenkit.cli import remote
 
     if input_file is None:
-        click.echo(json.dumps(remote.predict_one(url, parse_assignments(assignments), output_dir), indent=2))
+        click.echo(json.dumps(remote.predict_one(url, parse_assignments(assignments), output_dir, api_key), indent=2))
         return
     if assignments:
         raise click.UsageError("Give inputs with -i or with --input-file, not both")
-    report = remote.predict_file(url, input_file, output_dir, concurrency, batch_size)
+    report = remote.predict_file(url, input_file, output_dir, concurrency, batch_size, api_key)
     click.echo(remote.summary(report, output_dir), err=True)
     if report.failed:
         raise click.ClickException(

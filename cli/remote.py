@@ -18,9 +18,9 @@ from tungstenkit.client._payload import SchemaWalker, save_files, with_local_fil
 SHOWN_FAILURES = 10
 
 
-def predict_one(url: str, values: dict[str, Any], output_dir: Path) -> Any:
+def predict_one(url: str, values: dict[str, Any], output_dir: Path, api_key: str | None = None) -> Any:
     """One prediction: local files named in file fields are sent, output files saved in ``output_dir``."""
-    with Client(url) as client:
+    with Client(url, api_key=api_key) as client:
         walker = SchemaWalker(client.schema()["input_schema"])
         output = client.predict(with_local_files(walker, values, Path.cwd()))
     return save_files(output, output_dir, uuid.uuid4().hex[:12])
@@ -50,11 +50,13 @@ class ProgressBar:
             self._bar.close()
 
 
-def predict_file(url: str, input_file: Path, output_dir: Path, concurrency: int, batch_size: int | None) -> BatchReport:
+def predict_file(
+    url: str, input_file: Path, output_dir: Path, concurrency: int, batch_size: int | None, api_key: str | None = None
+) -> BatchReport:
     """Every input of ``input_file``, with a progress bar; see ``tungstenkit.client._batch``."""
 
     async def main() -> BatchReport:
-        async with AsyncClient(url, max_connections=max(concurrency * 2, 10)) as client:
+        async with AsyncClient(url, max_connections=max(concurrency * 2, 10), api_key=api_key) as client:
             return await run_input_file(client, input_file, output_dir, concurrency=concurrency,
                                         batch_size=batch_size, progress=bar)
 

@@ -19,6 +19,7 @@ from tests.support import MODELS, Server, ServerFactory, pace, tungsten, wait_fo
 from tungstenkit._settings import Settings
 from tungstenkit._store import ModelStore
 from tungstenkit.app.openapi import build_openapi
+from tungstenkit.client import AccessDenied, Client
 
 
 @dataclass
@@ -233,3 +234,27 @@ def test_without_keys_the_description_has_no_security() -> None:
     document = build_openapi(definition, Settings(), "files")
     assert "securitySchemes" not in document["components"]
     assert all("security" not in op for item in document["paths"].values() for op in item.values())
+
+
+def test_the_client_and_tungsten_predict_send_the_key(
+    keyed: Keyed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TUNGSTEN_API_KEY", raising=False)
+    png = base64.b64decode(_png().split(",", 1)[1])
+    with Client(keyed.server.url, api_key=keyed.alice.token) as client:
+        output = client.predict({"image": png})  # its output file is fetched with the key too
+    assert output["echo"]["image"][0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Client(keyed.server.url) as client, pytest.raises(AccessDenied) as denied:
+        client.submit({})
+    assert denied.value.status_code == 401
+    monkeypatch.setenv("TUNGSTEN_API_KEY", keyed.reader.token)
+    with Client(keyed.server.url) as client, pytest.raises(AccessDenied) as denied:
+        client.submit({})
+    assert denied.value.status_code == 403
+
+    done = tungsten("predict", "--url", keyed.server.url, "-i", "hold=0", "-o", str(tmp_path), "--api-key",
+                    keyed.alice.token, env={"TUNGSTEN_API_KEY": ""})
+    assert done.returncode == 0, done.stderr
+    refused = tungsten("predict", "--url", keyed.server.url, "-i", "hold=0", "-o", str(tmp_path),
+                       env={"TUNGSTEN_API_KEY": ""})
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "401" in refused.stderr, refused.stderr

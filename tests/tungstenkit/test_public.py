@@ -12,7 +12,7 @@ PUBLIC = [
     "__version__", "define_model",
 ]
 CLIENT_PUBLIC = [
-    "IDEMPOTENCY_HEADER", "APIError", "AsyncClient", "Client", "ClientError", "EventsUnsupported", "InvalidInput",
+    "IDEMPOTENCY_HEADER", "APIError", "AccessDenied", "AsyncClient", "Client", "ClientError", "EventsUnsupported", "InvalidInput",
     "Prediction", "PredictionCanceled", "PredictionFailed", "PredictionNotFound", "ServerBusy", "TransportError",
     "WaitTimeout",
 ]

@@ -14,6 +14,7 @@ Importing this module imports httpx; ``import tungstenkit`` alone does not.
 from tungstenkit.client._async import AsyncClient
 from tungstenkit.client._errors import (
     APIError,
+    AccessDenied,
     ClientError,
     EventsUnsupported,
     InvalidInput,
@@ -31,6 +32,7 @@ from tungstenkit.client._sync import Client
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "APIError",
+    "AccessDenied",
     "AsyncClient",
     "Client",
     "ClientError",

@@ -22,7 +22,7 @@ from tungstenkit.client._operations import (
 )
 from tungstenkit.client._prediction import Prediction
 from tungstenkit.client._retry import RetryPolicy
-from tungstenkit.client._settings import base_url, timeouts
+from tungstenkit.client._settings import base_url, request_headers, timeouts
 from tungstenkit.client._sse import EventParser
 
 if TYPE_CHECKING:
@@ -49,13 +49,14 @@ class AsyncClient:
         retries: int = 5,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 100,
+        api_key: str | None = None,
     ) -> None:
         self.url = base_url(url)
         self.timeout = timeout
         self._ops = Operations(RetryPolicy(retries=retries))
         self._http = httpx.AsyncClient(
             base_url=self.url,
-            headers=dict(headers or {}),
+            headers=request_headers(headers, api_key),
             timeout=timeouts(timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )

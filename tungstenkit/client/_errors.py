@@ -41,6 +41,10 @@ class APIError(ClientError):
         self.detail = detail
 
 
+class AccessDenied(APIError):
+    """401 (no API key, or one unknown, revoked or mistyped) or 403 (its scope is too small)."""
+
+
 class InvalidInput(APIError):
     """422: the server refused the inputs. ``errors`` lists ``{"loc", "msg", "type"}``;
     ``loc`` is ``["body", INDEX, FIELD, ...]`` for a field of the INDEX-th input."""

@@ -18,6 +18,7 @@ import httpx
 
 from tungstenkit.client._errors import (
     APIError,
+    AccessDenied,
     ClientError,
     InvalidInput,
     PredictionCanceled,
@@ -125,6 +126,8 @@ def check(response: httpx.Response, prediction_id: str | None = None) -> Any:
     message = f"{response.request.method} {response.request.url.path} answered {status}: {_error_text(detail)}"
     if status in (429, 503):
         raise ServerBusy(message, status, detail, retry_after_s(response))
+    if status in (401, 403):
+        raise AccessDenied(message, status, detail)
     raise APIError(message, status, detail)
 
 

@@ -1,7 +1,9 @@
-"""The client's base URL and timeouts."""
+"""The client's base URL, headers and timeouts."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import httpx
@@ -9,6 +11,8 @@ import httpx
 from tungstenkit.client._errors import ClientError
 
 _UNSET = object()
+#: Where a client finds its API key when it is given none.
+API_KEY_ENV = "TUNGSTEN_API_KEY"
 
 
 def base_url(url: str) -> str:
@@ -17,6 +21,15 @@ def base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ClientError(f"The server URL must look like http://HOST:PORT, got {url!r}")
     return url.rstrip("/")
+
+
+def request_headers(headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
+    """``headers``, with ``Authorization: Bearer`` for ``api_key`` (else ``$TUNGSTEN_API_KEY``, if set)."""
+    found = dict(headers or {})
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+    if key:
+        found["Authorization"] = f"Bearer {key}"
+    return found
 
 
 def timeouts(timeout: float, *, hold: float = 0.0, read: float | None | object = _UNSET) -> httpx.Timeout:

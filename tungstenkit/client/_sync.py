@@ -22,7 +22,7 @@ from tungstenkit.client._operations import (
 )
 from tungstenkit.client._prediction import Prediction
 from tungstenkit.client._retry import RetryPolicy
-from tungstenkit.client._settings import base_url, timeouts
+from tungstenkit.client._settings import base_url, request_headers, timeouts
 from tungstenkit.client._sse import EventParser
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class Client:
     ``timeout`` bounds each HTTP request (connect, send, each read); long-polls get their
     hold time on top. ``retries`` is how many times a request is sent again after a
     failure that allows it (see ``wait`` and ``submit``), waiting as ``Retry-After`` says.
+    ``api_key`` (default: ``$TUNGSTEN_API_KEY``) is sent as ``Authorization: Bearer`` to a
+    server with API keys on; a refused key raises ``AccessDenied``.
 
     >>> client = Client("http://localhost:3000")
     >>> output = client.predict({"prompt": "a cat"})
@@ -50,11 +52,12 @@ class Client:
         timeout: float = 30.0,
         retries: int = 5,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = base_url(url)
         self.timeout = timeout
         self._ops = Operations(RetryPolicy(retries=retries))
-        self._http = httpx.Client(base_url=self.url, headers=dict(headers or {}), timeout=timeouts(timeout))
+        self._http = httpx.Client(base_url=self.url, headers=request_headers(headers, api_key), timeout=timeouts(timeout))
 
     # -- operations --------------------------------------------------------------------
     def predict(self, inputs: Any, *, timeout: float | None = None) -> Any:
