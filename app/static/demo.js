@@ -106,6 +106,33 @@
 
   function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
 
+  // -- the API key (a server with TUNGSTEN_API_KEYS=on), kept for this tab only ------------
+  // sessionStorage, not localStorage: the key goes when the tab closes. A browser never
+  // adds it to a request this page did not make itself.
+  const KEY_STORE = "tungsten-demo:api-key";
+
+  function apiKey() {
+    try { return sessionStorage.getItem(KEY_STORE) || ""; } catch (error) { return ""; }
+  }
+
+  function withKey(headers) {
+    const key = apiKey();
+    return key ? { ...headers, Authorization: "Bearer " + key } : headers;
+  }
+
+  function showKeyBox(focus) {
+    $("api-key-box").hidden = false;
+    if (focus) $("api-key").focus();
+  }
+
+  function setUpKeyBox() {
+    $("api-key").value = apiKey();
+    if (apiKey()) showKeyBox(false);
+    $("api-key").addEventListener("change", () => {
+      try { sessionStorage.setItem(KEY_STORE, $("api-key").value.trim()); } catch (error) { /* private mode */ }
+    });
+  }
+
   // -- fields -------------------------------------------------------------------------
   // Each field: {name, node, read() -> value or undefined (leave it to the default),
   // showError(message), clearError(), reset()}. read() throws an Error with a message for
@@ -384,7 +411,7 @@
   async function submitWithRetry(body) {
     for (let attempt = 0; ; attempt++) {
       const response = await fetch("predictions", {
-        method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: JSON.stringify(body),
+        method: "POST", headers: withKey({ "Content-Type": "application/json", Accept: "application/json" }), body: JSON.stringify(body),
       });
       if ((response.status !== 429 && response.status !== 503) || attempt >= SUBMIT_RETRIES) return response;
       const wait = Math.min(Number(response.headers.get("Retry-After")) || 2 ** attempt, 30);
@@ -403,7 +430,7 @@
     for (;;) {
       let response;
       try {
-        response = await fetch("predictions/" + encodeURIComponent(id) + "?wait=" + HOLD_S, { headers: { Accept: "application/json" }, signal });
+        response = await fetch("predictions/" + encodeURIComponent(id) + "?wait=" + HOLD_S, { headers: withKey({ Accept: "application/json" }), signal });
       } catch (error) {
         if (signal.aborted) throw error;
         if (++failures > 5) throw new Error("Lost the server: " + error.message);
@@ -552,7 +579,10 @@
       const detail = (await readJson(response)).detail;
       stopTimer(current);
       setStatus("refused");
-      if (response.status === 422 || response.status === 413) {
+      if (response.status === 401 || response.status === 403) {
+        showKeyBox(true);
+        runMessage("The server answered " + response.status + ": " + detailText(detail) + ". Enter a key above and run again.");
+      } else if (response.status === 422 || response.status === 413) {
         showServerErrors(detail);
         runMessage("The server refused the input: see the marked " + (Array.isArray(detail) && detail.length > 1 ? "fields" : "field") + ".");
       } else {
@@ -573,7 +603,7 @@
     if (!view || !view.id) return;
     $("cancel").disabled = true;
     try {
-      const response = await fetch("predictions/" + encodeURIComponent(view.id) + "/cancel", { method: "POST", headers: { Accept: "application/json" } });
+      const response = await fetch("predictions/" + encodeURIComponent(view.id) + "/cancel", { method: "POST", headers: withKey({ Accept: "application/json" }) });
       if (response.ok) showBody(await response.json());
       else runMessage("Cancel failed: the server answered " + response.status, "info");
     } catch (error) {
@@ -587,13 +617,19 @@
     $("output-card").scrollIntoView({ block: "nearest", behavior: "smooth" });
     let response;
     try {
-      response = await fetch("predictions/" + encodeURIComponent(id), { headers: { Accept: "application/json" }, signal: current.controller.signal });
+      response = await fetch("predictions/" + encodeURIComponent(id), { headers: withKey({ Accept: "application/json" }), signal: current.controller.signal });
     } catch (error) {
       if (view === current) { stopTimer(current); runMessage("Could not reach the server: " + error.message); }
       return;
     }
     if (view !== current) return;
     if (response.status === 404) { expired(current); return; }
+    if (response.status === 401 || response.status === 403) {
+      stopTimer(current);
+      showKeyBox(true);
+      runMessage("The server answered " + response.status + ": " + detailText((await readJson(response)).detail));
+      return;
+    }
     const body = await response.json();
     showBody(body);
     if (!ENDED.has(body.status)) watch(current);
@@ -610,14 +646,29 @@
 
   function fileOutput(uri, kind, label) {
     const name = label.replace(/[^A-Za-z0-9_.-]+/g, "_") + "." + extension(uri);
+    const keyed = !uri.startsWith("data:") && apiKey() !== "";
+    const src = keyed ? undefined : uri;
     const download = el("a", { class: "download", href: uri, download: name, text: "Download " + name });
     let media = null;
     if (kind === "image") {
-      media = el("img", { src: uri, alt: label });
+      media = el("img", { src, alt: label });
       media.addEventListener("load", () => { if (media.naturalWidth < 96) media.classList.add("small-image"); });
-    } else if (kind === "audio") media = el("audio", { src: uri, controls: true });
-    else if (kind === "video") media = el("video", { src: uri, controls: true });
+    } else if (kind === "audio") media = el("audio", { src, controls: true });
+    else if (kind === "video") media = el("video", { src, controls: true });
+    if (keyed) withKeyedFile(uri, media, download);
     return el("div", { class: "out-file", "data-kind": kind }, media, download);
+  }
+
+  // A link to GET /files/... needs the key as well, which <img src> cannot send: the file
+  // is fetched with it and shown from memory.
+  async function withKeyedFile(uri, media, download) {
+    try {
+      const response = await fetch(uri, { headers: withKey({}) });
+      if (!response.ok) return;
+      const local = URL.createObjectURL(await response.blob());
+      if (media) media.src = local;
+      download.href = local;
+    } catch (error) { /* the link stays as it was */ }
   }
 
   function renderValue(value, raw, label) {
@@ -724,6 +775,7 @@
     $("form").addEventListener("reset", () => { clearErrors(); for (const field of fields) field.reset(); });
     $("cancel").addEventListener("click", onCancel);
     $("clear-history").addEventListener("click", () => saveHistory([]));
+    setUpKeyBox();
     try {
       const response = await fetch("./", { headers: { Accept: "application/json" } });
       meta = await response.json();

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from tests.browsersupport import screenshot
-from tests.support import EXAMPLES, MODELS, Server, ServerFactory
+from tests.support import EXAMPLES, MODELS, Server, ServerFactory, tungsten
 from tungstenkit.app.demo import prefers_html
 
 PHONE = {"width": 390, "height": 844}
@@ -204,3 +205,36 @@ def test_the_api_docs_render_markdown_and_try_requests_offline(image_filter: Ser
     assert not page.errors
     outside = [url for url in page.requests if not url.startswith((image_filter.url, "data:", "blob:"))]
     assert not outside, f"the docs reached beyond their server: {outside}"
+
+
+def test_the_page_asks_for_an_api_key_and_sends_it_with_every_request(
+    module_serve: ServerFactory, redis_url: str, page: Any, tmp_path: Path
+) -> None:
+    namespace = f"demokeys{uuid.uuid4().hex[:8]}"
+    created = tungsten("keys", "create", "--name", "browser", "--redis-url", redis_url, "--namespace", namespace)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    server = module_serve(MODELS / "files", namespace=namespace,
+                          env={"TUNGSTEN_API_KEYS": "on", "TUNGSTEN_OUTPUT_FILES": "url"})
+    page.goto(server.url + "/")
+    page.wait_for_selector("#submit:not([disabled])")
+    assert page.is_hidden("#api-key-box")
+    page.click("#submit")
+    page.wait_for_selector("#status.refused")
+    assert "401" in page.inner_text("#run-message") and page.is_visible("#api-key-box")
+
+    page.fill("#api-key", token)
+    page.dispatch_event("#api-key", "change")
+    page.set_input_files("input[type=file][name=image]", str(_picture(tmp_path / "shapes.png")))
+    page.wait_for_selector(".preview img")
+    page.click("#submit")
+    page.wait_for_selector("#status.success")
+    # The output image is a /files/ link, fetched with the key and shown from memory.
+    page.wait_for_function("() => { const i = document.querySelector('.out-file img'); return i && i.complete && i.naturalWidth > 0; }")
+    assert page.get_attribute(".out-file img", "src").startswith("blob:")
+    assert page.evaluate("() => sessionStorage.getItem('tungsten-demo:api-key')") == token
+    assert page.evaluate("() => localStorage.getItem('tungsten-demo:api-key')") is None
+    page.reload()  # the key stays for the tab
+    page.wait_for_selector("#submit:not([disabled])")
+    assert page.is_visible("#api-key-box") and page.input_value("#api-key") == token
+    assert not page.errors
