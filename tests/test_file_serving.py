@@ -176,6 +176,8 @@ def test_every_failed_url_reads_the_same_to_the_client(server: Server, remote: F
         (data_uri(wav(), "image/png"), "declares image/png but its bytes are audio/wav"),
         (base64.b64encode(wav()).decode(), "not an image"),
         (data_uri(png_bomb(), "image/png"), "pixels"),
+        # 14 KB of 1-bit PNG, 9,400 x 9,400 pixels: under Pillow's limit, over the default.
+        (data_uri(png_bomb(9400, 9400), "image/png"), "more than 40000000 pixels"),
     ],
 )
 def test_inputs_refused_up_front_are_422(server: Server, value: str, message: str) -> None:
@@ -192,6 +194,33 @@ def test_oversized_bodies_and_files_are_413(server: Server) -> None:
     assert detail["loc"] == ["body", 0, "binary"] and "200001 bytes; the limit is 200000" in detail["msg"]
     too_big = [{"binary": data_uri(b"y" * 150_000, "text/plain")} for _ in range(6)]  # each fits; together not
     assert server.client.post("/predictions", json=too_big).status_code == 413
+
+
+def test_a_field_bounds_its_own_files(server: Server, remote: FileServer) -> None:
+    def refused(inputs: dict[str, str]) -> tuple[int, str]:
+        response = server.client.post("/predictions", json=[inputs])
+        (detail,) = response.json()["detail"]
+        assert detail["loc"] == ["body", 0, *inputs]
+        return response.status_code, detail["msg"]
+
+    assert refused({"thumbnail": data_uri(png((20, 10)), "image/png")}) == (
+        422, "the image is 20x10 = 200 pixels; this field takes at most 100"
+    )
+    assert refused({"clip": data_uri(wav(1.5, rate=4000), "audio/wav")}) == (422, "the file lasts 1.5 s; this field takes at most 1 s")
+    assert refused({"clip": data_uri(wav(1.0, rate=16000), "audio/wav")}) == (
+        413, "the file is 32044 bytes; this field takes at most 20000"
+    )
+    status, message = refused({"clip": data_uri(b"OggS" + bytes(60), "audio/ogg")})
+    assert status == 422 and "duration cannot be read" in message
+    # The same bounds hold for URL inputs, once downloaded, before the model sees them.
+    far = server.predict([{"thumbnail": remote.add("/wide.png", png((20, 10)))}])
+    assert far["error_message"] == (
+        "ImageTooLarge: input 0, field 'thumbnail': the image is 20x10 = 200 pixels; this field takes at most 100"
+    )
+    fine = [{"thumbnail": data_uri(png((10, 10)), "image/png"), "clip": data_uri(wav(0.5), "audio/wav")}]
+    assert server.predict(fine)["status"] == "success"
+    schema = server.client.get("/").json()["input_schema"]["properties"]
+    assert schema["thumbnail"]["x-tungsten-limits"] == {"max_pixels": 100}
 
 
 def test_a_slow_url_delays_only_its_own_prediction(server: Server, remote: FileServer) -> None:

@@ -11,6 +11,8 @@ import pydantic
 from pydantic import AfterValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
+from tungstenkit._files import FileLimits
+
 
 class BaseIO(pydantic.BaseModel):
     """Base class of a model's input and output classes.
@@ -66,9 +68,17 @@ def Field(  # Tungstenkit's public name
     le: float | None = None,
     min_length: int | None = None,
     max_length: int | None = None,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+    max_duration_s: float | None = None,
 ) -> Any:
-    """Declare a required field, optionally with a description and constraints."""
-    return _field(..., description, choices, ge, le, min_length, max_length)
+    """Declare a required field, optionally with a description and constraints.
+
+    File fields take bounds of their own, within the server's: ``max_bytes``,
+    ``max_pixels`` (images) and ``max_duration_s`` (audio and video).
+    """
+    limits = FileLimits(max_bytes, max_pixels, max_duration_s)
+    return _field(..., description, choices, ge, le, min_length, max_length, limits)
 
 
 def Option(  # Tungstenkit's public name
@@ -80,12 +90,17 @@ def Option(  # Tungstenkit's public name
     le: float | None = None,
     min_length: int | None = None,
     max_length: int | None = None,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+    max_duration_s: float | None = None,
 ) -> Any:
     """Declare an optional field with a default value.
 
-    Inputs whose options differ never share a batch.
+    Inputs whose options differ never share a batch. File fields take the bounds that
+    ``Field`` does.
     """
-    return _field(default, description, choices, ge, le, min_length, max_length)
+    limits = FileLimits(max_bytes, max_pixels, max_duration_s)
+    return _field(default, description, choices, ge, le, min_length, max_length, limits)
 
 
 def _field(
@@ -96,6 +111,7 @@ def _field(
     le: float | None,
     min_length: int | None,
     max_length: int | None,
+    limits: FileLimits,
 ) -> Any:
     extra = None
     allowed: tuple[Any, ...] = ()
@@ -115,6 +131,8 @@ def _field(
     )
     if allowed:
         info.metadata.append(AfterValidator(_choice_validator(allowed)))
+    if limits:
+        info.metadata.append(limits)
     return info
 
 

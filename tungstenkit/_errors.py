@@ -130,6 +130,10 @@ class ImageTooLarge(FileInputError):
     """An image has more pixels than ``max_image_pixels`` allows (a decompression bomb, perhaps)."""
 
 
+class MediaTooLong(FileInputError):
+    """An audio or video file lasts longer than its field's ``max_duration_s``."""
+
+
 class InvalidFileContent(FileInputError):
     """A file's bytes contradict its declared type, or are not the kind of file the field takes."""
 

@@ -19,6 +19,7 @@ import base64
 import binascii
 import contextlib
 import contextvars
+import dataclasses
 import io
 import mimetypes
 import re
@@ -35,13 +36,14 @@ from urllib.request import url2pathname
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, SerializationInfo, ValidationInfo
 from pydantic_core import PydanticCustomError, core_schema
 
-from tungstenkit._errors import FileInputError, FileTooLarge, ImageTooLarge, InvalidFileContent, URLRefused
+from tungstenkit._errors import FileInputError, FileTooLarge, ImageTooLarge, InvalidFileContent, MediaTooLong, URLRefused
 from tungstenkit._fetch import SCHEMES, Allowlist, Download, FetchPolicy, fetch, parse_url
 from tungstenkit._media import (
     DEFAULT_MAX_IMAGE_PIXELS,
     check_declared_type,
     decode_image,
     image_size,
+    media_duration,
     normalize_mime_type,
     sniff_mime_type,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "Audio",
     "Binary",
     "File",
+    "FileLimits",
     "FilePolicy",
     "Image",
     "Video",
@@ -108,6 +111,66 @@ class FilePolicy:
                 max_redirects=settings.url_max_redirects,
             ),
         )
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """Bounds that one field puts on its files, within the server's own limits.
+
+    Declared with ``Field(..., max_bytes=..., max_pixels=..., max_duration_s=...)`` (or
+    ``Option``), or as ``Annotated[Image, FileLimits(max_pixels=...)]``. Checked when a
+    request is validated, and for URL inputs once downloaded, before the model sees them.
+    """
+
+    #: Largest file, in bytes (413 over it, as for the server's limit).
+    max_bytes: int | None = None
+    #: Largest image, in pixels (``Image`` fields; read from the header, nothing decoded).
+    max_pixels: int | None = None
+    #: Longest audio or video, in seconds, as its header declares it (WAV, FLAC, and the
+    #: MP4 family); a file whose duration cannot be read so is refused.
+    max_duration_s: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.max_bytes, self.max_pixels, self.max_duration_s))
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._apply, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        json_schema = handler(schema)
+        limits = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        json_schema["x-tungsten-limits"] = limits
+        return json_schema  # type: ignore[no-any-return]
+
+    def _apply(self, value: Any) -> Any:
+        for file in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(file, File):
+                try:
+                    file.bound(self)
+                except FileInputError as exc:
+                    raise file_error(exc) from None
+        return value
+
+    def check(self, file: File, data: bytes | Path) -> None:
+        """Raise ``FileTooLarge``, ``ImageTooLarge`` or ``MediaTooLong`` if ``file`` is past a bound."""
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise FileTooLarge(f"the file is {size} bytes; this field takes at most {self.max_bytes}")
+        if self.max_pixels is not None and isinstance(file, Image):
+            width, height = file.size_within(current_policy())
+            if width * height > self.max_pixels:
+                raise ImageTooLarge(
+                    f"the image is {width}x{height} = {width * height} pixels; this field takes at most {self.max_pixels}"
+                )
+        if self.max_duration_s is not None:
+            seconds = media_duration(data.read_bytes() if isinstance(data, Path) else data)
+            if seconds is None:
+                raise InvalidFileContent(
+                    "the file's duration cannot be read from its header (WAV, FLAC, MP4, MOV or M4A), "
+                    f"and this field takes at most {self.max_duration_s:g} s"
+                )
+            if seconds > self.max_duration_s:
+                raise MediaTooLong(f"the file lasts {seconds:.1f} s; this field takes at most {self.max_duration_s:g} s")
 
 
 def encode_data_uri(data: bytes, mime_type: str) -> str:
@@ -188,12 +251,13 @@ class File:
     #: The media type assumed for bytes that announce none.
     default_mime_type: ClassVar[str] = "application/octet-stream"
 
-    __slots__ = ("_local_path", "_mime_type", "_uri")
+    __slots__ = ("_limits", "_local_path", "_mime_type", "_uri")
 
     def __init__(self, uri: str) -> None:
         self._uri = uri
         self._local_path: Path | None = None
         self._mime_type: str | None = None
+        self._limits: FileLimits | None = None
 
     # -- constructors -------------------------------------------------------------
     @classmethod
@@ -292,8 +356,17 @@ class File:
             declared if declared not in ("", "application/octet-stream", "binary/octet-stream") else self.mime_type
         )
         self._check_content(download.data, policy)
+        if self._limits:
+            self._limits.check(self, download.data)
         self._local_path = self._write(download.data, mime_type)
         self._mime_type = mime_type
+
+    def bound(self, limits: FileLimits) -> None:
+        """Hold this file to its field's ``limits``: now, or once downloaded if it is a URL."""
+        self._limits = limits
+        if limits and not self.is_remote:
+            source = self._local_path or (_file_uri_to_path(self._uri) if self._uri.startswith("file:") else None)
+            limits.check(self, source or self.read_bytes())
 
     def _download(self) -> Path:
         policy = current_policy()
@@ -398,6 +471,7 @@ class File:
         file = cls(other._uri)
         file._local_path = other._local_path
         file._mime_type = other._mime_type
+        file._limits = other._limits
         return file
 
     def __eq__(self, other: object) -> bool:
@@ -419,6 +493,7 @@ def file_error(exc: FileInputError) -> PydanticCustomError:
     kinds: tuple[tuple[type[FileInputError], str], ...] = (
         (FileTooLarge, "file_too_large"),
         (ImageTooLarge, "image_too_large"),
+        (MediaTooLong, "media_too_long"),
         (URLRefused, "file_url"),
         (InvalidFileContent, "file_content"),
     )

@@ -115,8 +115,9 @@ class Settings:
     max_input_crashes: int = 3
     #: Largest file input, decoded: inline (413 above it) or downloaded from a URL.
     max_file_bytes: int = 100 * 1024 * 1024
-    #: Largest image input in pixels; more is refused as a likely decompression bomb.
-    max_image_pixels: int = 89_478_485
+    #: Largest image input in pixels; more is refused as a likely decompression bomb
+    #: (40 megapixels; see ``tungstenkit._media.DEFAULT_MAX_IMAGE_PIXELS``).
+    max_image_pixels: int = 40_000_000
     #: Hosts and networks URL inputs and webhooks may reach although they are not public:
     #: CIDRs, addresses and host names (``*.corp.example`` for subdomains), comma-separated,
     #: each with ``:PORT``, ``:LOW-HIGH`` or ``:*`` (``[v6]:PORT``); without one, an entry

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import io
 import resource
+import struct
 
 import pytest
 from PIL import Image as PILImage
 
 from tests.filesupport import gif_video, jpeg, png, png_bomb, wav
 from tungstenkit._errors import ImageTooLarge, InvalidFileContent
-from tungstenkit._media import binarize_mask, check_declared_type, decode_image, image_size, sniff_mime_type
+from tungstenkit._media import (
+    binarize_mask,
+    check_declared_type,
+    decode_image,
+    image_size,
+    media_duration,
+    sniff_mime_type,
+)
 
 
 @pytest.mark.parametrize(
@@ -98,3 +106,19 @@ def test_masks_are_binarised_to_mode_l() -> None:
         with PILImage.open(io.BytesIO(data)) as result:
             assert size == (4, 1) and result.mode == "L" and result.format == "PNG"
             assert [result.getpixel((x, 0)) for x in range(4)] == [0, 255, 255, 255]
+
+
+def test_media_durations_come_from_headers() -> None:
+    assert media_duration(wav(1.5)) == 1.5
+    # FLAC: STREAMINFO with 44100 Hz and 88200 samples.
+    packed = (44100 << 44) | (1 << 41) | (15 << 36) | 88200
+    flac = b"fLaC" + b"\x00\x00\x00\x22" + bytes(10) + packed.to_bytes(8, "big") + bytes(16)
+    assert media_duration(flac) == 2.0
+    # MP4: ftyp, then moov holding mvhd (version 0: timescale 1000, duration 2500).
+    mvhd_body = bytes(4) + bytes(8) + struct.pack(">II", 1000, 2500) + bytes(80)
+    mvhd = struct.pack(">I4s", 8 + len(mvhd_body), b"mvhd") + mvhd_body
+    moov = struct.pack(">I4s", 8 + len(mvhd), b"moov") + mvhd
+    mp4 = struct.pack(">I4s4sI", 16, b"ftyp", b"isom", 0) + moov
+    assert media_duration(mp4) == 2.5
+    assert media_duration(b"OggS" + bytes(60)) is None
+    assert media_duration(mp4[:20]) is None  # cut short: nothing to read
