@@ -111,6 +111,9 @@ class Settings:
     #: over its inputs. Long enough to outlast a stall (a long GC, a C call holding the
     #: GIL, a paused VM); a worker that ``tungsten serve`` sees exit is released at once.
     heartbeat_ttl_s: float = 30.0
+    #: Resident memory one worker may use, in MB (0: no bound). Past it the running batch's
+    #: predictions fail with ``MemoryLimitExceeded`` and the worker is replaced.
+    worker_max_memory_mb: int = 0
     #: Times an input may be running when its worker dies before its prediction fails.
     max_input_crashes: int = 3
     #: Largest file input, decoded: inline (413 above it) or downloaded from a URL.
@@ -204,7 +207,7 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.max_header_bytes < 1024:
             raise ConfigError(f"{ENV_PREFIX}MAX_HEADER_BYTES must be at least 1024")
-        for name in ("max_connections", "min_body_bytes_per_s", "max_buffered_bytes"):
+        for name in ("max_connections", "min_body_bytes_per_s", "max_buffered_bytes", "worker_max_memory_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 0 or more")
         if self.max_buffered_bytes and self.max_buffered_bytes < self.max_body_bytes:

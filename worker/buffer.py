@@ -394,6 +394,16 @@ class BatchBuffer:
                     self._emit(results, s.work, EntryResult.DROPPED)
         return results
 
+    def fail_in_batch(self, batch: Batch, message: str) -> list[EntryResult]:
+        """Fail the entries of a running batch now, with ``message`` (what the batch
+        produces later is dropped)."""
+        results: list[EntryResult] = []
+        with self._lock:
+            for s in batch.slices:
+                self._end(s.work)
+                self._emit(results, s.work, EntryResult.ERROR, message)
+        return results
+
     def held_sids(self) -> set[str]:
         with self._lock:
             return {w.entry.sid for w in self._queue}

@@ -38,6 +38,7 @@ from tungstenkit._supervised_thread import EXIT_THREAD_FAILED, SupervisedThread
 from tungstenkit.worker.accounting import MeteredWriter, record_batch
 from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
 from tungstenkit.worker.input_outcome import InputOutcome
+from tungstenkit.worker.memory_guard import MemoryGuard, resident_mb
 from tungstenkit.worker.preparer import Preparer
 from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener
 from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception, free_accelerator_memory, is_out_of_memory
@@ -48,6 +49,10 @@ EXIT_SETUP_FAILED = 4
 EXIT_REDIS_UNREACHABLE = 5
 #: The namespace's API serves a model with another digest (see ``worker_process``).
 EXIT_MODEL_MISMATCH = 7
+#: The worker passed ``TUNGSTEN_WORKER_MAX_MEMORY_MB`` (a fresh one replaces it).
+EXIT_MEMORY_EXCEEDED = 8
+#: Seconds a worker past its memory bound has to stop before its process is ended.
+MEMORY_EXIT_FUSE_S = 5.0
 #: Seconds a worker whose setup failed stays listed (as failed) in /health.
 FAILED_WORKER_VISIBLE_S = 300
 #: The reaper looks for dead workers at least this often (a worker released by its
@@ -95,6 +100,11 @@ class Worker:
         # URL inputs are downloaded ahead of their batch by ``run``'s preparer (in burst
         # mode, inline with the batch, so that what runs depends only on what was queued).
         self._preparer: Preparer | None = None
+        self._memory_guard = (
+            MemoryGuard(settings.worker_max_memory_mb, self._on_memory_exceeded, on_failure=self._thread_failed)
+            if settings.worker_max_memory_mb
+            else None
+        )
         self._state = WorkerState.STARTING
         self._stopping = threading.Event()
         self._current: Batch | None = None
@@ -174,6 +184,7 @@ class Worker:
         self._heartbeat.start()
         try:
             self._runner.setup()
+            self._check_memory_after_setup()
         except SetupFailed as exc:
             self._heartbeat.stop()
             self._report_setup_failure(str(exc))
@@ -183,6 +194,16 @@ class Worker:
             self._queue.unregister(self.worker_id)
             raise
         self._set_state(WorkerState.READY)
+
+    def _check_memory_after_setup(self) -> None:
+        """A model that needs more memory than the bound once set up can never run."""
+        limit = self.settings.worker_max_memory_mb
+        used = resident_mb() if limit else None
+        if used is not None and used > limit:
+            raise SetupFailed(
+                f"after setup() of {self.definition.name} the worker uses {used:.0f} MB, "
+                f"more than TUNGSTEN_WORKER_MAX_MEMORY_MB ({limit})"
+            )
 
     def _report_setup_failure(self, message: str) -> None:
         """Leave a ``failed`` entry in the registry for a while, so ``/health`` shows why."""
@@ -203,6 +224,8 @@ class Worker:
             self._preparer.start()
         self._reader.start()
         self._reaper.start()
+        if self._memory_guard is not None:
+            self._memory_guard.start()
         logger.info("Worker %s ready: model %s, batch size %d", self.worker_id, self.model_name, self.batch_size)
         graceful = False
         try:
@@ -310,8 +333,9 @@ class Worker:
 
     def _stop_threads(self) -> None:
         threads = (self._reaper, self._writer, self._listener, self._heartbeat, self._reader)
-        if self._preparer is not None:
-            self._preparer.stop()
+        for extra in (self._preparer, self._memory_guard):
+            if extra is not None:
+                extra.stop()
         for thread in threads:
             thread.stop()
         for thread in threads:
@@ -547,13 +571,43 @@ class Worker:
     def _on_model_stuck(self, call_id: int) -> None:
         """The model overran its timeout and never came back to Python: fail its batch
         with ``Timeout`` and leave, so the supervisor starts a fresh worker."""
+        code = EXIT_SETUP_FAILED if self._state is WorkerState.SETUP else EXIT_STUCK
+        logger.error("The model did not return to Python after a timeout; replacing this worker")
+        self._fail_batch_and_exit(PredictionTimeout.client_message, code)
+
+    def _on_memory_exceeded(self, used_mb: float) -> None:
+        """The worker passed its memory bound: fail the running batch's predictions with
+        the reason, interrupt it, and stop (handing back what it had not started) with
+        ``EXIT_MEMORY_EXCEEDED``, so that the supervisor starts a fresh worker. If the
+        model does not come back to Python within ``MEMORY_EXIT_FUSE_S``, the process
+        ends there (its entries are released to the other workers, as for a crash)."""
+        limit = self.settings.worker_max_memory_mb
+        logger.error(
+            "The worker uses %.0f MB, more than TUNGSTEN_WORKER_MAX_MEMORY_MB (%d); failing its batch and replacing it",
+            used_mb, limit,
+        )
+        self.exit_code = EXIT_MEMORY_EXCEEDED
+        self.stop()
+        message = (
+            f"MemoryLimitExceeded: the worker running this input used more than {limit} MB "
+            "(TUNGSTEN_WORKER_MAX_MEMORY_MB) and was replaced"
+        )
+        with self._current_lock:
+            batch = self._current
+            if batch is not None:
+                self._writer.results(self._buffer.fail_in_batch(batch, message))
+                self._runner.cancel(batch.batch_id)
+        self._watchdog = threading.Timer(MEMORY_EXIT_FUSE_S, os._exit, args=(EXIT_MEMORY_EXCEEDED,))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        self._writer.flush(MEMORY_EXIT_FUSE_S)
+
+    def _fail_batch_and_exit(self, message: str, code: int) -> None:
         with self._current_lock:
             batch = self._current
         if batch is not None:
-            self._writer.results(self._buffer.finish(batch, None, PredictionTimeout.client_message))
+            self._writer.results(self._buffer.finish(batch, None, message))
             self._writer.flush(5)
-        code = EXIT_SETUP_FAILED if self._state is WorkerState.SETUP else EXIT_STUCK
-        logger.error("The model did not return to Python after a timeout; replacing this worker")
         os._exit(code)
 
     def _remember_ended(self, prediction_ids: set[str]) -> None:
