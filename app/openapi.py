@@ -528,7 +528,13 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 "operationId": "predict",
                 "summary": "Predict and wait for the result",
                 "description": f"Like POST /predictions, then waits (at most {settings.sync_timeout_s:g}s) "
-                "and answers like GET /predictions/{prediction_id}.",
+                "and answers like GET /predictions/{prediction_id}."
+                + (
+                    " A client that disconnects before the prediction ended cancels it, unless the request "
+                    "carried an Idempotency-Key."
+                    if settings.cancel_on_disconnect
+                    else ""
+                ),
                 "parameters": _submit_parameters(),
                 "requestBody": inputs_body,
                 "responses": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from tungstenkit._webhook_protocol import WebhookRequest
 from tungstenkit.app.access import AccessControl, authorize, not_found
 from tungstenkit.app.admission import BodyBudget
 from tungstenkit.app.demo import root
-from tungstenkit.app.error_responses import Draining, InvalidInput, SyncTimeout
+from tungstenkit.app.error_responses import ClientGone, Draining, InvalidInput, SyncTimeout
 from tungstenkit.app.health import health
 from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.memory import AfterBursts
@@ -29,6 +30,8 @@ from tungstenkit.app.served_files import get_file
 from tungstenkit.app.submit_options import REPLAYED_HEADER, SubmitOptions
 from tungstenkit.app.tenancy import tenant_of
 from tungstenkit.app.waiters import CompletionWaiter
+
+logger = logging.getLogger(__name__)
 
 _ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 #: How often a waiting request re-reads its prediction in case an announcement was missed.
@@ -108,6 +111,8 @@ class Submitted:
     prediction_id: str
     #: The request's Idempotency-Key came with the same request before: nothing new was queued.
     replayed: bool = False
+    #: The request carried an Idempotency-Key (its client means to retry it).
+    idempotent: bool = False
 
 
 async def _submit(context: ServingContext, request: Request) -> Submitted:
@@ -150,11 +155,11 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
         if large:
             context.after_bursts.large_body_done()
     if served_by != prediction_id:
-        return Submitted(served_by, replayed=True)
+        return Submitted(served_by, replayed=True, idempotent=True)
     context.waiter.accepted(prediction_id)
     if caller is not None and context.access is not None:
         context.access.created(prediction_id, caller)
-    return Submitted(prediction_id)
+    return Submitted(prediction_id, idempotent=idempotency is not None)
 
 
 async def _read(context: ServingContext, prediction_id: str) -> Fetched | None:
@@ -227,12 +232,41 @@ async def cancel_prediction(request: Request) -> Response:
     return _json(await context.queue.cancel(await _visible_prediction_id(context, request, "predict")))
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes its connection (its body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _wait_unless_gone(
+    context: ServingContext, request: Request, prediction_id: str, wait_s: float
+) -> Fetched | None:
+    """``_wait``, but if the client leaves first, cancel the prediction: nobody will read
+    it, and its work would hold a worker for nothing."""
+    waiting = asyncio.ensure_future(_wait(context, prediction_id, wait_s))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not waiting.done():
+            waiting.cancel()
+    if waiting.done() and not waiting.cancelled():
+        return waiting.result()
+    logger.info("The client of POST /predict left before prediction %s ended: canceling it", prediction_id)
+    await context.queue.cancel(prediction_id)
+    raise ClientGone("The client closed the connection before the prediction ended")
+
+
 async def predict_sync(request: Request) -> Response:
     context = _context(request)
     submitted = await _submit(context, request)
     prediction_id = submitted.prediction_id
     timeout = context.settings.sync_timeout_s
-    fetched = await _wait(context, prediction_id, timeout)
+    if context.settings.cancel_on_disconnect and not submitted.idempotent:
+        fetched = await _wait_unless_gone(context, request, prediction_id, timeout)
+    else:
+        fetched = await _wait(context, prediction_id, timeout)
     if fetched is None or not fetched.ended:
         raise SyncTimeout(
             {

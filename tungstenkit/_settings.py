@@ -65,6 +65,9 @@ class Settings:
     max_wait_s: float = 60.0
     #: How long ``POST /predict`` waits for the result.
     sync_timeout_s: float = 600.0
+    #: ``POST /predict`` cancels its prediction when the client disconnects before it
+    #: ended (unless the request carried an Idempotency-Key: its retry would find it canceled).
+    cancel_on_disconnect: bool = True
     #: Seconds ``setup()`` may take before the worker gives up.
     setup_timeout_s: float = 3600.0
     #: Seconds one batch may run before it fails with ``Timeout`` (0: no limit).
