@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -9,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 _MAX_SOCKET_PATH = 100
 #: Where a running ``tungsten serve`` leaves its embedded Redis's URL (for ``tungsten status``).
 URL_FILE = "redis.url"
+#: The user with every right, when a server has ``users``.
+ADMIN_USER = "admin"
 
 
 def embedded_redis_dir(home: Path, namespace: str) -> Path:
@@ -106,6 +110,10 @@ class RedisServer:
     It listens on a unix socket in ``data_dir`` (or on loopback TCP ``port`` when one
     is given, or when the socket path would be too long), requires a generated
     password, and keeps an append-only file unless ``persistent`` is false.
+
+    With ``users`` (ACL rules by user name, one of them ``admin``), the ``default`` user
+    is disabled and each user logs in with a password of its own; ``url`` is then the
+    admin's, and ``url_for(user)`` each user's.
     """
 
     data_dir: Path
@@ -120,7 +128,15 @@ class RedisServer:
     #: Bytes of memory Redis may use (0: no limit). Past it, it refuses writes rather
     #: than evicting keys (``noeviction``): an evicted key is a lost prediction.
     maxmemory: int = 0
+    users: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: Each user's generated password (``users`` given).
+    passwords: dict[str, str] = field(init=False, repr=False)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.users and ADMIN_USER not in self.users:
+            raise ValueError(f"the users of a RedisServer must include {ADMIN_USER!r}")
+        self.passwords = {name: secrets.token_urlsafe(24) for name in self.users}
 
     @property
     def socket_path(self) -> Path:
@@ -132,10 +148,20 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        secret = quote(self.password, safe="")
+        """The URL of the admin user (of the password, without ``users``)."""
+        return self.url_for(ADMIN_USER if self.users else None)
+
+    def url_for(self, user: str | None) -> str:
+        """The URL that logs in as ``user`` (None: the default user, with the password)."""
+        if user is None:
+            credentials = ":" + quote(self.password, safe="")
+        else:
+            credentials = quote(user, safe="") + ":" + quote(self.passwords[user], safe="")
         if self.uses_socket:
-            return f"unix://:{secret}@{self.socket_path}?db=0"
-        return f"redis://:{secret}@127.0.0.1:{self.port}/0"
+            return f"unix://{credentials}@{self.socket_path}?db=0"
+        if self.port is None:
+            self.port = free_port()
+        return f"redis://{credentials}@127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -144,7 +170,7 @@ class RedisServer:
     def config(self) -> str:
         lines = [
             f"dir {self.data_dir}",
-            f"requirepass {self.password}",
+            *self._auth_lines(),
             "protected-mode yes",
             "daemonize no",
             f"logfile {self.data_dir / 'redis.log'}",
@@ -162,6 +188,21 @@ class RedisServer:
                 self.port = free_port()
             lines += ["bind 127.0.0.1", f"port {self.port}"]
         return "\n".join(lines) + "\n"
+
+    def _auth_lines(self) -> list[str]:
+        if not self.users:
+            return [f"requirepass {self.password}"]
+        # Only the passwords' SHA-256 reach Redis (ACL LIST and CONFIG show no password).
+        # The default user is off and has no password: no client can be it. It keeps every
+        # right all the same, because Redis replays the append-only file as the default
+        # user, and before 8.4 re-checks a replayed MULTI/EXEC (what each script wrote)
+        # against its rights: without them, a restart silently drops what scripts wrote
+        # (redis/redis#14541).
+        lines = ["user default off resetpass allkeys allchannels +@all"]
+        for name, rules in self.users.items():
+            digest = hashlib.sha256(self.passwords[name].encode()).hexdigest()
+            lines.append(f"user {name} reset on #{digest} {' '.join(rules)}")
+        return lines
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Start the server and return once it answers PING."""

@@ -32,12 +32,14 @@ from tungstenkit._queue import (
     KeyStore,
     CONNECTION_ERRORS,
     Keys,
+    Role,
     WorkerQueue,
     close_sync,
     connect,
     eviction_warning,
     publish_model_digest,
     sync_client,
+    users,
     worker_id_for,
 )
 from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, maxmemory_bytes, write_url_file
@@ -224,6 +226,9 @@ class Supervisor:
         if self.settings.redis_url:
             self._publish_model(self.settings.redis_url)  # also checks that Redis answers, before forking
         redis_url = self.settings.redis_url or self._start_embedded_redis()
+        # The children log in as users of their own in the embedded Redis; an external
+        # Redis gets the one URL given.
+        urls = {role: self._redis.url_for(role.value) if self._redis else redis_url for role in Role}
         if self.options.gpus:
             logger.info(
                 "Starting %d workers, %d per GPU, on GPU %s", self.options.workers,
@@ -234,9 +239,9 @@ class Supervisor:
             if not self.settings.redis_url:
                 self._publish_model(redis_url)
             self._children = (
-                [self._api_child(redis_url, i) for i in range(self.options.api_processes)]
-                + [self._worker_child(redis_url, i) for i in range(self.options.workers)]
-                + [self._webhook_child(redis_url, i) for i in range(self.settings.webhook_workers)]
+                [self._api_child(urls[Role.API], i) for i in range(self.options.api_processes)]
+                + [self._worker_child(urls[Role.WORKER], i) for i in range(self.options.workers)]
+                + [self._webhook_child(urls[Role.WEBHOOKS], i) for i in range(self.settings.webhook_workers)]
             )
             for child in self._children:
                 child.start()
@@ -417,6 +422,7 @@ class Supervisor:
             ) from None
         self._redis = RedisServer(
             data_dir,
+            users=users(Keys(self.options.namespace)),
             die_with_parent=True,
             appendfsync=self.settings.redis_appendfsync,
             maxmemory=maxmemory_bytes(self.settings.redis_maxmemory),

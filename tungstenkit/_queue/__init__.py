@@ -44,6 +44,11 @@ group::
 Webhook deliveries are RQ jobs on the queue ``Keys.webhook_queue`` (RQ's own keys, its
 JSON serializer).
 
+The embedded Redis has a user per process role (``_acl``: the API, the workers, the
+webhook workers, and ``admin`` for ``tungsten serve`` itself), each allowed only the
+commands it sends, those its scripts call, and the namespace's keys and channels
+(``tungsten:{ns}:*``, and RQ's ``rq:*`` for the webhook workers).
+
 Clients come from ``_connections`` (one Redis, or a primary found through Redis
 Sentinel that they follow across a failover); nothing else turns a URL into a client.
 
@@ -55,6 +60,7 @@ in the consumer group (``lua/fence.lua``): a worker presumed dead that wakes up 
 cannot overwrite what its successor wrote.
 """
 
+from tungstenkit._queue._acl import Role, users
 from tungstenkit._queue._api_keys import SCOPES, ApiKey, ApiKeyError, KeyStore
 from tungstenkit._queue._connections import (
     SentinelAddress,
@@ -108,6 +114,7 @@ __all__ = [
     "Idempotency",
     "GROUP",
     "RUNNING_KEY_TTL_S",
+    "Role",
     "AsyncPredictionQueue",
     "BatchStart",
     "Chunk",
@@ -145,5 +152,6 @@ __all__ = [
     "sid_ms",
     "split_into_chunks",
     "sync_client",
+    "users",
     "worker_id_for",
 ]
