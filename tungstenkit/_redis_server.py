@@ -195,9 +195,9 @@ class RedisServer:
         # Only the passwords' SHA-256 reach Redis (ACL LIST and CONFIG show no password).
         # The default user is off and has no password: no client can be it. It keeps every
         # right all the same, because Redis replays the append-only file as the default
-        # user, and before 8.4 re-checks a replayed MULTI/EXEC (what each script wrote)
-        # against its rights: without them, a restart silently drops what scripts wrote
-        # (redis/redis#14541).
+        # user, and (until redis/redis#14541 was fixed) re-checks a replayed MULTI/EXEC,
+        # which is how a script's writes are logged, against its rights: without them, a
+        # restart silently drops what the scripts wrote.
         lines = ["user default off resetpass allkeys allchannels +@all"]
         for name, rules in self.users.items():
             digest = hashlib.sha256(self.passwords[name].encode()).hexdigest()
