@@ -163,3 +163,31 @@ def test_a_whole_run_needs_nothing_the_users_may_not_do(
     assert shown.returncode == 0, shown.stderr
     denied = [(e["username"], e["reason"], e["object"], e["context"]) for e in admin.acl_log()]
     assert denied == []
+
+
+def test_api_keys_idempotency_and_deadlines_need_nothing_more(serve: ServerFactory) -> None:
+    server = serve(MODELS / "recorder", embedded_redis=True, env={"TUNGSTEN_API_KEYS": "on"})
+    url = (embedded_redis_dir(serve.home, "recorder") / "redis.url").read_text().strip()
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        admin.acl_log_reset()
+        created = tungsten("keys", "create", "--redis-url", url, "--namespace", "recorder", "--name", "a",
+                           "--rps", "100", "--max-queued", "10")
+        assert created.returncode == 0, created.stderr
+        headers = {"Authorization": f"Bearer {created.stdout.strip()}", "Idempotency-Key": "once"}
+        first = server.client.post("/predictions", json=[{"x": 1}], headers=headers)
+        again = server.client.post("/predictions", json=[{"x": 1}], headers=headers)
+        assert first.status_code == 200 and again.json() == first.json()
+        done = server.client.get(f"/predictions/{first.json()['prediction_id']}", params={"wait": 30}, headers=headers)
+        assert done.json()["status"] == "success"
+        # The one worker is busy for a second: a prediction with a deadline of 0.2 s expires.
+        keyed = {"Authorization": headers["Authorization"]}
+        assert server.client.post("/predictions", json=[{"x": 2, "hold": 1}], headers=keyed).status_code == 200
+        late = server.client.post("/predictions", params={"deadline_s": 0.2}, json=[{"x": 3}], headers=keyed)
+        assert late.status_code == 200, late.text
+        ended = server.client.get(f"/predictions/{late.json()['prediction_id']}", params={"wait": 30}, headers=keyed)
+        assert ended.json()["status"] == "failed" and "Deadline" in ended.json()["error_message"]
+        denied = [(e["username"], e["reason"], e["object"], e["context"]) for e in admin.acl_log()]
+        assert denied == []
+    finally:
+        admin.close()

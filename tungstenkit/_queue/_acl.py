@@ -11,8 +11,9 @@ all of them are the namespace's (``tungsten:{ns}:*``).
 
 Roles:
 
-- ``api``: queues and cancels predictions, reads them, their files, the worker registry
-  and the metrics, and subscribes to the namespace's channels;
+- ``api``: queues and cancels predictions, reads them, their files, the API keys, the
+  worker registry and the metrics, counts each key's request rate, and subscribes to the
+  namespace's channels;
 - ``worker``: reads the stream through the consumer group, starts, finishes and hands
   back entries, takes over dead workers' entries, and beats;
 - ``webhooks``: turns webhook events into RQ jobs and runs them (RQ's ``rq:*`` keys and
@@ -50,7 +51,7 @@ _SUBSCRIBER = ("SUBSCRIBE", "UNSUBSCRIBE")
 
 #: The scripts each role runs (``lua/``).
 SCRIPTS: dict[Role, tuple[str, ...]] = {
-    Role.API: ("submit", "cancel"),
+    Role.API: ("submit", "cancel", "rate"),
     Role.WORKER: ("start", "finish", "requeue", "reclaim", "metrics", "prune"),
     Role.WEBHOOKS: (),
 }
@@ -60,6 +61,7 @@ _DIRECT: dict[Role, tuple[str, ...]] = {
     Role.API: (
         *_SUBSCRIBER,
         "GET", "HGET", "HMGET", "HGETALL", "ZRANGE", "LLEN",
+        "DEL",  # the idempotency record of a submit that failed
         # TUNGSTEN_REDIS_WAIT_REPLICAS (replicas of an embedded Redis are not expected,
         # but the API sends WAIT whenever it is set).
         "WAIT",
@@ -70,6 +72,7 @@ _DIRECT: dict[Role, tuple[str, ...]] = {
         "INFO",  # whether Redis evicts keys when full (a warning at start)
         "XGROUP|CREATE", "XGROUP|DELCONSUMER", "XREADGROUP", "XINFO|CONSUMERS", "XPENDING", "XCLAIM",
         "XACK", "XDEL", "EXISTS", "DEL", "HSET", "PEXPIRE", "ZADD", "ZREM",
+        "TIME",  # Redis's clock, with each heartbeat (deadlines are in it)
     ),
     Role.WEBHOOKS: (
         *_SUBSCRIBER,
