@@ -117,6 +117,21 @@ def test_a_receiver_that_hangs_delays_nothing_else(server: Server) -> None:
         wait_for(lambda: hanging.deliveries, 30, what="the released delivery")
 
 
+def test_ten_deliveries_hanging_at_one_receiver_delay_no_other(server: Server) -> None:
+    with webhook_receiver(hang=True) as hanging, webhook_receiver() as healthy:
+        for n in range(10):
+            _create(server, hanging, [{"x": n}])
+        wait_for(lambda: len(hanging.arrived) >= 4, 30, what="the hanging receiver to hold four deliveries")
+        fine = _create(server, healthy, [{"x": 11}])
+        wait_for(lambda: healthy.deliveries, 15, what="the healthy receiver's delivery")  # the timeout is 60 s
+        assert healthy.events() == [(fine, "completed")]
+        # Two at once per receiver in each of the two webhook processes; the others wait
+        # their turn without holding a delivery thread.
+        assert len(hanging.arrived) == 4 and not hanging.deliveries
+        hanging.release.set()
+        wait_for(lambda: len(hanging.deliveries) == 10, 60, what="every delivery to the released receiver")
+
+
 def test_unusable_webhooks_are_refused_with_422(server: Server) -> None:
     cases = [
         ({"webhook": "http://10.0.0.1/hook"}, "webhook", "10.0.0.1 is not a public address (10.0.0.0/8: Private-Use"),

@@ -78,6 +78,15 @@ class Target:
     literal: IPAddress | None
 
 
+def host_of(url: str) -> str:
+    """The host name and port that a URL's requests are counted against (per-host limits)."""
+    try:
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or parts.scheme}"
+    except ValueError:
+        return url
+
+
 def parse_url(url: str, allowlist: Allowlist) -> Target:
     """Check a URL's form, and its address when it is a literal IP; ``URLRefused`` if not fit.
 

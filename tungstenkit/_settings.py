@@ -152,6 +152,11 @@ class Settings:
     webhook_backoff_s: int = 2
     #: Webhook delivery processes (RQ workers) that ``tungsten serve`` runs (0: none).
     webhook_workers: int = 2
+    #: Deliveries one webhook process makes at once (each on a thread of its own).
+    webhook_concurrency: int = 8
+    #: Deliveries one webhook process makes at once to one receiver (host and port); the
+    #: others to that receiver wait their turn without holding a thread.
+    webhook_host_concurrency: int = 2
     #: Log lines as ``text`` or as ``json`` objects, one per line.
     log_format: str = "text"
     #: Login for OCI registries (push, pull); empty: the Docker config's, if any.
@@ -184,6 +189,9 @@ class Settings:
         for name in ("webhook_retries", "webhook_backoff_s", "webhook_workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 0 or more")
+        for name in ("webhook_concurrency", "webhook_host_concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
         if not self.webhook_timeout_s > 0:
             raise ConfigError(f"{ENV_PREFIX}WEBHOOK_TIMEOUT_S must be positive")
         if not self.heartbeat_interval_s > 0:

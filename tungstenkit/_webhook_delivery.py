@@ -3,11 +3,15 @@ delivers them, retrying with backoff.
 
 Two threads:
 
-- the main thread is an RQ ``SimpleWorker`` on the namespace's webhook queue (JSON
-  serializer) running ``deliver`` jobs. A delivery takes at most
-  ``TUNGSTEN_WEBHOOK_TIMEOUT_S``, and ``TUNGSTEN_WEBHOOK_WORKERS`` of these processes
-  deliver side by side, so a receiver that hangs holds up one of them for that long and
-  never a model worker or the API;
+- ``TUNGSTEN_WEBHOOK_CONCURRENCY`` lanes, each an RQ ``SimpleWorker`` on the namespace's
+  webhook queue (JSON serializer) running ``deliver`` jobs: the main thread's, and one
+  thread for each other lane. A delivery takes at most ``TUNGSTEN_WEBHOOK_TIMEOUT_S``.
+  Deliveries to one receiver (host and port) run at most
+  ``TUNGSTEN_WEBHOOK_HOST_CONCURRENCY`` at once in a process; one that finds its receiver
+  busy is put back for a second later without holding its lane. So receivers that hang
+  hold up only lanes of their own, never deliveries to others (13.5: ten hanging
+  deliveries used to hold both processes, delaying another receiver's by 49 s), a
+  model worker or the API;
 - a dispatcher thread which, while it holds the namespace's dispatch lock, turns the
   events the Lua scripts queued into RQ jobs, and enqueues retries whose backoff is over
   (RQ's scheduler, run in this thread rather than in a forked process, so that a killed
@@ -30,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -38,10 +42,12 @@ from rq import Queue, Retry, SimpleWorker
 from rq.job import Job, get_current_job
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
+from rq.worker import WorkerStatus
 
 from tungstenkit._backoff import Backoff
 from tungstenkit._errors import FetchError, RedisUnavailable, URLRefused, WebhookFailed
-from tungstenkit._fetch import Allowlist, FetchPolicy, post
+from tungstenkit._fetch import Allowlist, FetchPolicy, host_of, post
 from tungstenkit._log_safety import printable, url_for_log
 from tungstenkit._logging import configure_logging
 from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect, is_transient
@@ -73,11 +79,13 @@ _DELIVERY: contextvars.ContextVar[Delivery] = contextvars.ContextVar("tungsten_w
 
 @dataclass(frozen=True)
 class Delivery:
-    """How this process sends webhooks: the signing secret, the address guard, the counters."""
+    """How this process sends webhooks: the signing secret, the address guard, the counters,
+    and the per-receiver bound."""
 
     secret: str
     policy: FetchPolicy
     webhooks: WebhookQueue
+    hosts: HostSlots = field(default_factory=lambda: HostSlots(DEFAULT_HOST_CONCURRENCY))
 
     def send(self, url: str, body: bytes, event: str, delivery_id: str) -> None:
         """POST one signed delivery; raises ``URLRefused``, ``FetchError`` or ``WebhookFailed``."""
@@ -91,11 +99,48 @@ class Delivery:
             raise WebhookFailed(f"the receiver answered {status}")
 
 
-def deliver(prediction_id: str, event: str, url: str | None = None, body: str | None = None) -> None:
+#: Deliveries to one receiver at once, per process, unless the settings say otherwise.
+DEFAULT_HOST_CONCURRENCY = 2
+#: Seconds before a delivery whose receiver was busy is tried again (not counted as a retry).
+_HOST_BUSY_DELAY_S = 1
+#: A delivery is put back this many times at most while its receiver stays busy (the
+#: prediction's expiry ends it sooner).
+_HOST_BUSY_MAX_DEFERRALS = 1_000_000
+
+
+class HostSlots:
+    """How many deliveries to each receiver (host and port) run now, within a bound."""
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<HostSlots per_host={self.per_host} running={self._running}>"
+
+    def acquire(self, host: str) -> bool:
+        """Take a slot for ``host``; False when it has none free."""
+        with self._lock:
+            if self._running.get(host, 0) >= self.per_host:
+                return False
+            self._running[host] = self._running.get(host, 0) + 1
+            return True
+
+    def release(self, host: str) -> None:
+        with self._lock:
+            self._running[host] -= 1
+            if not self._running[host]:
+                del self._running[host]
+
+
+def deliver(prediction_id: str, event: str, url: str | None = None, body: str | None = None) -> Retry | None:
     """The RQ job: POST one webhook. RQ retries it, with backoff, when it raises.
 
     The job names the prediction and the event; what to send is read now (jobs queued
-    by an older version carry ``url`` and ``body`` themselves).
+    by an older version carry ``url`` and ``body`` themselves). When this process already
+    delivers as much as it may to the receiver, the job asks RQ to run it again a moment
+    later (a ``Retry`` returned, which uses none of the job's retries after failures).
     """
     delivery = _DELIVERY.get(None)
     if delivery is None:
@@ -111,13 +156,29 @@ def deliver(prediction_id: str, event: str, url: str | None = None, body: str | 
                 "Webhook %r of prediction %s dropped: the prediction expired before it was delivered",
                 event, prediction_id, extra=where,
             )
-            return
+            return None
         url, sent = found.url, found.body
     else:
         sent = body.encode()
+    host = host_of(url)
+    if not delivery.hosts.acquire(host):
+        logger.debug("Webhook %r of prediction %s waits: its receiver is busy", event, prediction_id, extra=where)
+        return Retry(max=_HOST_BUSY_MAX_DEFERRALS, interval=_HOST_BUSY_DELAY_S)
+    try:
+        _send(delivery, job, url, payload(prediction_id, event, sent), prediction_id, event, delivery_id)
+    finally:
+        delivery.hosts.release(host)
+    return None
+
+
+def _send(
+    delivery: Delivery, job: Job | None, url: str, body: bytes, prediction_id: str, event: str, delivery_id: str
+) -> None:
+    """Send one delivery, count it, and log what went wrong (``WebhookFailed`` for RQ to retry)."""
+    where = {"prediction_id": prediction_id, "job_id": delivery_id}
     shown = url_for_log(url)
     try:
-        delivery.send(url, payload(prediction_id, event, sent), event, delivery_id)
+        delivery.send(url, body, event, delivery_id)
     except URLRefused as exc:
         # Trying again will not make the address allowed: fail now.
         if job is not None:
@@ -145,11 +206,15 @@ _COMMAND_POLL_S = 1.0
 
 
 class WebhookWorker(SimpleWorker):
-    """An RQ worker whose jobs deliver webhooks with this process's ``Delivery``.
+    """An RQ worker whose jobs deliver webhooks with this process's ``Delivery``: one lane.
 
     A ``SimpleWorker`` runs each job in this process: no fork per delivery, and no fork
-    while the dispatcher thread runs.
+    while the dispatcher thread runs. Lanes run side by side on threads, so a job's time
+    limit is a timer (RQ's default, ``SIGALRM``, works on the main thread only), and only
+    the main thread's lane handles signals.
     """
+
+    death_penalty_class = TimerDeathPenalty
 
     def __init__(self, *args: Any, delivery: Delivery, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -174,6 +239,14 @@ class WebhookWorker(SimpleWorker):
         self.pubsub_thread = self.pubsub.run_in_thread(
             sleep_time=_COMMAND_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
         )
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            super()._install_signal_handlers()
+
+    def stop_after_job(self) -> None:
+        """Stop once the job running now (if any) is done (for lanes on other threads)."""
+        self._stop_requested = True
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         if isinstance(exc_info[1], WebhookFailed):
@@ -322,21 +395,46 @@ def run_webhook_worker(settings: Settings, *, redis_url: str, namespace: str, lo
     queue = Queue(keys.webhook_queue, connection=client, serializer=JSONSerializer)
     name = f"tungsten-webhooks-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     rq_level = "DEBUG" if log_level in ("debug", "trace") else "WARNING"
-    worker = WebhookWorker(
-        [queue],
-        connection=client,
-        serializer=JSONSerializer,
-        name=name,
-        delivery=Delivery(secret, webhook_fetch_policy(settings), webhooks),
-    )
+    delivery = Delivery(secret, webhook_fetch_policy(settings), webhooks, HostSlots(settings.webhook_host_concurrency))
+    lanes = [
+        WebhookWorker([queue], connection=client, serializer=JSONSerializer, name=f"{name}-{n}", delivery=delivery)
+        for n in range(settings.webhook_concurrency)
+    ]
     scheduler = RQScheduler([queue], connection=client, serializer=JSONSerializer, logging_level=rq_level)
     dispatcher = Dispatcher(webhooks, queue, scheduler, settings, owner=name)
     dispatcher.start()
-    logger.info("Webhook worker %s delivering from RQ queue %s", name, keys.webhook_queue)
+    threads = [
+        threading.Thread(
+            target=lane.work, kwargs={"logging_level": rq_level}, name=f"tungsten-webhook-lane-{n}", daemon=True
+        )
+        for n, lane in enumerate(lanes[1:], 1)
+    ]
+    for thread in threads:
+        thread.start()
+    logger.info(
+        "Webhook worker %s delivering from RQ queue %s: %d at once, %d per receiver",
+        name, keys.webhook_queue, len(lanes), settings.webhook_host_concurrency,
+    )
     try:
-        worker.work(logging_level=rq_level, with_scheduler=False)
+        lanes[0].work(logging_level=rq_level, with_scheduler=False)
     finally:
+        _stop_lanes(lanes[1:], settings.webhook_timeout_s + 5)
         dispatcher.stop()
         dispatcher.join(timeout=5)
     return 0
+
+
+def _stop_lanes(lanes: list[WebhookWorker], timeout_s: float) -> None:
+    """Let the lanes on threads finish the deliveries they are making (within
+    ``timeout_s``); those waiting for a job are left to end with the process."""
+    for lane in lanes:
+        lane.stop_after_job()
+    deadline = time.monotonic() + timeout_s
+    while any(lane.get_state() == WorkerStatus.BUSY for lane in lanes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for lane in lanes:
+        try:
+            lane.register_death()
+        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+            logger.debug("Could not unregister webhook lane %s: %s", lane.name, exc)
 

@@ -21,9 +21,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from tungstenkit._fetch import FetchPolicy
+from tungstenkit._fetch import FetchPolicy, host_of
 from tungstenkit._prepare import download
 from tungstenkit._supervised_thread import FailureHandler, SupervisedThread
 from tungstenkit.worker.buffer import Work
@@ -34,15 +33,6 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_THREADS = 8
 #: Downloads one worker runs at once from one host (name and port).
 DOWNLOADS_PER_HOST = 2
-
-
-def host_of(url: str) -> str:
-    """The name and port that a URL's downloads are counted against."""
-    try:
-        parts = urlsplit(url)
-        return f"{(parts.hostname or '').lower()}:{parts.port or parts.scheme}"
-    except ValueError:
-        return url
 
 
 @dataclass(eq=False)

@@ -13,11 +13,13 @@ from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
+from tests.support import wait_for
 from tests.webhooksupport import webhook_receiver
 from tungstenkit._queue import BatchStart, EntryResult, Keys, WebhookQueue, WorkerQueue, split_into_chunks
 from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import SIGNATURE_HEADER, verify_signature
-from tungstenkit._webhook_delivery import Delivery, Dispatcher, WebhookWorker, webhook_fetch_policy
+from tungstenkit._fetch import host_of
+from tungstenkit._webhook_delivery import Delivery, Dispatcher, HostSlots, WebhookWorker, webhook_fetch_policy
 
 SETTINGS = Settings(
     url_allowlist="127.0.0.1:*", webhook_retries=3, webhook_backoff_s=0, webhook_timeout_s=5, result_ttl_s=120
@@ -35,6 +37,7 @@ class Parts:
         self.worker_queue.ensure_group()
         self.queue = Queue(self.keys.webhook_queue, connection=self.client, serializer=JSONSerializer)
         scheduler = RQScheduler([self.queue], connection=self.client, serializer=JSONSerializer)
+        self.scheduler = scheduler
         self.dispatcher = Dispatcher(self.webhooks, self.queue, scheduler, SETTINGS, owner="test")
 
     def finished_prediction(self, prediction_id: str, url: str) -> None:
@@ -61,8 +64,8 @@ class Parts:
         while (item := self.webhooks.take(0.1)) is not None:
             self.dispatcher._dispatch(item)
 
-    def deliver_all(self) -> None:
-        delivery = Delivery("secret", webhook_fetch_policy(SETTINGS), self.webhooks)
+    def deliver_all(self, hosts: HostSlots | None = None) -> None:
+        delivery = Delivery("secret", webhook_fetch_policy(SETTINGS), self.webhooks, hosts or HostSlots(2))
         WebhookWorker([self.queue], connection=self.client, serializer=JSONSerializer, delivery=delivery).work(burst=True)
 
 
@@ -142,3 +145,26 @@ def test_a_refused_address_is_not_retried(parts: Parts) -> None:
     assert "webhook-p4-completed" in parts.queue.failed_job_registry.get_job_ids()
     metrics = parts.client.hgetall(parts.keys.metrics)
     assert metrics[b"webhooks:failed"] == b"1" and b"webhooks:retried" not in metrics
+
+
+def test_a_delivery_to_a_busy_receiver_waits_its_turn_without_using_a_retry(parts: Parts) -> None:
+    with webhook_receiver() as receiver:
+        parts.finished_prediction("p7", receiver.url)
+        parts.dispatch_all()
+        hosts = HostSlots(1)
+        assert hosts.acquire(host_of(receiver.url))  # another delivery to it is under way
+        parts.deliver_all(hosts)
+        assert not receiver.arrived
+        job = Job.fetch("webhook-p7-completed", connection=parts.client, serializer=JSONSerializer)
+        assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == SETTINGS.webhook_retries
+        hosts.release(host_of(receiver.url))
+
+        def due() -> bool:
+            parts.scheduler.acquire_locks()
+            parts.scheduler.enqueue_scheduled_jobs()
+            return parts.queue.count == 1
+
+        wait_for(due, 10, interval=0.2, what="the delivery to come back to the queue")
+        parts.deliver_all(hosts)
+        assert [json.loads(d.body)["id"] for d in receiver.deliveries] == ["p7"]
+    assert parts.client.hget(parts.keys.metrics, "webhooks:retried") is None
