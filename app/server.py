@@ -90,9 +90,11 @@ def create_app(
     batch_size = batch_size or definition.config.batch_size
     keys = Keys(namespace)
     # A blocking pool waits for a free connection rather than failing at once under load.
-    client = async_client(redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout_s=REDIS_SOCKET_TIMEOUT_S)
+    client = async_client(
+        redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout_s=REDIS_SOCKET_TIMEOUT_S, tls=settings.redis_tls
+    )
     # Pub/sub waits indefinitely for messages, so it gets a client without a read timeout.
-    subscriber = async_subscriber(redis_url, connect_timeout_s=REDIS_SOCKET_TIMEOUT_S)
+    subscriber = async_subscriber(redis_url, connect_timeout_s=REDIS_SOCKET_TIMEOUT_S, tls=settings.redis_tls)
     queue = AsyncPredictionQueue(
         client,
         keys,

@@ -40,7 +40,7 @@ class Target:
 def find_targets(settings: Settings, redis_url: str | None, namespace: str | None) -> list[Target]:
     """The Redis to read: ``redis_url``, else the embedded Redis of each running ``tungsten serve``."""
     if redis_url:
-        client = connect(redis_url, _CONNECT_TIMEOUT_S)
+        client = connect(redis_url, _CONNECT_TIMEOUT_S, settings.redis_tls)
         namespaces = [namespace] if namespace else find_namespaces(client)
         if not namespaces:
             raise TungstenError(f"No model is served through {redacted(redis_url)} (no tungsten queue in it)")

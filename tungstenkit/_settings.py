@@ -32,6 +32,28 @@ _MAXMEMORY = re.compile(r"(100|[1-9][0-9]?)%|[0-9]+(b|k|kb|m|mb|g|gb)?")
 
 
 @dataclass(frozen=True)
+class RedisTLS:
+    """The files of TLS with Redis (``rediss://``); None: the default (the system's CAs, no
+    client certificate)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file))
+
+    def files(self) -> dict[str, Path]:
+        """The files given, by the environment variable that gave each."""
+        named = {"CA_FILE": self.ca_file, "CERT_FILE": self.cert_file, "KEY_FILE": self.key_file}
+        return {f"{ENV_PREFIX}REDIS_{name}": path for name, path in named.items() if path is not None}
+
+    def settings_named(self) -> str:
+        """The settings that gave these files, for messages."""
+        return ", ".join(self.files())
+
+
+@dataclass(frozen=True)
 class Settings:
     """Runtime settings shared by the CLI, the API and the workers.
 
@@ -108,6 +130,13 @@ class Settings:
     redis_maxmemory: str = "25%"
     #: Seconds a starting worker or server keeps trying to reach Redis.
     redis_connect_timeout_s: float = 20.0
+    #: CA certificates (PEM) to verify a ``rediss://`` Redis's certificate with, instead of
+    #: the system's.
+    redis_ca_file: Path | None = None
+    #: Client certificate (PEM) for a ``rediss://`` Redis that asks for one; its key in
+    #: ``redis_key_file``, or in the same file.
+    redis_cert_file: Path | None = None
+    redis_key_file: Path | None = None
     #: Seconds between worker heartbeats.
     heartbeat_interval_s: float = 1.0
     #: Seconds a worker may stay silent before it is presumed dead and live workers take
@@ -227,6 +256,13 @@ class Settings:
                 f"{ENV_PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}), or no body that large could be read"
             )
         cors_origins(self.cors_origins)  # ConfigError for an entry that is no origin
+        if self.redis_key_file and not self.redis_cert_file:
+            raise ConfigError(f"{ENV_PREFIX}REDIS_KEY_FILE needs {ENV_PREFIX}REDIS_CERT_FILE (the certificate of that key)")
+
+    @property
+    def redis_tls(self) -> RedisTLS:
+        """The TLS files of a ``rediss://`` Redis."""
+        return RedisTLS(self.redis_ca_file, self.redis_cert_file, self.redis_key_file)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

@@ -223,6 +223,11 @@ class Supervisor:
                 "Set TUNGSTEN_API_KEYS=on and create keys with `tungsten keys create`, or listen on 127.0.0.1",
                 self.options.host,
             )
+        if self.settings.redis_tls and not self.settings.redis_url:
+            raise ConfigError(
+                f"{self.settings.redis_tls.settings_named()} is for a Redis reached with a rediss:// URL "
+                "(--redis-url); the embedded Redis needs none"
+            )
         if self.settings.redis_url:
             self._publish_model(self.settings.redis_url)  # also checks that Redis answers, before forking
         redis_url = self.settings.redis_url or self._start_embedded_redis()
@@ -234,7 +239,10 @@ class Supervisor:
                 "Starting %d workers, %d per GPU, on GPU %s", self.options.workers,
                 self.options.workers // len(self.options.gpus), ", ".join(self.options.gpus),
             )
-        self._client = sync_client(redis_url, socket_timeout=_RELEASE_TIMEOUT_S, socket_connect_timeout=_RELEASE_TIMEOUT_S)
+        self._client = sync_client(
+            redis_url, socket_timeout=_RELEASE_TIMEOUT_S, socket_connect_timeout=_RELEASE_TIMEOUT_S,
+            tls=self.settings.redis_tls if self.settings.redis_url else None,
+        )
         try:
             if not self.settings.redis_url:
                 self._publish_model(redis_url)
@@ -258,7 +266,7 @@ class Supervisor:
     def _publish_model(self, redis_url: str) -> None:
         """Say which model this namespace serves, before any worker starts and reads it;
         warn if this Redis evicts keys when full."""
-        client = connect(redis_url, self.settings.redis_connect_timeout_s)
+        client = connect(redis_url, self.settings.redis_connect_timeout_s, self.settings.redis_tls if self.settings.redis_url else None)
         try:
             publish_model_digest(client, Keys(self.options.namespace), self.source.digest)
             warning = eviction_warning(client)

@@ -385,7 +385,7 @@ def run_webhook_worker(settings: Settings, *, redis_url: str, namespace: str, lo
     """Run one webhook worker until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(log_level, "webhooks", settings.log_format)
     try:
-        client = connect(redis_url, settings.redis_connect_timeout_s)
+        client = connect(redis_url, settings.redis_connect_timeout_s, settings.redis_tls)
     except RedisUnavailable as exc:
         logger.error("%s", exc)
         return EXIT_REDIS_UNREACHABLE

@@ -45,7 +45,7 @@ def run_worker(
         logger.error("Cannot load the model: %s", exc)
         return EXIT_LOAD_FAILED
     try:
-        client = connect(redis_url, settings.redis_connect_timeout_s)
+        client = connect(redis_url, settings.redis_connect_timeout_s, settings.redis_tls)
     except RedisUnavailable as exc:
         logger.error("%s", exc)
         return EXIT_REDIS_UNREACHABLE

@@ -50,6 +50,7 @@ def test_file_settings_from_the_environment() -> None:
         ("TUNGSTEN_HEARTBEAT_TTL_S", "1.5", "must be at least twice TUNGSTEN_HEARTBEAT_INTERVAL_S"),
         ("TUNGSTEN_REDIS_MAXMEMORY", "lots", "expected a share of memory"),
         ("TUNGSTEN_REDIS_MAXMEMORY", "120%", "expected a share of memory"),
+        ("TUNGSTEN_REDIS_KEY_FILE", "/etc/client.key", "needs TUNGSTEN_REDIS_CERT_FILE"),
     ],
 )
 def test_unusable_values_are_refused(name: str, value: str, message: str) -> None:

@@ -22,6 +22,7 @@ these as "Redis unreachable, retry".
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from tungstenkit._errors import ConfigError, RedisUnavailable
 from tungstenkit._queue._keys import CONNECTION_ERRORS
+from tungstenkit._settings import ENV_PREFIX, RedisTLS
 
 #: The scheme of a Sentinel-watched primary.
 SENTINEL_SCHEME = "redis+sentinel"
@@ -191,14 +193,31 @@ def redacted(url: str) -> str:
     return shown
 
 
+def tls_options(url: str, tls: RedisTLS | None) -> dict[str, Any]:
+    """redis-py's options for the TLS files ``tls``; ``ConfigError`` for a file that is not
+    there, or for files given with a URL that is not ``rediss://``."""
+    if not tls:
+        return {}
+    if url.partition("://")[0].lower() != "rediss":
+        raise ConfigError(f"{tls.settings_named()} is set, but the Redis URL {redacted(url)} is not rediss:// (TLS)")
+    for setting, path in tls.files().items():
+        if not path.is_file():
+            raise ConfigError(f"{setting}: no such file {path}")
+    options = {"ssl_ca_certs": tls.ca_file, "ssl_certfile": tls.cert_file, "ssl_keyfile": tls.key_file}
+    return {option: str(path) for option, path in options.items() if path is not None}
+
+
 # -- clients -------------------------------------------------------------------------
-def sync_client(url: str, *, socket_timeout: float | None, socket_connect_timeout: float) -> redis.Redis:
+def sync_client(
+    url: str, *, socket_timeout: float | None, socket_connect_timeout: float, tls: RedisTLS | None = None
+) -> redis.Redis:
     """A blocking client (its own connection pool) for the primary at ``url``."""
     check_url(url)
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
         "health_check_interval": 30,
+        **tls_options(url, tls),
     }
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, **options)
@@ -226,7 +245,9 @@ class _BlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis
     for a free connection, as the API's pool does, rather than failing at once."""
 
 
-def async_client(url: str, *, max_connections: int, timeout_s: float) -> redis.asyncio.Redis:
+def async_client(
+    url: str, *, max_connections: int, timeout_s: float, tls: RedisTLS | None = None
+) -> redis.asyncio.Redis:
     """An asyncio client whose pool holds at most ``max_connections`` connections and
     waits up to ``timeout_s`` for a free one (and to open one).
 
@@ -241,6 +262,7 @@ def async_client(url: str, *, max_connections: int, timeout_s: float) -> redis.a
         "socket_connect_timeout": timeout_s,
         "health_check_interval": 30,
         "retry": AsyncRetry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), ASYNC_RETRIES),
+        **tls_options(url, tls),
     }
     if not is_sentinel_url(url):
         return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(url, **options))
@@ -255,12 +277,12 @@ def async_client(url: str, *, max_connections: int, timeout_s: float) -> redis.a
     )
 
 
-def async_subscriber(url: str, *, connect_timeout_s: float) -> redis.asyncio.Redis:
+def async_subscriber(url: str, *, connect_timeout_s: float, tls: RedisTLS | None = None) -> redis.asyncio.Redis:
     """An asyncio client for pub/sub: no read timeout, since a subscription waits for
     messages as long as it takes."""
     check_url(url)
     if not is_sentinel_url(url):
-        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout_s)
+        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout_s, **tls_options(url, tls))
     address = SentinelAddress.parse(url)
     sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs())
     return sentinel.master_for(  # type: ignore[no-any-return]
@@ -287,10 +309,11 @@ def close_sync(client: redis.Redis) -> None:
         manager.close()
 
 
-def connect(url: str, timeout_s: float) -> redis.Redis:
+def connect(url: str, timeout_s: float, tls: RedisTLS | None = None) -> redis.Redis:
     """A blocking client for ``url`` once its primary answers; ``RedisUnavailable`` after
-    ``timeout_s`` (or at once if it refuses the password), ``ConfigError`` for a bad URL."""
-    client = sync_client(url, socket_timeout=15, socket_connect_timeout=5)
+    ``timeout_s`` (or at once if it refuses the password or TLS fails on a certificate),
+    ``ConfigError`` for a bad URL or TLS file."""
+    client = sync_client(url, socket_timeout=15, socket_connect_timeout=5, tls=tls)
     deadline = time.monotonic() + timeout_s
     delay = 0.1
     while True:
@@ -301,8 +324,28 @@ def connect(url: str, timeout_s: float) -> redis.Redis:
             close_sync(client)
             raise RedisUnavailable(f"Redis at {redacted(url)} refused the password: {exc}") from exc
         except CONNECTION_ERRORS as exc:
+            tls_error = _ssl_error(exc)
+            if isinstance(tls_error, ssl.SSLCertVerificationError):
+                # Trying again cannot make the certificate trusted.
+                close_sync(client)
+                raise RedisUnavailable(
+                    f"Redis at {redacted(url)} is not trusted: {tls_error.verify_message or tls_error.reason} "
+                    f"(a CA of its certificate goes in {ENV_PREFIX}REDIS_CA_FILE)"
+                ) from exc
             if time.monotonic() + delay > deadline:
                 close_sync(client)
-                raise RedisUnavailable(f"Cannot reach Redis at {redacted(url)}: {exc}") from exc
+                # Redis closes the TLS connection of a client whose certificate it refuses.
+                hint = f" (does it want a client certificate? {ENV_PREFIX}REDIS_CERT_FILE)" if tls_error else ""
+                raise RedisUnavailable(f"Cannot reach Redis at {redacted(url)}: {exc}{hint}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``exc`` (redis-py wraps it in a ``ConnectionError``), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
