@@ -52,6 +52,16 @@ def tungsten(
     )
 
 
+def record_figures(name: str, figures: dict[str, Any]) -> None:
+    """Print a scenario's figures, and append them to ``$TUNGSTEN_FAULT_REPORT`` (JSON lines)."""
+    line = json.dumps({"scenario": name, **figures})
+    target = os.environ.get("TUNGSTEN_FAULT_REPORT")
+    if target:
+        with open(target, "a") as out:
+            out.write(line + "\n")
+    print(line)
+
+
 def audit_runs(audit: Path, phase: str = "start") -> list[tuple[str, list[int]]]:
     """The recorder model's batches, as (worker pid, inputs), that reached ``phase``."""
     if not audit.exists():

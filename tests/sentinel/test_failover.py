@@ -6,29 +6,18 @@ run as `tungsten worker`) and `tungsten status` reach Redis through the Sentinel
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from tests.faults.load import Load
 from tests.sentinel.recovery import kill_primary_and_time_recovery
 from tests.sentinel.replicas import SentinelSet
-from tests.support import MODELS, ServerFactory, tungsten, wait_for
+from tests.support import MODELS, ServerFactory, record_figures, tungsten, wait_for
 from tests.webhooksupport import webhook_receiver
 
 #: The service must be back within the failover's own time plus this (a worker's
 #: reconnect backoff, the webhook workers' RQ loop): the issue's "a few seconds".
 GRACE_POST_S = 5.0
 GRACE_COMPLETED_S = 10.0
-
-
-def _record(name: str, figures: dict) -> None:
-    target = os.environ.get("TUNGSTEN_FAULT_REPORT")
-    line = json.dumps({"scenario": name, **figures})
-    if target:
-        with open(target, "a") as out:
-            out.write(line + "\n")
-    print(line)
 
 
 def test_the_service_recovers_from_losing_its_primary_under_load(
@@ -48,7 +37,7 @@ def test_the_service_recovers_from_losing_its_primary_under_load(
         load.wait_accepted(len(load.accepted) + 30, timeout=60)
     finally:
         load.stop()
-    _record("kill -9 the Sentinel-watched primary (recovery, s)", recovery.as_dict())
+    record_figures("kill -9 the Sentinel-watched primary (recovery, s)", recovery.as_dict())
     assert recovery.first_post_s <= recovery.failover_s + GRACE_POST_S, recovery
     assert recovery.first_completed_s <= recovery.failover_s + GRACE_COMPLETED_S, recovery
     # While no primary was known, POST answered 503 (with Retry-After), never a 500.
@@ -94,7 +83,7 @@ def test_with_wait_no_accepted_prediction_is_lost(
         load.wait_accepted(len(load.accepted) + 30, timeout=60)
     finally:
         load.stop()
-    _record("kill -9 the primary, TUNGSTEN_REDIS_WAIT_REPLICAS=1 (recovery, s)", recovery.as_dict())
+    record_figures("kill -9 the primary, TUNGSTEN_REDIS_WAIT_REPLICAS=1 (recovery, s)", recovery.as_dict())
     assert set(recovery.refused) <= {"503"}, recovery
     # After the failover the new primary needs its remaining replica back before POST
     # can be durable again: allow for that resynchronisation too.
