@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import redis
 
 from tungstenkit._redis_server import free_port
 
@@ -50,6 +51,16 @@ def tungsten(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def pings(client: redis.Redis) -> bool:
+    """Whether the server of ``client`` answers PING (and close ``client``)."""
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def record_figures(name: str, figures: dict[str, Any]) -> None:

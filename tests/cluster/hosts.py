@@ -23,7 +23,7 @@ import httpx
 import redis
 
 from tests.cluster.netns import Host, Network
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, pings, wait_for
 from tungstenkit._redis_server import find_redis_server
 
 REDIS_PORT = 6379
@@ -154,13 +154,7 @@ class Cluster:
         def answers() -> bool:
             if not process.alive():
                 raise AssertionError(f"redis-server exited:\n{process.log()}")
-            client = redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
+            return pings(redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1))
 
         wait_for(lambda: self.network["redis"].call(answers), 30, interval=0.05, what="redis-server")
         return process

@@ -288,9 +288,13 @@ class Network:
         self._destroyed = True
         for host in self.hosts.values():
             host.close()
-        if self._taplink is not None and self._taplink.poll() is None:
-            self._taplink.kill()
-            self._taplink.wait()
+        if self._taplink is not None:
+            if self._taplink.poll() is None:
+                self._taplink.kill()
+                self._taplink.wait()
+            for stream in (self._taplink.stdin, self._taplink.stdout):
+                if stream is not None:
+                    stream.close()
         for host in self.hosts.values():
             delete_namespace(host.netns)
         delete_namespace(self.switch)

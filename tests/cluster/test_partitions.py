@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.cluster.hosts import Api, Cluster
+from tests.cluster.hosts import Api, Cluster, Process
 from tests.cluster.netns import Network
 from tests.faults.load import Load, Report
 from tests.support import MODELS, audit_runs, record_figures, wait_for
@@ -33,6 +33,20 @@ API_REDIS_TIMEOUT_S = 5.0
 
 _pause = threading.Event()
 _PROBE_X = itertools.count(10**9)
+
+
+def _under_load(network: Network, cluster: Cluster, audit: Path, worker_hosts: list[str], *,
+                clients: int, hold: float, pace: float) -> tuple[Api, list[Process], Load]:
+    """Redis, the API and a worker on each of ``worker_hosts`` (the recorder model, short
+    heartbeats), and the fault suite's clients (``Load``) on the client host."""
+    cluster.env.update(HEARTBEAT, RECORDER_AUDIT=str(audit))
+    cluster.start_redis()
+    api = cluster.start_api(RECORDER)
+    workers = [cluster.start_worker(host, RECORDER) for host in worker_hosts]
+    api.wait_ready(workers=len(workers))
+    load = Load(api.url, clients=clients, hold=hold, pace=pace)
+    network["client"].call(load.start)
+    return api, workers, load
 
 
 def _assert_each_ended_once(report: Report) -> None:
@@ -65,14 +79,9 @@ def _ran(audit: Path, pid: int, phase: str, inputs: Callable[[list[int]], bool])
 
 def test_a_worker_host_cut_off_mid_batch(network: Network, make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     audit = tmp_path / "audit.log"
-    cluster = make_cluster(network, {**HEARTBEAT, "RECORDER_AUDIT": str(audit)})
-    cluster.start_redis()
-    api = cluster.start_api(RECORDER)
-    cut_off, successor = cluster.start_worker("w1", RECORDER), cluster.start_worker("w2", RECORDER)
-    api.wait_ready(workers=2)
-    load = Load(api.url, clients=3, hold=0.3, pace=0.25)
+    api, (cut_off, successor), load = _under_load(network, make_cluster(network), audit, ["w1", "w2"],
+                                                  clients=3, hold=0.3, pace=0.25)
     client = network["client"]
-    client.call(load.start)
     try:
         load.wait_accepted(12)
         batch = wait_for(lambda: _running_batch(audit, cut_off.pid), 30, interval=0.005,
@@ -196,14 +205,8 @@ def _first_accepted(api: Api, timeout_s: float) -> tuple[float, str]:
 
 def test_the_api_host_cut_off_from_redis(network: Network, make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     audit = tmp_path / "audit.log"
-    cluster = make_cluster(network, {**HEARTBEAT, "RECORDER_AUDIT": str(audit)})
-    cluster.start_redis()
-    api = cluster.start_api(RECORDER)
-    cluster.start_worker("w1", RECORDER)
-    api.wait_ready(workers=1)
-    load = Load(api.url, clients=4, hold=0.05, pace=0.1)
+    api, _, load = _under_load(network, make_cluster(network), audit, ["w1"], clients=4, hold=0.05, pace=0.1)
     client = network["client"]
-    client.call(load.start)
     try:
         load.wait_accepted(20)
         cut_at = network.cut("api")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support import wait_for
+from tests.support import pings, wait_for
 from tungstenkit._process import die_with_parent
 from tungstenkit._redis_server import find_redis_server, free_port
 
@@ -182,16 +182,7 @@ class SentinelSet:
         process = self._spawn(f"sentinel-{port}", "\n".join(lines) + "\n", "--sentinel")
         self._sentinels.append(_Process(f"sentinel-{port}", port, process))
 
-        def answers() -> bool:
-            client = self.sentinel_client(port)
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
-
-        wait_for(answers, 15, interval=0.05, what=f"sentinel on {port}")
+        wait_for(lambda: pings(self.sentinel_client(port)), 15, interval=0.05, what=f"sentinel on {port}")
 
     def _answers(self, port: int) -> bool:
         client = self.node_client(port)
