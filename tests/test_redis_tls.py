@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sentinel.replicas import SentinelSet
 from tests.support import MODELS, ServerFactory, tungsten, wait_for
 from tests.tlssupport import Certificates, TlsRedis, make_certificates, tls_redis
 from tests.webhooksupport import webhook_receiver
@@ -84,3 +85,26 @@ def test_tls_mistakes_end_in_one_error_line(
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and expected in errors[0], done.stderr
     assert "Traceback" not in done.stderr and redis_tls.password not in done.stderr
+
+
+def test_serve_follows_a_failover_of_sentinels_and_primary_speaking_tls(
+    serve: ServerFactory, certs: Certificates, tmp_path: Path
+) -> None:
+    sentinels = SentinelSet(tmp_path / "sentinel", replicas=1, tls=certs)
+    try:
+        sentinels.start()
+        assert sentinels.url.startswith("rediss+sentinel://")
+        serve.redis_url = sentinels.url
+        server = serve(MODELS / "recorder", env=_tls_env(certs))
+        assert server.predict([{"x": 1}])["status"] == "success"
+        old = sentinels.kill_primary()
+        sentinels.wait_new_primary(old)
+
+        def accepted() -> str | None:
+            response = server.client.post("/predictions", json=[{"x": 2}])
+            return response.json()["prediction_id"] if response.status_code == 200 else None
+
+        prediction_id = wait_for(accepted, 60, interval=0.2, what="the API on the new primary")
+        assert server.result(prediction_id, wait=60)["status"] == "success"
+    finally:
+        sentinels.stop()

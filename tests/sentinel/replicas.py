@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 
 from tests.support import pings, wait_for
+from tests.tlssupport import Certificates
 from tungstenkit._process import die_with_parent
 from tungstenkit._redis_server import find_redis_server, free_port
 
@@ -43,6 +44,9 @@ class SentinelSet:
     password: str = field(default_factory=lambda: secrets.token_hex(16))
     #: Give the Sentinels a password of their own (``requirepass`` on them too).
     sentinel_password: str | None = None
+    #: Speak only TLS (every node and Sentinel, with these certificates, asking clients
+    #: for theirs); clients then use ``rediss+sentinel://``.
+    tls: Certificates | None = None
     _nodes: dict[int, _Process] = field(default_factory=dict)
     _sentinels: list[_Process] = field(default_factory=list)
 
@@ -55,16 +59,37 @@ class SentinelSet:
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
         query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
-        return f"redis+sentinel://:{self.password}@{hosts}/{SERVICE}/0{query}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://:{self.password}@{hosts}/{SERVICE}/0{query}"
+
+    def _tls_kwargs(self) -> dict[str, object]:
+        if self.tls is None:
+            return {}
+        return {
+            "ssl": True, "ssl_ca_certs": str(self.tls.ca), "ssl_certfile": str(self.tls.cert("client")),
+            "ssl_keyfile": str(self.tls.key("client")),
+        }
+
+    def _tls_lines(self, port: int) -> list[str]:
+        if self.tls is None:
+            return [f"port {port}"]
+        return [
+            "port 0", f"tls-port {port}", f"tls-cert-file {self.tls.cert('server')}",
+            f"tls-key-file {self.tls.key('server')}", f"tls-ca-cert-file {self.tls.ca}", "tls-auth-clients yes",
+            # Replicas, and Sentinels, reach the other processes over TLS too.
+            "tls-replication yes",
+        ]
 
     def node_client(self, port: int) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=port, password=self.password, socket_timeout=2, socket_connect_timeout=2
+            host="127.0.0.1", port=port, password=self.password, socket_timeout=2, socket_connect_timeout=2,
+            **self._tls_kwargs(),  # type: ignore[arg-type]
         )
 
     def sentinel_client(self, port: int) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=port, password=self.sentinel_password, socket_timeout=2, socket_connect_timeout=2
+            host="127.0.0.1", port=port, password=self.sentinel_password, socket_timeout=2, socket_connect_timeout=2,
+            **self._tls_kwargs(),  # type: ignore[arg-type]
         )
 
     def primary_port(self) -> int | None:
@@ -149,7 +174,7 @@ class SentinelSet:
     def _start_node(self, port: int, primary: int | None) -> None:
         lines = [
             "bind 127.0.0.1",
-            f"port {port}",
+            *self._tls_lines(port),
             f"dir {self.folder}",
             f"logfile {self.folder / f'redis-{port}.log'}",
             f"dbfilename dump-{port}.rdb",
@@ -168,7 +193,7 @@ class SentinelSet:
         port = free_port()
         lines = [
             "bind 127.0.0.1",
-            f"port {port}",
+            *self._tls_lines(port),
             f"dir {self.folder}",
             f"logfile {self.folder / f'sentinel-{port}.log'}",
             f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2",

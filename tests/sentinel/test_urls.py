@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support import tungsten
 from tungstenkit._errors import ConfigError
 from tungstenkit._queue import SentinelAddress, check_url, redacted
-from tungstenkit._queue._connections import DEFAULT_SENTINEL_PORT
+from tungstenkit._queue._connections import DEFAULT_SENTINEL_PORT, tls_options
+from tungstenkit._settings import RedisTLS
 
 
 def test_the_full_form() -> None:
@@ -31,6 +34,18 @@ def test_the_short_forms() -> None:
     assert "password" not in plain.sentinel_kwargs()
     assert SentinelAddress.parse("redis+sentinel://:pw@h:1/s/").password == "pw"
     assert SentinelAddress.parse("REDIS+SENTINEL://pw@h:1/s").password == "pw"  # as redis-py reads redis://pw@host
+
+
+def test_rediss_sentinel_speaks_tls_to_the_sentinels_and_the_primary(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    files = tls_options("rediss+sentinel://h/s", RedisTLS(ca_file=ca))
+    address = SentinelAddress.parse("rediss+sentinel://:pw@h/s")
+    assert address.tls and not SentinelAddress.parse("redis+sentinel://h/s").tls
+    assert address.sentinel_kwargs(files)["ssl"] is True and address.sentinel_kwargs(files)["ssl_ca_certs"] == str(ca)
+    assert address.primary_kwargs(files) == {"db": 0, "username": None, "password": "pw", "ssl": True, "ssl_ca_certs": str(ca)}
+    with pytest.raises(ConfigError, match="is not rediss:// or rediss\\+sentinel://"):
+        tls_options("redis+sentinel://h/s", RedisTLS(ca_file=ca))
 
 
 @pytest.mark.parametrize(
@@ -59,13 +74,13 @@ def test_cluster_is_declined_with_the_reason() -> None:
         check_url("redis+cluster://h:7000")
 
 
-@pytest.mark.parametrize("url", ["redis://h", "rediss://h:6380/1", "unix:///tmp/r.sock?db=0", "redis+sentinel://h/s"])
+@pytest.mark.parametrize("url", ["redis://h", "rediss://h:6380/1", "unix:///tmp/r.sock?db=0", "redis+sentinel://h/s", "rediss+sentinel://h/s"])
 def test_the_accepted_schemes(url: str) -> None:
     check_url(url)
 
 
 def test_an_unknown_scheme_is_refused() -> None:
-    with pytest.raises(ConfigError, match="expected redis://, rediss://, unix:// or redis\\+sentinel://"):
+    with pytest.raises(ConfigError, match="expected redis://, rediss://, unix://, redis\\+sentinel:// or rediss\\+sentinel://"):
         check_url("http://h:6379")
 
 

@@ -9,7 +9,11 @@ Two kinds of address:
   with optional ``?sentinel_username=...&sentinel_password=...`` when the Sentinels
   themselves require a password. The user and password are those of the primary and
   its replicas; a port defaults to 26379, the database to 0, an IPv6 address goes in
-  brackets (``[::1]:26379``).
+  brackets (``[::1]:26379``). ``rediss+sentinel://`` speaks TLS to the Sentinels and to
+  the primary.
+
+``rediss://`` and ``rediss+sentinel://`` take the TLS files of the settings
+(``TUNGSTEN_REDIS_CA_FILE``, ``_CERT_FILE``, ``_KEY_FILE``: ``RedisTLS``).
 
 A Sentinel client asks the Sentinels for the primary's address whenever it opens a
 connection. When the primary dies its connections fail (``ConnectionError``); when it
@@ -41,6 +45,10 @@ from tungstenkit._settings import ENV_PREFIX, RedisTLS
 
 #: The scheme of a Sentinel-watched primary.
 SENTINEL_SCHEME = "redis+sentinel"
+#: The same, with TLS to the Sentinels and to the primary.
+TLS_SENTINEL_SCHEME = "rediss+sentinel"
+#: The schemes that take the TLS settings (``RedisTLS``).
+TLS_SCHEMES = ("rediss", TLS_SENTINEL_SCHEME)
 #: Sentinel's own default port.
 DEFAULT_SENTINEL_PORT = 26379
 #: The schemes redis-py reads itself (one Redis).
@@ -68,12 +76,14 @@ class SentinelAddress:
     password: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+    #: ``rediss+sentinel://``: TLS to the Sentinels and to the primary.
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> SentinelAddress:
         """Parse ``url``; ``ConfigError`` saying what is wrong with it."""
         scheme, sep, rest = url.partition("://")
-        if sep == "" or scheme.lower() != SENTINEL_SCHEME:
+        if sep == "" or scheme.lower() not in (SENTINEL_SCHEME, TLS_SENTINEL_SCHEME):
             raise ConfigError(f"Not a {SENTINEL_SCHEME}:// URL: {redacted(url)}")
         rest, _, query = rest.partition("?")
         netloc, _, path = rest.partition("/")
@@ -110,20 +120,26 @@ class SentinelAddress:
             password=password,
             sentinel_username=options.get("sentinel_username") or None,
             sentinel_password=options.get("sentinel_password") or None,
+            tls=scheme.lower() == TLS_SENTINEL_SCHEME,
         )
 
-    def sentinel_kwargs(self) -> dict[str, Any]:
-        """How to talk to the Sentinels themselves."""
-        kwargs: dict[str, Any] = {"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S}
+    def sentinel_kwargs(self, tls: dict[str, Any] | None = None) -> dict[str, Any]:
+        """How to talk to the Sentinels themselves (``tls``: ``tls_options``)."""
+        kwargs: dict[str, Any] = {
+            "socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S, **self._ssl(tls),
+        }
         if self.sentinel_password:
             kwargs["password"] = self.sentinel_password
         if self.sentinel_username:
             kwargs["username"] = self.sentinel_username
         return kwargs
 
-    def primary_kwargs(self) -> dict[str, Any]:
-        """How to talk to the primary, once the Sentinels named it."""
-        return {"db": self.db, "username": self.username, "password": self.password}
+    def primary_kwargs(self, tls: dict[str, Any] | None = None) -> dict[str, Any]:
+        """How to talk to the primary, once the Sentinels named it (``tls``: ``tls_options``)."""
+        return {"db": self.db, "username": self.username, "password": self.password, **self._ssl(tls)}
+
+    def _ssl(self, tls: dict[str, Any] | None) -> dict[str, Any]:
+        return {"ssl": True, **(tls or {})} if self.tls else {}
 
 
 def _credentials(userinfo: str) -> tuple[str | None, str | None]:
@@ -155,13 +171,13 @@ def _host_port(text: str, url: str) -> tuple[str, int]:
 
 
 def is_sentinel_url(url: str) -> bool:
-    return url.partition("://")[0].lower() == SENTINEL_SCHEME
+    return url.partition("://")[0].lower() in (SENTINEL_SCHEME, TLS_SENTINEL_SCHEME)
 
 
 def check_url(url: str) -> None:
     """``ConfigError`` unless ``url`` is a Redis address this package can use."""
     scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme == SENTINEL_SCHEME:
+    if scheme in (SENTINEL_SCHEME, TLS_SENTINEL_SCHEME):
         SentinelAddress.parse(url)
         return
     if scheme == "redis+cluster":
@@ -172,7 +188,8 @@ def check_url(url: str) -> None:
         )
     if scheme not in DIRECT_SCHEMES:
         raise ConfigError(
-            f"Unsupported Redis URL {redacted(url)}: expected redis://, rediss://, unix:// or {SENTINEL_SCHEME}://"
+            f"Unsupported Redis URL {redacted(url)}: expected redis://, rediss://, unix://, {SENTINEL_SCHEME}:// "
+            f"or {TLS_SENTINEL_SCHEME}://"
         )
 
 
@@ -198,8 +215,11 @@ def tls_options(url: str, tls: RedisTLS | None) -> dict[str, Any]:
     there, or for files given with a URL that is not ``rediss://``."""
     if not tls:
         return {}
-    if url.partition("://")[0].lower() != "rediss":
-        raise ConfigError(f"{tls.settings_named()} is set, but the Redis URL {redacted(url)} is not rediss:// (TLS)")
+    if url.partition("://")[0].lower() not in TLS_SCHEMES:
+        raise ConfigError(
+            f"{tls.settings_named()} is set, but the Redis URL {redacted(url)} is not rediss:// or "
+            f"{TLS_SENTINEL_SCHEME}:// (TLS)"
+        )
     for setting, path in tls.files().items():
         if not path.is_file():
             raise ConfigError(f"{setting}: no such file {path}")
@@ -217,13 +237,14 @@ def sync_client(
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
         "health_check_interval": 30,
-        **tls_options(url, tls),
     }
+    files = tls_options(url, tls)
     if not is_sentinel_url(url):
-        return redis.Redis.from_url(url, **options)
+        return redis.Redis.from_url(url, **options, **files)
     address = SentinelAddress.parse(url)
-    sentinel = redis.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs())
-    return sentinel.master_for(address.service, **options, **address.primary_kwargs())
+    sentinel = redis.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs(files))
+    # ``ssl`` among the primary's options makes redis-py's pool open TLS connections.
+    return sentinel.master_for(address.service, **options, **address.primary_kwargs(files))
 
 
 class _PrimaryConnection(redis.asyncio.sentinel.SentinelManagedConnection):
@@ -238,6 +259,15 @@ class _PrimaryConnection(redis.asyncio.sentinel.SentinelManagedConnection):
         if not self.is_connected:
             await self.connect()
         await super().send_packed_command(command, check_health)
+
+
+class _PrimaryTLSConnection(_PrimaryConnection, redis.asyncio.sentinel.SentinelManagedSSLConnection):
+    """The same over TLS (``rediss+sentinel://``)."""
+
+
+def _primary_connection(address: SentinelAddress) -> type[_PrimaryConnection]:
+    # redis-py picks its TLS connection class only when it picks the class itself.
+    return _PrimaryTLSConnection if address.tls else _PrimaryConnection
 
 
 class _BlockingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
@@ -262,18 +292,20 @@ def async_client(
         "socket_connect_timeout": timeout_s,
         "health_check_interval": 30,
         "retry": AsyncRetry(ExponentialWithJitterBackoff(cap=0.25, base=0.05), ASYNC_RETRIES),
-        **tls_options(url, tls),
     }
+    files = tls_options(url, tls)
     if not is_sentinel_url(url):
-        return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(url, **options))
+        return redis.asyncio.Redis(
+            connection_pool=redis.asyncio.BlockingConnectionPool.from_url(url, **options, **files)
+        )
     address = SentinelAddress.parse(url)
-    sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs())
+    sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs(files))
     return sentinel.master_for(  # type: ignore[no-any-return]
         address.service,
         connection_pool_class=_BlockingSentinelPool,
-        connection_class=_PrimaryConnection,
+        connection_class=_primary_connection(address),
         **options,
-        **address.primary_kwargs(),
+        **address.primary_kwargs(files),
     )
 
 
@@ -281,15 +313,16 @@ def async_subscriber(url: str, *, connect_timeout_s: float, tls: RedisTLS | None
     """An asyncio client for pub/sub: no read timeout, since a subscription waits for
     messages as long as it takes."""
     check_url(url)
+    files = tls_options(url, tls)
     if not is_sentinel_url(url):
-        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout_s, **tls_options(url, tls))
+        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout_s, **files)
     address = SentinelAddress.parse(url)
-    sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs())
+    sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs(files))
     return sentinel.master_for(  # type: ignore[no-any-return]
         address.service,
-        connection_class=_PrimaryConnection,
+        connection_class=_primary_connection(address),
         socket_connect_timeout=connect_timeout_s,
-        **address.primary_kwargs(),
+        **address.primary_kwargs(files),
     )
 
 
