@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support import wait_for
+from tests.support import pings, wait_for
 from tungstenkit._redis_server import find_redis_server, free_port
 
 
@@ -89,20 +89,16 @@ def tls_redis(certs: Certificates, folder: Path, auth_clients: str = "yes") -> I
     assert process.stdin is not None
     process.stdin.write("\n".join(config).encode() + b"\n")
     process.stdin.close()
-    client = redis.Redis.from_url(
-        server.url, ssl_ca_certs=str(certs.ca), ssl_certfile=str(certs.cert("client")), ssl_keyfile=str(certs.key("client"))
-    )
 
     def answers() -> bool:
         assert process.poll() is None, (folder / "redis.log").read_text()
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
+        return pings(redis.Redis.from_url(
+            server.url, ssl_ca_certs=str(certs.ca), ssl_certfile=str(certs.cert("client")),
+            ssl_keyfile=str(certs.key("client")),
+        ))
 
     try:
         wait_for(answers, 15, what="the TLS redis-server")
-        client.close()
         yield server
     finally:
         process.terminate()
