@@ -139,6 +139,15 @@ def test_a_whole_run_needs_nothing_the_users_may_not_do(
         expected = {(p, e) for p in (prediction_id, failed, held) for e in ("start", "completed")}
         wait_for(lambda: set(receiver.events()) == expected, 30, what="the webhooks")
 
+    # Deliveries waiting their turn at a busy receiver (two at once per receiver in each
+    # webhook process): RQ schedules them again.
+    with webhook_receiver(hang=True) as hanging:
+        for _ in range(6):
+            assert server.client.post("/predictions", params={"webhook": hanging.url}, json=[{}]).status_code == 200
+        wait_for(lambda: len(hanging.arrived) >= 4, 30, what="the receiver to hold four deliveries")
+        hanging.release.set()
+        wait_for(lambda: len(hanging.deliveries) == 6, 60, what="every delivery to the released receiver")
+
     # Workers killed mid-batch: the supervisor releases their entries, and the workers
     # it starts again take them over.
     slow = server.client.post("/predictions", json=[{"hold": 1}]).json()["prediction_id"]
