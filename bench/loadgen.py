@@ -37,6 +37,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -76,7 +77,8 @@ class Connection:
     async def _connect(self) -> None:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
 
-    async def request(self, method: bytes, path: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(self, method: bytes, path: bytes, body: bytes = b"", headers: bytes = b"") -> tuple[int, bytes]:
+        """``headers``: more header lines, each ending in CRLF."""
         now = time.monotonic()
         if self._writer is not None and now - self._last_used > IDLE_REUSE_S:
             await self.close()
@@ -84,7 +86,7 @@ class Connection:
         if self._writer is None:
             await self._connect()
         assert self._reader is not None and self._writer is not None
-        head = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, self._host_header)
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, self._host_header) + headers
         if body or method == b"POST":
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
         self._writer.write(head + b"\r\n" + body)
@@ -134,6 +136,55 @@ class Connection:
             except (ConnectionError, OSError):
                 pass
         self._reader = self._writer = None
+
+
+# ---------------------------------------------------------------------------------
+# Requests alone: a closed loop of one request each (no prediction followed to its end)
+
+
+async def request_loop(
+    url: str, clients: int, warmup_s: float, duration_s: float, *,
+    method: bytes = b"POST", path: bytes = b"/predictions", headers: bytes = b"",
+) -> dict[str, Any]:
+    """``clients`` connections sending ``method path`` back to back (a POST carries a
+    one-input prediction of the noop model); latency and rate of the answers within the
+    window after ``warmup_s``."""
+    host, port = url.removeprefix("http://").split(":")
+    begin = time.perf_counter() + warmup_s
+    end = begin + duration_s
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = iter(range(10**9))
+
+    async def client() -> None:
+        connection = Connection(host, int(port))
+        try:
+            while True:
+                body = b'[{"text": "r%d"}]' % next(counter) if method == b"POST" else b""
+                started = time.perf_counter()
+                if started >= end:
+                    return
+                status, _ = await connection.request(method, path, body, headers)
+                ended = time.perf_counter()
+                if started >= begin and ended <= end:
+                    latencies.append(ended - started)
+                    statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    latencies.sort()
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "requests_per_s": round(statuses.get(200, 0) / duration_s, 1),
+        "statuses": statuses,
+        "latency_ms": {
+            "p50": round(1000 * (percentile(latencies, 50) or 0), 3),
+            "p99": round(1000 * (percentile(latencies, 99) or 0), 3),
+            "mean": round(1000 * statistics.fmean(latencies), 3) if latencies else None,
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------

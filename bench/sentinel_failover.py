@@ -38,7 +38,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from loadgen import Connection, percentile
+from loadgen import percentile, request_loop
 
 from tests.faults.load import Load
 from tests.sentinel.recovery import kill_primary_and_time_recovery
@@ -48,47 +48,6 @@ from tungstenkit._queue import AsyncPredictionQueue, Keys, async_client, close_a
 
 NOOP = BENCH / "models" / "noop"
 MODES = {"off": {}, "wait1": {"TUNGSTEN_REDIS_WAIT_REPLICAS": "1"}}
-
-
-# -- POST-only load ------------------------------------------------------------------
-async def _post_loop(url: str, clients: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
-    host, port = url.removeprefix("http://").split(":")
-    begin = time.perf_counter() + warmup_s
-    end = begin + duration_s
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    counter = iter(range(10**9))
-
-    async def client() -> None:
-        connection = Connection(host, int(port))
-        try:
-            while True:
-                body = b'[{"text": "r%d"}]' % next(counter)
-                started = time.perf_counter()
-                if started >= end:
-                    return
-                status, _ = await connection.request(b"POST", b"/predictions", body)
-                ended = time.perf_counter()
-                if started >= begin and ended <= end:
-                    latencies.append(ended - started)
-                    statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            await connection.close()
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    latencies.sort()
-    ok = statuses.get(200, 0)
-    return {
-        "clients": clients,
-        "posts": len(latencies),
-        "posts_per_s": round(ok / duration_s, 1),
-        "statuses": statuses,
-        "latency_ms": {
-            "p50": round(1000 * (percentile(latencies, 50) or 0), 3),
-            "p99": round(1000 * (percentile(latencies, 99) or 0), 3),
-            "mean": round(1000 * statistics.fmean(latencies), 3) if latencies else None,
-        },
-    }
 
 
 async def _submit_loop(url: str, wait: bool, concurrency: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
@@ -136,8 +95,8 @@ def wait_cost(folder: Path, reps: int, clients: int, warmup_s: float, duration_s
             for mode, env in MODES.items():
                 server = factory(NOOP, "--log-level", "warning", env=env, namespace=f"cost-{mode}-{rep}")
                 try:
-                    one = asyncio.run(_post_loop(server.url, 1, warmup_s, duration_s))
-                    many = asyncio.run(_post_loop(server.url, clients, warmup_s, duration_s))
+                    one = asyncio.run(request_loop(server.url, 1, warmup_s, duration_s))
+                    many = asyncio.run(request_loop(server.url, clients, warmup_s, duration_s))
                 finally:
                     server.stop()
                 submit_one = asyncio.run(_submit_loop(sentinels.url, mode != "off", 1, warmup_s, duration_s))
@@ -223,7 +182,7 @@ def markdown(cost: list[dict[str, Any]], failovers: list[dict[str, Any]], client
     for label, load, path in [
         ("1 client: POST p50 (ms)", "one_client", ("latency_ms", "p50")),
         ("1 client: POST p99 (ms)", "one_client", ("latency_ms", "p99")),
-        (f"{clients} clients: POSTs/s", "many_clients", ("posts_per_s",)),
+        (f"{clients} clients: POSTs/s", "many_clients", ("requests_per_s",)),
         (f"{clients} clients: POST p50 (ms)", "many_clients", ("latency_ms", "p50")),
         (f"{clients} clients: POST p99 (ms)", "many_clients", ("latency_ms", "p99")),
         ("submit call alone, 1 at a time: p50 (ms)", "submit_one", ("latency_ms", "p50")),

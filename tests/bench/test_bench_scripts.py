@@ -82,6 +82,17 @@ def test_scenario_script_writes_results_and_report(tmp_path: Path) -> None:
     assert "Targets" in (tmp_path / "summary.md").read_text()
 
 
+def test_api_keys_script_measures_each_mode_with_no_refusal(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(BENCH / "api_keys.py"), "--quick", "--clients", "4", "--out", str(tmp_path)],
+                   check=True, cwd=ROOT, timeout=180, stdout=subprocess.DEVNULL)
+    runs = json.loads((tmp_path / "api_keys.json").read_text())
+    assert [r["mode"] for r in runs] == ["off", "on", "on+limits"]
+    for run in runs:
+        for load in ("post_1", "post_many", "get_many"):
+            assert set(run[load]["statuses"]) == {"200"} and run[load]["requests"] > 0, (run["mode"], load)
+    assert "Requests answered other than 200 in all runs: 0." in (tmp_path / "api_keys.md").read_text()
+
+
 @pytest.mark.skipif(not TungstenkitServer.available(), reason="bench/setup_tungstenkit.sh has not been run")
 def test_polling_mode_against_tungstenkit(tmp_path: Path) -> None:
     server = TungstenkitServer(NOOP, tmp_path)

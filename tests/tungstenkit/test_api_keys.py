@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
 import pytest
+import redis.asyncio
 
 from tests.tungstenkit.test_queue import Queues, _outputs, _register
 from tungstenkit._errors import OwnerQueueFull, QueueFull
-from tungstenkit._queue import ApiKeyError, EntryResult, KeyStore, split_into_chunks
+from tungstenkit._queue import ApiKeyError, AsyncPredictionQueue, EntryResult, Keys, KeyStore, split_into_chunks
 from tungstenkit._queue._api_keys import new_key, parse_token
 
 
@@ -127,3 +129,17 @@ def test_the_rate_bucket_allows_a_burst_then_says_how_long_to_wait(queues: Queue
     assert 0 < waits[2] <= 0.5
     assert queues._api("take_request", "k2", 2.0) == 0.0  # each key has its own bucket
     assert queues.client.pttl(queues.keys.rate("k1")) > 0  # an idle bucket goes away
+
+
+def test_requests_that_arrive_together_are_counted_in_one_script_call(redis_url: str, namespace: str) -> None:
+    async def go() -> list[float]:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            api = AsyncPredictionQueue(client, Keys(namespace), result_ttl_s=60, max_queued_inputs=0)
+            await client.script_flush()  # the first flush loads the script again
+            return await asyncio.gather(*(api.take_request(key, 2.0) for key in ("a", "a", "a", "b")))
+        finally:
+            await client.aclose()
+
+    waits = asyncio.run(go())
+    assert waits[:2] == [0.0, 0.0] and 0 < waits[2] <= 0.5 and waits[3] == 0.0

@@ -102,6 +102,7 @@ class AsyncPredictionQueue:
         self._wait_timeout = wait_timeout_s
         self._submits: list[tuple[Submission, asyncio.Future[Any]]] = []
         self._fetches: list[tuple[str, asyncio.Future[Any]]] = []
+        self._rates: list[tuple[tuple[str, float], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -160,12 +161,13 @@ class AsyncPredictionQueue:
         self._flush_scheduled = False
         submits, self._submits = self._submits, []
         fetches, self._fetches = self._fetches, []
-        if submits and fetches and self._wait_replicas:
+        rates, self._rates = self._rates, []
+        if submits and (fetches or rates) and self._wait_replicas:
             # WAIT holds back the replies after it on its connection: reads go on another.
-            self._spawn(self._flush(submits, []))
-            self._spawn(self._flush([], fetches))
+            self._spawn(self._flush(submits, [], []))
+            self._spawn(self._flush([], fetches, rates))
         else:
-            self._spawn(self._flush(submits, fetches))
+            self._spawn(self._flush(submits, fetches, rates))
 
     def _spawn(self, flush: Awaitable[None]) -> None:
         task = asyncio.get_running_loop().create_task(flush)  # type: ignore[arg-type]
@@ -173,11 +175,15 @@ class AsyncPredictionQueue:
         task.add_done_callback(self._flushes.discard)
 
     async def _flush(
-        self, submits: list[tuple[Submission, asyncio.Future[Any]]], fetches: list[tuple[str, asyncio.Future[Any]]]
+        self,
+        submits: list[tuple[Submission, asyncio.Future[Any]]],
+        fetches: list[tuple[str, asyncio.Future[Any]]],
+        rates: list[tuple[tuple[str, float], asyncio.Future[Any]]],
     ) -> None:
         waits = bool(submits) and self._wait_replicas > 0
         try:
             keys, args = self._submit_call([s for s, _ in submits]) if submits else ([], [])
+            rate_keys, rate_args = self._rate_call([r for r, _ in rates])
             async with self._redis.pipeline(transaction=False) as pipe:
                 if submits:
                     pipe.evalsha(script("submit").sha, len(keys), *keys, *args)
@@ -185,21 +191,32 @@ class AsyncPredictionQueue:
                         pipe.execute_command("WAIT", self._wait_replicas, int(self._wait_timeout * 1000))
                 for prediction_id, _ in fetches:
                     pipe.hmget(self.keys.prediction(prediction_id), READ_FIELDS)
+                if rates:
+                    pipe.evalsha(script("rate").sha, len(rate_keys), *rate_keys, *rate_args)
                 replies = list(await self._bounded(pipe.execute(raise_on_error=False), waits))
             if submits and isinstance(replies[0], NoScriptError):
                 if waits:
                     replies[:2] = await self._submit_loading_script(keys, args)
                 else:
                     replies[0] = await self._eval(script("submit"), keys, args)
+            if rates and isinstance(replies[-1], NoScriptError):
+                replies[-1] = await self._eval(script("rate"), rate_keys, rate_args)
         except (RedisUnavailable, *CONNECTION_ERRORS) as exc:
             failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(f"Redis is unreachable: {exc}")
-            for _, future in [*submits, *fetches]:
+            for _, future in [*submits, *fetches, *rates]:
                 _settle(future, error=failure)
             return
         except BaseException as exc:
-            for _, future in [*submits, *fetches]:
+            for _, future in [*submits, *fetches, *rates]:
                 _settle(future, error=exc)
             raise
+        if rates:
+            waited = replies.pop()
+            for (_, future), wait in zip(rates, waited if not isinstance(waited, Exception) else [waited] * len(rates)):
+                if isinstance(wait, Exception):
+                    _settle(future, error=wait)
+                else:
+                    _settle(future, float(wait))
         # A caller may have given up meanwhile (its request was canceled): its future is
         # done, and the others of the flush still get their answers.
         position = 0
@@ -313,10 +330,17 @@ class AsyncPredictionQueue:
         return ApiKey.from_json(raw) if raw is not None else None
 
     async def take_request(self, key_id: str, rps: float) -> float:
-        """Count one request of API key ``key_id`` against its ``rps``: 0 if it may go,
-        else the seconds until it may."""
-        burst = max(1.0, rps)
-        return float(await self._eval(script("rate"), [self.keys.rate(key_id)], [rps, burst]))
+        """Count one request of API key ``key_id`` against its ``rps`` (bursts of as many):
+        0 if it may go, else the seconds until it may. The requests of one turn of the
+        event loop are counted together, in one script call."""
+        return await self._enqueue(self._rates, (key_id, rps))  # type: ignore[no-any-return]
+
+    def _rate_call(self, requests: Sequence[tuple[str, float]]) -> tuple[list[str], list[float]]:
+        keys, args = [], []
+        for key_id, rps in requests:
+            keys.append(self.keys.rate(key_id))
+            args += [rps, max(1.0, rps)]
+        return keys, args
 
     async def owner(self, prediction_id: str) -> str | None:
         """The API key owner the prediction was created for (None: no such prediction,
