@@ -6,7 +6,9 @@ Each mode on a fresh server (its own namespace of one private Redis), alternated
 ``--reps`` times: ``POST /predictions`` (one input) from 1 client (latency) and from
 ``--clients`` clients (throughput), and ``GET /predictions/{id}`` of one prediction the
 key created (the read and its ownership check), ``--duration`` seconds after
-``--warmup`` each.
+``--warmup`` each. Besides rates and latencies, the CPU time the API process and Redis
+spent per request answered: on a machine shared with other work, the rates move with
+the neighbours' load, the CPU per request much less.
 
 Writes ``api_keys.json`` and ``api_keys.md`` to ``--out`` (``bench/results``);
 ``--quick`` runs a second of each.
@@ -30,9 +32,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from loadgen import request_loop
+from loadgen import proc_cpu_s, request_loop
 
-from tests.support import ServerFactory
+from tests.support import ServerFactory, api_pid
 from tungstenkit._queue import Keys, KeyStore
 from tungstenkit._redis_server import RedisServer, free_port
 
@@ -46,8 +48,20 @@ MODES: dict[str, tuple[dict[str, str], dict[str, float] | None]] = {
 LOADS = ("post_1", "post_many", "get_many")
 
 
-def one_run(factory: ServerFactory, redis_url: str, mode: str, rep: int, clients: int, warmup_s: float,
-            duration_s: float) -> dict[str, Any]:
+def _measured(url: str, pids: dict[str, int], clients: int, warmup_s: float, duration_s: float,
+              **request: Any) -> dict[str, Any]:
+    """``request_loop``, with the CPU milliseconds per request of each process in ``pids``
+    (over the whole loop, warm-up included, per request sent)."""
+    before = {name: proc_cpu_s(pid) or 0.0 for name, pid in pids.items()}
+    result = asyncio.run(request_loop(url, clients, warmup_s, duration_s, **request))
+    sent = result["requests"] * (warmup_s + duration_s) / duration_s  # the warm-up's requests, estimated
+    for name, pid in pids.items():
+        result[f"{name}_cpu_ms_per_request"] = round(1000 * ((proc_cpu_s(pid) or 0.0) - before[name]) / max(sent, 1), 4)
+    return result
+
+
+def one_run(factory: ServerFactory, redis_url: str, redis_pid: int, mode: str, rep: int, clients: int,
+            warmup_s: float, duration_s: float) -> dict[str, Any]:
     env, limits = MODES[mode]
     namespace = f"keys-{mode.replace('+', '-')}-{rep}"
     auth: dict[str, str] = {}
@@ -62,14 +76,14 @@ def one_run(factory: ServerFactory, redis_url: str, mode: str, rep: int, clients
     try:
         created = server.client.post("/predictions", json=[{"text": "x"}], headers=auth)
         path = b"/predictions/" + created.json()["prediction_id"].encode()
+        pids = {"api": api_pid(server), "redis": redis_pid}
         run = {
             "rep": rep,
             "mode": mode,
-            "post_1": asyncio.run(request_loop(server.url, 1, warmup_s, duration_s, headers=headers)),
-            "post_many": asyncio.run(request_loop(server.url, clients, warmup_s, duration_s, headers=headers)),
-            "get_many": asyncio.run(
-                request_loop(server.url, clients, warmup_s, duration_s, method=b"GET", path=path, headers=headers)
-            ),
+            "post_1": _measured(server.url, pids, 1, warmup_s, duration_s, headers=headers),
+            "post_many": _measured(server.url, pids, clients, warmup_s, duration_s, headers=headers),
+            "get_many": _measured(server.url, pids, clients, warmup_s, duration_s, method=b"GET", path=path,
+                                  headers=headers),
         }
     finally:
         server.stop()
@@ -93,6 +107,10 @@ def markdown(runs: list[dict[str, Any]], clients: int) -> str:
         ("`POST`, 1 client: p50 latency (ms)", "post_1", ("latency_ms", "p50")),
         (f"`POST`, {clients} clients: per second", "post_many", ("requests_per_s",)),
         (f"`GET` of one prediction, {clients} clients: per second", "get_many", ("requests_per_s",)),
+        (f"`POST`, {clients} clients: API CPU ms per request", "post_many", ("api_cpu_ms_per_request",)),
+        (f"`POST`, {clients} clients: Redis CPU ms per request", "post_many", ("redis_cpu_ms_per_request",)),
+        (f"`GET`, {clients} clients: API CPU ms per request", "get_many", ("api_cpu_ms_per_request",)),
+        (f"`GET`, {clients} clients: Redis CPU ms per request", "get_many", ("redis_cpu_ms_per_request",)),
     ]
     lines = [
         "| medians of the runs | keys off | keys on | on, with limits | on / off | limits / off |",
@@ -100,7 +118,8 @@ def markdown(runs: list[dict[str, Any]], clients: int) -> str:
     ]
     for label, load, fields in rows:
         off, on, limited = (_median(runs, mode, load, *fields) for mode in MODES)
-        lines.append(f"| {label} | {off} | {on} | {limited} | {on / off:.2f} | {limited / off:.2f} |")
+        ratios = [f"{value / off:.2f}" if off else "-" for value in (on, limited)]
+        lines.append(f"| {label} | {off} | {on} | {limited} | {' | '.join(ratios)} |")
     refused = sum(
         count for run in runs for load in LOADS for status, count in run[load]["statuses"].items() if str(status) != "200"
     )
@@ -129,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             factory = ServerFactory(folder, redis_server.url, folder / "home")
             for rep in range(args.reps):
                 for mode in MODES:
-                    runs.append(one_run(factory, redis_server.url, mode, rep, args.clients, args.warmup, args.duration))
+                    runs.append(one_run(factory, redis_server.url, redis_server.pid, mode, rep, args.clients,
+                                        args.warmup, args.duration))
         finally:
             redis_server.stop()
     args.out.mkdir(parents=True, exist_ok=True)
