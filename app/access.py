@@ -64,7 +64,7 @@ class AccessControl:
 
     def __init__(self, queue: AsyncPredictionQueue) -> None:
         self._queue = queue
-        self._records: dict[str, tuple[float, ApiKey | None]] = {}
+        self._records: dict[str, tuple[float, ApiKey]] = {}
         self._reading: dict[str, asyncio.Future[ApiKey | None]] = {}
         self._owners: OrderedDict[str, str] = OrderedDict()
 
@@ -75,7 +75,7 @@ class AccessControl:
             raise Unauthorized("Missing API key: send it as Authorization: Bearer <key>")
         parsed = parse_token(token.strip())
         record = await self._record(parsed[0]) if parsed else None
-        if record is None or record.revoked or not record.matches(parsed[1]):  # type: ignore[index]
+        if parsed is None or record is None or record.revoked or not record.matches(parsed[1]):
             raise Unauthorized("Invalid API key (unknown, revoked or mistyped)")
         if not record.allows(scope):
             raise Forbidden(f"This API key has the scope {record.scope!r}; this needs {scope!r}")
