@@ -241,7 +241,7 @@ class Supervisor:
             )
         self._client = sync_client(
             redis_url, socket_timeout=_RELEASE_TIMEOUT_S, socket_connect_timeout=_RELEASE_TIMEOUT_S,
-            tls=self.settings.redis_tls if self.settings.redis_url else None,
+            tls=self.settings.redis_tls,
         )
         try:
             if not self.settings.redis_url:
@@ -266,7 +266,7 @@ class Supervisor:
     def _publish_model(self, redis_url: str) -> None:
         """Say which model this namespace serves, before any worker starts and reads it;
         warn if this Redis evicts keys when full."""
-        client = connect(redis_url, self.settings.redis_connect_timeout_s, self.settings.redis_tls if self.settings.redis_url else None)
+        client = connect(redis_url, self.settings.redis_connect_timeout_s, self.settings.redis_tls)
         try:
             publish_model_digest(client, Keys(self.options.namespace), self.source.digest)
             warning = eviction_warning(client)

@@ -47,6 +47,8 @@ from tungstenkit._settings import ENV_PREFIX, RedisTLS
 SENTINEL_SCHEME = "redis+sentinel"
 #: The same, with TLS to the Sentinels and to the primary.
 TLS_SENTINEL_SCHEME = "rediss+sentinel"
+#: The schemes of a Sentinel-watched primary.
+SENTINEL_SCHEMES = (SENTINEL_SCHEME, TLS_SENTINEL_SCHEME)
 #: The schemes that take the TLS settings (``RedisTLS``).
 TLS_SCHEMES = ("rediss", TLS_SENTINEL_SCHEME)
 #: Sentinel's own default port.
@@ -83,7 +85,7 @@ class SentinelAddress:
     def parse(cls, url: str) -> SentinelAddress:
         """Parse ``url``; ``ConfigError`` saying what is wrong with it."""
         scheme, sep, rest = url.partition("://")
-        if sep == "" or scheme.lower() not in (SENTINEL_SCHEME, TLS_SENTINEL_SCHEME):
+        if sep == "" or scheme.lower() not in SENTINEL_SCHEMES:
             raise ConfigError(f"Not a {SENTINEL_SCHEME}:// URL: {redacted(url)}")
         rest, _, query = rest.partition("?")
         netloc, _, path = rest.partition("/")
@@ -171,13 +173,13 @@ def _host_port(text: str, url: str) -> tuple[str, int]:
 
 
 def is_sentinel_url(url: str) -> bool:
-    return url.partition("://")[0].lower() in (SENTINEL_SCHEME, TLS_SENTINEL_SCHEME)
+    return url.partition("://")[0].lower() in SENTINEL_SCHEMES
 
 
 def check_url(url: str) -> None:
     """``ConfigError`` unless ``url`` is a Redis address this package can use."""
     scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme in (SENTINEL_SCHEME, TLS_SENTINEL_SCHEME):
+    if scheme in SENTINEL_SCHEMES:
         SentinelAddress.parse(url)
         return
     if scheme == "redis+cluster":
@@ -212,7 +214,7 @@ def redacted(url: str) -> str:
 
 def tls_options(url: str, tls: RedisTLS | None) -> dict[str, Any]:
     """redis-py's options for the TLS files ``tls``; ``ConfigError`` for a file that is not
-    there, or for files given with a URL that is not ``rediss://``."""
+    there, or for files given with a URL that is not ``rediss://`` or ``rediss+sentinel://``."""
     if not tls:
         return {}
     if url.partition("://")[0].lower() not in TLS_SCHEMES:
