@@ -22,6 +22,7 @@ from tungstenkit.app.access import AccessControl, authorize, not_found
 from tungstenkit.app.admission import BodyBudget
 from tungstenkit.app.demo import root
 from tungstenkit.app.error_responses import ClientGone, Draining, InvalidInput, SyncTimeout
+from tungstenkit.app.events import EventStream, parse_last_event_id, wants_events
 from tungstenkit.app.health import health
 from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.memory import AfterBursts
@@ -213,11 +214,42 @@ def _replayed(submitted: Submitted) -> dict[str, str] | None:
 
 async def create_prediction(request: Request) -> Response:
     context = _context(request)
+    stream = _stream_flag(request)
     submitted = await _submit(context, request)
+    if stream:
+        headers = {"X-Prediction-Id": submitted.prediction_id, **(_replayed(submitted) or {})}
+        return await _events(context, submitted.prediction_id, "", headers)
     return JSONResponse({"prediction_id": submitted.prediction_id}, headers=_replayed(submitted))
 
 
+def _stream_flag(request: Request) -> bool:
+    raw = request.query_params.get("stream", "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidInput([{"loc": ["query", "stream"], "msg": "stream must be true or false", "type": "value_error"}])
+    return raw in ("true", "1")
+
+
+async def _events(
+    context: ServingContext, prediction_id: str, last_id: str, headers: dict[str, str] | None = None
+) -> Response:
+    stream = EventStream(context, prediction_id, last_id)
+    first = await stream.first_read()
+    if first is None:
+        raise not_found(prediction_id)
+    return stream.response(first, headers)
+
+
+async def prediction_events(request: Request) -> Response:
+    """The prediction's events (``text/event-stream``), from after ``Last-Event-ID``."""
+    context = _context(request)
+    prediction_id = await _visible_prediction_id(context, request, "read")
+    last_id = parse_last_event_id(request.headers.get("last-event-id", request.query_params.get("last_event_id")))
+    return await _events(context, prediction_id, last_id)
+
+
 async def get_prediction(request: Request) -> Response:
+    if wants_events(request.headers.get("accept", "")):
+        return await prediction_events(request)
     context = _context(request)
     prediction_id = await _visible_prediction_id(context, request, "read")
     wait_s = _wait_seconds(request, context.settings.max_wait_s)
@@ -287,6 +319,7 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/predictions", create_prediction, methods=["POST"]),
     Route("/predictions/{prediction_id}", get_prediction, methods=["GET"]),
+    Route("/predictions/{prediction_id}/events", prediction_events, methods=["GET"]),
     # The seed's example cancels with GET, so both methods are answered.
     Route("/predictions/{prediction_id}/cancel", cancel_prediction, methods=["POST", "GET"]),
     Route("/predict", predict_sync, methods=["POST"]),

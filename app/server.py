@@ -107,7 +107,7 @@ def create_app(
     serving = ServingContext(
         settings=settings,
         queue=queue,
-        waiter=CompletionWaiter(subscriber, keys.done_channel, settings.result_ttl_s),
+        waiter=CompletionWaiter(subscriber, keys.done_channel, settings.result_ttl_s, keys.events_channel),
         parser=InputParser(definition.input_cls, settings.max_inputs_per_request, FilePolicy.from_settings(settings)),
         chunk_size=batch_size,
         metadata=model_metadata(definition, model_name, batch_size),

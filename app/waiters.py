@@ -41,9 +41,14 @@ SILENCE_S = 3 * PING_S
 
 
 class CompletionWaiter:
-    def __init__(self, client: redis.asyncio.Redis, channel: str, result_ttl_s: float) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, channel: str, result_ttl_s: float, events_channel: str | None = None
+    ) -> None:
         self._client = client
         self._channel = channel
+        #: Where workers announce predictions with new events (event streams wait on it,
+        #: on the same subscription).
+        self._events_channel = events_channel
         # Forget a body a little before Redis does, so an expired prediction reads 404.
         self._remember_s = max(0.0, result_ttl_s - 1)
         self._events: dict[str, set[asyncio.Event]] = {}
@@ -97,7 +102,9 @@ class CompletionWaiter:
     # -- waiting ---------------------------------------------------------------------
     @contextlib.contextmanager
     def watch(self, prediction_id: str) -> Iterator[asyncio.Event]:
-        """An event set when the prediction is announced as ended."""
+        """An event set when the prediction is announced as ended, or as having new
+        events (then the watcher reads again), and when the subscription was made again
+        (announcements may have been missed)."""
         event = asyncio.Event()
         self._events.setdefault(prediction_id, set()).add(event)
         try:
@@ -113,6 +120,11 @@ class CompletionWaiter:
         """Wake every waiting request (the process is stopping)."""
         for events in self._events.values():
             for event in events:
+                event.set()
+
+    def _heard_events(self, data: bytes) -> None:
+        for prediction_id in data.split():
+            for event in self._events.get(prediction_id.decode(), ()):
                 event.set()
 
     def _heard(self, data: bytes) -> None:
@@ -141,7 +153,10 @@ class CompletionWaiter:
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._channel)
+                channels = [self._channel] + ([self._events_channel] if self._events_channel else [])
+                await pubsub.subscribe(*channels)
+                if self.connected.is_set() is False:
+                    self.release_all()  # what happened while unsubscribed was not heard: read again
                 self.connected.set()
                 await self._listen(pubsub, alive)
             except asyncio.CancelledError:
@@ -171,7 +186,10 @@ class CompletionWaiter:
                 heard_at = now
                 alive()
                 if message["type"] == "message":
-                    self._heard(message["data"])
+                    if self._events_channel is not None and message["channel"] == self._events_channel.encode():
+                        self._heard_events(message["data"])
+                    else:
+                        self._heard(message["data"])
             if now - heard_at > SILENCE_S:
                 raise ConnectionError(f"nothing heard from Redis for {now - heard_at:.0f}s")
             if now - heard_at >= PING_S and now - pinged_at >= PING_S:

@@ -12,6 +12,7 @@ from tungstenkit._base_io import BaseIO, Field, Option
 from tungstenkit._files import Audio, Binary, File, Image, Video
 from tungstenkit._masked_image import MaskedImage
 from tungstenkit._model import define_model
+from tungstenkit._progress import progress
 
 if TYPE_CHECKING:
     from tungstenkit.client import AsyncClient, Client
@@ -35,6 +36,7 @@ __all__ = [
     "Video",
     "__version__",
     "define_model",
+    "progress",
 ]
 
 

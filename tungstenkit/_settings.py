@@ -68,6 +68,12 @@ class Settings:
     namespace: str | None = None
     #: Seconds a finished prediction stays readable before GET answers 404.
     result_ttl_s: int = 3600
+    #: Events (partial outputs, progress, logs) kept per prediction for replay; the oldest
+    #: are dropped past it (about: Redis trims whole blocks).
+    max_events: int = 1000
+    #: Bytes of a prediction's logs that ``GET`` shows: the last ones, with a marker in
+    #: front when earlier ones were dropped.
+    max_log_bytes: int = 64 * 1024
     #: Largest request body the API reads (413 above it).
     max_body_bytes: int = 100 * 1024 * 1024
     #: Largest list of inputs in one request (422 above it).
@@ -247,6 +253,8 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.max_header_bytes < 1024:
             raise ConfigError(f"{ENV_PREFIX}MAX_HEADER_BYTES must be at least 1024")
+        if self.max_events < 1 or self.max_log_bytes < 1024:
+            raise ConfigError(f"{ENV_PREFIX}MAX_EVENTS must be at least 1 and {ENV_PREFIX}MAX_LOG_BYTES at least 1024")
         for name in ("max_connections", "min_body_bytes_per_s", "max_buffered_bytes", "worker_max_memory_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be 0 or more")

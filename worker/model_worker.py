@@ -36,6 +36,7 @@ from tungstenkit._queue import (
 from tungstenkit._settings import Settings
 from tungstenkit._supervised_thread import EXIT_THREAD_FAILED, SupervisedThread
 from tungstenkit.worker.accounting import MeteredWriter, record_batch
+from tungstenkit.worker.batch_events import BatchEvents, LogCapture
 from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
 from tungstenkit.worker.input_outcome import InputOutcome
 from tungstenkit.worker.memory_guard import MemoryGuard, resident_mb
@@ -93,7 +94,10 @@ class Worker:
         self.worker_id = worker_id_for(os.getpid(), tag or uuid.uuid4().hex[:6])
         self.model_name = model_name or definition.name
         self._client = client
-        self._queue = WorkerQueue(client, keys, result_ttl_s=settings.result_ttl_s)
+        self._queue = WorkerQueue(
+            client, keys, result_ttl_s=settings.result_ttl_s, max_events=settings.max_events,
+            max_log_bytes=settings.max_log_bytes,
+        )
         self._keys = keys
         self._runner = ModelRunner(definition, settings, on_stuck=self._on_model_stuck)
         self._buffer = BatchBuffer(self._queue.redis_now_ms)
@@ -182,6 +186,7 @@ class Worker:
                 raise
             logger.warning("The first heartbeat failed (%s); the heartbeat thread keeps trying", exc)
         self._heartbeat.start()
+        LogCapture.install()
         try:
             self._runner.setup()
             self._check_memory_after_setup()
@@ -405,7 +410,7 @@ class Worker:
     def _execute(self, batch: Batch) -> list[SliceOutcome]:
         """Run a batch; if ``predict`` raises, find which inputs fail on their own."""
         try:
-            return SliceOutcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs, batch.fetched), None)
+            return SliceOutcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs, batch.fetched, self._said(batch)), None)
         except PredictionInterrupted as exc:
             logger.info(
                 "Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc), extra=_batch_context(batch)
@@ -471,7 +476,7 @@ class Worker:
         tries: list[tuple[list[InputOutcome] | None, str | None]] = []
         for half in halves:
             try:
-                tries.append((self._runner.predict(batch.batch_id, half.inputs, half.fetched), None))
+                tries.append((self._runner.predict(batch.batch_id, half.inputs, half.fetched, self._said(half)), None))
             except PredictionInterrupted:
                 raise
             except Exception as exc:  # noqa: BLE001 - as above, for each half
@@ -485,6 +490,13 @@ class Worker:
             else:
                 outcomes += self._isolate(half, failure)
         return outcomes
+
+    def _said(self, batch: Batch) -> BatchEvents:
+        """Where the model's partial outputs, progress and logs for ``batch`` go."""
+        targets = [
+            (s.work.entry.prediction_id, s.work.entry.start + s.offset + k) for s in batch.slices for k in range(s.count)
+        ]
+        return BatchEvents(targets, self._writer.events)
 
     def _describe_failure(self, batch: Batch, exc: Exception) -> str:
         if isinstance(exc, InvalidOutput):

@@ -12,6 +12,7 @@ failure handler stops the worker (non-zero exit) so that a fresh one replaces it
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -28,17 +29,22 @@ from tungstenkit._queue import (
     BatchStart,
     EntryResult,
     OutputFilesRefused,
+    PredictionEvents,
     WorkerQueue,
     WriteReport,
     is_transient,
 )
 from tungstenkit._supervised_thread import FailureHandler, SupervisedThread
+from tungstenkit.worker.batch_events import LOG, OUTPUT, PROGRESS, Said
 from tungstenkit.worker.input_outcome import InputOutcome
 
 logger = logging.getLogger(__name__)
 
 #: How long after a batch began its start is announced (see ``Writer.started``).
 START_DELAY_S = 0.002
+#: How long what the model said (partial outputs, progress, logs) may wait, so that
+#: many yields and prints go out in one round trip.
+EVENTS_DELAY_S = 0.01
 #: How long after a batch ended its results are written when the next batch is waiting.
 ENDED_DELAY_S = 0.001
 #: How long the reader lets the model thread go first after it took a batch.
@@ -63,9 +69,11 @@ class _Pending:
     #: Batches that ended, whose results are still to be worked out (on this thread).
     ended: list[Callable[[], list[EntryResult]]] = field(default_factory=list)
     finished: set[int] = field(default_factory=set)
+    #: What the model said, in order; written before any result.
+    said: list[Said] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.started or self.results or self.ended)
+        return bool(self.started or self.results or self.ended or self.said)
 
     def starts_to_send(self) -> list[tuple[int, BatchStart]]:
         """A batch that already finished need not be announced as started: nobody could
@@ -143,6 +151,13 @@ class Writer(SupervisedThread):
             self._scheduled = True
             self._cond.notify()
 
+    def events(self, said: list[Said]) -> None:
+        """What the model said during a batch (called on the model thread: no work here)."""
+        with self._cond:
+            self._pending.said.extend(said)
+            if not self._scheduled or self._due_at > time.monotonic() + EVENTS_DELAY_S:
+                self._due_within(EVENTS_DELAY_S)
+
     def results(self, results: Sequence[EntryResult]) -> None:
         if not results:
             return
@@ -167,7 +182,7 @@ class Writer(SupervisedThread):
         """Whether there is something to send now (called with the lock held)."""
         pending = self._pending
         return bool(pending.results) or (
-            bool(pending.started or pending.ended) and time.monotonic() >= self._due_at
+            bool(pending.started or pending.ended or pending.said) and time.monotonic() >= self._due_at
         )
 
     def pending_sids(self) -> set[str]:
@@ -209,10 +224,11 @@ class Writer(SupervisedThread):
             work.ended = []
             starts = work.starts_to_send()
             work.results = [self._finish_serializing(r) for r in work.results]
+            events = self._serialize_events(work.said)
             with self._cond:
                 self._in_flight = work.results
             try:
-                report = self._queue.write(self._worker_id, [start for _, start in starts], work.results)
+                report = self._queue.write(self._worker_id, [start for _, start in starts], work.results, events)
             except Exception as exc:
                 if not (is_transient(exc) or isinstance(exc, OutputFilesRefused)):
                     # Retrying would fail the same way: end the thread (and the worker).
@@ -245,6 +261,45 @@ class Writer(SupervisedThread):
                 if lost and self._on_lost is not None:
                     self._on_lost(batch_id, lost)
 
+    def _serialize_events(self, said: list[Said]) -> list[PredictionEvents]:
+        """Per prediction, its events in order: one ``output`` event per yield, the
+        progress reported last, and the text logged since the last write as one ``log``
+        event (where it began)."""
+        found: dict[str, PredictionEvents] = {}
+        for item in said:
+            events = found.get(item.prediction_id)
+            if events is None:
+                events = found[item.prediction_id] = PredictionEvents(item.prediction_id)
+            if item.kind == OUTPUT:
+                events.events.append((OUTPUT, self._outputs_json(item.payload)))
+            elif item.kind == PROGRESS:
+                events.events = [e for e in events.events if e[0] != PROGRESS]
+                events.events.append((PROGRESS, item.payload))
+                events.progress = item.payload
+            else:
+                if not events.logs:
+                    events.events.append((LOG, ""))
+                events.logs += item.payload
+        for events in found.values():
+            if events.logs:
+                text = json.dumps({"text": events.logs}, ensure_ascii=False)
+                events.events = [(kind, text if kind == LOG else data) for kind, data in events.events]
+        return list(found.values())
+
+    def _outputs_json(self, pairs: list[tuple[int, Any]]) -> str:
+        """``[{"index": i, "output": {...}}, ...]``; an output that cannot be serialised is left out (logged)."""
+        parts = []
+        for index, output in pairs:
+            if not isinstance(output, str):
+                try:
+                    output = self._serialize(output).output if self._serialize is not None else None
+                except Exception:  # noqa: BLE001 - a bad partial output must not stop the writer
+                    logger.exception("Serialising a partial output failed; it is not sent")
+                    continue
+            if output:
+                parts.append(f'{{"index":{index},"output":{output}}}')
+        return "[" + ",".join(parts) + "]"
+
     def _put_back(self, work: _Pending) -> None:
         """Put unsent writes back in front of what arrived meanwhile, in their order."""
         with self._cond:
@@ -252,6 +307,7 @@ class Writer(SupervisedThread):
             work.results += self._pending.results
             work.ended += self._pending.ended
             work.finished |= self._pending.finished
+            work.said += self._pending.said
             self._pending = work
             self._in_flight = []
             self._busy = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import itertools
 import logging
 import os
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tungstenkit._media import configure_pillow
 from tungstenkit._model import ModelDefinition, has_file_fields, mentions_files
 from tungstenkit._prepare import FileFailure, prepare_inputs
 from tungstenkit._settings import Settings
+from tungstenkit.worker.batch_events import BatchEvents
 from tungstenkit.worker.input_outcome import InputFailure, InputOutcome
 from tungstenkit.worker.outputs import OutputFileSink
 
@@ -246,22 +248,31 @@ class ModelRunner:
         return prepare_inputs(inputs, self.files, fetched)
 
     def predict(
-        self, batch_id: int, inputs: list[Any], fetched: Mapping[str, Download | FileInputError] | None = None
+        self,
+        batch_id: int,
+        inputs: list[Any],
+        fetched: Mapping[str, Download | FileInputError] | None = None,
+        said: BatchEvents | None = None,
     ) -> list[InputOutcome]:
         """Run one batch; returns each input's output as a JSON object string, or why it could not run.
 
         File inputs are made ready first (URLs downloaded); an input whose file failed
-        is left out of ``predict`` and reported alone. Raises ``PredictionInterrupted``
-        when canceled or overrunning (downloads included), ``InvalidOutput`` when the
-        model breaks its contract, and whatever ``predict`` raised otherwise.
+        is left out of ``predict`` and reported alone. A ``predict`` that is a generator
+        is run to its end, each yield's partial outputs going to ``said`` (with the
+        progress it reports and what it prints). Raises ``PredictionInterrupted`` when
+        canceled or overrunning (downloads included), ``InvalidOutput`` when the model
+        breaks its contract, and whatever ``predict`` raised otherwise.
         """
         if self._canceled_batch == batch_id:
             raise PredictionCanceled()
         with self.batch_folder(batch_id) if self._uses_files else contextlib.nullcontext():
-            with self._call(batch_id, self._prediction_timeout):
+            with self._call(batch_id, self._prediction_timeout), said.active() if said else contextlib.nullcontext():
                 failures = self.prepare(inputs, fetched) if self.has_file_inputs else {}
                 ready = [item for index, item in enumerate(inputs) if index not in failures]
                 outputs = self._model.predict(ready) if ready else []
+                if inspect.isgenerator(outputs):
+                    positions = [index for index in range(len(inputs)) if index not in failures]
+                    outputs = self._stream(batch_id, outputs, positions, said)
             checked = self.check_outputs(outputs, len(ready))
             if self._defer_serialization:
                 serialized = iter([InputOutcome(raw=item) for item in checked])
@@ -272,6 +283,39 @@ class ModelRunner:
                 _failed(failures[index]) if index in failures else next(serialized) for index in range(len(inputs))
             ]
 
+    def _stream(
+        self, batch_id: int, steps: Generator[Any, None, Any], positions: list[int], said: BatchEvents | None
+    ) -> Any:
+        """Run a generator ``predict``: each yield is one partial output per input (None:
+        nothing new for that input), handed to ``said`` at once; the return value, or
+        else the last yield, is the final outputs. A cancel stops it between yields
+        (if the signal did not already interrupt it)."""
+        last: Any = None
+        try:
+            while True:
+                if self._canceled_batch == batch_id:
+                    raise PredictionCanceled()
+                try:
+                    step = next(steps)
+                except StopIteration as stop:
+                    final = stop.value if stop.value is not None else last
+                    break
+                partial = self.check_outputs(step, len(positions), partial=True)
+                if said is not None:
+                    said.outputs([(positions[i], self._partial(o)) for i, o in enumerate(partial) if o is not None])
+                last = step
+        finally:
+            steps.close()
+        if final is None:
+            raise InvalidOutput("predict is a generator that yielded nothing and returned nothing")
+        return final
+
+    def _partial(self, output: BaseModel) -> Any:
+        """A partial output as the writer thread takes it: the object itself, or its JSON
+        at once when it may point into the batch's folder. Files in partial outputs are
+        always data URIs (never stored for ``/files/``)."""
+        return output if self._defer_serialization else output.model_dump_json()
+
     def serialize(self, output: BaseModel) -> InputOutcome:
         """An output as the JSON object clients get (links stored aside with ``output_files=url``)."""
         if not self._output_links:
@@ -279,17 +323,21 @@ class ModelRunner:
         sink = OutputFileSink(self._public_url)
         return InputOutcome(output=output.model_dump_json(context={OUTPUT_FILE_SINK: sink}), files=tuple(sink.files))
 
-    def check_outputs(self, outputs: Any, expected: int) -> list[Any]:
-        """``predict``'s return value as a list of output objects; ``InvalidOutput`` if it is not."""
+    def check_outputs(self, outputs: Any, expected: int, partial: bool = False) -> list[Any]:
+        """``predict``'s return value as a list of output objects; ``InvalidOutput`` if it
+        is not. A ``partial`` list (a generator's yield) may hold None."""
         output_cls = self.definition.output_cls
         try:
             items = list(outputs)
         except TypeError:
             raise InvalidOutput(f"predict must return a list of {output_cls.__name__}, got {type(outputs).__name__}") from None
         if len(items) != expected:
-            raise InvalidOutput(f"predict returned {len(items)} outputs for {expected} inputs")
+            raise InvalidOutput(f"predict {'yielded' if partial else 'returned'} {len(items)} outputs for {expected} inputs")
         checked = []
         for item in items:
+            if partial and item is None:
+                checked.append(None)
+                continue
             try:
                 if not isinstance(item, output_cls):
                     if not isinstance(item, dict):

@@ -9,7 +9,7 @@ import tungstenkit
 
 PUBLIC = [
     "AsyncClient", "Audio", "BaseIO", "Binary", "Client", "Field", "File", "Image", "MaskedImage", "Option", "Video",
-    "__version__", "define_model",
+    "__version__", "define_model", "progress",
 ]
 CLIENT_PUBLIC = [
     "IDEMPOTENCY_HEADER", "APIError", "AccessDenied", "AsyncClient", "Client", "ClientError", "EventsUnsupported", "InvalidInput",

@@ -55,6 +55,8 @@ class Keys:
         self.queued = self.prefix + "queued"
         self.workers = self.prefix + "workers"
         self.done_channel = self.prefix + "done"
+        #: Channel: space-separated ids of predictions that got new events (``events:<id>``).
+        self.events_channel = self.prefix + "events"
         self.stop_channel = self.prefix + "stop"
         self.prediction_prefix = self.prefix + "pred:"
         self.worker_prefix = self.prefix + "worker:"
@@ -73,6 +75,10 @@ class Keys:
 
     def prediction(self, prediction_id: str) -> str:
         return self.prediction_prefix + prediction_id
+
+    def events(self, prediction_id: str) -> str:
+        """The stream of a prediction's output, progress and log events (see ``_events``)."""
+        return f"{self.prefix}events:{prediction_id}"
 
     def worker(self, worker_id: str) -> str:
         return self.worker_prefix + worker_id

@@ -30,7 +30,15 @@ from tungstenkit._errors import (
 from tungstenkit._queue._api_keys import ApiKey
 from tungstenkit._queue._keys import CONNECTION_ERRORS, Keys, now_iso
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, ask_snapshot, live_workers, make_snapshot
-from tungstenkit._queue._records import READ_FIELDS, Chunk, Fetched, read_prediction
+from tungstenkit._queue._records import (
+    EVENTS_PER_READ,
+    READ_FIELDS,
+    Chunk,
+    EventsRead,
+    Fetched,
+    events_read,
+    read_prediction,
+)
 from tungstenkit._queue._scripts import Script, script
 
 T = TypeVar("T")
@@ -103,6 +111,7 @@ class AsyncPredictionQueue:
         self._submits: list[tuple[Submission, asyncio.Future[Any]]] = []
         self._fetches: list[tuple[str, asyncio.Future[Any]]] = []
         self._rates: list[tuple[tuple[str, float], asyncio.Future[Any]]] = []
+        self._event_reads: list[tuple[tuple[str, str], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -146,6 +155,13 @@ class AsyncPredictionQueue:
         """The prediction's GET body, or None if there is no such prediction."""
         return await self._enqueue(self._fetches, prediction_id)  # type: ignore[no-any-return]
 
+    async def read_events(self, prediction_id: str, after: str = "") -> EventsRead | None:
+        """The prediction as it stands and its stored events after the event id ``after``
+        (from the first: ""), at most ``EVENTS_PER_READ``; None if there is no such
+        prediction. Read together, so that when the body says the prediction ended,
+        every event it had is there (events are refused once it ended)."""
+        return await self._enqueue(self._event_reads, (prediction_id, after))  # type: ignore[no-any-return]
+
     def _enqueue(self, bucket: list[tuple[Any, asyncio.Future[Any]]], item: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -162,12 +178,13 @@ class AsyncPredictionQueue:
         submits, self._submits = self._submits, []
         fetches, self._fetches = self._fetches, []
         rates, self._rates = self._rates, []
-        if submits and (fetches or rates) and self._wait_replicas:
+        event_reads, self._event_reads = self._event_reads, []
+        if submits and (fetches or rates or event_reads) and self._wait_replicas:
             # WAIT holds back the replies after it on its connection: reads go on another.
             self._spawn(self._flush(submits, [], []))
-            self._spawn(self._flush([], fetches, rates))
+            self._spawn(self._flush([], fetches, rates, event_reads))
         else:
-            self._spawn(self._flush(submits, fetches, rates))
+            self._spawn(self._flush(submits, fetches, rates, event_reads))
 
     def _spawn(self, flush: Awaitable[None]) -> None:
         task = asyncio.get_running_loop().create_task(flush)  # type: ignore[arg-type]
@@ -179,6 +196,7 @@ class AsyncPredictionQueue:
         submits: list[tuple[Submission, asyncio.Future[Any]]],
         fetches: list[tuple[str, asyncio.Future[Any]]],
         rates: list[tuple[tuple[str, float], asyncio.Future[Any]]],
+        event_reads: Sequence[tuple[tuple[str, str], asyncio.Future[Any]]] = (),
     ) -> None:
         waits = bool(submits) and self._wait_replicas > 0
         try:
@@ -191,7 +209,10 @@ class AsyncPredictionQueue:
                         pipe.execute_command("WAIT", self._wait_replicas, int(self._wait_timeout * 1000))
                 for prediction_id, _ in fetches:
                     pipe.hmget(self.keys.prediction(prediction_id), READ_FIELDS)
-                if rates:
+                for (prediction_id, after), _ in event_reads:
+                    pipe.hmget(self.keys.prediction(prediction_id), READ_FIELDS)
+                    pipe.xrange(self.keys.events(prediction_id), f"({after}" if after else "-", "+", EVENTS_PER_READ)
+                if rates:  # last: its reply is taken from the end
                     pipe.evalsha(script("rate").sha, len(rate_keys), *rate_keys, *rate_args)
                 replies = list(await self._bounded(pipe.execute(raise_on_error=False), waits))
             if submits and isinstance(replies[0], NoScriptError):
@@ -203,11 +224,11 @@ class AsyncPredictionQueue:
                 replies[-1] = await self._eval(script("rate"), rate_keys, rate_args)
         except (RedisUnavailable, *CONNECTION_ERRORS) as exc:
             failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(f"Redis is unreachable: {exc}")
-            for _, future in [*submits, *fetches, *rates]:
+            for _, future in [*submits, *fetches, *rates, *event_reads]:
                 _settle(future, error=failure)
             return
         except BaseException as exc:
-            for _, future in [*submits, *fetches, *rates]:
+            for _, future in [*submits, *fetches, *rates, *event_reads]:
                 _settle(future, error=exc)
             raise
         if rates:
@@ -228,6 +249,14 @@ class AsyncPredictionQueue:
                 _settle(future, error=reply)
             else:
                 _settle(future, read_prediction(reply))
+        position += len(fetches)
+        for j, (_, future) in enumerate(event_reads):
+            state, stored = replies[position + 2 * j], replies[position + 2 * j + 1]
+            failure = next((r for r in (state, stored) if isinstance(r, Exception)), None)
+            if failure is not None:
+                _settle(future, error=failure)
+            else:
+                _settle(future, events_read(state, stored))
 
     async def _submit_loading_script(self, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """The submit script (loaded first: Redis lost its scripts) and WAIT, on one connection."""

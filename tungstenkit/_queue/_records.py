@@ -162,6 +162,24 @@ class EntryResult:
     outputs: tuple[Any, ...] = ()
 
 
+@dataclass
+class PredictionEvents:
+    """What the model said for one prediction since the last write: events for its
+    stream, in order (type and JSON data), its latest progress (JSON) and new log text."""
+
+    prediction_id: str
+    events: list[tuple[str, str]] = field(default_factory=list)
+    progress: str = ""
+    logs: str = ""
+
+
+#: The types of the events a prediction's stream holds (the others, ``queued``,
+#: ``start`` and ``completed``, are made from its hash when a client reads them).
+STORED_EVENTS = ("output", "progress", "log")
+#: Output and logs webhooks of one prediction are queued at most this often.
+WEBHOOK_EVENT_INTERVAL_MS = 500
+
+
 # ---------------------------------------------------------------------------------
 # The GET body. ``lua/common.lua`` renders the same shape for what ends in Lua.
 
@@ -171,27 +189,39 @@ def _json_string(value: str | None) -> str:
 
 
 def render_body(
-    status: str, outputs: str | None, error: str | None, created: str, started: str | None, completed: str | None
+    status: str,
+    outputs: str | None,
+    error: str | None,
+    created: str,
+    started: str | None,
+    completed: str | None,
+    progress: str | None = None,
+    logs: str | None = None,
 ) -> str:
-    """``{"outputs", "status", "error_message", "created_at", "started_at", "completed_at"}``.
+    """``{"outputs", "status", "error_message", "created_at", "started_at", "completed_at",
+    "progress", "logs"}``.
 
-    ``outputs`` is a JSON list, copied through without being parsed again.
+    ``outputs`` (a JSON list) and ``progress`` (a JSON object) are copied through without
+    being parsed again.
     """
     return (
         f'{{"outputs":{outputs or "null"},"status":"{status}","error_message":{_json_string(error)},'
         f'"created_at":{_json_string(created)},"started_at":{_json_string(started)},'
-        f'"completed_at":{_json_string(completed)}}}'
+        f'"completed_at":{_json_string(completed)},"progress":{progress or "null"},"logs":{_json_string(logs)}}}'
     )
 
 
-def render_open(created: bytes, started: bytes | None) -> bytes:
+def render_open(created: bytes, started: bytes | None, progress: bytes | None = None, logs: bytes | None = None) -> bytes:
     """The body of a prediction still pending or running."""
     status = "running" if started else "pending"
-    return render_body(status, None, None, created.decode(), (started or b"").decode(), None).encode()
+    return render_body(
+        status, None, None, created.decode(), (started or b"").decode(), None,
+        progress.decode() if progress else None, logs.decode(errors="replace") if logs else None,
+    ).encode()
 
 
 #: The prediction hash fields a read needs.
-READ_FIELDS = ("result", "created", "started")
+READ_FIELDS = ("result", "created", "started", "progress", "logs")
 
 
 @dataclass(frozen=True)
@@ -204,12 +234,12 @@ class Fetched:
 
 def read_prediction(values: Sequence[bytes | None]) -> Fetched | None:
     """A prediction from its ``READ_FIELDS``; None if there is no such prediction."""
-    result, created, started = values
+    result, created, started, progress, logs = (*values, None, None)[:5]
     if result is not None:
         return Fetched(result, True)
     if created is None:
         return None
-    return Fetched(render_open(created, started), False)
+    return Fetched(render_open(created, started, progress, logs), False)
 
 
 def parse_done_message(data: bytes) -> list[tuple[str, bytes | None]]:
@@ -220,3 +250,29 @@ def parse_done_message(data: bytes) -> list[tuple[str, bytes | None]]:
         if prediction_id:
             ended.append((prediction_id.decode(), body or None))
     return ended
+
+
+#: Stored events one read returns at most (a client further behind reads again).
+EVENTS_PER_READ = 500
+
+
+@dataclass(frozen=True)
+class EventsRead:
+    """A prediction as it stands, with stored events: ``(id, type, data)``."""
+
+    fetched: Fetched
+    created: str
+    started: str | None
+    events: list[tuple[str, str, bytes]]
+
+
+def events_read(state: Sequence[bytes | None], stored: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> EventsRead | None:
+    """An ``EventsRead`` from the prediction's ``READ_FIELDS`` and an ``XRANGE`` of its events."""
+    fetched = read_prediction(state)
+    if fetched is None:
+        return None
+    created, started = state[1], state[2]
+    events = [
+        (sid.decode(), fields.get(b"e", b"").decode(), fields.get(b"d", b"null")) for sid, fields in stored if fields
+    ]
+    return EventsRead(fetched, (created or b"").decode(), started.decode() if started else None, events)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,9 @@ from tungstenkit._queue._records import (
     BatchStart,
     Entry,
     EntryResult,
+    WEBHOOK_EVENT_INTERVAL_MS,
     Fetched,
+    PredictionEvents,
     read_prediction,
     render_body,
     sid_range,
@@ -55,15 +58,23 @@ logger = logging.getLogger(__name__)
 #: Ended bodies up to this size travel on the done channel, so waiting requests need
 #: not read them back; larger ones (images, say) are read from the prediction's hash.
 INLINE_BODY_BYTES = 32 * 1024
+_SAID_LIMIT = 100_000
 
 
 class WorkerQueue:
     """What a worker does with Redis: read entries, mark batches started, write results."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, result_ttl_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, result_ttl_s: int, max_events: int = 1000, max_log_bytes: int = 65536
+    ) -> None:
         self._redis = client
         self.keys = keys
         self._ttl = result_ttl_s
+        self._max_events = max_events
+        self._max_log_bytes = max_log_bytes
+        #: Predictions this worker wrote events for: their bodies are rendered in Lua,
+        #: where their progress and logs are (oldest forgotten past ``_SAID_LIMIT``).
+        self._said: OrderedDict[str, None] = OrderedDict()
         #: Redis's clock minus this machine's, in ms, as the last heartbeat measured it
         #: (deadlines are in Redis's clock: the API's and the workers' machines may differ).
         self.clock_offset_ms = 0.0
@@ -106,8 +117,16 @@ class WorkerQueue:
                 pipe.execute()
         return entries
 
-    def write(self, worker_id: str, started: Sequence[BatchStart], results: Sequence[EntryResult]) -> WriteReport:
-        """Mark batches started and record results, in one round trip (two with output files).
+    def write(
+        self,
+        worker_id: str,
+        started: Sequence[BatchStart],
+        results: Sequence[EntryResult],
+        events: Sequence[PredictionEvents] = (),
+    ) -> WriteReport:
+        """Mark batches started, record what the model said (``events``) and results, in
+        one round trip (two with output files). Events come before results, so a
+        prediction's events all precede its end.
 
         Only entries this worker still owns start or finish (the scripts fence them).
         Raises ``OutputFilesRefused`` when Redis will not take output files for now.
@@ -121,6 +140,8 @@ class WorkerQueue:
             lo, hi = sid_range(batch.sids)
             args: list[Any] = [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, GROUP, worker_id, lo, hi]
             calls.append((script("start"), keys, args + batch.flags()))
+        if events:
+            calls.append(self._events_call(stamp, events))
         if results:
             keys = [self.keys.queue, self.keys.queued, self.keys.webhooks]
             lo, hi = sid_range([r.entry.sid for r in results])
@@ -130,7 +151,12 @@ class WorkerQueue:
             ]
             for result in results:
                 entry = result.entry
-                kind, payload = _as_body(result, stamp)
+                if entry.prediction_id in self._said:
+                    kind, payload = result.kind, result.payload
+                    if entry.whole:
+                        del self._said[entry.prediction_id]
+                else:
+                    kind, payload = _as_body(result, stamp)
                 keys.append(self.keys.prediction(entry.prediction_id))
                 args += [
                     entry.prediction_id, entry.sid, kind, entry.start, entry.count, payload, result.started,
@@ -138,6 +164,8 @@ class WorkerQueue:
                 ]
             calls.append((script("finish"), keys, args))
         replies = self._run_scripts(calls)
+        if events:
+            del replies[len(started)]
         ended_first = [{batch.prediction_ids[i - 1] for i in reply[0]} for batch, reply in zip(started, replies)]
         lost = [{sid.decode() for sid in reply[1]} for reply in replies[: len(started)]]
         outcomes, rejected, discarded = replies[len(started)] if results else ([], [], [])
@@ -145,6 +173,22 @@ class WorkerQueue:
         return WriteReport(
             ended_first, ended, lost, {sid.decode() for sid in rejected}, {sid.decode() for sid in discarded}
         )
+
+    def _events_call(self, stamp: str, events: Sequence[PredictionEvents]) -> tuple[Script, list[str], list[Any]]:
+        keys = [self.keys.webhooks]
+        args: list[Any] = [
+            stamp, self._max_events, self._ttl, self._max_log_bytes, int(time.time() * 1000),
+            WEBHOOK_EVENT_INTERVAL_MS, self.keys.events_channel,
+        ]
+        for said in events:
+            self._said[said.prediction_id] = None
+            keys += [self.keys.prediction(said.prediction_id), self.keys.events(said.prediction_id)]
+            args += [said.prediction_id, len(said.events), said.progress, said.logs]
+            for kind, data in said.events:
+                args += [kind, data]
+        while len(self._said) > _SAID_LIMIT:
+            self._said.popitem(last=False)
+        return script("events"), keys, args
 
     def reap(self, worker_id: str, crash_limit: int) -> list[Entry]:
         """Take over the entries of workers whose heartbeat expired; returns them.

@@ -8,6 +8,8 @@
 -- entries' outputs in `o:<start>` and the keys of their output files in `f:<start>`
 -- (with `files` set once there are any). A prediction created with an API key has
 -- `owner`: the key's owner, whose count of queued inputs it is part of.
+-- A model that reported progress or wrote logs left `progress` (JSON) and `logs` (see
+-- events.lua), which its body shows.
 
 -- A JSON string, or null.
 local function json_string(value)
@@ -17,11 +19,12 @@ local function json_string(value)
   return cjson.encode(value)
 end
 
--- The GET body of an ended prediction (`outputs` is a JSON list or nil).
-local function render(status, outputs, message, created, started, completed)
+-- The GET body of an ended prediction (`outputs` and `progress` are JSON or nil).
+local function render(status, outputs, message, created, started, completed, progress, logs)
   return '{"outputs":' .. (outputs or 'null') .. ',"status":"' .. status .. '","error_message":'
     .. json_string(message) .. ',"created_at":' .. json_string(created) .. ',"started_at":'
-    .. json_string(started) .. ',"completed_at":' .. json_string(completed) .. '}'
+    .. json_string(started) .. ',"completed_at":' .. json_string(completed) .. ',"progress":'
+    .. (progress or 'null') .. ',"logs":' .. json_string(logs) .. '}'
 end
 
 -- Deletes the prediction's entries that are still in the stream, so that no worker
@@ -71,11 +74,13 @@ end
 -- rendered body (nil if it had already ended), the number of inputs released, the
 -- webhook events it asked for, and its entries.
 local function fail_prediction(queue, key, message, now, ttl)
-  local state = redis.call('HMGET', key, 'result', 'entries', 'created', 'started', 'webhook_events', 'files')
+  local state = redis.call(
+    'HMGET', key, 'result', 'entries', 'created', 'started', 'webhook_events', 'files', 'progress', 'logs'
+  )
   if state[1] or not state[3] then
     return nil, 0, nil, nil
   end
-  local body = render('failed', nil, message, state[3], state[4], now)
+  local body = render('failed', nil, message, state[3], state[4], now, state[7], state[8])
   if state[6] then
     settle_files(key, state[2], nil)
   end

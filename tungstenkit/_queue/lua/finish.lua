@@ -145,11 +145,11 @@ for j = 0, (#ARGV - 9) / 9 - 1 do
         released = released + count
         release_owner(counter, key, count)
         if redis.call('HINCRBY', key, 'left', -1) == 0 then
-          local state = redis.call('HMGET', key, 'entries', 'created', 'started', 'files')
+          local state = redis.call('HMGET', key, 'entries', 'created', 'started', 'files', 'progress', 'logs')
           if state[4] then
             settle_files(key, state[1], ttl)
           end
-          local body = render('success', assemble(key, state[1]), nil, state[2], state[3], now)
+          local body = render('success', assemble(key, state[1]), nil, state[2], state[3], now, state[5], state[6])
           conclude(key, body, ttl)
           ended(id, body, 'success', events)
         end

@@ -1,0 +1,138 @@
+"""A prediction's events as server-sent events (``text/event-stream``).
+
+``queued``, ``start`` and ``completed`` are made from the prediction's hash when a
+client reads them; ``output``, ``progress`` and ``log`` come from its events stream in
+Redis (see ``tungstenkit._queue``), whose ids are the events' ids. So a client that
+reconnects with ``Last-Event-ID``, to this API process or another, gets exactly the
+events after it. Streams hold no Redis connection while they wait: they wait on the
+process's one subscription (``CompletionWaiter``), which hears ended predictions and
+those with new events, and their reads share round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from starlette.responses import Response, StreamingResponse
+
+from tungstenkit._queue import EVENTS_PER_READ, EventsRead
+from tungstenkit.app.error_responses import HTTPError
+
+if TYPE_CHECKING:
+    from tungstenkit.app.routes import ServingContext
+
+#: The ids of the events that are not stored: they sort before every stored one
+#: (``ms-seq`` ids from Redis), and ``completed`` after all of them.
+QUEUED_ID, START_ID, COMPLETED_ID = "0-1", "0-2", "done"
+#: A comment line this often keeps proxies from closing an idle stream.
+KEEP_ALIVE_S = 15.0
+#: A stream that has not seen its prediction start reads it again this often (a start
+#: is not announced on the channel: that would cost every prediction a command).
+START_POLL_S = 1.0
+MEDIA_TYPE = "text/event-stream"
+_STORED_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+class InvalidLastEventId(HTTPError):
+    status_code = 400
+
+
+def wants_events(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for ``text/event-stream``."""
+    return MEDIA_TYPE in accept.lower()
+
+
+def parse_last_event_id(raw: str | None) -> str:
+    """The id a reconnecting client saw last ("" for none); 400 if this server never sent it."""
+    if raw is None or raw.strip() == "":
+        return ""
+    raw = raw.strip()
+    if raw in (QUEUED_ID, START_ID, COMPLETED_ID) or _STORED_ID.fullmatch(raw):
+        return raw
+    raise InvalidLastEventId("Last-Event-ID is not the id of an event of this stream")
+
+
+def _order(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
+
+
+def frame(kind: str, event_id: str, data: bytes) -> bytes:
+    """One event in the ``text/event-stream`` format (data spread over ``data:`` lines)."""
+    lines = b"".join(b"data: " + line + b"\n" for line in data.split(b"\n"))
+    return b"id: " + event_id.encode() + b"\nevent: " + kind.encode() + b"\n" + lines + b"\n"
+
+
+class EventStream:
+    """One client's stream of one prediction, from after ``last_id``."""
+
+    def __init__(self, context: ServingContext, prediction_id: str, last_id: str) -> None:
+        self._context = context
+        self._id = prediction_id
+        self._queued_sent = last_id != ""
+        self._start_sent = last_id not in ("", QUEUED_ID)
+        self._after = last_id if last_id and _STORED_ID.fullmatch(last_id) and _order(last_id) > (0, 2) else ""
+        self._done = last_id == COMPLETED_ID
+
+    async def first_read(self) -> EventsRead | None:
+        """The first read (None: no such prediction), made before answering so that an
+        unknown id gets a 404 rather than an empty stream."""
+        return await self._context.queue.read_events(self._id, self._after)
+
+    def response(self, first: EventsRead, headers: dict[str, str] | None = None) -> Response:
+        if self._done:
+            # Nothing after ``completed``: 204 also tells an EventSource not to reconnect.
+            return Response(status_code=204)
+        return StreamingResponse(
+            self._frames(first),
+            media_type=MEDIA_TYPE,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+        )
+
+    async def _frames(self, read: EventsRead | None) -> AsyncIterator[bytes]:
+        context = self._context
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        with context.waiter.watch(self._id) as woken:
+            while True:
+                if read is None:
+                    return  # it expired meanwhile
+                chunk = self._frames_of(read)
+                if chunk:
+                    yield chunk
+                    sent_at = loop.time()
+                if read.fetched.ended and len(read.events) < EVENTS_PER_READ:
+                    yield frame("completed", COMPLETED_ID, read.fetched.body)
+                    return
+                if len(read.events) < EVENTS_PER_READ:
+                    poll = START_POLL_S if not self._start_sent else KEEP_ALIVE_S
+                    try:
+                        await asyncio.wait_for(woken.wait(), min(poll, KEEP_ALIVE_S - (loop.time() - sent_at)))
+                    except asyncio.TimeoutError:
+                        pass
+                    if context.draining:
+                        return  # the client reconnects (to another process) with Last-Event-ID
+                    if loop.time() - sent_at >= KEEP_ALIVE_S - 0.01:
+                        yield b": keep-alive\n\n"
+                        sent_at = loop.time()
+                woken.clear()
+                read = await context.queue.read_events(self._id, self._after)
+
+    def _frames_of(self, read: EventsRead) -> bytes:
+        out: list[bytes] = []
+        if not self._queued_sent:
+            data = json.dumps({"id": self._id, "status": "pending", "created_at": read.created or None})
+            out.append(frame("queued", QUEUED_ID, data.encode()))
+            self._queued_sent = True
+        if not self._start_sent and (read.started or read.events):
+            out.append(frame("start", START_ID, json.dumps({"started_at": read.started or None}).encode()))
+            self._start_sent = True
+        for event_id, kind, data in read.events:
+            out.append(frame(kind, event_id, data))
+            self._after = event_id
+        return b"".join(out)
+
