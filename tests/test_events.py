@@ -69,3 +69,93 @@ def test_a_streaming_model_sends_its_events_in_order_while_it_runs(streaming: Se
     # ?wait= and polling see the same final body.
     assert streaming.result(prediction_id) == final
     assert streaming.client.get(f"/predictions/{prediction_id}").json() == final
+
+
+def test_get_shows_progress_and_logs_while_it_runs_and_after(streaming: Server) -> None:
+    prediction_id = submit(streaming, [{"prompt": "b", "steps": 30, "delay": 0.1}])
+
+    def running_with_progress() -> dict[str, Any] | None:
+        body = streaming.client.get(f"/predictions/{prediction_id}").json()
+        return body if body["status"] == "running" and body["progress"] and body["logs"] else None
+
+    from tests.support import wait_for
+
+    body = wait_for(running_with_progress, 20, what="progress while running")
+    assert body["progress"]["total"] == 30 and "step 0\n" in body["logs"]
+    final = streaming.result(prediction_id)
+    assert final["progress"]["step"] == 30 and "step 29\n" in final["logs"]
+
+
+def test_a_plain_model_has_null_progress_and_logs(module_serve: ServerFactory) -> None:
+    server = module_serve(MODELS / "scalars")
+    final = server.predict([{"prompt": "x"}])
+    assert final["status"] == "success" and final["progress"] is None and final["logs"] is None
+    prediction_id = submit(server, [{"prompt": "x"}])
+    kinds = [e.event for _, e in events(server, f"/predictions/{prediction_id}", params={"x": "1"})]
+    assert kinds[0] == "queued" and kinds[-1] == "completed" and "output" not in kinds
+
+
+def test_logs_are_bounded_with_a_marker(module_serve: ServerFactory) -> None:
+    server = module_serve(STREAMING, env={"TUNGSTEN_MAX_LOG_BYTES": "2048"})
+    final = server.predict([{"prompt": "c", "steps": 5, "chatter": 1500}])
+    assert final["status"] == "success"
+    assert final["logs"].startswith("[earlier logs dropped]\n") and len(final["logs"].encode()) <= 2048
+    assert final["logs"].endswith("logged step 4\n")
+
+
+def test_a_client_that_reconnects_to_another_api_process_gets_exactly_the_missed_events(
+    serve: ServerFactory,
+) -> None:
+    first = serve(STREAMING, namespace="evreconnect")
+    second = serve(STREAMING, namespace="evreconnect", workers=0)
+    prediction_id = submit(first, [{"prompt": "r", "steps": 12, "delay": 0.1}])
+    k = 5
+    head = [e for _, e in events(first, f"/predictions/{prediction_id}/events", limit=k)]
+    tail = [e for _, e in events(second, f"/predictions/{prediction_id}/events", headers={"Last-Event-ID": head[-1].id})]
+    whole = [e for _, e in events(second, f"/predictions/{prediction_id}/events")]
+    assert head + tail == whole
+    assert whole[-1].event == "completed"
+    outputs = [json.loads(e.data)[0]["output"]["text"] for e in whole if e.event == "output"]
+    assert outputs == [f"r:{s}" for s in range(12)]
+    # After completed there is nothing more: 204 tells an EventSource to stop reconnecting.
+    again = second.client.get(f"/predictions/{prediction_id}/events", headers={"Last-Event-ID": whole[-1].id})
+    assert again.status_code == 204
+
+
+def test_post_with_stream_answers_with_the_events(streaming: Server) -> None:
+    seen = [e for _, e in events(streaming, "/predictions", method="POST", params={"stream": "true"},
+                                 json=[{"prompt": "p", "steps": 2}])]
+    assert seen[0].event == "queued" and seen[-1].event == "completed"
+    prediction_id = json.loads(seen[0].data)["id"]
+    assert streaming.result(prediction_id) == json.loads(seen[-1].data)
+
+
+def test_event_stream_errors(streaming: Server) -> None:
+    missing = streaming.client.get("/predictions/" + "f" * 32 + "/events")
+    assert missing.status_code == 404 and "not found" in missing.json()["detail"]
+    prediction_id = submit(streaming, [{"prompt": "e"}])
+    bad = streaming.client.get(f"/predictions/{prediction_id}/events", headers={"Last-Event-ID": "nonsense"})
+    assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
+    flag = streaming.client.post("/predictions", params={"stream": "maybe"}, json=[{"prompt": "e"}])
+    assert flag.status_code == 422 and flag.json()["detail"][0]["loc"] == ["query", "stream"]
+
+
+def test_cancel_interrupts_a_streaming_model_between_yields(streaming: Server) -> None:
+    prediction_id = submit(streaming, [{"prompt": "k", "steps": 200, "delay": 0.05}])
+    stream = events(streaming, f"/predictions/{prediction_id}/events")
+    for _, event in stream:
+        if event.event == "output":
+            break
+    assert streaming.client.post(f"/predictions/{prediction_id}/cancel").status_code == 200
+    rest = [e for _, e in stream]
+    assert rest[-1].event == "completed"
+    final = json.loads(rest[-1].data)
+    assert final["status"] == "failed" and final["error_message"] == "Canceled"
+    # The worker is free again soon: a new prediction completes.
+    assert streaming.predict([{"prompt": "after"}], wait=5)["status"] == "success"
+
+
+def test_a_generator_that_raises_fails_its_prediction_with_the_reason(streaming: Server) -> None:
+    final = streaming.predict([{"prompt": "f", "steps": 3, "fail_at": 1}])
+    assert final["status"] == "failed" and final["error_message"] == "RuntimeError: failed at step 1"
+    assert "logged step 0" in final["logs"]
