@@ -95,6 +95,16 @@ def _model_schemas(definition: ModelDefinition, settings: Settings) -> tuple[str
     return input_name, output_name, schemas
 
 
+EVENTS_DESCRIPTION = (
+    "Server-sent events (text/event-stream), each with an id, until `completed`: `queued` "
+    "(`{id, status, created_at}`), `start` (`{started_at}`), `output` (a generator model's new partial "
+    "outputs: `[{index, output}, ...]`, index being the input's position in the request), `progress` "
+    "(`{step, total, message}`), `log` (`{text}`: what the model printed or logged), and `completed` (the "
+    "final GET body). A client that reconnects with Last-Event-ID gets exactly the events after it. A "
+    "comment line `: keep-alive` comes every 15 s of silence."
+)
+
+
 def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
     stamp = _nullable({"type": "string", "format": "date-time"})
     prediction = {
@@ -113,6 +123,27 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
             "created_at": stamp,
             "started_at": stamp,
             "completed_at": stamp,
+            "progress": {
+                **_nullable(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "step": {"type": "integer", "minimum": 0},
+                            "total": {"type": "integer", "minimum": 1},
+                            "message": {"type": "string"},
+                        },
+                        "required": ["step", "total", "message"],
+                    }
+                ),
+                "description": "The progress the model last reported (`tungstenkit.progress`) for a batch "
+                "holding this prediction; null if none.",
+            },
+            "logs": {
+                **_nullable({"type": "string"}),
+                "description": "What the model printed or logged while running this prediction's batches: "
+                "the last bytes (TUNGSTEN_MAX_LOG_BYTES), after a line \"[earlier logs dropped]\" when some "
+                "were dropped; null if nothing.",
+            },
         },
         "required": ["outputs", "status", "error_message"],
     }
@@ -131,6 +162,12 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
                     "properties": {
                         "id": {"type": "string", "description": "The prediction id."},
                         "event": {"type": "string", "enum": list(EVENTS)},
+                        "output_events": {
+                            "type": "array",
+                            "description": "output events only: the partial outputs since the previous output "
+                            "webhook, one list of {index, output} per yield of the model.",
+                            "items": {"type": "array", "items": {"type": "object"}},
+                        },
                     },
                     "required": ["id", "event"],
                 },
@@ -357,16 +394,19 @@ def _webhook_parameters() -> list[dict[str, Any]]:
             "name": "webhook",
             "in": "query",
             "required": False,
-            "description": "A URL to POST the prediction to when it completes (and, if asked, when it starts). "
-            "Deliveries are signed and retried with backoff; the address must be public.",
+            "description": "A URL to POST the prediction to when it completes (and, if asked, when it starts, "
+            "and as partial outputs and logs arrive). Deliveries are signed and retried with backoff; the "
+            "address must be public.",
             "schema": {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH},
         },
         {
             "name": "webhook_events",
             "in": "query",
             "required": False,
-            "description": "Which events to deliver, comma-separated: start, completed [completed].",
-            "schema": {"type": "string", "examples": ["start,completed"]},
+            "description": "Which events to deliver, comma-separated: start, output, logs, completed "
+            "[completed]. output and logs are sent at most every 500 ms per prediction, never after completed "
+            "(which follows them always).",
+            "schema": {"type": "string", "examples": ["start,completed", "output,logs,completed"]},
         },
     ]
 
@@ -383,7 +423,7 @@ def _callbacks() -> dict[str, Any]:
                     "parameters": [
                         header(SIGNATURE_HEADER, 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> '
                                "with the webhook secret (`tungsten status --webhook-secret`)."),
-                        header(EVENT_HEADER, "start or completed."),
+                        header(EVENT_HEADER, "start, output, logs or completed."),
                         header(DELIVERY_HEADER, "The same for every retry of one delivery (deduplicate on it)."),
                     ],
                     "requestBody": {
@@ -487,13 +527,29 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
             "post": {
                 "operationId": "create_prediction",
                 "summary": "Create a prediction",
-                "description": "Queues the inputs and answers at once with the prediction's id.",
-                "parameters": _submit_parameters(),
+                "description": "Queues the inputs and answers at once with the prediction's id; with "
+                "stream=true, answers with the prediction's event stream instead (as GET "
+                "/predictions/{prediction_id}/events; the id is in the X-Prediction-Id header and the queued "
+                "event).",
+                "parameters": [
+                    *_submit_parameters(),
+                    {
+                        "name": "stream",
+                        "in": "query",
+                        "required": False,
+                        "description": "Answer with the event stream (text/event-stream) rather than the id.",
+                        "schema": {"type": "boolean", "default": False},
+                    },
+                ],
                 "requestBody": inputs_body,
                 "responses": {
                     "200": {
-                        **_json("PredictionCreated", "Accepted."),
+                        **_json("PredictionCreated", "Accepted (with stream=true: its events)."),
                         "headers": _replayed_header(),
+                        "content": {
+                            "application/json": {"schema": _own("PredictionCreated")},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
                         "links": _links_to_the_prediction(),
                     },
                     **_errors(400, 413, 415, 422, 429, 503),
@@ -516,7 +572,50 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                         "schema": {"type": "number", "minimum": 0},
                     },
                 ],
-                "responses": {"200": _json("Prediction", "The prediction."), **_errors(404, 422, 503)},
+                "responses": {
+                    "200": {
+                        "description": "The prediction (with Accept: text/event-stream, its events, as "
+                        "GET /predictions/{prediction_id}/events).",
+                        "content": {
+                            "application/json": {"schema": _own("Prediction")},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 404, 422, 503),
+                },
+            }
+        },
+        "/predictions/{prediction_id}/events": {
+            "get": {
+                "operationId": "prediction_events",
+                "summary": "A prediction's events (server-sent events)",
+                "description": EVENTS_DESCRIPTION,
+                "parameters": [
+                    prediction_id,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "The id of the last event received: the stream resumes after it, from "
+                        "any API process (an EventSource sends it when it reconnects).",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "last_event_id",
+                        "in": "query",
+                        "required": False,
+                        "description": "The same as the Last-Event-ID header, for clients that cannot set it.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The events, until completed.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "204": {"description": "Last-Event-ID was the completed event: nothing follows."},
+                    **_errors(400, 404, 503),
+                },
             }
         },
         "/predictions/{prediction_id}/cancel": {

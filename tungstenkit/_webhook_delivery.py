@@ -57,6 +57,7 @@ from tungstenkit._webhook_protocol import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
+    event_name,
     payload,
     retry_intervals,
     sign,
@@ -91,7 +92,7 @@ class Delivery:
         """POST one signed delivery; raises ``URLRefused``, ``FetchError`` or ``WebhookFailed``."""
         headers = {
             SIGNATURE_HEADER: sign(self.secret, body, int(time.time())),
-            EVENT_HEADER: event,
+            EVENT_HEADER: event_name(event),
             DELIVERY_HEADER: delivery_id,
         }
         status = post(url, body, headers, self.policy)
@@ -150,6 +151,9 @@ def deliver(prediction_id: str, event: str, url: str | None = None, body: str | 
     where = {"prediction_id": prediction_id, "job_id": delivery_id}
     if url is None or body is None:
         found = delivery.webhooks.event(f"{prediction_id} {event}")
+        if found is None and event_name(event) in ("output", "logs"):
+            logger.debug("Webhook %r of prediction %s not sent: the prediction ended", event, prediction_id, extra=where)
+            return
         if found is None:
             delivery.webhooks.count("failed")
             logger.warning(

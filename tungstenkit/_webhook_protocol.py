@@ -6,7 +6,7 @@ happens, the server POSTs the prediction's ``GET`` body, with its ``id`` and the
 ``event`` added, to the URL, with these headers:
 
     X-Tungsten-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">
-    X-Tungsten-Event: start | completed
+    X-Tungsten-Event: start | output | logs | completed
     X-Tungsten-Delivery: <an id that stays the same across retries of one delivery>
 
 A receiver recomputes the HMAC with the shared secret over the raw body, compares it in
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from tungstenkit._errors import InvalidWebhook, URLRefused
 from tungstenkit._fetch import Allowlist, parse_url
 
-#: Events a client can ask for, in the order they happen.
-EVENTS = ("start", "completed")
+#: Events a client can ask for, in the order they happen. ``output`` and ``logs`` are sent
+#: at most every 500 ms per prediction, and never after ``completed``.
+EVENTS = ("start", "output", "logs", "completed")
 DEFAULT_EVENTS = ("completed",)
 MAX_URL_LENGTH = 2048
 SIGNATURE_HEADER = "X-Tungsten-Signature"
@@ -77,8 +78,14 @@ def parse_events(raw: str | None) -> tuple[str, ...]:
     return tuple(e for e in EVENTS if e in asked)
 
 
+def event_name(event: str) -> str:
+    """The event a queued one is (``output:<after>:<last>`` is an ``output``)."""
+    return event.partition(":")[0]
+
+
 def payload(prediction_id: str, event: str, body: bytes) -> bytes:
     """The delivered JSON: the prediction's ``GET`` body with ``id`` and ``event`` first."""
+    event = event_name(event)
     return b'{"id":"' + prediction_id.encode() + b'","event":"' + event.encode() + b'",' + body[1:]
 
 

@@ -76,7 +76,8 @@ def test_the_model_schemas_are_the_models_own(document: dict[str, Any]) -> None:
 
 def test_webhooks_are_documented_as_callbacks(document: dict[str, Any]) -> None:
     create = document["paths"]["/predictions"]["post"]
-    assert {p["name"] for p in create["parameters"] if p["in"] == "query"} >= {"webhook", "webhook_events"}
+    assert {p["name"] for p in create["parameters"] if p["in"] == "query"} >= {"webhook", "webhook_events", "stream"}
+    assert "output" in create["parameters"][1]["description"]
     callback = create["callbacks"]["webhook"]["{$request.query.webhook}"]["post"]
     assert "X-Tungsten-Signature" in {p["name"] for p in callback["parameters"]}
 
@@ -159,3 +160,13 @@ def test_the_vendored_swagger_ui_is_the_packages_unchanged(server: Server) -> No
     version = (folder / "VERSION").read_text().strip()
     assert f'PACKAGE_VERSION:"{version}"' in (folder / "swagger-ui-bundle.js").read_text()
     assert "Apache License" in (folder / "LICENSE").read_text()
+
+
+def test_events_are_described(document: dict[str, Any]) -> None:
+    events = document["paths"]["/predictions/{prediction_id}/events"]["get"]
+    assert "text/event-stream" in events["responses"]["200"]["content"]
+    assert {"Last-Event-ID", "last_event_id"} <= {p["name"] for p in events["parameters"]}
+    get = document["paths"]["/predictions/{prediction_id}"]["get"]
+    assert "text/event-stream" in get["responses"]["200"]["content"]
+    prediction = document["components"]["schemas"]["Prediction"]["properties"]
+    assert {"progress", "logs"} <= set(prediction)

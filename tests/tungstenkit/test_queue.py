@@ -246,7 +246,13 @@ def test_open_predictions_render_pending_or_running() -> None:
         "created_at": "t0",
         "started_at": "t1",
         "completed_at": None,
+        "progress": None,
+        "logs": None,
     }
+    with_progress = read_prediction([None, b"t0", b"t1", b'{"step":1,"total":2,"message":""}', b"line\n"])
+    assert with_progress is not None
+    assert json.loads(with_progress.body)["progress"] == {"step": 1, "total": 2, "message": ""}
+    assert json.loads(with_progress.body)["logs"] == "line\n"
     assert json.loads(read_prediction([None, b"t0", None]).body)["status"] == "pending"  # type: ignore[union-attr]
     assert read_prediction([None, None, None]) is None
 
@@ -255,11 +261,14 @@ def test_python_and_lua_render_the_same_body(queues: Queues) -> None:
     message = 'ValueError: "quoted"\n/slashes/ and ünïcode'
     in_lua = queues.client.eval(
         script("cancel").source.split("local body, released")[0]
-        + "return render('failed', nil, ARGV[1], 't0', '', 't2')",
+        + "return {render('failed', nil, ARGV[1], 't0', '', 't2'), render('failed', nil, ARGV[1], 't0', '', 't2', ARGV[2], ARGV[1])}",
         0,
         message,
+        '{"step":1,"total":2,"message":"m"}',
     )
-    assert json.loads(in_lua) == json.loads(render_body("failed", None, message, "t0", "", "t2"))
+    assert json.loads(in_lua[0]) == json.loads(render_body("failed", None, message, "t0", "", "t2"))
+    progress = '{"step":1,"total":2,"message":"m"}'
+    assert json.loads(in_lua[1]) == json.loads(render_body("failed", None, message, "t0", "", "t2", progress, message))
 
 
 def test_done_messages_carry_small_bodies() -> None:

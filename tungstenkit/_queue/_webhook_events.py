@@ -11,7 +11,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
 from tungstenkit._queue._keys import Keys
-from tungstenkit._queue._records import render_body
+from tungstenkit._queue._records import render_body, render_open
 
 
 @dataclass(frozen=True)
@@ -93,25 +93,44 @@ class WebhookQueue:
         return prediction_id, event
 
     def event(self, item: str) -> WebhookEvent | None:
-        """What to send for a queued event; None if the prediction expired meanwhile.
+        """What to send for a queued event; None if the prediction expired meanwhile, or
+        for an ``output`` or ``logs`` event once the prediction ended (its ``completed``
+        carries the final state).
 
         A ``start`` event shows the prediction as it was when it started (running, no
-        outputs), even if it ended before the event was sent.
+        outputs), even if it ended before the event was sent. ``output`` and ``logs``
+        show it as it is now; ``output`` adds ``output_events``: the data of the output
+        events since the previous output webhook (each a list of ``{"index", "output"}``).
         """
         prediction_id, _, event = item.partition(" ")
+        name, _, window = event.partition(":")
         values: list[Any] = self._redis.hmget(
-            self.keys.prediction(prediction_id), ["webhook", "result", "created", "started"]
+            self.keys.prediction(prediction_id), ["webhook", "result", "created", "started", "progress", "logs"]
         )
-        url, result, created, started = values
+        url, result, created, started, progress, logs = values
         if not isinstance(url, bytes) or created is None:
             return None
-        if event == "start":
+        if name == "start":
             body = render_body("running", None, None, created.decode(), (started or b"").decode(), None).encode()
+        elif name in ("output", "logs"):
+            if result is not None:
+                return None
+            body = render_open(created, started, progress, logs)
+            if name == "output":
+                body = body[:-1] + b',"output_events":[' + b",".join(self._outputs_in(prediction_id, window)) + b"]}"
         elif isinstance(result, bytes):
             body = result
         else:
             return None
         return WebhookEvent(item, prediction_id, event, url.decode(), body)
+
+    def _outputs_in(self, prediction_id: str, window: str) -> list[bytes]:
+        """The data of the output events after the first id of ``window`` up to its second."""
+        after, _, last = window.partition(":")
+        if not last:
+            return []
+        found: Any = self._redis.xrange(self.keys.events(prediction_id), f"({after}" if after != "0" else "-", last)
+        return [fields[b"d"] for _, fields in found if fields.get(b"e") == b"output"]
 
     def secret(self) -> str:
         """The namespace's generated signing secret, created on first use."""

@@ -6,7 +6,9 @@
 -- in front of what was dropped) go to its hash, for GET and for the ended body. An
 -- event also means the prediction started (the start announcement may come later).
 -- Webhooks that asked for `output` or `logs` are queued at most once per interval per
--- prediction; what a throttled flush held is carried by the next one that is due.
+-- prediction ("<id> output:<after>:<last>": the output events after the previous output
+-- webhook's, up to this one; "<id> logs:<ms>"); what a throttled flush held is carried
+-- by the next one that is due.
 -- KEYS: webhook list, then per prediction: its hash, its events stream
 -- ARGV: started timestamp, stream cap, ttl, largest logs (bytes), now (ms), webhook
 --       interval (ms), events channel, then per prediction: id, number of events,
@@ -71,12 +73,12 @@ while i <= #ARGV do
       if now - (tonumber(hook[1]) or 0) >= interval then
         if out_sid and out_sid ~= hook[2] then
           -- The output events after the previous output webhook, up to this one.
-          redis.call('RPUSH', hooks, id .. ' output ' .. (hook[2] or '0') .. ' ' .. out_sid)
+          redis.call('RPUSH', hooks, id .. ' output:' .. (hook[2] or '0') .. ':' .. out_sid)
           fields[#fields + 1] = 'hook_sid'
           fields[#fields + 1] = out_sid
         end
         if logs_due then
-          redis.call('RPUSH', hooks, id .. ' logs')
+          redis.call('RPUSH', hooks, id .. ' logs:' .. now)
         end
         logs_due = false
         fields[#fields + 1] = 'hook_at'
