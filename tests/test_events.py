@@ -159,3 +159,37 @@ def test_a_generator_that_raises_fails_its_prediction_with_the_reason(streaming:
     final = streaming.predict([{"prompt": "f", "steps": 3, "fail_at": 1}])
     assert final["status"] == "failed" and final["error_message"] == "RuntimeError: failed at step 1"
     assert "logged step 0" in final["logs"]
+
+
+def test_output_and_logs_webhooks_are_throttled_and_followed_by_completed(module_serve: ServerFactory) -> None:
+    from tests.webhooksupport import webhook_receiver
+
+    env = {"TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*", "TUNGSTEN_WEBHOOK_SECRET": "s"}
+    server = module_serve(STREAMING, env=env)
+    with webhook_receiver() as receiver:
+        response = server.client.post(
+            "/predictions",
+            params={"webhook": receiver.url, "webhook_events": "output,logs,completed"},
+            json=[{"prompt": "w", "steps": 20, "delay": 0.1}],
+        )
+        assert response.status_code == 200, response.text
+        prediction_id = response.json()["prediction_id"]
+        final = server.result(prediction_id)
+        from tests.support import wait_for
+
+        wait_for(lambda: any(d.json["event"] == "completed" for d in receiver.deliveries), 30, what="completed")
+        deliveries = list(receiver.deliveries)
+    by_event: dict[str, list[Any]] = {}
+    for delivery in deliveries:
+        by_event.setdefault(delivery.json["event"], []).append(delivery)
+    completed = by_event["completed"]
+    assert len(completed) == 1 and {k: v for k, v in completed[0].json.items() if k not in ("id", "event")} == final
+    outputs = by_event.get("output", [])
+    # About 2 s of outputs at most every 500 ms: a few webhooks, not one per yield.
+    assert 1 <= len(outputs) <= 6, [d.json for d in outputs]
+    sent = [o[0]["output"]["text"] for d in outputs for o in d.json["output_events"]]
+    assert sent == [f"w:{s}" for s in range(len(sent))]  # in order, none twice, none skipped
+    assert all(d.json["status"] == "running" for d in outputs)
+    logs = by_event.get("logs", [])
+    assert 1 <= len(logs) <= 6 and "step 0" in logs[0].json["logs"]
+    assert deliveries.index(completed[0]) == len(deliveries) - 1

@@ -359,7 +359,8 @@ class Dispatcher(SupervisedThread):
             logger.warning("Webhook event %r dropped: its prediction expired before it was sent", item)
             return
         prediction_id, event = reference
-        job_id = f"webhook-{prediction_id}-{event}"
+        # RQ ids take letters, digits, "_" and "-": an output event's window has colons.
+        job_id = f"webhook-{prediction_id}-{event.replace(':', '_')}"
         if not Job.exists(job_id, connection=self._queue.connection):
             self._queue.enqueue_call(
                 "tungstenkit._webhook_delivery.deliver",
