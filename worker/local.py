@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import mimetypes
 import uuid
 from pathlib import Path
@@ -44,6 +46,8 @@ def predict_once(
             raise TungstenError(f"Input {failure.field!r}: {shown}")
         try:
             outputs = runner.model.predict([model_input])
+            if inspect.isgenerator(outputs):
+                outputs = runner.run_generator(0, outputs, [0], None)
             output = runner.check_outputs(outputs, 1)[0]
         except InvalidOutput:
             raise

@@ -410,7 +410,8 @@ class Worker:
     def _execute(self, batch: Batch) -> list[SliceOutcome]:
         """Run a batch; if ``predict`` raises, find which inputs fail on their own."""
         try:
-            return SliceOutcome.of_batch(batch, self._runner.predict(batch.batch_id, batch.inputs, batch.fetched, self._said(batch)), None)
+            outputs = self._runner.predict(batch.batch_id, batch.inputs, batch.fetched, self._said(batch))
+            return SliceOutcome.of_batch(batch, outputs, None)
         except PredictionInterrupted as exc:
             logger.info(
                 "Batch %d interrupted (%s)", batch.batch_id, describe_exception(exc), extra=_batch_context(batch)
@@ -442,7 +443,7 @@ class Worker:
             free_accelerator_memory()
             failure: str | None = None
             try:
-                outputs = self._runner.predict(batch.batch_id, half.inputs, half.fetched)
+                outputs = self._runner.predict(batch.batch_id, half.inputs, half.fetched, self._said(half))
             except PredictionInterrupted:
                 raise
             except Exception as exc:  # noqa: BLE001 - as in ``_execute``, for each half

@@ -272,7 +272,7 @@ class ModelRunner:
                 outputs = self._model.predict(ready) if ready else []
                 if inspect.isgenerator(outputs):
                     positions = [index for index in range(len(inputs)) if index not in failures]
-                    outputs = self._stream(batch_id, outputs, positions, said)
+                    outputs = self.run_generator(batch_id, outputs, positions, said)
             checked = self.check_outputs(outputs, len(ready))
             if self._defer_serialization:
                 serialized = iter([InputOutcome(raw=item) for item in checked])
@@ -283,7 +283,7 @@ class ModelRunner:
                 _failed(failures[index]) if index in failures else next(serialized) for index in range(len(inputs))
             ]
 
-    def _stream(
+    def run_generator(
         self, batch_id: int, steps: Generator[Any, None, Any], positions: list[int], said: BatchEvents | None
     ) -> Any:
         """Run a generator ``predict``: each yield is one partial output per input (None:
