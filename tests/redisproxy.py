@@ -1,4 +1,5 @@
-"""A TCP proxy in front of Redis whose connections can go silent, as in a network partition.
+"""A TCP proxy (in front of Redis, or an API) whose connections can go silent, as in a network
+partition, or be cut.
 
 Frozen connections stay open but nothing flows through them any more (what arrives is
 dropped), so neither side sees an error; connections made afterwards flow again.
@@ -58,6 +59,18 @@ class FreezingProxy:
         with self._lock:
             for link in self.links:
                 link.frozen = True
+
+    def cut(self) -> None:
+        """Every connection open now is closed (a dropped connection); later ones flow."""
+        with self._lock:
+            links, self.links = self.links, []
+        for link in links:
+            for sock in (link.client, link.server):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a thread reading it; close alone may not
+                except OSError:
+                    pass
+            link.close()
 
     def _accept(self) -> None:
         while True:

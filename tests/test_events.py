@@ -193,3 +193,25 @@ def test_output_and_logs_webhooks_are_throttled_and_followed_by_completed(module
     logs = by_event.get("logs", [])
     assert 1 <= len(logs) <= 6 and "step 0" in logs[0].json["logs"]
     assert deliveries.index(completed[0]) == len(deliveries) - 1
+
+
+def test_the_python_client_streams_outputs_progress_and_logs_and_resumes_a_dropped_stream(
+    streaming: Server,
+) -> None:
+    from tests.redisproxy import freezing_proxy
+    from tungstenkit import Client
+
+    with freezing_proxy(streaming.port) as proxy, Client(f"http://127.0.0.1:{proxy.port}", timeout=30) as client:
+        prediction_id = client.submit({"prompt": "z", "steps": 10, "delay": 0.1})
+        updates = []
+        for update in client.stream(prediction_id):
+            updates.append(update)
+            if len(updates) == 6:
+                proxy.cut()  # the connection drops: the client resumes after the last event
+    tokens = [output["text"] for u in updates for _, output in u.new_outputs]
+    assert tokens == [f"z:{s}" for s in range(10)]  # each exactly once, in order
+    final = updates[-1]
+    assert final.succeeded and final.outputs == [{"text": " ".join(f"z:{s}" for s in range(10))}]
+    assert final.progress == {"step": 10, "total": 10, "message": "step 10"} and "step 9" in (final.logs or "")
+    running = [u for u in updates if u.status == "running"]
+    assert running and running[-1].progress is not None and "step" in (running[-1].logs or "")

@@ -14,6 +14,7 @@ from tungstenkit.client._operations import (
     Operation,
     Operations,
     Sleep,
+    StreamState,
     check,
     describe_transport_error,
     events_path,
@@ -83,29 +84,43 @@ class AsyncClient:
 
     async def stream(self, prediction: str | Prediction) -> AsyncIterator[Prediction]:
         """See ``Client.stream``: ``async for update in client.stream(prediction_id)``."""
-        prediction_id = prediction_id_of(prediction)
-        url = events_path(prediction_id)
-        try:
-            async with self._http.stream("GET", url, headers={"Accept": "text/event-stream"},
-                                         timeout=timeouts(self.timeout, read=None)) as response:
-                if response.status_code in (404, 406):
-                    await self.get(prediction_id)
-                    raise EventsUnsupported(no_events_message(url, response.status_code))
-                if response.status_code != 200:
-                    await response.aread()
-                    check(response, prediction_id)
-                parser = EventParser()
-                async for line in response.aiter_lines():
-                    event = parser.feed(line)
-                    if event is None:
-                        continue
-                    update = await self._run(self._ops.event_prediction(prediction_id, event.data))
-                    if update is not None:
-                        yield update
-                        if update.ended:
-                            return
-        except httpx.TransportError as exc:
-            raise TransportError(f"GET {url}: {describe_transport_error(exc)}") from exc
+        state = StreamState(prediction_id_of(prediction))
+        url = events_path(state.prediction_id)
+        failures = 0
+        while True:
+            try:
+                async with self._http.stream("GET", url, headers=state.headers(),
+                                             timeout=timeouts(self.timeout, read=None)) as response:
+                    if response.status_code in (404, 406):
+                        await self.get(state.prediction_id)
+                        raise EventsUnsupported(no_events_message(url, response.status_code))
+                    if response.status_code == 204:
+                        return
+                    if response.status_code != 200:
+                        await response.aread()
+                        check(response, state.prediction_id)
+                    parser = EventParser()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        update = await self._run(self._ops.stream_update(state, event))
+                        if update is not None:
+                            failures = 0
+                            yield update
+                            if update.ended:
+                                return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > self._ops.policy.retries or not state.last_id:
+                    raise TransportError(f"GET {url}: {describe_transport_error(exc)}") from exc
+                await asyncio.sleep(self._ops.policy.delay(failures, None))
+                continue
+            if state.ended:
+                return
+            failures += 1
+            if failures > self._ops.policy.retries:
+                raise TransportError(f"GET {url}: the event stream ended before the prediction did")
 
     async def health(self) -> dict[str, Any]:
         """See ``Client.health``."""

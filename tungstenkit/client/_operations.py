@@ -31,6 +31,7 @@ from tungstenkit.client._errors import (
 from tungstenkit.client._payload import SchemaWalker, decode_outputs, encode_inputs, file_links
 from tungstenkit.client._prediction import Prediction
 from tungstenkit.client._retry import IDEMPOTENCY_HEADER, Retry, RetryPolicy, retry_after_s
+from tungstenkit.client._sse import Event
 
 T = TypeVar("T")
 
@@ -243,15 +244,57 @@ class Operations:
             downloads[link] = (response.content, response.headers.get("content-type", ""))
         return Prediction.from_body(prediction_id, body, decode_outputs(self._outputs, outputs, downloads))
 
-    def event_prediction(self, prediction_id: str, data: str) -> Operation[Prediction | None]:
-        """The prediction an event carries (its data is the ``GET`` body), or None for other events."""
+    def stream_update(self, state: StreamState, event: Event) -> Operation[Prediction | None]:
+        """The prediction after one event of its stream (None for an event that changes
+        nothing a client sees). ``completed`` (or, from other servers, any event whose
+        data is a whole ``GET`` body) gives the prediction itself."""
+        if event.id:
+            state.last_id = event.id
         try:
-            body = json.loads(data)
+            data = json.loads(event.data)
         except ValueError:
             return None
-        if not isinstance(body, dict) or "status" not in body:
+        body, new = state.body, None
+        if event.event == "completed" or (isinstance(data, dict) and "status" in data and event.event != "queued"):
+            prediction = yield from self.decode(state.prediction_id, data)
+            state.ended = prediction.ended
+            return prediction
+        if event.event == "queued" and isinstance(data, dict):
+            body.update(status="pending", created_at=data.get("created_at"))
+        elif event.event == "start" and isinstance(data, dict):
+            body.update(status="running", started_at=data.get("started_at"))
+        elif event.event == "progress" and isinstance(data, dict):
+            body.update(status="running", progress=data)
+        elif event.event == "log" and isinstance(data, dict):
+            body.update(status="running", logs=(body.get("logs") or "") + str(data.get("text", "")))
+        elif event.event == "output" and isinstance(data, list):
+            if self._outputs is None:
+                metadata = yield from self.schema()
+                self._outputs = SchemaWalker(metadata["output_schema"])
+            pairs = [item for item in data if isinstance(item, dict) and "index" in item]
+            decoded = decode_outputs(self._outputs, [item.get("output") for item in pairs], {})
+            new = [(int(item["index"]), output) for item, output in zip(pairs, decoded)]
+            body["status"] = "running"
+        else:
             return None
-        return (yield from self.decode(prediction_id, body))
+        return Prediction.from_body(state.prediction_id, dict(body), new_outputs=new)
+
+
+class StreamState:
+    """What ``stream()`` knows of a prediction so far: its body as the events built it,
+    the id of the last event (to resume after a dropped connection), whether it ended."""
+
+    def __init__(self, prediction_id: str) -> None:
+        self.prediction_id = prediction_id
+        self.body: dict[str, Any] = {"status": "pending"}
+        self.last_id = ""
+        self.ended = False
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self.last_id:
+            headers["Last-Event-ID"] = self.last_id
+        return headers
 
 
 def raise_for_failure(prediction: Prediction) -> None:

@@ -27,6 +27,13 @@ class Prediction:
     created_at: str | None = None
     started_at: str | None = None
     completed_at: str | None = None
+    #: The progress the model last reported (``{"step", "total", "message"}``), if any.
+    progress: dict[str, Any] | None = None
+    #: What the model printed or logged while running it (the last bytes), if anything.
+    logs: str | None = None
+    #: From ``stream()``: the partial outputs this update brought, as ``(input index,
+    #: output)`` pairs (a streaming model's yield); empty otherwise.
+    new_outputs: list[tuple[int, Any]] = field(default_factory=list, compare=False)
     #: The answer as the server sent it (file outputs still as strings).
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -43,7 +50,13 @@ class Prediction:
         return self.status == "failed" and self.error_message == CANCELED_MESSAGE
 
     @classmethod
-    def from_body(cls, prediction_id: str, body: dict[str, Any], outputs: list[Any] | None = None) -> Prediction:
+    def from_body(
+        cls,
+        prediction_id: str,
+        body: dict[str, Any],
+        outputs: list[Any] | None = None,
+        new_outputs: list[tuple[int, Any]] | None = None,
+    ) -> Prediction:
         return cls(
             id=prediction_id,
             status=str(body.get("status", "")),
@@ -52,5 +65,8 @@ class Prediction:
             created_at=body.get("created_at"),
             started_at=body.get("started_at"),
             completed_at=body.get("completed_at"),
+            progress=body.get("progress"),
+            logs=body.get("logs"),
+            new_outputs=new_outputs or [],
             raw=body,
         )

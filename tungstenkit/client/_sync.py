@@ -14,6 +14,7 @@ from tungstenkit.client._operations import (
     Operation,
     Operations,
     Sleep,
+    StreamState,
     check,
     describe_transport_error,
     events_path,
@@ -92,34 +93,53 @@ class Client:
         return self._run(self._ops.cancel(prediction))
 
     def stream(self, prediction: str | Prediction) -> Iterator[Prediction]:
-        """The prediction at each change, from the server's event stream, until it ends.
+        """The prediction at each change, from the server's event stream, until it ends:
+        each update has its ``status``, ``progress`` and ``logs`` so far, and the partial
+        outputs it brought (``new_outputs``, from a streaming model); the last one is the
+        ended prediction. A dropped connection is resumed where it stopped
+        (``Last-Event-ID``), up to ``retries`` times.
 
         Raises ``EventsUnsupported`` on a server without ``GET /predictions/{id}/events``
         (use ``wait``, which long-polls, there).
         """
-        prediction_id = prediction_id_of(prediction)
-        url = events_path(prediction_id)
-        try:
-            with self._http.stream("GET", url, headers={"Accept": "text/event-stream"},
-                                   timeout=timeouts(self.timeout, read=None)) as response:
-                if response.status_code in (404, 406):
-                    self.get(prediction_id)  # PredictionNotFound when it is the prediction that is unknown
-                    raise EventsUnsupported(no_events_message(url, response.status_code))
-                if response.status_code != 200:
-                    response.read()
-                    check(response, prediction_id)
-                parser = EventParser()
-                for line in response.iter_lines():
-                    event = parser.feed(line)
-                    if event is None:
-                        continue
-                    update = self._run(self._ops.event_prediction(prediction_id, event.data))
-                    if update is not None:
-                        yield update
-                        if update.ended:
-                            return
-        except httpx.TransportError as exc:
-            raise TransportError(f"GET {url}: {describe_transport_error(exc)}") from exc
+        state = StreamState(prediction_id_of(prediction))
+        url = events_path(state.prediction_id)
+        failures = 0
+        while True:
+            try:
+                with self._http.stream("GET", url, headers=state.headers(),
+                                       timeout=timeouts(self.timeout, read=None)) as response:
+                    if response.status_code in (404, 406):
+                        self.get(state.prediction_id)  # PredictionNotFound when it is the prediction that is unknown
+                        raise EventsUnsupported(no_events_message(url, response.status_code))
+                    if response.status_code == 204:
+                        return  # nothing after the last event received
+                    if response.status_code != 200:
+                        response.read()
+                        check(response, state.prediction_id)
+                    parser = EventParser()
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        update = self._run(self._ops.stream_update(state, event))
+                        if update is not None:
+                            failures = 0
+                            yield update
+                            if update.ended:
+                                return
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > self._ops.policy.retries or not state.last_id:
+                    raise TransportError(f"GET {url}: {describe_transport_error(exc)}") from exc
+                time.sleep(self._ops.policy.delay(failures, None))
+                continue
+            if state.ended:
+                return
+            # The stream ended before the prediction did (the API process stopped): resume.
+            failures += 1
+            if failures > self._ops.policy.retries:
+                raise TransportError(f"GET {url}: the event stream ended before the prediction did")
 
     def health(self) -> dict[str, Any]:
         """``GET /health``: ``status`` is ``ok`` when a worker is ready (the body is returned either way)."""

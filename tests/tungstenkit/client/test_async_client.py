@@ -9,7 +9,7 @@ import pytest
 from tests.filesupport import png
 from tests.support import EXAMPLES, MODELS, ServerFactory
 from tungstenkit import AsyncClient, Image
-from tungstenkit.client import EventsUnsupported, InvalidInput, PredictionFailed
+from tungstenkit.client import InvalidInput, PredictionFailed
 
 
 def test_a_hundred_concurrent_predictions(serve: ServerFactory) -> None:
@@ -35,10 +35,12 @@ def test_errors_files_cancel_and_stream(serve: ServerFactory) -> None:
             with pytest.raises(PredictionFailed, match="failed on purpose"):
                 await client.predict({"fail": True})
             prediction_id = await client.submit({"hold": 30})
-            with pytest.raises(EventsUnsupported):
-                async for _ in client.stream(prediction_id):
-                    pass
-            await client.cancel(prediction_id)
+            updates = []
+            async for update in client.stream(prediction_id):
+                updates.append(update)
+                if len(updates) == 1:
+                    await client.cancel(prediction_id)
+            assert updates[0].status == "pending" and updates[-1].canceled
             assert (await client.wait(prediction_id)).canceled
             assert (await client.health())["status"] == "ok"
 

@@ -13,7 +13,6 @@ from tests.support import MODELS, Server, ServerFactory, audit_runs, wait_for
 from tungstenkit import Audio, Binary, Client, File, Image, Video
 from tungstenkit._redis_server import free_port
 from tungstenkit.client import (
-    EventsUnsupported,
     InvalidInput,
     PredictionCanceled,
     PredictionFailed,
@@ -117,10 +116,11 @@ def test_submit_get_wait_cancel(client: Client) -> None:
         client.wait("0" * 32)
 
 
-def test_stream_says_clearly_that_this_server_has_no_events(client: Client) -> None:
+def test_stream_follows_a_prediction_of_a_real_server_to_its_end(client: Client) -> None:
     prediction_id = client.submit({})
-    with pytest.raises(EventsUnsupported, match="no event stream"):
-        list(client.stream(prediction_id))
+    updates = list(client.stream(prediction_id))
+    assert updates[0].status == "pending" and updates[-1].ended and updates[-1].succeeded
+    assert updates[-1] == client.get(prediction_id)
     with pytest.raises(PredictionNotFound):
         list(client.stream("f" * 32))
 

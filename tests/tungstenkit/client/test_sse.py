@@ -14,6 +14,7 @@ import pytest
 
 from tests.filesupport import png
 from tungstenkit import AsyncClient, Client, Image
+from tungstenkit.client import EventsUnsupported
 from tungstenkit.client._sse import Event, EventParser
 
 
@@ -33,6 +34,8 @@ class _Streaming(BaseHTTPRequestHandler):
                 "name": "m", "batch_size": 1, "input_schema": {},
                 "output_schema": {"properties": {"image": {"type": "string", "x-tungsten-file": "image"}}},
             }).encode())
+        elif self.path == f"/predictions/{OLD}":
+            self._send(200, "application/json", json.dumps({"status": "running", "outputs": None}).encode())
         elif self.path == f"/predictions/{ID}/events":
             running = json.dumps({"status": "running", "outputs": None})
             done = json.dumps({"status": "success", "outputs": [{"image": "data:image/png;base64," + PNG}]})
@@ -53,6 +56,8 @@ class _Streaming(BaseHTTPRequestHandler):
 
 
 ID = "a" * 32
+#: A prediction on a server without event streams (its GET works, its events are a 404).
+OLD = "b" * 32
 PNG = base64.b64encode(png()).decode()
 
 
@@ -77,3 +82,9 @@ def test_stream_yields_each_update_until_the_end_on_a_server_with_events(streami
             return [update.status async for update in client.stream(ID)]
 
     assert asyncio.run(main()) == ["running", "success"]
+
+
+def test_a_server_without_event_streams_is_said_clearly(streaming_server: str) -> None:
+    with Client(streaming_server) as client:
+        with pytest.raises(EventsUnsupported, match="no event stream"):
+            list(client.stream(OLD))
