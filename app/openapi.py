@@ -303,6 +303,7 @@ _KEYED = {
     ("/predictions", "post"): "predict",
     ("/predict", "post"): "predict",
     ("/predictions/{prediction_id}", "get"): "read",
+    ("/predictions/{prediction_id}/events", "get"): "read",
     ("/predictions/{prediction_id}/cancel", "post"): "predict",
     ("/predictions/{prediction_id}/cancel", "get"): "predict",
     ("/files/{name}", "get"): "read",

@@ -118,11 +118,16 @@ def test_another_keys_prediction_is_not_found_and_an_admin_sees_all(keyed: Keyed
     assert client.get(link, headers=keyed.alice.headers).status_code == 200
 
     unknown = "0" * 32
-    for path in (f"/predictions/{prediction_id}", f"/predictions/{prediction_id}?wait=5"):
+    for path in (f"/predictions/{prediction_id}", f"/predictions/{prediction_id}?wait=5",
+                 f"/predictions/{prediction_id}/events"):
         theirs = client.get(path, headers=keyed.bob.headers)
         nobodys = client.get(path.replace(prediction_id, unknown), headers=keyed.bob.headers)
         assert (theirs.status_code, nobodys.status_code) == (404, 404)
         assert theirs.json()["detail"] == nobodys.json()["detail"].replace(unknown, prediction_id)
+    events = {**keyed.bob.headers, "Accept": "text/event-stream"}
+    assert client.get(f"/predictions/{prediction_id}", headers=events).status_code == 404
+    own = client.get(f"/predictions/{prediction_id}/events", headers=keyed.alice.headers)
+    assert own.status_code == 200 and "event: completed" in own.text
     for method in ("GET", "POST"):
         assert client.request(method, f"/predictions/{prediction_id}/cancel", headers=keyed.bob.headers).status_code == 404
     theirs, nobodys = (client.get(path, headers=keyed.bob.headers) for path in (link, "/files/" + "A" * 32 + ".png"))
@@ -221,6 +226,7 @@ def test_the_api_description_says_which_operations_need_a_key(keyed: Keyed) -> N
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     paths = document["paths"]
     for path, method in (("/predictions", "post"), ("/predictions/{prediction_id}", "get"),
+                         ("/predictions/{prediction_id}/events", "get"),
                          ("/predictions/{prediction_id}/cancel", "get"), ("/files/{name}", "get"), ("/metrics", "get")):
         operation = paths[path][method]
         assert operation["security"] == [{"apiKey": []}], path

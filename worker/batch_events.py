@@ -40,13 +40,27 @@ Sink = Callable[[list[Said]], None]
 class BatchEvents:
     """The events of one call into the model, for the predictions of its inputs.
 
-    ``targets[i]`` is the prediction and input index of the call's ``i``-th input.
+    ``targets()`` gives the prediction and input index of each of the call's inputs; it
+    is called only once the model says something (a model that never does costs nothing).
     """
 
-    def __init__(self, targets: Sequence[tuple[str, int]], sink: Sink) -> None:
-        self._targets = targets
-        self._predictions = list(dict.fromkeys(prediction_id for prediction_id, _ in targets))
+    def __init__(self, targets: Callable[[], Sequence[tuple[str, int]]], sink: Sink) -> None:
+        self._make_targets = targets
+        self._found: Sequence[tuple[str, int]] | None = None
+        self._ids: list[str] | None = None
         self._sink = sink
+
+    @property
+    def _targets(self) -> Sequence[tuple[str, int]]:
+        if self._found is None:
+            self._found = self._make_targets()
+        return self._found
+
+    @property
+    def _predictions(self) -> list[str]:
+        if self._ids is None:
+            self._ids = list(dict.fromkeys(prediction_id for prediction_id, _ in self._targets))
+        return self._ids
 
     def outputs(self, partial: Sequence[tuple[int, Any]]) -> None:
         """New partial outputs: ``(position in the call's inputs, output)`` pairs."""

@@ -494,10 +494,7 @@ class Worker:
 
     def _said(self, batch: Batch) -> BatchEvents:
         """Where the model's partial outputs, progress and logs for ``batch`` go."""
-        targets = [
-            (s.work.entry.prediction_id, s.work.entry.start + s.offset + k) for s in batch.slices for k in range(s.count)
-        ]
-        return BatchEvents(targets, self._writer.events)
+        return BatchEvents(functools.partial(_targets, batch), self._writer.events)
 
     def _describe_failure(self, batch: Batch, exc: Exception) -> str:
         if isinstance(exc, InvalidOutput):
@@ -666,6 +663,11 @@ class Worker:
         if gpus:
             fields["gpus"] = json.dumps(gpus)
         return fields
+
+
+def _targets(batch: Batch) -> list[tuple[str, int]]:
+    """The prediction and input index of each of the batch's inputs, in order."""
+    return [(s.work.entry.prediction_id, s.work.entry.start + s.offset + k) for s in batch.slices for k in range(s.count)]
 
 
 def _batch_context(batch: Batch) -> dict[str, Any]:

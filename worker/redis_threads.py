@@ -45,6 +45,8 @@ START_DELAY_S = 0.002
 #: How long what the model said (partial outputs, progress, logs) may wait, so that
 #: many yields and prints go out in one round trip.
 EVENTS_DELAY_S = 0.01
+#: What stands where earlier logs were dropped (as ``lua/events.lua`` writes it).
+LOGS_DROPPED = "[earlier logs dropped]\n"
 #: How long after a batch ended its results are written when the next batch is waiting.
 ENDED_DELAY_S = 0.001
 #: How long the reader lets the model thread go first after it took a batch.
@@ -280,8 +282,12 @@ class Writer(SupervisedThread):
                 if not events.logs:
                     events.events.append((LOG, ""))
                 events.logs += item.payload
+        limit = self._queue.max_log_bytes
         for events in found.values():
             if events.logs:
+                if len(events.logs) > limit:
+                    # No more than a prediction keeps: the rest would be dropped at once anyway.
+                    events.logs = LOGS_DROPPED + events.logs[-(limit - len(LOGS_DROPPED)) :]
                 text = json.dumps({"text": events.logs}, ensure_ascii=False)
                 events.events = [(kind, text if kind == LOG else data) for kind, data in events.events]
         return list(found.values())

@@ -421,11 +421,94 @@
     }
   }
 
-  // How the page learns that a prediction moved on: the one place to change. It long-polls
-  // GET predictions/{id}?wait= today. A server with an event stream
-  // (GET predictions/{id}/events) can be followed here with an EventSource instead, calling
-  // onUpdate with the same bodies; nothing else on the page changes.
+  // How the page learns that a prediction moved on: the one place to change. It reads the
+  // prediction's event stream (GET predictions/{id}/events) with fetch, so the API key
+  // goes along as a header (an EventSource cannot send one), resuming after a dropped
+  // connection with Last-Event-ID; onUpdate gets a body like GET's, plus the newest
+  // partial output of each input (partial) while a streaming model runs. Where the stream
+  // cannot be had, it long-polls GET predictions/{id}?wait= instead.
   async function follow(id, onUpdate, signal) {
+    try {
+      const ended = await followEvents(id, onUpdate, signal);
+      if (ended !== undefined) return ended;
+    } catch (error) {
+      if (signal.aborted) throw error;
+    }
+    return poll(id, onUpdate, signal);
+  }
+
+  // Returns the ended body, null for an unknown prediction, or undefined when the events
+  // cannot be followed (then the caller polls).
+  async function followEvents(id, onUpdate, signal) {
+    const body = { status: "pending", outputs: null, progress: null, logs: null };
+    const partial = [];
+    let lastId = "";
+    let failures = 0;
+    for (;;) {
+      const headers = withKey({ Accept: "text/event-stream" });
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      let response;
+      try {
+        response = await fetch("predictions/" + encodeURIComponent(id) + "/events", { headers, signal });
+      } catch (error) {
+        if (signal.aborted) throw error;
+        if (++failures > 5 || !lastId) return undefined;
+        await sleep(Math.min(500 * 2 ** failures, 8000));
+        continue;
+      }
+      if (response.status === 404) return lastId ? undefined : null;
+      if (!response.ok || !response.body || response.status === 204) return undefined;
+      let event = { name: "message", data: [] };
+      let buffer = "";
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let cut;
+          while ((cut = buffer.indexOf("\n")) >= 0) {
+            const line = buffer.slice(0, cut).replace(/\r$/, "");
+            buffer = buffer.slice(cut + 1);
+            if (line === "") {
+              if (event.data.length) {
+                const ended = onEvent(event.name, event.data.join("\n"));
+                if (ended) return ended;
+              }
+              event = { name: "message", data: [] };
+            } else if (line.startsWith("data:")) event.data.push(line.slice(5).replace(/^ /, ""));
+            else if (line.startsWith("event:")) event.name = line.slice(6).trim();
+            else if (line.startsWith("id:")) lastId = line.slice(3).trim();
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) throw error;
+      }
+      failures = 0;  // the stream ended before the prediction did (a server stopping): resume
+    }
+
+    function onEvent(name, text) {
+      let data;
+      try { data = JSON.parse(text); } catch (error) { return undefined; }
+      if (name === "completed") {
+        onUpdate(data);
+        return data;
+      }
+      if (name === "start") { body.status = "running"; body.started_at = data.started_at; }
+      else if (name === "progress") { body.status = "running"; body.progress = data; }
+      else if (name === "log") { body.status = "running"; body.logs = (body.logs || "") + (data.text || ""); }
+      else if (name === "output" && Array.isArray(data)) {
+        body.status = "running";
+        for (const item of data) partial[item.index] = item.output;
+        body.partial = partial.slice();
+      } else if (name !== "queued") return undefined;
+      onUpdate(Object.assign({}, body));
+      return undefined;
+    }
+  }
+
+  async function poll(id, onUpdate, signal) {
     let failures = 0;
     for (;;) {
       let response;
@@ -466,6 +549,8 @@
     runMessage(null);
     $("prediction-id").textContent = id ? "id " + id : "";
     $("progress").className = "progress";
+    $("model-progress").hidden = true;
+    $("logs").hidden = true;
     const mine = view;
     view.timer = setInterval(() => {
       if (!mine.ended) $("elapsed").textContent = ((performance.now() - mine.startedAt) / 1000).toFixed(1) + " s";
@@ -507,12 +592,28 @@
     return Number.isFinite(start) && Number.isFinite(end) ? ((end - start) / 1000).toFixed(2) + " s" : "";
   }
 
+  // What a running model reports: its progress (step of total, message) and its logs.
+  function showProgress(body) {
+    const progress = body.progress;
+    const line = $("model-progress");
+    line.hidden = !progress;
+    if (progress) {
+      line.textContent = "Step " + progress.step + " of " + progress.total + (progress.message ? ": " + progress.message : "");
+    }
+    $("logs").hidden = !body.logs;
+    $("logs-text").textContent = body.logs || "";
+  }
+
   function showBody(body) {
     const canceled = body.status === "failed" && body.error_message === "Canceled";
     const status = canceled ? "canceled" : body.status;
     setStatus(status);
     updateHistory(view.id, status);
-    if (!ENDED.has(body.status)) return;
+    showProgress(body);
+    if (!ENDED.has(body.status)) {
+      if (body.partial && body.partial.length) renderOutputs(body.partial.filter((output) => output !== undefined));
+      return;
+    }
     stopTimer(view);
     const took = durationText(body);
     if (took) $("elapsed").textContent = took;

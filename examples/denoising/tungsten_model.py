@@ -8,6 +8,7 @@ URIs in the ``output`` events; keep them small, or yield every few steps.
 """
 
 import random
+import time
 
 from PIL import Image as PILImage
 
@@ -21,6 +22,7 @@ class Input(BaseIO):
     steps: int = Option(10, ge=1, le=50, description="Denoising steps (one partial output each)")
     size: int = Option(32, ge=8, le=128, description="Width and height in pixels")
     seed: int = Option(0, ge=0)
+    step_ms: int = Option(0, ge=0, le=2000, description="Milliseconds per step (a real model's time)")
 
 
 class Output(BaseIO):
@@ -33,6 +35,7 @@ class Denoising:
         steps = max(x.steps for x in inputs)
         noise = [self._noise(x) for x in inputs]
         for step in range(1, steps + 1):
+            time.sleep(max(x.step_ms for x in inputs) / 1000)
             progress(step, steps, "denoising")
             outputs = []
             for x, start in zip(inputs, noise):

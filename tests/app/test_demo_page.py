@@ -172,6 +172,27 @@ def test_cancel_a_running_prediction_from_the_page(files_model: Server, page: An
     assert "Canceled" in page.inner_text("#history")
 
 
+def test_a_streaming_model_shows_its_steps_progress_and_logs_while_it_runs(serve: ServerFactory, page: Any) -> None:
+    server = serve(EXAMPLES / "denoising")
+    page.goto(server.url + "/")
+    page.wait_for_selector("#submit:not([disabled])")
+    page.select_option("#field-colour", label="green")
+    page.fill("#field-steps", "40")
+    page.fill("#field-step_ms", "50")
+    page.click("#submit")
+    # While it runs: the newest denoising step, and the progress the model reports.
+    page.wait_for_selector("#status.running")
+    page.wait_for_selector(".out-file img")
+    page.wait_for_function("() => /Step \\d+ of 40: denoising/.test(document.querySelector('#model-progress').textContent)")
+    running_step = page.inner_text("#model-progress")
+    page.wait_for_selector("#status.success")
+    assert running_step != "Step 40 of 40: denoising"
+    assert page.inner_text("#model-progress") == "Step 40 of 40: denoising"
+    assert _decode(page.get_attribute(".out-file img", "src")).getpixel((3, 3)) == (40, 180, 70)
+    assert any(url.endswith("/events") for url in page.requests)  # followed through its events, not polling
+    assert not page.errors
+
+
 def test_the_page_fits_a_phone(image_filter: Server, browser: Any) -> None:
     context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
     try:

@@ -665,3 +665,39 @@ def test_an_entry_that_missed_its_deadline_fails_its_prediction_unless_it_starte
     ended = queues.get("waiting")
     assert ended["status"] == "failed" and ended["error_message"] == "Deadline exceeded"
     assert queues.queued() == 0 and queues.client.xlen(queues.keys.queue) == 0
+
+
+def test_events_are_stored_in_order_and_refused_once_the_prediction_ended(queues: Queues) -> None:
+    from tungstenkit._queue import PredictionEvents
+
+    queues.submit("p", 1)
+    (entry,) = queues.read()
+    said = PredictionEvents("p", [("output", '[{"index":0,"output":{"y":1}}]'), ("progress", '{"step":1}')],
+                            progress='{"step":1,"total":2,"message":""}', logs="line 1\n")
+    queues.worker.write("w1", [], [], [said])
+    stream = queues.keys.events("p")
+    stored = queues.client.xrange(stream)
+    assert [fields[b"e"] for _, fields in stored] == [b"output", b"progress"]
+    assert 0 < queues.client.ttl(stream) <= 60  # it expires with the prediction
+    body = queues.get("p")
+    assert body["status"] == "running" and body["progress"]["step"] == 1 and body["logs"] == "line 1\n"
+    # Whole-entry results of a prediction with events are rendered where its logs are.
+    queues.finish([_outputs(entry)])
+    ended = queues.get("p")
+    assert ended["status"] == "success" and ended["logs"] == "line 1\n" and ended["progress"]["total"] == 2
+    queues.worker.write("w1", [], [], [PredictionEvents("p", [("log", '{"text":"late"}')], logs="late\n")])
+    assert len(queues.client.xrange(stream)) == 2 and queues.get("p")["logs"] == "line 1\n"
+
+
+def test_logs_keep_their_last_bytes_behind_a_marker_and_never_split_a_character(redis_url: str, namespace: str) -> None:
+    from tungstenkit._queue import PredictionEvents
+
+    queues = Queues(redis_url, namespace)
+    queues.worker = WorkerQueue(queues.client, queues.keys, result_ttl_s=60, max_log_bytes=1024)
+    queues.submit("p", 1)
+    for i in range(40):
+        queues.worker.write("w1", [], [], [PredictionEvents("p", logs=f"line {i} é✓\n" * 3)])
+    logs = queues.get("p")["logs"]
+    assert logs.startswith("[earlier logs dropped]\n") and logs.endswith("line 39 é✓\n")
+    assert len(logs.encode()) <= 1024
+    queues.client.close()

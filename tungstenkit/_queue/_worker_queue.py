@@ -174,6 +174,11 @@ class WorkerQueue:
             ended_first, ended, lost, {sid.decode() for sid in rejected}, {sid.decode() for sid in discarded}
         )
 
+    @property
+    def max_log_bytes(self) -> int:
+        """The most of a prediction's logs kept (``Settings.max_log_bytes``)."""
+        return self._max_log_bytes
+
     def _events_call(self, stamp: str, events: Sequence[PredictionEvents]) -> tuple[Script, list[str], list[Any]]:
         keys = [self.keys.webhooks]
         args: list[Any] = [
