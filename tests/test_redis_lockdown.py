@@ -200,3 +200,26 @@ def test_api_keys_idempotency_and_deadlines_need_nothing_more(serve: ServerFacto
         assert denied == []
     finally:
         admin.close()
+
+
+def test_streaming_events_and_their_webhooks_need_nothing_more(serve: ServerFactory) -> None:
+    server = serve(MODELS / "streaming", embedded_redis=True, env={"TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*"})
+    url = (embedded_redis_dir(serve.home, "streaming") / "redis.url").read_text().strip()
+    admin = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        admin.acl_log_reset()
+        with webhook_receiver() as receiver:
+            hooks = {"webhook": receiver.url, "webhook_events": "output,logs,completed"}
+            created = server.client.post("/predictions", params=hooks, json=[{"prompt": "a", "steps": 3, "delay": 0.2}])
+            prediction_id = created.json()["prediction_id"]
+            with server.client.stream(
+                "GET", f"/predictions/{prediction_id}/events", headers={"Accept": "text/event-stream"}, timeout=60
+            ) as stream:
+                lines = [line for line in stream.iter_lines() if line.startswith("event: ")]
+            assert lines[0] == "event: queued" and "event: output" in lines and lines[-1] == "event: completed"
+            wait_for(lambda: (prediction_id, "completed") in receiver.events(), 30, what="the completed webhook")
+            assert {event for _, event in receiver.events()} >= {"output", "completed"}
+        denied = [(e["username"], e["reason"], e["object"], e["context"]) for e in admin.acl_log()]
+        assert denied == []
+    finally:
+        admin.close()

@@ -52,7 +52,7 @@ _SUBSCRIBER = ("SUBSCRIBE", "UNSUBSCRIBE")
 #: The scripts each role runs (``lua/``).
 SCRIPTS: dict[Role, tuple[str, ...]] = {
     Role.API: ("submit", "cancel", "rate"),
-    Role.WORKER: ("start", "finish", "requeue", "reclaim", "metrics", "prune"),
+    Role.WORKER: ("start", "finish", "requeue", "reclaim", "metrics", "prune", "events"),
     Role.WEBHOOKS: (),
 }
 
@@ -62,6 +62,7 @@ _DIRECT: dict[Role, tuple[str, ...]] = {
         *_SUBSCRIBER,
         "GET", "HGET", "HMGET", "HGETALL", "ZRANGE", "LLEN",
         "DEL",  # the idempotency record of a submit that failed
+        "XRANGE",  # a prediction's events stream
         # TUNGSTEN_REDIS_WAIT_REPLICAS (replicas of an embedded Redis are not expected,
         # but the API sends WAIT whenever it is set).
         "WAIT",
@@ -79,6 +80,7 @@ _DIRECT: dict[Role, tuple[str, ...]] = {
         # The dispatcher: the webhook lists, the dispatch lock (redis-py's ``Lock``, whose
         # scripts call GET, PEXPIRE, PTTL and DEL), the signing secret and the counters.
         "BLMOVE", "LRANGE", "LREM", "HMGET", "HGET", "GET", "SET", "PEXPIRE", "PTTL", "DEL", "HINCRBY",
+        "HEXISTS", "XRANGE",  # what output and logs webhooks send, from a prediction's events
         # RQ, as far as these processes use it (a SimpleWorker, enqueueing, Job.exists,
         # the scheduler's locks and due retries, registries, results), with the commands
         # of its Lua scripts. Not CLIENT LIST: RQ reads its own address with CLIENT INFO.
