@@ -47,7 +47,9 @@ JSON serializer).
 The embedded Redis has a user per process role (``_acl``: the API, the workers, the
 webhook workers, and ``admin`` for ``tungsten serve`` itself), each allowed only the
 commands it sends, those its scripts call, and the namespace's keys and channels
-(``tungsten:{ns}:*``, and RQ's ``rq:*`` for the webhook workers).
+(``tungsten:{ns}:*``, and RQ's ``rq:*`` for the webhook workers). A new script, or a
+command a process sends itself, needs its role's grant there, or it fails only with
+the embedded Redis: ``tests/tungstenkit/test_acl.py`` finds those missing from the code.
 
 Clients come from ``_connections`` (one Redis, or a primary found through Redis
 Sentinel that they follow across a failover); nothing else turns a URL into a client.
