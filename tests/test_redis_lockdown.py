@@ -8,6 +8,7 @@ import base64
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -36,11 +37,33 @@ def server(module_serve: ServerFactory) -> Server:
 
 @pytest.fixture(scope="module")
 def admin(server: Server, module_serve: ServerFactory) -> Iterator[redis.Redis]:
-    """The embedded Redis as its admin (the URL `tungsten serve` leaves for `tungsten status`)."""
-    url = (embedded_redis_dir(module_serve.home, "files") / "redis.url").read_text().strip()
-    client = redis.Redis.from_url(url, decode_responses=True)
+    """The embedded Redis as its admin."""
+    client = _admin(module_serve.home, "files")
     yield client
     client.close()
+
+
+def _admin(home: Path, namespace: str) -> redis.Redis:
+    """A client of the embedded Redis of ``namespace`` as its admin, from the URL `tungsten
+    serve` leaves for `tungsten status`."""
+    return redis.Redis.from_url((embedded_redis_dir(home, namespace) / "redis.url").read_text().strip(), decode_responses=True)
+
+
+def _denied(admin: redis.Redis) -> list[tuple[str, str, str, str]]:
+    """What Redis refused since its ACL log was last reset: (user, why, what, where)."""
+    return [(e["username"], e["reason"], e["object"], e["context"]) for e in admin.acl_log()]
+
+
+@contextmanager
+def _nothing_denied(home: Path, namespace: str) -> Iterator[redis.Redis]:
+    """The admin of the embedded Redis of ``namespace``; Redis must refuse nothing meanwhile."""
+    admin = _admin(home, namespace)
+    try:
+        admin.acl_log_reset()
+        yield admin
+        assert _denied(admin) == []
+    finally:
+        admin.close()
 
 
 def _role(pid: int) -> str | None:
@@ -170,16 +193,13 @@ def test_a_whole_run_needs_nothing_the_users_may_not_do(
     assert server.client.get("/health").status_code == 200
     shown = tungsten("status", "--webhook-secret", env={"TUNGSTEN_HOME": str(module_serve.home), "TUNGSTEN_REDIS_URL": "", "REDIS_URL": ""})
     assert shown.returncode == 0, shown.stderr
-    denied = [(e["username"], e["reason"], e["object"], e["context"]) for e in admin.acl_log()]
-    assert denied == []
+    assert _denied(admin) == []
 
 
 def test_api_keys_idempotency_and_deadlines_need_nothing_more(serve: ServerFactory) -> None:
     server = serve(MODELS / "recorder", embedded_redis=True, env={"TUNGSTEN_API_KEYS": "on"})
     url = (embedded_redis_dir(serve.home, "recorder") / "redis.url").read_text().strip()
-    admin = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        admin.acl_log_reset()
+    with _nothing_denied(serve.home, "recorder"):
         created = tungsten("keys", "create", "--redis-url", url, "--namespace", "recorder", "--name", "a",
                            "--rps", "100", "--max-queued", "10")
         assert created.returncode == 0, created.stderr
@@ -196,30 +216,18 @@ def test_api_keys_idempotency_and_deadlines_need_nothing_more(serve: ServerFacto
         assert late.status_code == 200, late.text
         ended = server.client.get(f"/predictions/{late.json()['prediction_id']}", params={"wait": 30}, headers=keyed)
         assert ended.json()["status"] == "failed" and "Deadline" in ended.json()["error_message"]
-        denied = [(e["username"], e["reason"], e["object"], e["context"]) for e in admin.acl_log()]
-        assert denied == []
-    finally:
-        admin.close()
 
 
 def test_streaming_events_and_their_webhooks_need_nothing_more(serve: ServerFactory) -> None:
     server = serve(MODELS / "streaming", embedded_redis=True, env={"TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*"})
-    url = (embedded_redis_dir(serve.home, "streaming") / "redis.url").read_text().strip()
-    admin = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        admin.acl_log_reset()
-        with webhook_receiver() as receiver:
-            hooks = {"webhook": receiver.url, "webhook_events": "output,logs,completed"}
-            created = server.client.post("/predictions", params=hooks, json=[{"prompt": "a", "steps": 3, "delay": 0.2}])
-            prediction_id = created.json()["prediction_id"]
-            with server.client.stream(
-                "GET", f"/predictions/{prediction_id}/events", headers={"Accept": "text/event-stream"}, timeout=60
-            ) as stream:
-                lines = [line for line in stream.iter_lines() if line.startswith("event: ")]
-            assert lines[0] == "event: queued" and "event: output" in lines and lines[-1] == "event: completed"
-            wait_for(lambda: (prediction_id, "completed") in receiver.events(), 30, what="the completed webhook")
-            assert {event for _, event in receiver.events()} >= {"output", "completed"}
-        denied = [(e["username"], e["reason"], e["object"], e["context"]) for e in admin.acl_log()]
-        assert denied == []
-    finally:
-        admin.close()
+    with _nothing_denied(serve.home, "streaming"), webhook_receiver() as receiver:
+        hooks = {"webhook": receiver.url, "webhook_events": "output,logs,completed"}
+        created = server.client.post("/predictions", params=hooks, json=[{"prompt": "a", "steps": 3, "delay": 0.2}])
+        prediction_id = created.json()["prediction_id"]
+        with server.client.stream(
+            "GET", f"/predictions/{prediction_id}/events", headers={"Accept": "text/event-stream"}, timeout=60
+        ) as stream:
+            lines = [line for line in stream.iter_lines() if line.startswith("event: ")]
+        assert lines[0] == "event: queued" and "event: output" in lines and lines[-1] == "event: completed"
+        wait_for(lambda: (prediction_id, "completed") in receiver.events(), 30, what="the completed webhook")
+        assert {event for _, event in receiver.events()} >= {"output", "completed"}
