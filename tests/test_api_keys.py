@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass
@@ -264,3 +265,22 @@ def test_the_client_and_tungsten_predict_send_the_key(
     refused = tungsten("predict", "--url", keyed.server.url, "-i", "hold=0", "-o", str(tmp_path),
                        env={"TUNGSTEN_API_KEY": ""})
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "401" in refused.stderr, refused.stderr
+
+
+def test_the_rate_is_one_bucket_across_api_processes(keyed: Keyed) -> None:
+    key = _create(keyed.redis_url, keyed.namespace, "--name", "one-per-second", "--rps", "1")
+    started = time.monotonic()
+    statuses = [_fresh(keyed, "GET", "/predictions/" + "0" * 32, key).status_code for _ in range(8)]
+    elapsed = time.monotonic() - started
+    # A burst of 1, then 1 more per whole second, whichever API process each connection
+    # reached (a bucket per process would let one through on each).
+    assert statuses[0] == 404 and statuses.count(404) <= 1 + int(elapsed), (statuses, elapsed)
+    assert set(statuses) == {404, 429}
+
+
+def test_the_synchronous_route_needs_the_predict_scope_too(keyed: Keyed) -> None:
+    client = keyed.server.client
+    assert client.post("/predict", json=[{}], headers=keyed.reader.headers).status_code == 403
+    assert client.post("/predict", json=[{}]).status_code == 401
+    done = client.post("/predict", json=[{}], headers=keyed.alice.headers)
+    assert done.status_code == 200 and done.json()["status"] == "success"
