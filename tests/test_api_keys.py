@@ -284,3 +284,14 @@ def test_the_synchronous_route_needs_the_predict_scope_too(keyed: Keyed) -> None
     assert client.post("/predict", json=[{}]).status_code == 401
     done = client.post("/predict", json=[{}], headers=keyed.alice.headers)
     assert done.status_code == 200 and done.json()["status"] == "success"
+
+
+def test_keys_need_a_namespace_where_several_models_share_the_redis(keyed: Keyed, redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        client.xadd("tungsten:{another-model}:queue", {"x": "1"})  # a second model in this Redis
+        try:
+            done = tungsten("keys", "list", "--redis-url", redis_url, env={"TUNGSTEN_NAMESPACE": ""})
+        finally:
+            client.delete("tungsten:{another-model}:queue")
+    assert done.returncode == 1 and done.stderr.startswith("Error: Several models found (")
+    assert done.stderr.count("\n") == 1 and "--namespace" in done.stderr
