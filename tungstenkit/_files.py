@@ -202,23 +202,32 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
 # folder per process, removed at exit. The policy is the one lazy downloads follow.
 _materialize_dir: contextvars.ContextVar[Path | None] = contextvars.ContextVar("tungsten_materialize_dir", default=None)
 _policy: contextvars.ContextVar[FilePolicy | None] = contextvars.ContextVar("tungsten_file_policy", default=None)
+# The files that wrote a copy into the folder, which they forget when it goes.
+_written: contextvars.ContextVar[list[File] | None] = contextvars.ContextVar("tungsten_written_files", default=None)
 _process_dir: Path | None = None
 _DEFAULT_POLICY = FilePolicy()
 
 
 @contextlib.contextmanager
-def materialize_files_in(folder: Path, policy: FilePolicy | None = None) -> Iterator[Path]:
+def materialize_files_in(folder: Path, policy: FilePolicy | None = None, *, transient: bool = False) -> Iterator[Path]:
     """Within the block, ``File.path`` and downloads write files under ``folder``.
 
     The folder is created on first use, so a batch that writes no file costs nothing.
+    With ``transient``, the caller removes the folder after the block, so the files that
+    wrote a copy there forget it when the block ends: a batch run again (in halves, after
+    a failure) writes them anew.
     """
     token = _materialize_dir.set(folder)
+    written_token = _written.set([] if transient else None)
     policy_token = _policy.set(policy) if policy is not None else None
     try:
         yield folder
     finally:
         if policy_token is not None:
             _policy.reset(policy_token)
+        for file in _written.get() or ():
+            file._local_path = None
+        _written.reset(written_token)
         _materialize_dir.reset(token)
 
 
@@ -378,6 +387,9 @@ class File:
         suffix = mimetypes.guess_extension(normalize_mime_type(mime_type)) or ""
         target = _current_materialize_dir() / f"{uuid.uuid4().hex}{suffix}"
         target.write_bytes(data)
+        written = _written.get()
+        if written is not None:
+            written.append(self)
         return target
 
     # -- validation -------------------------------------------------------------------

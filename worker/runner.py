@@ -236,7 +236,7 @@ class ModelRunner:
         """
         folder = Path(tempfile.gettempdir()) / f"tungsten-batch{batch_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            with materialize_files_in(folder, self.files):
+            with materialize_files_in(folder, self.files, transient=True):
                 yield folder
         finally:
             if folder.exists():

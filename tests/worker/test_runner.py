@@ -150,3 +150,20 @@ def test_out_of_memory_errors_are_told_from_other_failures() -> None:
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))  # torch before 1.13
     assert not is_out_of_memory(RuntimeError("shapes do not match"))
     assert not is_out_of_memory(MemoryError())
+
+
+def test_a_batch_run_again_finds_its_files_again(make_runner, temp_root: Path, file_server: FileServer) -> None:  # noqa: ANN001
+    # A batch that failed (or ran out of GPU memory) runs again in halves: the files of
+    # its first try went with that try's folder, and are written anew.
+    runner = make_runner()
+    items = _inputs(
+        runner, {"image": data_uri(png(), "image/png")}, {"binary": file_server.add("/again.bin", b"again")}
+    )
+
+    def outputs(part: list[Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in json.loads(o.output).items() if k != "paths"} for o in runner.predict(1, part)]
+
+    first = outputs(items)
+    assert outputs(items[:1]) + outputs(items[1:]) == first
+    assert first[1]["by_field"]["binary"] == data_uri(b"again", "application/octet-stream")
+    assert list(temp_root.iterdir()) == []
