@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from tungstenkit import __version__
 from tungstenkit._model import ModelDefinition
+from tungstenkit._queue import PRIORITIES
 from tungstenkit._settings import Settings
 from tungstenkit._webhook_protocol import DELIVERY_HEADER, EVENT_HEADER, EVENTS, MAX_URL_LENGTH, SIGNATURE_HEADER
 from tungstenkit.app.submit_options import DEADLINE_HEADER, MAX_DEADLINE_S
@@ -368,6 +369,15 @@ def _submit_parameters() -> list[dict[str, Any]]:
             'then fails with error_message "Deadline exceeded" without running (one already running is not '
             f"interrupted). Also as the header {DEADLINE_HEADER}; the query wins.",
             "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_S},
+        },
+        {
+            "name": "priority",
+            "in": "query",
+            "required": False,
+            "description": "When the workers have more queued than they can take, higher priorities are "
+            "admitted first: of every 7 chunks admitted while all three wait, 4 high, 2 normal, 1 low "
+            "(a priority with nothing waiting gives its turns to the highest that has).",
+            "schema": {"type": "string", "enum": list(PRIORITIES), "default": "normal"},
         },
         {
             "name": DEADLINE_HEADER,

@@ -147,7 +147,7 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
         served_by = await context.queue.submit(
             prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency,
             owner=caller.owner if caller else "", owner_limit=caller.max_queued if caller else 0,
-            deadline_ms=options.deadline_ms,
+            deadline_ms=options.deadline_ms, priority=options.priority, tenant=tenant_of(request),
         )
     finally:
         # Only now is the body's memory (the parsed and the encoded inputs) free: a

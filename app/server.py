@@ -103,6 +103,7 @@ def create_app(
         timeout_s=REDIS_SOCKET_TIMEOUT_S,
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_s=settings.redis_wait_timeout_s,
+        batch_size=batch_size,
     )
     serving = ServingContext(
         settings=settings,

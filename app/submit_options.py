@@ -1,4 +1,4 @@
-"""What a submit asks for besides its inputs: an idempotency key and a deadline."""
+"""What a submit asks for besides its inputs: an idempotency key, a deadline, a priority."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from tungstenkit._queue import PRIORITIES
 from tungstenkit.app.error_responses import InvalidInput
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -25,15 +26,17 @@ class SubmitOptions:
     idempotency_key: str | None = None
     #: Milliseconds from now by which a worker must start the prediction (0: no deadline).
     deadline_ms: int = 0
+    #: One of ``PRIORITIES``.
+    priority: str = "normal"
 
     @classmethod
     def parse(cls, request: Request) -> SubmitOptions:
         """The options of ``request``; ``InvalidInput`` (422) for an unusable one."""
-        return cls(_idempotency_key(request), _deadline_ms(request))
+        return cls(_idempotency_key(request), _deadline_ms(request), _priority(request))
 
     def fingerprint(self) -> list[str]:
         """The options that make two requests with the same inputs different requests."""
-        return [str(self.deadline_ms)]
+        return [str(self.deadline_ms), self.priority]
 
 
 def _invalid(loc: list[str], msg: str) -> InvalidInput:
@@ -60,3 +63,10 @@ def _deadline_ms(request: Request) -> int:
     if not 0 < value <= MAX_DEADLINE_S:  # also rejects NaN
         raise _invalid(loc, f"a deadline is a number of seconds, more than 0 and at most {MAX_DEADLINE_S:g}")
     return max(1, round(value * 1000))
+
+
+def _priority(request: Request) -> str:
+    priority = request.query_params.get("priority", "normal")
+    if priority not in PRIORITIES:
+        raise _invalid(["query", "priority"], f"priority must be one of {', '.join(PRIORITIES)}")
+    return priority

@@ -96,7 +96,7 @@ class Worker:
         self._client = client
         self._queue = WorkerQueue(
             client, keys, result_ttl_s=settings.result_ttl_s, max_events=settings.max_events,
-            max_log_bytes=settings.max_log_bytes,
+            max_log_bytes=settings.max_log_bytes, batch_size=self.batch_size,
         )
         self._keys = keys
         self._runner = ModelRunner(definition, settings, on_stuck=self._on_model_stuck)

@@ -7,7 +7,8 @@ group::
     tungsten:{ns}:queue          stream, one entry per chunk of a prediction's inputs
                                  (p=id s=start n=count g=option group d=JSON list
                                  t=the prediction's input count c=created
-                                 w=webhook events, if any)
+                                 w=webhook events, if any; e=deadline, ms of Redis's
+                                 clock, if any)
     tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
     tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
                                  started, result (the ended GET body, ready to send),
@@ -20,6 +21,11 @@ group::
     tungsten:{ns}:worker:<wid>   hash with a TTL (a worker's heartbeat); gone means dead
     tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
                                  counting crashes if it dies)
+    tungsten:{ns}:wait:<priority>:<tenant>  stream: entries waiting for admission into the
+                                 queue (the same fields; see ``lua/admission.lua``)
+    tungsten:{ns}:turns:<priority>  list of the waiting streams of a priority, in turn
+    tungsten:{ns}:waiting        inputs waiting for admission
+    tungsten:{ns}:turn           turns of admission taken (which priority goes next)
     tungsten:{ns}:idem:<digest>  "<prediction id>|<request fingerprint>" of the request first
                                  sent with an Idempotency-Key (digest: SHA-256 of its
                                  tenant and key), kept for the result TTL
@@ -77,6 +83,7 @@ from tungstenkit._queue._connections import (
 )
 from tungstenkit._queue._keys import (
     CONNECTION_ERRORS,
+    PRIORITIES,
     GROUP,
     RUNNING_KEY_TTL_S,
     Keys,
@@ -121,6 +128,7 @@ __all__ = [
     "Idempotency",
     "STORED_EVENTS",
     "GROUP",
+    "PRIORITIES",
     "RUNNING_KEY_TTL_S",
     "Role",
     "AsyncPredictionQueue",

@@ -9,6 +9,12 @@ import redis
 from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
 GROUP = "workers"
+#: Batches per live worker that the worker stream and the workers may hold before new
+#: entries wait for admission by priority and tenant (``lua/admission.lua``): the batch
+#: a worker runs and the one it reads ahead.
+ADMITTED_BATCHES_PER_WORKER = 2
+#: Priorities a prediction may have, highest first.
+PRIORITIES = ("high", "normal", "low")
 #: A dead consumer with nothing pending is removed from the group after this idle time.
 FORGET_IDLE_CONSUMER_MS = 60_000
 #: How long a worker's running key outlives its last batch start; a dead worker's

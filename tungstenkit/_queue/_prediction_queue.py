@@ -28,7 +28,7 @@ from tungstenkit._errors import (
     RedisUnavailable,
 )
 from tungstenkit._queue._api_keys import ApiKey
-from tungstenkit._queue._keys import CONNECTION_ERRORS, Keys, now_iso
+from tungstenkit._queue._keys import ADMITTED_BATCHES_PER_WORKER, CONNECTION_ERRORS, Keys, now_iso
 from tungstenkit._queue._monitoring import Snapshot, WorkerInfo, ask_snapshot, live_workers, make_snapshot
 from tungstenkit._queue._records import (
     EVENTS_PER_READ,
@@ -85,6 +85,9 @@ class Submission:
     owner_limit: int = 0
     #: Milliseconds from now by which a worker must start it, else it fails (0: no deadline).
     deadline_ms: int = 0
+    #: Its priority (``PRIORITIES``), and whose share of the workers it is (see ``tenant_token``).
+    priority: str = "normal"
+    tenant: str = ""
 
 
 class AsyncPredictionQueue:
@@ -100,8 +103,10 @@ class AsyncPredictionQueue:
         timeout_s: float = 5.0,
         wait_replicas: int = 0,
         wait_timeout_s: float = 1.0,
+        batch_size: int = 32,
     ) -> None:
         self._redis = client
+        self._admitted_per_worker = ADMITTED_BATCHES_PER_WORKER * batch_size
         self.keys = keys
         self._ttl = result_ttl_s
         self._limit = max_queued_inputs
@@ -127,6 +132,8 @@ class AsyncPredictionQueue:
         owner: str = "",
         owner_limit: int = 0,
         deadline_ms: int = 0,
+        priority: str = "normal",
+        tenant: str = "",
     ) -> str:
         """Accept a prediction (with the webhook to call on ``webhook_events``, if any,
         for the API key owner ``owner``, who may have ``owner_limit`` inputs queued);
@@ -134,6 +141,8 @@ class AsyncPredictionQueue:
         and ``NotReplicated`` when fewer than ``wait_replicas`` replicas hold it in time.
         With ``deadline_ms``, a prediction no worker started within that many
         milliseconds (of Redis's clock) fails unrun.
+        When the workers have more than enough to do, it waits for admission by
+        ``priority`` and in turns with the other ``tenant`` s (``lua/admission.lua``).
 
         Returns the id of the prediction that serves the request: ``prediction_id``, or,
         for a request whose ``idempotency`` key came with the same request before, that
@@ -142,7 +151,7 @@ class AsyncPredictionQueue:
         """
         submit = Submission(
             prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events), idempotency, owner,
-            owner_limit, deadline_ms,
+            owner_limit, deadline_ms, priority, tenant,
         )
         accepted, queued, served_by = await self._enqueue(self._submits, submit)
         if accepted == _QUEUE_FULL:
@@ -310,7 +319,9 @@ class AsyncPredictionQueue:
                 logger.warning("Could not cancel prediction %s that missed its replicas: %s", submit.prediction_id, exc)
 
     def _submit_call(self, submits: Sequence[Submission]) -> tuple[list[str], list[Any]]:
-        return submit_call(self.keys, submits, limit=self._limit, ttl_s=self._ttl)
+        return submit_call(
+            self.keys, submits, limit=self._limit, ttl_s=self._ttl, admitted_per_worker=self._admitted_per_worker
+        )
 
     # -- the rest ----------------------------------------------------------------------
     async def _bounded(self, call: Awaitable[T], waits: bool = False) -> T:
@@ -403,10 +414,12 @@ class AsyncPredictionQueue:
         return live_workers(ids, found)
 
 
-def submit_call(keys: Keys, submits: Sequence[Submission], *, limit: int, ttl_s: int) -> tuple[list[str], list[Any]]:
+def submit_call(
+    keys: Keys, submits: Sequence[Submission], *, limit: int, ttl_s: int, admitted_per_worker: int = 64
+) -> tuple[list[str], list[Any]]:
     """The keys and arguments of the submit script accepting ``submits``."""
     names = [keys.queue, keys.queued]
-    args: list[Any] = [now_iso(), limit, ttl_s]
+    args: list[Any] = [now_iso(), limit, ttl_s, admitted_per_worker]
     for submit in submits:
         key = keys.prediction(submit.prediction_id)
         idempotency = submit.idempotency
@@ -414,11 +427,21 @@ def submit_call(keys: Keys, submits: Sequence[Submission], *, limit: int, ttl_s:
         args += [
             submit.prediction_id, submit.total_inputs, len(submit.chunks), submit.webhook_url,
             submit.webhook_events, idempotency.fingerprint if idempotency else "", submit.owner, submit.owner_limit,
-            submit.deadline_ms,
+            submit.deadline_ms, submit.priority, tenant_token(submit.tenant),
         ]
         for chunk in submit.chunks:
             args += [chunk.start, chunk.count, chunk.group, chunk.data]
     return names, args
+
+
+def tenant_token(tenant: str) -> str:
+    """A tenant's name as it may appear in a key: itself when it is a plain word, else its
+    digest; "-" for the one tenant of a server without API keys."""
+    if not tenant:
+        return "-"
+    if len(tenant) <= 64 and tenant.replace("-", "").replace("_", "").isalnum() and tenant.isascii():
+        return tenant
+    return hashlib.sha256(tenant.encode()).hexdigest()[:32]
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:

@@ -14,7 +14,9 @@ _ENDING = ("finish", "cancel", "reclaim")
 #: Scripts that act for a worker on entries it holds get ``fence.lua``.
 _FENCED = ("start", "finish", "requeue")
 #: Scripts that move entries to the end of the stream get ``readd.lua``.
-_READDING = ("finish", "requeue")
+_READDING = ("finish", "requeue", "submit", "admit")
+#: Scripts that admit waiting entries get ``admission.lua``.
+_ADMITTING = ("finish", "submit", "admit")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ def script(name: str) -> Script:
     """A script, with the shared functions it uses put in front."""
     folder = resources.files("tungstenkit._queue") / "lua"
     source = (folder / f"{name}.lua").read_text()
+    if name in _ADMITTING:
+        source = (folder / "admission.lua").read_text() + "\n" + source
     if name in _READDING:
         source = (folder / "readd.lua").read_text() + "\n" + source
     if name in _FENCED:

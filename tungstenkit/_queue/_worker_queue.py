@@ -12,7 +12,15 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from tungstenkit._queue._keys import FORGET_IDLE_CONSUMER_MS, GROUP, RUNNING_KEY_TTL_S, Keys, is_transient, now_iso
+from tungstenkit._queue._keys import (
+    ADMITTED_BATCHES_PER_WORKER,
+    FORGET_IDLE_CONSUMER_MS,
+    GROUP,
+    RUNNING_KEY_TTL_S,
+    Keys,
+    is_transient,
+    now_iso,
+)
 from tungstenkit._queue._records import (
     FILE_TTL_FACTOR,
     READ_FIELDS,
@@ -65,7 +73,14 @@ class WorkerQueue:
     """What a worker does with Redis: read entries, mark batches started, write results."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, *, result_ttl_s: int, max_events: int = 1000, max_log_bytes: int = 65536
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        result_ttl_s: int,
+        max_events: int = 1000,
+        max_log_bytes: int = 65536,
+        batch_size: int = 32,
     ) -> None:
         self._redis = client
         self.keys = keys
@@ -75,6 +90,9 @@ class WorkerQueue:
         #: Predictions this worker wrote events for: their bodies are rendered in Lua,
         #: where their progress and logs are (oldest forgotten past ``_SAID_LIMIT``).
         self._said: OrderedDict[str, None] = OrderedDict()
+        #: Inputs per worker that the worker stream and the workers may hold before
+        #: entries wait for admission.
+        self._admitted_per_worker = ADMITTED_BATCHES_PER_WORKER * batch_size
         #: Redis's clock minus this machine's, in ms, as the last heartbeat measured it
         #: (deadlines are in Redis's clock: the API's and the workers' machines may differ).
         self.clock_offset_ms = 0.0
@@ -92,8 +110,21 @@ class WorkerQueue:
                 raise
 
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
-        """New entries for this consumer; waits up to ``block_ms`` (None: not at all)."""
-        reply = self._redis.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
+        """New entries for this consumer; waits up to ``block_ms`` (None: not at all).
+
+        Entries waiting for admission are admitted first, in the same round trip.
+        """
+        admit = script("admit")
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(admit.sha, 2, self.keys.queue, self.keys.queued, self._admitted_per_worker)
+            pipe.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
+            admitted, reply = pipe.execute(raise_on_error=False)
+        if isinstance(admitted, NoScriptError):
+            self._redis.script_load(admit.source)  # Redis lost its scripts: admit at the next read
+        elif isinstance(admitted, Exception):
+            raise admitted
+        if isinstance(reply, Exception):
+            raise reply
         return self._entries([item for _stream, items in reply or () for item in items])
 
     def _entries(self, items: Sequence[tuple[bytes, dict[bytes, bytes]]], redelivered: bool = False) -> list[Entry]:
@@ -147,7 +178,7 @@ class WorkerQueue:
             lo, hi = sid_range([r.entry.sid for r in results])
             args = [
                 GROUP, worker_id, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel,
-                INLINE_BODY_BYTES, lo, hi,
+                INLINE_BODY_BYTES, lo, hi, self._admitted_per_worker,
             ]
             for result in results:
                 entry = result.entry

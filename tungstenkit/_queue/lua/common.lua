@@ -6,8 +6,9 @@
 -- `result`: the finished GET body, stored ready to send. A prediction is open while
 -- it has no `result`. While open, a prediction of several entries keeps its finished
 -- entries' outputs in `o:<start>` and the keys of their output files in `f:<start>`
--- (with `files` set once there are any). A prediction created with an API key has
--- `owner`: the key's owner, whose count of queued inputs it is part of.
+-- (with `files` set once there are any). `wq` names the stream where its entries
+-- waited for admission, if they did (admission.lua). A prediction created with an API
+-- key has `owner`: the key's owner, whose count of queued inputs it is part of.
 -- A model that reported progress or wrote logs left `progress` (JSON) and `logs` (see
 -- events.lua), which its body shows.
 
@@ -27,19 +28,28 @@ local function render(status, outputs, message, created, started, completed, pro
     .. (progress or 'null') .. ',"logs":' .. json_string(logs) .. '}'
 end
 
--- Deletes the prediction's entries that are still in the stream, so that no worker
--- reads them any more, and returns how many inputs they held.
-local function drop_entries(queue, entries)
-  local released = 0
+-- Deletes the prediction's entries that are still in the stream, or still waiting for
+-- admission in the stream `waiting` (its hash's `wq`, nil if none: see admission.lua),
+-- so that no worker reads them any more, and returns how many inputs they held.
+local function drop_entries(queue, entries, waiting)
+  local released, unwaited = 0, 0
   if not entries then
     return 0
   end
   for sid, count in string.gmatch(entries, '([^%s:]+):%d+:(%d+)') do
     if redis.call('XDEL', queue, sid) == 1 then
       released = released + tonumber(count)
+    elseif waiting and redis.call('XDEL', waiting, sid) == 1 then
+      unwaited = unwaited + tonumber(count)
     end
   end
-  return released
+  if unwaited > 0 then
+    local counter = string.sub(queue, 1, -6) .. 'waiting'  -- `<prefix>queue` -> `<prefix>waiting`
+    if redis.call('DECRBY', counter, unwaited) < 0 then
+      redis.call('SET', counter, 0)
+    end
+  end
+  return released + unwaited
 end
 
 -- Stores the ended prediction's body and starts its expiry.
@@ -75,7 +85,7 @@ end
 -- webhook events it asked for, and its entries.
 local function fail_prediction(queue, key, message, now, ttl)
   local state = redis.call(
-    'HMGET', key, 'result', 'entries', 'created', 'started', 'webhook_events', 'files', 'progress', 'logs'
+    'HMGET', key, 'result', 'entries', 'created', 'started', 'webhook_events', 'files', 'progress', 'logs', 'wq'
   )
   if state[1] or not state[3] then
     return nil, 0, nil, nil
@@ -85,7 +95,7 @@ local function fail_prediction(queue, key, message, now, ttl)
     settle_files(key, state[2], nil)
   end
   conclude(key, body, ttl)
-  return body, drop_entries(queue, state[2]), state[5], state[2]
+  return body, drop_entries(queue, state[2], state[9] or nil), state[5], state[2]
 end
 
 -- Queues a webhook event ("<id> <event>") if the prediction asked for that event.

@@ -23,7 +23,9 @@
 --       hash per result
 -- ARGV: group, this worker (its consumer), completed timestamp, result ttl, done
 --       channel, stop channel, largest body sent on the done channel, the lowest and
---       highest of the results' entry ids, then per result: id, sid, kind, start,
+--       highest of the results' entry ids, the inputs per worker before entries wait
+--       for admission (admission.lua: what finished makes room), then per result: id,
+--       sid, kind, start,
 --       count, payload, when the entry's first batch started ('' if unknown), the
 --       webhook events its prediction wants ('' if none), and the keys of its output
 --       files (space-separated, '' if none)
@@ -80,8 +82,8 @@ local function drop_unlinked(key, start, files)
   end
 end
 
-for j = 0, (#ARGV - 9) / 9 - 1 do
-  local base = 10 + j * 9
+for j = 0, (#ARGV - 10) / 9 - 1 do
+  local base = 11 + j * 9
   local id, sid, kind, start, count, payload, started, events, files =
     ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4]), ARGV[base + 5],
     ARGV[base + 6], ARGV[base + 7], ARGV[base + 8]
@@ -172,6 +174,9 @@ if #acks > 0 then
   redis.call('XACK', queue, group, unpack(acks))
 end
 release(counter, released)
+if released > 0 then
+  admit(queue, counter, tonumber(ARGV[10]))
+end
 if #done > 0 then
   redis.call('PUBLISH', ARGV[5], table.concat(done, '\n'))
 end

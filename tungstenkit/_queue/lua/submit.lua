@@ -2,12 +2,13 @@
 -- bound, add each prediction's entries to the stream, and create its hash.
 -- KEYS: queue stream, queued-inputs counter, then per prediction: its hash and its
 --       idempotency key (the hash again when the request carried no Idempotency-Key)
--- ARGV: created timestamp, limit (0: none), idempotency ttl (seconds), then per
+-- ARGV: created timestamp, limit (0: none), idempotency ttl (seconds), inputs per
+--       worker before entries wait for admission (see admission.lua), then per
 --       prediction: id, inputs, chunks, webhook URL ('' if none), webhook events ('' if
 --       none), request fingerprint ('' without an Idempotency-Key), the API key owner
 --       it is created for ('' if none) and that owner's limit of queued inputs (0:
---       none), its deadline (ms from now, 0: none), and per chunk: start, count, option
---       group, JSON list of inputs
+--       none), its deadline (ms from now, 0: none), priority (high, normal, low), tenant
+--       (a name for keys), and per chunk: start, count, option group, JSON list of inputs
 -- Entries carry w (the webhook's events) when there is a webhook and e (the deadline,
 -- in ms of Redis's clock) when there is a deadline.
 -- Returns {per prediction in order: 1 accepted, 0 refused (queue full), 2 refused (its
@@ -19,18 +20,22 @@
 -- An owner's count of queued inputs is `<counter>:<owner>`, released by the scripts
 -- that release the queue bound (common.lua's release_owner).
 local queue, counter = KEYS[1], KEYS[2]
-local created, limit, idem_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local created, limit, idem_ttl, per_worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local queued = tonumber(redis.call('GET', counter) or '0')
+local prefix = prefix_of(queue)
+local waiting = tonumber(redis.call('GET', prefix .. 'waiting') or '0')
+local admission
 local added = 0
 local accepted = {}
 local owners = {}
 local now_ms
-local i = 4
+local i = 5
 for p = 3, #KEYS, 2 do
   local id, total, chunks, hook, events, fingerprint =
     ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local owner, owner_limit, deadline = ARGV[i + 6], tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
-  i = i + 9
+  local priority, tenant = ARGV[i + 9], ARGV[i + 10]
+  i = i + 11
   local key, idem = KEYS[p], KEYS[p + 1]
   local owner_queued = 0
   if owner ~= '' then
@@ -66,14 +71,27 @@ for p = 3, #KEYS, 2 do
       extra[#extra + 1] = 'e'
       extra[#extra + 1] = string.format('%d', now_ms + deadline)
     end
+    -- Straight to the workers while they have room and nothing waits; else it waits
+    -- for admission, by priority and tenant.
+    local target = queue
+    admission = admission or admission_limit(prefix, per_worker)
+    if waiting > 0 or queued + total > admission then
+      target = prefix .. 'wait:' .. priority .. ':' .. tenant
+      if redis.call('EXISTS', target) == 0 then
+        redis.call('LPUSH', prefix .. 'turns:' .. priority, target)
+      end
+      redis.call('INCRBY', prefix .. 'waiting', total)
+      waiting = waiting + total
+      redis.call('HSET', key, 'wq', target)
+    end
     for c = 0, chunks - 1 do
       local at = i + c * 4
       local sid
       if #extra == 0 then
-        sid = redis.call('XADD', queue, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
+        sid = redis.call('XADD', target, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
           'd', ARGV[at + 3], 't', total, 'c', created)
       else
-        sid = redis.call('XADD', queue, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
+        sid = redis.call('XADD', target, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
           'd', ARGV[at + 3], 't', total, 'c', created, unpack(extra))
       end
       entries[#entries + 1] = sid .. ':' .. ARGV[at] .. ':' .. ARGV[at + 1]
@@ -98,5 +116,8 @@ for p = 3, #KEYS, 2 do
 end
 if added > 0 then
   redis.call('INCRBY', counter, added)
+end
+if waiting > 0 then
+  admit(queue, counter, per_worker)
 end
 return {accepted, queued}
