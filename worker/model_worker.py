@@ -40,7 +40,7 @@ from tungstenkit.worker.batch_events import BatchEvents, LogCapture
 from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
 from tungstenkit.worker.input_outcome import InputOutcome
 from tungstenkit.worker.memory_guard import MemoryGuard, resident_mb
-from tungstenkit.worker.preparer import Preparer
+from tungstenkit.worker.preparer import MIN_BACKLOG_INPUTS, Preparer
 from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener
 from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception, free_accelerator_memory, is_out_of_memory
 
@@ -510,8 +510,9 @@ class Worker:
         if self._writer.failing:
             # Redis refuses results for now: read no more work than is already held.
             return 0
-        waiting = self._preparer.waiting_inputs if self._preparer is not None else 0
-        return self.max_batch_size - self._buffer.buffered_inputs - waiting
+        if self._preparer is not None and self._preparer.held_inputs >= max(MIN_BACKLOG_INPUTS, 4 * self.max_batch_size):
+            return 0
+        return self.max_batch_size - self._buffer.buffered_inputs
 
     def _on_entries(self, entries: list[Entry]) -> None:
         works = []

@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_THREADS = 8
 #: Downloads one worker runs at once from one host (name and port).
 DOWNLOADS_PER_HOST = 2
+#: Inputs a worker holds while their URLs download (or wait to), at least: past it (or
+#: past four batches) it reads no more work. Entries waiting here do not count against
+#: the one batch read ahead, so that a slow host never stops a worker from reading
+#: other work; this bounds them instead.
+MIN_BACKLOG_INPUTS = 32
 
 
 @dataclass(eq=False)
@@ -87,12 +92,10 @@ class Preparer:
             self._cond.notify_all()
 
     @property
-    def waiting_inputs(self) -> int:
-        """Inputs of entries held here with no download running: read-ahead that counts
-        against the buffer's bound, as ready entries do (those downloading do not, so that
-        slow downloads never stop the worker from reading other work)."""
+    def held_inputs(self) -> int:
+        """Inputs of the entries whose URLs are downloading or waiting to."""
         with self._cond:
-            return sum(w.entry.count for w in self._left if not self._running.get(w) and not w.ended)
+            return sum(w.entry.count for w in self._left if not w.ended)
 
     def _next(self) -> _Task | None:
         """The oldest task whose host has room (lock held); entries that ended are forgotten."""
