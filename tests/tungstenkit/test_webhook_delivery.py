@@ -164,7 +164,11 @@ def test_a_delivery_to_a_busy_receiver_waits_its_turn_without_using_a_retry(part
             parts.scheduler.enqueue_scheduled_jobs()
             return parts.queue.count == 1
 
-        wait_for(due, 10, interval=0.2, what="the delivery to come back to the queue")
+        try:
+            wait_for(due, 10, interval=0.2, what="the delivery to come back to the queue")
+        finally:
+            parts.scheduler.release_locks()
+            parts.scheduler.connection.connection_pool.disconnect()  # RQ's scheduler made a pool of its own
         parts.deliver_all(hosts)
         assert [json.loads(d.body)["id"] for d in receiver.deliveries] == ["p7"]
     assert parts.client.hget(parts.keys.metrics, "webhooks:retried") is None
