@@ -105,6 +105,8 @@ class Soak:
         self.receiver = Receiver()
         self.accepted: list[_Accepted] = []
         self.announced: Counter[str] = Counter()
+        #: When each prediction was announced (monotonic seconds), for diagnosis.
+        self.announced_at: dict[str, list[float]] = {}
         self.health: list[tuple[float, float, str]] = []
         #: Faults injected: (began, ended, kind), monotonic seconds.
         self.timeline: list[tuple[float, float, str]] = []
@@ -290,6 +292,33 @@ class Soak:
         accepted.lost = "not ended in time"
         self._note_loss(accepted)
 
+    def _faults_near(self, at: float, before_s: float = 30, after_s: float = 10) -> str:
+        near = [f"{kind} at {began - at:+.1f}s" for began, _end, kind in self.timeline if -before_s < began - at < after_s]
+        return ", ".join(near) or "none"
+
+    def _note_duplicates(self) -> None:
+        by_id = {a.prediction_id: a for a in self.accepted}
+        for prediction_id, times in self.announced_at.items():
+            if len(times) < 2:
+                continue
+            accepted = by_id.get(prediction_id)
+            origin = accepted.at if accepted else times[0]
+            when = ", ".join(f"{t - origin:+.1f}s" for t in times)
+            kind = accepted.kind if accepted else "?"
+            status = (accepted.body or {}).get("status") if accepted else None
+            self.report.duplicated_details.append(
+                f"{prediction_id} ({kind}, ended {status}; announced at {when} after acceptance; "
+                f"faults: {self._faults_near(times[0], 60, times[-1] - times[0] + 10)})"
+            )
+
+    def _note_leftovers(self, admin: redis.Redis, added: set[str]) -> None:
+        for name in sorted(added):
+            if ":pred:" not in name:
+                continue
+            fields = admin.hgetall(name)
+            shown = {k.decode(): v.decode(errors="replace")[:60] for k, v in fields.items()}
+            self.report.leftover_details.append(f"{name} (ttl {admin.ttl(name)}): {shown}")
+
     def _note_loss(self, accepted: _Accepted) -> None:
         """What Redis holds of a lost prediction, and the faults around its acceptance."""
         try:
@@ -302,10 +331,8 @@ class Soak:
         except (redis.RedisError, OSError) as exc:
             held = {"error": str(exc)}
         with self._lock:
-            near = [f"{kind} at {began - accepted.at:+.1f}s" for began, _end, kind in self.timeline
-                    if -30 < began - accepted.at < 10]
             self.report.lost_details.append(
-                f"{accepted.prediction_id} ({accepted.kind}, {accepted.lost}; faults: {', '.join(near) or 'none'}; "
+                f"{accepted.prediction_id} ({accepted.kind}, {accepted.lost}; faults: {self._faults_near(accepted.at)}; "
                 f"in Redis: {held or 'nothing'})"
             )
 
@@ -344,6 +371,7 @@ class Soak:
                             if prediction_id:
                                 with self._lock:
                                     self.announced[prediction_id] += 1
+                                    self.announced_at.setdefault(prediction_id, []).append(time.monotonic())
             except (redis.RedisError, OSError):
                 _sleep(0.5)
 
@@ -490,6 +518,7 @@ class Soak:
             report.keys_end, report.memory_end = self._redis_size()
             added = self._key_names() - getattr(self, "_baseline_names", set())
             report.keys_added = sorted({re.sub(r"[0-9a-f]{6,}", "*", name) for name in added})[:20]
+            self._note_leftovers(admin, added)
             report.rq_registries_left = self._rq_left(admin)
             self._counted = int(admin.hget(f"tungsten:{{{NAMESPACE}}}:metrics", "inputs:success") or 0)
             assert self.served is not None
@@ -539,6 +568,7 @@ class Soak:
                 if message == "Canceled" and accepted.kind != "cancel":
                     report.problems.append(f"{accepted.prediction_id} canceled without being asked to")
         report.duplicated = sum(1 for count in self.announced.values() if count > 1)
+        self._note_duplicates()
         succeeded_inputs = sum(len(a.expected) for a in self.accepted if a.body and a.body["status"] == "success")
         report.counted_twice = max(0, getattr(self, "_counted", 0) - succeeded_inputs)
         report.health_checks = len(self.health)

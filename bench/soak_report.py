@@ -47,6 +47,10 @@ class SoakReport:
     problems: list[str] = field(default_factory=list)
     #: Each lost prediction: why, the faults around it, what Redis still held of it.
     lost_details: list[str] = field(default_factory=list)
+    #: Each prediction announced more than once: when, and the faults around it.
+    duplicated_details: list[str] = field(default_factory=list)
+    #: Each prediction hash left after the result TTL: its fields and expiry.
+    leftover_details: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -88,4 +92,6 @@ class SoakReport:
             ("verdict", "pass" if self.passed else "FAIL: " + "; ".join(self.problems)),
         ]
         rows += [("lost prediction", detail) for detail in self.lost_details[:20]]
+        rows += [("completed twice", detail) for detail in self.duplicated_details[:20]]
+        rows += [("left in Redis", detail) for detail in self.leftover_details[:20]]
         return "\n".join(["| check | result |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
