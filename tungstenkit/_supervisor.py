@@ -44,6 +44,7 @@ from tungstenkit._queue import (
 )
 from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, maxmemory_bytes, write_url_file
 from tungstenkit._settings import ENV_REDIS_URL, Settings
+from tungstenkit._supervised_thread import EXIT_THREAD_FAILED
 from tungstenkit._store import ModelSource
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,12 @@ _FATAL_WORKER_EXITS = {
     4: "setup() failed",
     5: "could not reach Redis",
     _EXIT_MODEL_MISMATCH: "found the namespace serving another model",
+}
+#: Why a worker that is restarted exited, by exit code (for the log).
+_WORKER_EXIT_REASONS = {
+    6: "its model did not return to Python after a timeout",
+    8: "it used more memory than TUNGSTEN_WORKER_MAX_MEMORY_MB",
+    EXIT_THREAD_FAILED: "one of its threads died",
 }
 #: How a child process starts: this Python, running the CLI. ``-P`` keeps the working
 #: directory off ``sys.path``: a folder there named ``tungstenkit`` (a checkout, the source
@@ -352,7 +359,10 @@ class Supervisor:
                     self.exit_message = fatal
                     return 1
                 delay = child.schedule_restart()
-                logger.warning("%s exited with code %s; restarting in %.0fs", child.name, code, delay)
+                reason = _WORKER_EXIT_REASONS.get(code) if child.name.startswith("worker") else None
+                logger.warning(
+                    "%s exited with code %s%s; restarting in %.0fs", child.name, code, f" ({reason})" if reason else "", delay
+                )
         return 0
 
     def _release(self, child: Child) -> None:

@@ -22,7 +22,8 @@ def test_a_batch_past_the_memory_bound_fails_alone_and_the_worker_is_replaced(se
     assert server.result(behind, wait=60)["status"] == "success"
     workers = server.client.get("/health").json()["workers"]
     assert [w["pid"] for w in workers] != [first_pid]
-    wait_for(lambda: "exited with code 8; restarting" in server.log(), 10, what="the supervisor to log the exit")
+    exited = "exited with code 8 (it used more memory than TUNGSTEN_WORKER_MAX_MEMORY_MB); restarting"
+    wait_for(lambda: exited in server.log(), 10, what="the supervisor to log the exit")
     assert "more than TUNGSTEN_WORKER_MAX_MEMORY_MB (400); failing its batch and replacing it" in server.log()
     assert "Traceback" not in server.log()
 
