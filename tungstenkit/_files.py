@@ -118,8 +118,9 @@ class FileLimits:
     """Bounds that one field puts on its files, within the server's own limits.
 
     Declared with ``Field(..., max_bytes=..., max_pixels=..., max_duration_s=...)`` (or
-    ``Option``), or as ``Annotated[Image, FileLimits(max_pixels=...)]``. Checked when a
-    request is validated, and for URL inputs once downloaded, before the model sees them.
+    ``Option``), which add one to the field's metadata. Checked when a request is
+    validated, and for URL inputs once downloaded, before the model sees them. A list of
+    files is held to them file by file; ``MaskedImage`` fields are not.
     """
 
     #: Largest file, in bytes (413 over it, as for the server's limit).
