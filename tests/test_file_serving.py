@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,6 +244,19 @@ def test_a_slow_url_delays_only_its_own_prediction(server: Server, remote: FileS
     result = server.result(waiting[1], wait=60)
     assert result["status"] == "success", result
     assert result["outputs"][0]["echo"]["binary"] == [data_uri(body, "audio/wav")]
+
+
+def test_a_worker_killed_while_downloading_loses_nothing(server: Server, remote: FileServer) -> None:
+    body = wav()[:20]
+    url = remote.add("/drip-killed", body, drip=0.2)
+    prediction_id = server.client.post("/predictions", json=[{"binary": url}]).json()["prediction_id"]
+    wait_for(lambda: "/drip-killed" in remote.requests, 10, what="the download to begin")
+    pid = int(server.client.get("/health").json()["workers"][0]["pid"])
+    os.kill(pid, signal.SIGKILL)  # the entry is this worker's (read, not yet ready) when it dies
+    result = server.result(prediction_id, wait=60)
+    assert result["status"] == "success", result
+    assert result["outputs"][0]["echo"]["binary"] == [data_uri(body, "audio/wav")]
+    assert remote.requests.count("/drip-killed") == 2  # downloaded again by the worker that took over
 
 
 def test_a_decompression_bomb_by_url_fails_without_memory_blow_up(server: Server, remote: FileServer) -> None:
