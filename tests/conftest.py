@@ -10,7 +10,7 @@ import redis
 from tests import browsersupport
 from tests.filesupport import FileServer
 from tests.filesupport import file_server as serve_files
-from tests.support import ServerFactory
+from tests.support import MODELS, Server, ServerFactory
 from tungstenkit._media import DEFAULT_MAX_IMAGE_PIXELS
 from tungstenkit._redis_server import RedisServer, free_port
 
@@ -74,6 +74,18 @@ def module_serve(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> It
     factory = ServerFactory(folder, redis_url, folder / "home")
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def recorder_audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where ``recorder_server``'s model writes the batches it runs (``audit_runs``)."""
+    return tmp_path_factory.mktemp("audit") / "audit.log"
+
+
+@pytest.fixture(scope="module")
+def recorder_server(module_serve: ServerFactory, recorder_audit: Path) -> Server:
+    """The recorder model served for the tests of one module, writing ``recorder_audit``."""
+    return module_serve(MODELS / "recorder", env={"RECORDER_AUDIT": str(recorder_audit)})
 
 
 @pytest.fixture

@@ -344,7 +344,10 @@ class AsyncPredictionQueue:
         body = await self._eval(
             script("cancel"),
             [self.keys.prediction(prediction_id), self.keys.queue, self.keys.queued, self.keys.webhooks, self.keys.metrics],
-            [prediction_id, now_iso(), self._ttl, self.keys.done_channel, self.keys.stop_channel],
+            [
+                prediction_id, now_iso(), self._ttl, self.keys.done_channel, self.keys.stop_channel,
+                self._admitted_per_worker,
+            ],
         )
         if body is None:
             raise PredictionNotFound(prediction_id)

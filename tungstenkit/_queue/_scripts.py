@@ -14,9 +14,9 @@ _ENDING = ("finish", "cancel", "reclaim")
 #: Scripts that act for a worker on entries it holds get ``fence.lua``.
 _FENCED = ("start", "finish", "requeue")
 #: Scripts that move entries to the end of the stream get ``readd.lua``.
-_READDING = ("finish", "requeue", "submit", "admit")
+_READDING = ("finish", "requeue", "submit", "admit", "cancel")
 #: Scripts that admit waiting entries get ``admission.lua``.
-_ADMITTING = ("finish", "submit", "admit")
+_ADMITTING = ("finish", "submit", "admit", "cancel")
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ class WorkerQueue:
         #: Inputs per worker that the worker stream and the workers may hold before
         #: entries wait for admission.
         self._admitted_per_worker = ADMITTED_BATCHES_PER_WORKER * batch_size
+        #: The last read found nothing (the next one admits first).
+        self._found_none = True
         #: Redis's clock minus this machine's, in ms, as the last heartbeat measured it
         #: (deadlines are in Redis's clock: the API's and the workers' machines may differ).
         self.clock_offset_ms = 0.0
@@ -112,20 +114,29 @@ class WorkerQueue:
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """New entries for this consumer; waits up to ``block_ms`` (None: not at all).
 
-        Entries waiting for admission are admitted first, in the same round trip.
+        After a read that found nothing (and at the first), entries waiting for
+        admission are admitted first, in the same round trip: room for them is made when
+        batches finish and when predictions are canceled, which admit themselves
+        (``finish.lua``, ``cancel.lua``), so this catches what else makes room, such as
+        this worker joining.
         """
-        admit = script("admit")
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(admit.sha, 2, self.keys.queue, self.keys.queued, self._admitted_per_worker)
-            pipe.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
-            admitted, reply = pipe.execute(raise_on_error=False)
-        if isinstance(admitted, NoScriptError):
-            self._redis.script_load(admit.source)  # Redis lost its scripts: admit at the next read
-        elif isinstance(admitted, Exception):
-            raise admitted
-        if isinstance(reply, Exception):
-            raise reply
-        return self._entries([item for _stream, items in reply or () for item in items])
+        if not self._found_none:
+            reply = self._redis.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
+        else:
+            admit = script("admit")
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(admit.sha, 2, self.keys.queue, self.keys.queued, self._admitted_per_worker)
+                pipe.xreadgroup(GROUP, consumer, {self.keys.queue: ">"}, count=count, block=block_ms)
+                admitted, reply = pipe.execute(raise_on_error=False)
+            if isinstance(admitted, NoScriptError):
+                self._redis.script_load(admit.source)  # Redis lost its scripts: admit at the next read
+            elif isinstance(admitted, Exception):
+                raise admitted
+            if isinstance(reply, Exception):
+                raise reply
+        items = [item for _stream, found in reply or () for item in found]
+        self._found_none = not items
+        return self._entries(items)
 
     def _entries(self, items: Sequence[tuple[bytes, dict[bytes, bytes]]], redelivered: bool = False) -> list[Entry]:
         """Stream items as entries. An entry this version cannot read (written by hand, or by

@@ -50,6 +50,19 @@ local function ended(id, body, outcome, events)
   queue_webhook(hooks, id, events, 'completed')
 end
 
+-- Fails an open prediction with `message`; returns whether it was open (the result counts).
+local function fail(id, key, message, events)
+  local body, dropped = fail_prediction(queue, key, message, now, ttl)
+  if not body then
+    return false
+  end
+  released = released + dropped
+  release_owner(counter, key, dropped)
+  ended(id, body, 'failed', events)
+  stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
+  return true
+end
+
 local function assemble(key, entries)
   local fields = {}
   for start in string.gmatch(entries, '[^%s:]+:(%d+):%d+') do
@@ -115,14 +128,7 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
         -- (counted as dropped here; its run counts again when it ends)
         readd(queue, queue, key, sid, {e = true})
       elseif not state[1] then
-        local body, dropped = fail_prediction(queue, key, payload, now, ttl)
-        if body then
-          counted = true
-          released = released + dropped
-          release_owner(counter, key, dropped)
-          ended(id, body, 'failed', events)
-          stopped[#stopped + 1] = id
-        end
+        counted = fail(id, key, payload, events)
       end
     elseif kind ~= 'x' and redis.call('HEXISTS', key, 'result') == 0 then
       if started ~= '' then
@@ -130,14 +136,7 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
         redis.call('HSETNX', key, 'started', started)
       end
       if kind == 'e' then
-        local body, dropped = fail_prediction(queue, key, payload, now, ttl)
-        if body then
-          counted = true
-          released = released + dropped
-          release_owner(counter, key, dropped)
-          ended(id, body, 'failed', events)
-          stopped[#stopped + 1] = id  -- its other entries may sit in workers' buffers
-        end
+        counted = fail(id, key, payload, events)
       elseif redis.call('HSETNX', key, 'o:' .. start, payload) == 1 then
         kept, counted = true, true
         if files ~= '' then

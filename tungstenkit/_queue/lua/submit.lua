@@ -74,8 +74,11 @@ for p = 3, #KEYS, 2 do
     -- Straight to the workers while they have room and nothing waits; else it waits
     -- for admission, by priority and tenant.
     local target = queue
-    admission = admission or admission_limit(prefix, per_worker)
-    if waiting > 0 or queued + total > admission then
+    -- (The limit is per_worker for one worker or none: above it, ask how many there are.)
+    if queued + total > per_worker then
+      admission = admission or admission_limit(prefix, per_worker)
+    end
+    if waiting > 0 or queued + total > (admission or per_worker) then
       target = prefix .. 'wait:' .. priority .. ':' .. tenant
       if redis.call('EXISTS', target) == 0 then
         redis.call('LPUSH', prefix .. 'turns:' .. priority, target)
