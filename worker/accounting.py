@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from tungstenkit._measurements import BATCH_SIZE, MODEL_TIME, PREDICTION_TIME, QUEUE_TIME, MetricDeltas
-from tungstenkit._queue import EntryResult, WriteReport, sid_ms
+from tungstenkit._queue import EntryResult, WriteReport
 from tungstenkit.worker.redis_threads import Writer, _Pending
 
 _OUTCOMES = {
@@ -44,7 +44,7 @@ class MeteredWriter(Writer):
                     self._metrics.observe(QUEUE_TIME, max(start.at - queued / 1000, 0.0))
         if report.ended:
             now = time.time()
-            created = {r.entry.prediction_id: sid_ms(r.entry.sid) / 1000 for r in work.results}
+            created = {r.entry.prediction_id: r.entry.queued_at_ms / 1000 for r in work.results}
             for prediction_id, outcome in report.ended:
                 self._metrics.add(f"predictions:{outcome}")
                 if prediction_id in created:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile, sid_ms
+from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile
 from tungstenkit.worker.input_outcome import InputOutcome, as_outcome
 
 #: What a prediction that no worker started by its deadline reads as its error.
@@ -102,7 +102,7 @@ class Batch:
             )
             hooked.append("start" in entry.webhook_events)
             first = next((p for p in parts if p.work.entry.start == 0 and p.offset == 0), None)
-            queued_ms.append(sid_ms(first.work.entry.sid) if first is not None and not entry.redelivered else 0)
+            queued_ms.append(first.work.entry.queued_at_ms if first is not None and not entry.redelivered else 0)
         return BatchStart(list(slices_of), self.sids, whole, hooked, queued_ms, time.time() if at is None else at)
 
     def __len__(self) -> int:

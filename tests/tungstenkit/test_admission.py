@@ -11,7 +11,15 @@ import pytest
 import redis
 import redis.asyncio
 
-from tungstenkit._queue import AsyncPredictionQueue, Entry, EntryResult, Keys, WorkerQueue, split_into_chunks
+from tungstenkit._queue import (
+    AsyncPredictionQueue,
+    Entry,
+    EntryResult,
+    Keys,
+    WorkerQueue,
+    sid_ms,
+    split_into_chunks,
+)
 
 BATCH = 4  # the workers hold 2 batches (8 inputs) before entries wait
 
@@ -98,6 +106,18 @@ def test_one_tenant_flooding_does_not_delay_another_by_more_than_a_batch(admissi
     # Ahead of b: what the workers held when it came (two batches), and one turn of A's.
     assert order.index("b") == 2
     assert admission.waiting() == 0 and int(admission.client.get(admission.keys.queued)) == 0
+
+
+def test_an_admitted_entry_keeps_the_time_it_was_queued(admission: Admission) -> None:
+    admission.submit([(f"a{i}", 4, "normal", "A") for i in range(4)])
+    first, second = admission.read()
+    admission.finish([first, second])
+    admitted = admission.read()
+    assert [e.prediction_id for e in admitted] == ["a2", "a3"]
+    for entry in admitted:
+        # Its id is from its admission; the time in queue counts from its submit.
+        assert entry.queued_ms and entry.queued_at_ms == entry.queued_ms
+        assert sid_ms(first.sid) <= entry.queued_ms <= sid_ms(entry.sid)
 
 
 def test_tenants_take_turns(admission: Admission) -> None:

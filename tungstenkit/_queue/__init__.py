@@ -8,7 +8,8 @@ group::
                                  (p=id s=start n=count g=option group d=JSON list
                                  t=the prediction's input count c=created
                                  w=webhook events, if any; e=deadline, ms of Redis's
-                                 clock, if any)
+                                 clock, if any; q=when it was queued, ms, if it was
+                                 moved here from another stream since)
     tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
     tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
                                  started, result (the ended GET body, ready to send),

@@ -54,6 +54,14 @@ class Entry:
     webhook_events: str = ""
     #: When a worker must have started the prediction by (ms, Redis's clock; 0: no deadline).
     deadline_ms: int = 0
+    #: When it was queued (ms, Redis's clock), if not when its id says: it waited for
+    #: admission in another stream first (0: its id says).
+    queued_ms: int = 0
+
+    @property
+    def queued_at_ms(self) -> int:
+        """When the entry was queued (ms, Redis's clock)."""
+        return self.queued_ms or sid_ms(self.sid)
 
     @property
     def whole(self) -> bool:
@@ -75,6 +83,7 @@ class Entry:
             redelivered=redelivered,
             webhook_events=fields.get(b"w", b"").decode(),
             deadline_ms=int(fields.get(b"e", b"0")),
+            queued_ms=int(fields.get(b"q", b"0")),
         )
 
 

@@ -64,7 +64,7 @@ local function admit(queue, counter, per_worker)
           count = tonumber(flat[i + 1])
         end
       end
-      readd(stream, queue, prefix .. 'pred:' .. id, sid, nil)
+      readd(stream, queue, prefix .. 'pred:' .. id, sid, nil, true)
       room = room - count
       admitted = admitted + count
     end

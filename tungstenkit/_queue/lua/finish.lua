@@ -126,7 +126,7 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
       local state = redis.call('HMGET', key, 'result', 'started')
       if not state[1] and state[2] and state[2] ~= '' then
         -- (counted as dropped here; its run counts again when it ends)
-        readd(queue, queue, key, sid, {e = true})
+        readd(queue, queue, key, sid, {e = true}, true)
       elseif not state[1] then
         counted = fail(id, key, payload, events)
       end

@@ -1,10 +1,12 @@
 -- Moving an entry to the end of a stream, shared by the scripts that hand entries back.
 
 -- Moves entry `sid` of stream `from` to the end of stream `to` under a new id, leaving
--- out the fields named in the set `without` (nil: none), and updates its prediction's
--- entry list (hash `key`). Returns the new id, or nil if the entry is no longer in `from`
--- (its prediction ended, which deleted it).
-local function readd(from, to, key, sid, without)
+-- out the fields named in the set `without` (nil: none) and adding field `q`, when the
+-- entry has none yet, with the ms of its first id if `stamp` (when it was queued: the
+-- new id no longer tells), and updates its prediction's entry list (hash `key`).
+-- Returns the new id, or nil if the entry is no longer in `from` (its prediction ended,
+-- which deleted it).
+local function readd(from, to, key, sid, without, stamp)
   local found = redis.call('XRANGE', from, sid, sid)
   if #found == 0 then
     return nil
@@ -21,7 +23,13 @@ local function readd(from, to, key, sid, without)
       start = flat[i + 1]
     elseif name == 'n' then
       count = flat[i + 1]
+    elseif name == 'q' then
+      stamp = false
     end
+  end
+  if stamp then
+    kept[#kept + 1] = 'q'
+    kept[#kept + 1] = string.match(sid, '^(%d+)')
   end
   redis.call('XDEL', from, sid)
   local new_sid = redis.call('XADD', to, '*', unpack(kept))

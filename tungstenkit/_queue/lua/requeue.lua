@@ -14,7 +14,7 @@ for j = 5, #ARGV do
   if owned[sid] then
     redis.call('XACK', queue, group, sid)
     -- Only entries still in the stream belong to live predictions (cancel deletes them).
-    if readd(queue, queue, KEYS[j - 3], sid, nil) then
+    if readd(queue, queue, KEYS[j - 3], sid, nil, true) then
       moved = moved + 1
     end
   end
