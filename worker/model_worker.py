@@ -54,6 +54,10 @@ EXIT_MODEL_MISMATCH = 7
 EXIT_MEMORY_EXCEEDED = 8
 #: Seconds a worker past its memory bound has to stop before its process is ended.
 MEMORY_EXIT_FUSE_S = 5.0
+#: Full batches at an out-of-memory ceiling before the worker tries larger ones again,
+#: and the most that wait grows to after probes that ran out of memory again.
+CEILING_PROBE_BATCHES = 100
+MAX_CEILING_PROBE_BATCHES = 6400
 #: Seconds a worker whose setup failed stays listed (as failed) in /health.
 FAILED_WORKER_VISIBLE_S = 300
 #: The reaper looks for dead workers at least this often (a worker released by its
@@ -89,8 +93,15 @@ class Worker:
         self.settings = settings
         self.batch_size = batch_size or definition.config.batch_size
         #: The largest batch that fit after one ran out of (GPU) memory: later batches are
-        #: no larger. None until a batch runs out of memory.
+        #: no larger. None until a batch runs out of memory. (Model thread only.)
         self.batch_ceiling: int | None = None
+        #: Full batches run at the ceiling without running out of memory since it was last
+        #: set; after ``_probe_after`` of them the ceiling is raised again (memory that
+        #: another process held, or a fragmented cache, may have come back).
+        self._fit_at_ceiling = 0
+        self._probe_after = CEILING_PROBE_BATCHES
+        self._probing = False
+        self._out_of_memory_batches = 0
         self.worker_id = worker_id_for(os.getpid(), tag or uuid.uuid4().hex[:6])
         self.model_name = model_name or definition.name
         self._client = client
@@ -375,12 +386,15 @@ class Worker:
                 extra={"batch_id": batch.batch_id, "batch_size": len(batch), "prediction_ids": prediction_ids},
             )
         began = time.perf_counter()
+        out_of_memory_before = self._out_of_memory_batches
         try:
             outcomes = self._execute(batch)
         finally:
             with self._current_lock:
                 self._current = None
             self._set_state(WorkerState.READY)
+        if self._out_of_memory_batches == out_of_memory_before:
+            self._fitted(len(batch))
         record_batch(self._metrics, len(batch), time.perf_counter() - began)
         self.batches_run += 1
         self.inputs_run += len(batch)
@@ -457,8 +471,38 @@ class Worker:
                 outcomes += self._isolate(half, failure)
         return outcomes
 
+    def _fitted(self, size: int) -> None:
+        """A batch of ``size`` ran without running out of memory: under a ceiling, count
+        full batches, and after enough of them probe upward (double the ceiling, up to the
+        batch size). A probe that runs out of memory is split like any batch and sets the
+        ceiling again, and the next probe waits twice as long, so a GPU that is truly full
+        costs one split every ``_probe_after`` batches, never a loop."""
+        if self.batch_ceiling is None:
+            return
+        if self._probing and size > self.batch_ceiling // 2:
+            self._probing = False  # the raised ceiling held
+            self._probe_after = CEILING_PROBE_BATCHES
+        if size < self.batch_ceiling:
+            return
+        self._fit_at_ceiling += 1
+        if self._fit_at_ceiling < self._probe_after:
+            return
+        raised = min(self.batch_size, self.batch_ceiling * 2)
+        logger.info(
+            "%d batches of %d inputs fit: trying batches of up to %d inputs again",
+            self._fit_at_ceiling, self.batch_ceiling, raised,
+        )
+        self.batch_ceiling = None if raised >= self.batch_size else raised
+        self._fit_at_ceiling = 0
+        self._probing = True
+
     def _lower_ceiling(self, failed_size: int, size: int) -> None:
         """A batch of ``failed_size`` ran out of memory, and parts of it as large as ``size`` fit."""
+        self._out_of_memory_batches += 1
+        self._fit_at_ceiling = 0
+        if self._probing:  # the last raise was too much: wait longer before the next
+            self._probe_after = min(self._probe_after * 2, MAX_CEILING_PROBE_BATCHES)
+            self._probing = False
         self.batch_ceiling = size
         logger.warning(
             "A batch of %d inputs ran out of memory and one of %d fit: batches hold at most %d inputs from now on",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from tungstenkit._loader import load_model
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys, WorkerQueue, split_into_chunks
 from tungstenkit._settings import Settings
+from tungstenkit.worker import model_worker
 from tungstenkit.worker.model_worker import Worker
 
 
@@ -225,3 +227,43 @@ def test_a_batch_out_of_gpu_memory_runs_in_halves_and_caps_later_batches(
         # The largest batch that fit is the ceiling from now on.
         [10, 11], [12, 13],
     ]
+
+
+
+def test_the_ceiling_is_probed_upward_and_backs_off_when_memory_is_still_short(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_worker, "CEILING_PROBE_BATCHES", 2)
+    monkeypatch.setenv("RECORDER_OOM_ABOVE", "2")  # the GPU stays short: batches over 2 never fit
+    ids = [harness.submit([{"x": x}]) for x in range(1, 4 * 5 + 1)]
+    harness.run(batch_size=4)
+    assert all(harness.result(p)["status"] == "success" for p in ids)  # nothing fails, nothing loops
+    assert harness.batches() == [
+        [1, 2, 3, 4], [1, 2], [3, 4],  # out of memory: the ceiling is 2
+        [5, 6], [7, 8],  # two full batches at the ceiling ...
+        [9, 10, 11, 12], [9, 10], [11, 12],  # ... then a probe at 4, which does not fit yet
+        [13, 14], [15, 16], [17, 18], [19, 20],  # the next probe waits twice as long
+    ]
+
+
+def test_a_probe_that_fits_lifts_the_ceiling(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_worker, "CEILING_PROBE_BATCHES", 2)
+    monkeypatch.setenv("RECORDER_OOM_ABOVE", "2")
+
+    class MemoryComesBack(Worker):
+        def _fitted(self, size: int) -> None:
+            super()._fitted(size)
+            if self.batch_ceiling is None:  # by the time the ceiling is lifted, memory came back
+                os.environ["RECORDER_OOM_ABOVE"] = "4"
+
+    ids = [harness.submit([{"x": x}]) for x in range(1, 17)]
+    worker = MemoryComesBack(harness.definition, harness.client, harness.keys, Settings(), batch_size=4)
+    worker.setup()
+    worker.run_burst()
+    assert all(harness.result(p)["status"] == "success" for p in ids)
+    assert harness.batches() == [
+        [1, 2, 3, 4], [1, 2], [3, 4],  # out of memory at 4: a ceiling of 2
+        [5, 6], [7, 8],  # two full batches at it ...
+        [9, 10, 11, 12], [13, 14, 15, 16],  # ... so the next may hold 4 again, and they fit
+    ]
+    assert worker.max_batch_size == 4
