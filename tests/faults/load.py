@@ -60,6 +60,8 @@ class Load:
         self.pace = pace
         self.accepted: dict[str, list[int]] = {}
         self.refused: Counter[str] = Counter()
+        #: The refused requests: when each was sent (monotonic) and its inputs.
+        self.refused_requests: list[tuple[float, list[int]]] = []
         self.submitted = 0
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -89,11 +91,13 @@ class Load:
                     xs = [next(self._counter) for _ in range(size)]
                     self.submitted += 1
                 body = [{"x": x, "hold": self.hold} for x in xs]
+                sent_at = time.monotonic()
                 try:
                     response = client.post("/predictions", json=body)
                 except httpx.TransportError as exc:
                     with self._lock:
                         self.refused[type(exc).__name__] += 1
+                        self.refused_requests.append((sent_at, xs))
                     _pause.wait(0.05)  # the API is down: a real client would back off too
                     continue
                 with self._lock:
@@ -101,6 +105,7 @@ class Load:
                         self.accepted[response.json()["prediction_id"]] = xs
                     else:
                         self.refused[str(response.status_code)] += 1
+                        self.refused_requests.append((sent_at, xs))
                 if response.status_code != 200:
                     _pause.wait(0.02)  # told to retry later: a real client would back off
                 if self.pace:

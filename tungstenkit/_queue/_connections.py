@@ -26,7 +26,9 @@ these as "Redis unreachable, retry".
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -249,7 +251,29 @@ def sync_client(
     return sentinel.master_for(address.service, **options, **address.primary_kwargs(files))
 
 
-class _PrimaryConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+class _ResetOnClose:
+    """A TCP connection that is reset when it is dropped, not closed: what it had sent and
+    Redis had not received is discarded instead of delivered later.
+
+    The API gives up on a call when Redis stays silent past its timeout (a partition, say),
+    and tells the client 503. A graceful close would leave the request in the socket's send
+    buffer, and TCP would deliver it when the network came back: a ``POST`` answered 503
+    would be queued after all, under an id its client never saw, and run."""
+
+    _writer: Any
+
+    async def _connect(self) -> None:
+        await super()._connect()  # type: ignore[misc]
+        sock = self._writer.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+class _ApiConnection(_ResetOnClose, redis.asyncio.Connection):
+    """The API's connections to a ``redis://`` Redis."""
+
+
+class _PrimaryConnection(_ResetOnClose, redis.asyncio.sentinel.SentinelManagedConnection):
     """redis-py's asyncio Sentinel connection, asking the Sentinels again whenever it
     reconnects.
 
@@ -286,7 +310,8 @@ def async_client(
     A call whose connection drops is tried again (``ASYNC_RETRIES``), so every call made
     through it must be safe to repeat (the submit script is). No per-socket read
     timeout: redis-py would wrap every send in a task for it, so the caller bounds each
-    call as a whole instead."""
+    call as a whole instead; a TCP connection dropped then is reset (``_ResetOnClose``),
+    so that a call given up on never reaches Redis later."""
     check_url(url)
     options: dict[str, Any] = {
         "max_connections": max_connections,
@@ -297,6 +322,8 @@ def async_client(
     }
     files = tls_options(url, tls)
     if not is_sentinel_url(url):
+        if url.startswith("redis://"):  # (unix:// and rediss:// keep their own connection classes)
+            options["connection_class"] = _ApiConnection
         return redis.asyncio.Redis(
             connection_pool=redis.asyncio.BlockingConnectionPool.from_url(url, **options, **files)
         )
