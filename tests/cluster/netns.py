@@ -95,6 +95,10 @@ def unavailable_reason() -> str | None:
     return None
 
 
+class NoLatency(OSError):
+    """This machine can give a link no latency: no ``tc netem``, and no TUN device."""
+
+
 def netem_available(netns: str) -> bool:
     """Whether the kernel has ``tc``'s netem (``sch_netem``) for links in ``netns``."""
     ip("-n", netns, "link", "add", "netemprobe", "type", "dummy", check=False)
@@ -238,6 +242,8 @@ class Network:
             self.delay_mechanism = "tc netem"
             ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", host.netns)
             return
+        if not Path("/dev/net/tun").exists():
+            raise NoLatency("the kernel has no sch_netem for tc netem, and /dev/net/tun is absent for a TAP link")
         self.delay_mechanism = "userspace TAP link (this kernel has no sch_netem)"
         from tests.cluster.taplink import start_taplink
 
