@@ -150,3 +150,11 @@ def test_a_canceled_waiting_prediction_leaves_the_waiting_stream(admission: Admi
     assert int(admission.client.get(admission.keys.queued)) == 12
     assert admission.run_all() == ["a0", "a1", "a2"]
     assert admission.waiting() == 0 and int(admission.client.get(admission.keys.queued)) == 0
+
+
+def test_the_room_a_cancel_makes_admits_what_waits(admission: Admission) -> None:
+    admission.submit([("a0", 4, "normal", "A"), ("a1", 4, "normal", "A"), ("b", 4, "normal", "B")])
+    assert admission.waiting() == 4
+    admission.cancel("a1")  # admitted, not yet read: its room goes to b at once
+    assert admission.waiting() == 0
+    assert [e.prediction_id for e in admission.read()] == ["a0", "b"]
