@@ -62,13 +62,20 @@ class AsyncClient:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    async def predict(self, inputs: Any, *, timeout: float | None = None) -> Any:
+    async def predict(
+        self,
+        inputs: Any,
+        *,
+        timeout: float | None = None,
+        priority: str | None = None,
+        deadline_s: float | None = None,
+    ) -> Any:
         """See ``Client.predict``."""
-        return await self._run(self._ops.predict(inputs, timeout))
+        return await self._run(self._ops.predict(inputs, timeout, priority, deadline_s))
 
-    async def submit(self, inputs: Any) -> str:
+    async def submit(self, inputs: Any, *, priority: str | None = None, deadline_s: float | None = None) -> str:
         """See ``Client.submit``."""
-        return await self._run(self._ops.submit(inputs))
+        return await self._run(self._ops.submit(inputs, priority, deadline_s))
 
     async def get(self, prediction: str | Prediction) -> Prediction:
         """See ``Client.get``."""

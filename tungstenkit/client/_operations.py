@@ -182,12 +182,15 @@ class Operations:
         return check(response)  # type: ignore[no-any-return]
 
     # -- predictions ----------------------------------------------------------------------
-    def submit(self, inputs: Any) -> Operation[str]:
+    def submit(self, inputs: Any, priority: str | None = None, deadline_s: float | None = None) -> Operation[str]:
         body = encode_inputs(inputs)
         # One key per submit, the same on each of its retries.
         headers = {IDEMPOTENCY_HEADER: uuid.uuid4().hex}
-        response = yield from send(Send("POST", "/predictions", json=body, headers=headers, retry=Retry.SUBMIT),
-                                   self.policy)
+        params = {
+            name: value for name, value in (("priority", priority), ("deadline_s", deadline_s)) if value is not None
+        }
+        request = Send("POST", "/predictions", params=params or None, json=body, headers=headers, retry=Retry.SUBMIT)
+        response = yield from send(request, self.policy)
         answer = check(response)
         return str(answer["prediction_id"])
 
@@ -217,9 +220,11 @@ class Operations:
         response = yield from send(Send("POST", f"/predictions/{prediction_id}/cancel"), self.policy)
         return (yield from self.decode(prediction_id, check(response, prediction_id)))
 
-    def predict(self, inputs: Any, timeout: float | None = None) -> Operation[Any]:
+    def predict(
+        self, inputs: Any, timeout: float | None = None, priority: str | None = None, deadline_s: float | None = None
+    ) -> Operation[Any]:
         single = isinstance(inputs, Mapping) or hasattr(inputs, "model_dump")
-        prediction_id = yield from self.submit(inputs)
+        prediction_id = yield from self.submit(inputs, priority, deadline_s)
         prediction = yield from self.wait(prediction_id, timeout)
         raise_for_failure(prediction)
         assert prediction.outputs is not None

@@ -61,24 +61,36 @@ class Client:
         self._http = httpx.Client(base_url=self.url, headers=request_headers(headers, api_key), timeout=timeouts(timeout))
 
     # -- operations --------------------------------------------------------------------
-    def predict(self, inputs: Any, *, timeout: float | None = None) -> Any:
+    def predict(
+        self,
+        inputs: Any,
+        *,
+        timeout: float | None = None,
+        priority: str | None = None,
+        deadline_s: float | None = None,
+    ) -> Any:
         """Run a prediction to its end and return its outputs.
 
         ``inputs`` is one input (a dict; returns its output) or a list of them (returns
         the list of outputs, in order). Raises ``PredictionFailed`` (``PredictionCanceled``)
         if it failed, ``InvalidInput`` if the server refused the inputs, ``WaitTimeout``
         if it had not ended after ``timeout`` seconds (None: wait as long as it takes).
+        ``priority`` and ``deadline_s`` as for ``submit``.
         """
-        return self._run(self._ops.predict(inputs, timeout))
+        return self._run(self._ops.predict(inputs, timeout, priority, deadline_s))
 
-    def submit(self, inputs: Any) -> str:
+    def submit(self, inputs: Any, *, priority: str | None = None, deadline_s: float | None = None) -> str:
         """Queue a prediction and return its id at once.
+
+        ``priority`` (``high``, ``normal``, ``low``) orders it in a backlog; with
+        ``deadline_s``, a prediction no worker started within that many seconds fails
+        with ``Deadline exceeded`` (the server's default: neither).
 
         The request carries an ``Idempotency-Key``. It is retried only where it surely did not
         queue anything (no connection made, 429, 503), since a server that does not honour
         the key would run a resent prediction twice.
         """
-        return self._run(self._ops.submit(inputs))
+        return self._run(self._ops.submit(inputs, priority, deadline_s))
 
     def get(self, prediction: str | Prediction) -> Prediction:
         """The prediction as it stands (``PredictionNotFound`` if unknown or expired)."""

@@ -181,3 +181,17 @@ def test_a_bad_url_is_refused_at_once() -> None:
 
     with pytest.raises(ClientError, match="http://HOST:PORT"):
         Client("localhost:3000")
+
+
+def test_submit_and_predict_take_a_priority_and_a_deadline(recorder_server: Server) -> None:
+    with Client(recorder_server.url, timeout=30) as client:
+        assert client.predict({"x": 3}, priority="high", deadline_s=30)["x"] == 3
+        blocker = client.submit({"x": 1, "hold": 1.5}, priority="low")
+        wait_for(lambda: client.get(blocker).status == "running", what="the blocker to start")
+        with pytest.raises(PredictionFailed) as caught:
+            client.predict({"x": 2}, deadline_s=0.2)
+        assert caught.value.error_message == "Deadline exceeded"
+        with pytest.raises(InvalidInput) as refused:
+            client.submit({"x": 4}, priority="urgent")
+        assert refused.value.errors[0]["loc"] == ["query", "priority"]
+        assert client.wait(blocker).status == "success"
