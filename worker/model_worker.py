@@ -144,9 +144,6 @@ class Worker:
             self._thread_failed,
             metrics=self._metrics,
         )
-        self._reader = Reader(
-            self._queue, self.worker_id, self._wanted_inputs, self._on_entries, on_failure=self._thread_failed
-        )
         self._listener = StopListener(
             client, keys.stop_channel, self._on_predictions_stopped, on_failure=self._thread_failed
         )
@@ -158,6 +155,10 @@ class Worker:
             self._metrics,
             ttl_s=settings.heartbeat_ttl_s,
             on_failure=self._thread_failed,
+        )
+        self._reader = Reader(
+            self._queue, self.worker_id, self._wanted_inputs, self._on_entries, on_failure=self._thread_failed,
+            heartbeat_current=self._heartbeat.current,
         )
         self._reaper = Reaper(
             self._queue,
@@ -246,6 +247,11 @@ class Worker:
         graceful = False
         try:
             while not self._stopping.is_set():
+                if not self._heartbeat.current(0.5):
+                    # Presumed dead in Redis (cut off, or stopped): what it holds may be
+                    # running elsewhere by now. Start nothing until the heartbeat stands
+                    # again; then the start script tells which entries are still its own.
+                    continue
                 batch = self._buffer.take(self.max_batch_size, timeout_s=0.5, wait_s=self.settings.batch_wait_ms / 1000)
                 self._writer.results(self._buffer.take_expired())
                 if batch is not None:

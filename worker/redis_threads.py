@@ -349,16 +349,43 @@ class Heartbeat(SupervisedThread):
         self._sequence = 0
         self._halt = threading.Event()
         self._soon = threading.Event()
+        #: When a beat last reached Redis (monotonic), under ``_beaten``'s lock; the reader
+        #: waits on it (see ``current``).
+        self._beaten_at = float("-inf")
+        self._beaten = threading.Condition()
+        #: A beat older than this may no longer stand in Redis by the time a read's
+        #: entries are run: half the TTL, but never less than 1.5 intervals.
+        self._fresh_s = max(self._ttl / 2, min(self._ttl - 0.25, 1.5 * interval_s))
+
+    def current(self, timeout_s: float) -> bool:
+        """Whether Redis holds this worker's heartbeat as current; if the last beat is
+        not fresh (Redis was away, the process was stopped), beat now and wait up to
+        ``timeout_s`` for it. The reader asks before each read: entries read while the
+        heartbeat lapsed would be taken over as a dead worker's and run twice."""
+        def fresh() -> bool:
+            return time.monotonic() - self._beaten_at < self._fresh_s
+
+        with self._beaten:
+            if fresh():
+                return True
+        self.wake()
+        with self._beaten:
+            return self._beaten.wait_for(fresh, timeout_s)
 
     def beat(self) -> None:
         """Refresh the registry entry, then send the metrics; raises the first failure
         (metrics that could not be sent are sent again, under the same number, so that a
         report whose reply was lost is not counted twice)."""
         failure: Exception | None = None
+        sent_at = time.monotonic()
         try:
             self._queue.heartbeat(self._worker_id, self._fields(), ttl_s=self._ttl)
         except Exception as exc:  # noqa: BLE001 - raised below, once the metrics were tried too
             failure = exc
+        else:
+            with self._beaten:
+                self._beaten_at = sent_at  # (the TTL runs from no earlier than this)
+                self._beaten.notify_all()
         self.send_metrics()
         if failure is not None:
             raise failure
@@ -478,8 +505,10 @@ class Reader(SupervisedThread):
         on_entries: Callable[[list], None],
         block_ms: int = 1000,
         on_failure: FailureHandler | None = None,
+        heartbeat_current: Callable[[float], bool] | None = None,
     ) -> None:
         super().__init__("tungsten-reader", on_failure)
+        self._heartbeat_current = heartbeat_current
         self._queue = queue
         self._consumer = consumer
         self._wanted_inputs = wanted_inputs
@@ -508,6 +537,8 @@ class Reader(SupervisedThread):
                     self._halt.wait(ROOM_DELAY_S)
                 self._room.clear()
                 continue
+            if self._heartbeat_current is not None and not self._heartbeat_current(1.0):
+                continue  # presumed dead in Redis: what it read now would be run twice
             count = max(1, int(wanted / self._mean_entry_size))
             try:
                 entries = self._read(count)

@@ -39,7 +39,7 @@ def test_a_paused_worker_fails_nothing_and_its_late_results_are_not_counted(
     server = serve(MODELS / "recorder", workers=2, namespace=namespace, env=env)
     load = Load(server.url, clients=4, hold=0.3, pace=0.3).start()
     load.wait_accepted(10)
-    victim = _busy_worker(server, audit)
+    victim, _batch = _busy_worker(audit)
     os.kill(victim, signal.SIGSTOP)  # a GC pause, a VM stall: it is not dead
     try:
         wait_for(lambda: "Took over" in server.log(), 30, what="the other worker to take over")
@@ -72,7 +72,7 @@ def test_a_worker_that_dies_is_released_at_once_not_after_its_heartbeat_ttl(
     server = serve(MODELS / "recorder", workers=2, namespace=namespace, env=env)
     load = Load(server.url, clients=4, hold=0.2, pace=0.2).start()
     load.wait_accepted(10)
-    victim = _busy_worker(server, audit)
+    victim, _batch = _busy_worker(audit)
     os.kill(victim, signal.SIGKILL)
     load.wait_accepted(len(load.accepted) + 10)
     load.stop()
