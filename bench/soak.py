@@ -91,7 +91,7 @@ class _Accepted:
 class Soak:
     def __init__(self, minutes: float, seed: int, clients: int, heartbeat_ttl_s: float = 4.0,
                  result_ttl_s: int = 20, fault_gap_s: tuple[float, float] = (3.0, 6.0),
-                 faults: tuple[str, ...] = FAULTS, appendfsync: str = "everysec") -> None:
+                 faults: tuple[str, ...] = FAULTS, appendfsync: str = "always") -> None:
         self.minutes = minutes
         self.seed = seed
         self.clients = clients
@@ -610,7 +610,7 @@ class Soak:
 
 
 def run(minutes: float, seed: int | None = None, clients: int = 6, faults: tuple[str, ...] = FAULTS,
-        appendfsync: str = "everysec") -> SoakReport:
+        appendfsync: str = "always") -> SoakReport:
     """Soak the server for ``minutes`` of load (plus warm-up and the wait for expiry)."""
     chosen = seed if seed is not None else random.randrange(10**6)
     return Soak(minutes, chosen, clients, faults=faults, appendfsync=appendfsync).run()
@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=6, help="client threads [6]")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--faults", default=",".join(FAULTS), help="the faults to choose from, comma-separated [all]")
-    parser.add_argument("--appendfsync", default="everysec", help="the embedded Redis's fsync policy [everysec]")
+    parser.add_argument("--appendfsync", default="always", help="the embedded Redis's fsync policy [always]")
     args = parser.parse_args(argv)
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = set(faults) - set(FAULTS)

@@ -124,7 +124,7 @@ class RedisServer:
     #: Stop the server when the process that started it dies (for ``tungsten serve``).
     die_with_parent: bool = False
     #: When the append-only file is fsynced: "always", "everysec" or "no".
-    appendfsync: str = "everysec"
+    appendfsync: str = "always"
     #: Bytes of memory Redis may use (0: no limit). Past it, it refuses writes rather
     #: than evicting keys (``noeviction``): an evicted key is a lost prediction.
     maxmemory: int = 0

@@ -129,7 +129,10 @@ class Settings:
     #: from a browser (CORS); empty: none.
     cors_origins: str = ""
     #: fsync policy of the embedded Redis's append-only file: always, everysec or no.
-    redis_appendfsync: str = "everysec"
+    #: ``always``: with ``everysec`` Redis answers before writing to its file while an fsync
+    #: is still running (up to 2 s, on a busy disk), so even a crash of the Redis process
+    #: can lose predictions it had accepted; the soak suite saw it.
+    redis_appendfsync: str = "always"
     #: Memory the embedded Redis may use: a share of this machine's memory (``25%``), a
     #: size (``512mb``, ``4gb``), or ``0`` for no limit. Past it Redis refuses writes
     #: (``noeviction``: evicting keys would lose predictions).

@@ -216,7 +216,7 @@ def test_redis_appends_every_write_to_a_persistent_volume(manifests: Manifests) 
     args = manifests.container("StatefulSet", "tungsten-redis")["args"]
     assert args[0] == "redis-server"
     assert args[args.index("--appendonly") + 1] == "yes"
-    assert args[args.index("--appendfsync") + 1] == "everysec"
+    assert args[args.index("--appendfsync") + 1] == "always"
     data_dir = args[args.index("--dir") + 1]
     (mount,) = manifests.container("StatefulSet", "tungsten-redis")["volumeMounts"]
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
