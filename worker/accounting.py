@@ -10,11 +10,10 @@ machines.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Sequence
 
 from tungstenkit._measurements import BATCH_SIZE, MODEL_TIME, PREDICTION_TIME, QUEUE_TIME, MetricDeltas
-from tungstenkit._queue import EntryResult, WriteReport
-from tungstenkit.worker.redis_threads import Writer, _Pending
+from tungstenkit._queue import BatchStart, EntryResult, WriteReport
 
 _OUTCOMES = {
     EntryResult.OUTPUTS: "success",
@@ -24,31 +23,27 @@ _OUTCOMES = {
 }
 
 
-class MeteredWriter(Writer):
-    """A ``Writer`` that counts what it writes."""
-
-    def __init__(self, *args: Any, metrics: MetricDeltas, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._metrics = metrics
-
-    def written(self, work: _Pending, report: WriteReport) -> None:
-        for result in work.results:
-            if result.entry.sid in report.rejected:
-                continue  # another worker owns the entry and counts what becomes of it
-            # A result that lost the race with its prediction's end (a cancel) was dropped.
-            kind = EntryResult.DROPPED if result.entry.sid in report.discarded else result.kind
-            self._metrics.add(f"inputs:{_OUTCOMES[kind]}", result.entry.count)
-        for _, start in work.started:
-            for queued in start.queued_ms:
-                if queued:
-                    self._metrics.observe(QUEUE_TIME, max(start.at - queued / 1000, 0.0))
-        if report.ended:
-            now = time.time()
-            created = {r.entry.prediction_id: r.entry.queued_at_ms / 1000 for r in work.results}
-            for prediction_id, outcome in report.ended:
-                self._metrics.add(f"predictions:{outcome}")
-                if prediction_id in created:
-                    self._metrics.observe(PREDICTION_TIME, max(now - created[prediction_id], 0.0))
+def count_written(
+    metrics: MetricDeltas, results: Sequence[EntryResult], started: Sequence[BatchStart], report: WriteReport
+) -> None:
+    """Count what one write sent and what it found (the writer's ``on_written``, on its thread)."""
+    for result in results:
+        if result.entry.sid in report.rejected:
+            continue  # another worker owns the entry and counts what becomes of it
+        # A result that lost the race with its prediction's end (a cancel) was dropped.
+        kind = EntryResult.DROPPED if result.entry.sid in report.discarded else result.kind
+        metrics.add(f"inputs:{_OUTCOMES[kind]}", result.entry.count)
+    for start in started:
+        for queued in start.queued_ms:
+            if queued:
+                metrics.observe(QUEUE_TIME, max(start.at - queued / 1000, 0.0))
+    if report.ended:
+        now = time.time()
+        created = {r.entry.prediction_id: r.entry.queued_at_ms / 1000 for r in results}
+        for prediction_id, outcome in report.ended:
+            metrics.add(f"predictions:{outcome}")
+            if prediction_id in created:
+                metrics.observe(PREDICTION_TIME, max(now - created[prediction_id], 0.0))
 
 
 def record_batch(metrics: MetricDeltas, size: int, model_seconds: float) -> None:

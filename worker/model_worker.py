@@ -1,4 +1,43 @@
-"""A worker process: loads the model once, then runs batches cut from the shared queue."""
+"""A worker process: loads the model once, then runs batches cut from the shared queue.
+
+Threads, and who owns what
+--------------------------
+The model runs on the **model thread** (the process's main thread: ``setup``, ``run`` or
+``run_burst``, the signal handlers). Redis traffic and housekeeping run on threads of their
+own, each a ``SupervisedThread`` that calls back into ``Worker``:
+
+- **reader** (``Reader``): ``_wanted_inputs``, ``_on_entries``;
+- **writer** (``Writer``): ``_on_batch_predictions_ended``, ``_on_batch_entries_lost``, and
+  ``count_written`` (metrics) after each write;
+- **stop listener** (``StopListener``): ``_on_predictions_stopped``;
+- **heartbeat** (``Heartbeat``): ``_registry_fields``, and sends the metrics;
+- **reaper** (``Reaper``): ``_on_entries`` (entries taken over), ``_held_sids``;
+- **preparer** (``Preparer``, for models with file inputs): downloads, then
+  ``BatchBuffer.mark_ready``;
+- **memory guard** (``MemoryGuard``, with a memory bound): ``_on_memory_exceeded``;
+- and the runner's **watchdog** (``runner.Watchdog``): ``_on_model_stuck``.
+
+Every piece of state that more than one thread touches is reached in exactly one way:
+
+- entries read and not finished: the ``BatchBuffer``, behind its own lock (its methods only);
+- writes waiting to be sent: the ``Writer``, behind its condition (``results``, ``started``,
+  ``batch_ended``, ``events``, ``flush``, ``pending_sids``); ``Writer.failing`` is a flag the
+  writer alone sets and the reader only reads;
+- the running batch, ``_current``: ``_current_lock``. Only the model thread sets it; every
+  other thread reads it under the lock, and ends or cancels within the lock, so the batch
+  cannot finish or change in between (``_running()`` for a read alone);
+- predictions known to have ended: ``_ended`` (an ``EndedPredictions``, behind its own lock);
+- metrics: ``MetricDeltas``, behind its own lock;
+- stopping: the ``_stopping`` event (``stop()``, safe from signal handlers);
+- ``exit_code`` and the watchdog that ends a worker failing to stop: ``_exit_lock`` (the
+  first thread to fail or pass the memory bound decides the exit code);
+- ``_state``, ``batches_run``, ``inputs_run`` and ``batch_ceiling``: written by the model
+  thread alone; the heartbeat and the reader read each as one attribute (a stale value is
+  at most one batch old, and the next beat or read corrects it).
+
+Nothing else is shared: a new callback from another thread uses one of these, or adds a
+line here.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +52,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -35,13 +75,13 @@ from tungstenkit._queue import (
 )
 from tungstenkit._settings import Settings
 from tungstenkit._supervised_thread import EXIT_THREAD_FAILED, SupervisedThread
-from tungstenkit.worker.accounting import MeteredWriter, record_batch
+from tungstenkit.worker.accounting import count_written, record_batch
 from tungstenkit.worker.batch_events import BatchEvents, LogCapture
 from tungstenkit.worker.buffer import Batch, BatchBuffer, SliceOutcome, Work
 from tungstenkit.worker.input_outcome import InputOutcome
 from tungstenkit.worker.memory_guard import MemoryGuard, resident_mb
 from tungstenkit.worker.preparer import MIN_BACKLOG_INPUTS, Preparer
-from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener
+from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener, Writer
 from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception, free_accelerator_memory, is_out_of_memory
 
 #: Exit codes the supervisor reads: the model cannot start, so restarting will not help.
@@ -125,24 +165,24 @@ class Worker:
         self._current: Batch | None = None
         self._current_lock = threading.Lock()
         # Predictions known to have ended, so entries read later are dropped unrun.
-        self._ended_ids: set[str] = set()
-        self._ended_order: deque[str] = deque()
+        self._ended = EndedPredictions()
         #: Non-zero once the worker must exit with it (one of its threads died).
         self.exit_code = 0
         self._watchdog: threading.Timer | None = None
+        self._exit_lock = threading.Lock()
         self.batches_run = 0
         self.inputs_run = 0
         self.started_at = now_iso()
         self._metrics = MetricDeltas()
         self._throughput = ThroughputMeter()
-        self._writer = MeteredWriter(
+        self._writer = Writer(
             self._queue,
             self.worker_id,
             self._on_batch_predictions_ended,
             self._runner.serialize,
             self._on_batch_entries_lost,
             self._thread_failed,
-            metrics=self._metrics,
+            on_written=functools.partial(count_written, self._metrics),
         )
         self._listener = StopListener(
             client, keys.stop_channel, self._on_predictions_stopped, on_failure=self._thread_failed
@@ -260,8 +300,7 @@ class Worker:
             graceful = True
         finally:
             self._shutdown(finish_started=graceful)
-            if self._watchdog is not None:
-                self._watchdog.cancel()  # stopped in time
+            self._cancel_watchdog()
 
     def run_burst(self) -> None:
         """Process everything queued now, then return (a test and batch-job seam).
@@ -301,14 +340,28 @@ class Worker:
         """One of the Redis threads died (it logged why): stop after the running batch,
         hand back and write what can be, and exit with ``EXIT_THREAD_FAILED`` so that a
         fresh worker replaces this one. A watchdog ends the process if stopping hangs."""
-        if self.exit_code:
+        if not self._leave(EXIT_THREAD_FAILED, self.settings.shutdown_grace_s + 10):
             return
-        self.exit_code = EXIT_THREAD_FAILED
         logger.critical("Stopping worker %s: its %s thread died", self.worker_id, thread.name)
-        self.stop()
-        self._watchdog = threading.Timer(self.settings.shutdown_grace_s + 10, os._exit, args=(EXIT_THREAD_FAILED,))
-        self._watchdog.daemon = True
-        self._watchdog.start()
+
+    def _leave(self, code: int, fuse_s: float) -> bool:
+        """Stop, and exit with ``code``; the process ends after ``fuse_s`` if stopping hangs.
+        False (and nothing done) when the worker is already leaving with another code."""
+        with self._exit_lock:
+            if self.exit_code:
+                return False
+            self.exit_code = code
+            self.stop()
+            self._watchdog = threading.Timer(fuse_s, os._exit, args=(code,))
+            self._watchdog.daemon = True
+            self._watchdog.start()
+            return True
+
+    def _cancel_watchdog(self) -> None:
+        """The worker stopped in time."""
+        with self._exit_lock:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:
@@ -366,7 +419,7 @@ class Worker:
 
     # -- the model thread ------------------------------------------------------------
     def _run_batch(self, batch: Batch) -> None:
-        ended = self._ended_ids.intersection(batch.prediction_ids)
+        ended = self._ended.among(batch.prediction_ids)
         if ended:
             self._writer.results(self._buffer.end_in_batch(batch, ended))
         batch, dropped = self._buffer.without_ended(batch)
@@ -568,7 +621,7 @@ class Worker:
         works = []
         failed: list[EntryResult] = []
         for entry in entries:
-            if entry.prediction_id in self._ended_ids:
+            if entry.prediction_id in self._ended:
                 failed.append(EntryResult(entry, EntryResult.DROPPED))
                 continue
             try:
@@ -581,24 +634,26 @@ class Worker:
                 continue
             works.append(Work(entry, inputs))
         downloads = []
-        if self._preparer is not None:
+        preparer = self._preparer
+        if preparer is not None:
             for work in works:
                 if urls := remote_urls(work.inputs):
                     work.ready = False
                     downloads.append((work, urls))
         self._buffer.put(works)
         for work, urls in downloads:
-            self._preparer.submit(work, urls)  # type: ignore[union-attr]
+            if preparer is not None:
+                preparer.submit(work, urls)
         self._writer.results(failed)
 
     def _on_predictions_stopped(self, prediction_ids: set[str]) -> None:
-        self._remember_ended(prediction_ids)
+        self._ended.add(prediction_ids)
         self._writer.results(self._buffer.drop_predictions(prediction_ids))
         self._interrupt_if_all_ended(prediction_ids)
 
     def _on_batch_predictions_ended(self, batch_id: int, prediction_ids: set[str]) -> None:
         """The batch had started for predictions that were already over."""
-        self._remember_ended(prediction_ids)
+        self._ended.add(prediction_ids)
         self._writer.results(self._buffer.drop_predictions(prediction_ids))
         self._interrupt_if_all_ended(prediction_ids)
 
@@ -647,8 +702,8 @@ class Worker:
             "The worker uses %.0f MB, more than TUNGSTEN_WORKER_MAX_MEMORY_MB (%d); failing its batch and replacing it",
             used_mb, limit,
         )
-        self.exit_code = EXIT_MEMORY_EXCEEDED
-        self.stop()
+        if not self._leave(EXIT_MEMORY_EXCEEDED, MEMORY_EXIT_FUSE_S):
+            return  # already leaving (a thread died): that exit stands
         message = (
             f"MemoryLimitExceeded: the worker running this input used more than {limit} MB "
             "(TUNGSTEN_WORKER_MAX_MEMORY_MB) and was replaced"
@@ -658,30 +713,23 @@ class Worker:
             if batch is not None:
                 self._writer.results(self._buffer.fail_in_batch(batch, message))
                 self._runner.cancel(batch.batch_id)
-        self._watchdog = threading.Timer(MEMORY_EXIT_FUSE_S, os._exit, args=(EXIT_MEMORY_EXCEEDED,))
-        self._watchdog.daemon = True
-        self._watchdog.start()
         self._writer.flush(MEMORY_EXIT_FUSE_S)
 
     def _fail_batch_and_exit(self, message: str, code: int) -> None:
-        with self._current_lock:
-            batch = self._current
+        batch = self._running()
         if batch is not None:
             self._writer.results(self._buffer.finish(batch, None, message))
             self._writer.flush(5)
         os._exit(code)
 
-    def _remember_ended(self, prediction_ids: set[str]) -> None:
-        for prediction_id in prediction_ids:
-            if prediction_id not in self._ended_ids:
-                self._ended_ids.add(prediction_id)
-                self._ended_order.append(prediction_id)
-        while len(self._ended_order) > 100_000:
-            self._ended_ids.discard(self._ended_order.popleft())
+    def _running(self) -> Batch | None:
+        """The batch the model thread is running, if any (read under ``_current_lock``)."""
+        with self._current_lock:
+            return self._current
 
     def _held_sids(self) -> set[str]:
         """Entries this worker knows about: buffered, running, or with results to write."""
-        current = self._current
+        current = self._running()
         running = set(current.sids) if current else set()
         return self._buffer.held_sids() | running | self._writer.pending_sids()
 
@@ -694,7 +742,7 @@ class Worker:
             self._heartbeat.wake()
 
     def _registry_fields(self) -> dict[str, str]:
-        current = self._current
+        current = self._running()
         fields = {
             "host": socket.gethostname(),
             "pid": str(os.getpid()),
@@ -714,6 +762,35 @@ class Worker:
         if gpus:
             fields["gpus"] = json.dumps(gpus)
         return fields
+
+
+class EndedPredictions:
+    """Ids of predictions known to have ended (the newest ``limit``), shared by the
+    reader, writer, listener and model threads behind one lock."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
+        self._limit = limit
+
+    def add(self, prediction_ids: Iterable[str]) -> None:
+        with self._lock:
+            for prediction_id in prediction_ids:
+                if prediction_id not in self._ids:
+                    self._ids.add(prediction_id)
+                    self._order.append(prediction_id)
+            while len(self._order) > self._limit:
+                self._ids.discard(self._order.popleft())
+
+    def __contains__(self, prediction_id: object) -> bool:
+        with self._lock:
+            return prediction_id in self._ids
+
+    def among(self, prediction_ids: Iterable[str]) -> set[str]:
+        """Those of ``prediction_ids`` that ended."""
+        with self._lock:
+            return self._ids.intersection(prediction_ids)
 
 
 def _targets(batch: Batch) -> list[tuple[str, int]]:

@@ -58,6 +58,12 @@ LISTENER_PING_S = 2.0
 LISTENER_SILENCE_S = 3 * LISTENER_PING_S
 
 
+#: Told what the writer just wrote (the results and the batch starts sent) and what the
+#: write found; called on the writer thread after each successful write (the worker
+#: counts its metrics there, see ``tungstenkit.worker.accounting.count_written``).
+WrittenHandler = Callable[[Sequence[EntryResult], Sequence[BatchStart], WriteReport], None]
+
+
 def _missing_stream(exc: BaseException) -> bool:
     """Redis lost the stream or its group (it restarted without persistence)."""
     return isinstance(exc, redis.ResponseError) and ("NOGROUP" in str(exc) or "no such key" in str(exc))
@@ -104,8 +110,10 @@ class Writer(SupervisedThread):
         serialize: Callable[[Any], InputOutcome] | None = None,
         on_lost: Callable[[int, set[str]], None] | None = None,
         on_failure: FailureHandler | None = None,
+        on_written: WrittenHandler | None = None,
     ) -> None:
         super().__init__("tungsten-writer", on_failure)
+        self._on_written = on_written
         self._queue = queue
         self._worker_id = worker_id
         self._serialize = serialize
@@ -255,7 +263,8 @@ class Writer(SupervisedThread):
                     "%d results rejected: their inputs were taken over by another worker while this one was "
                     "unresponsive (the other worker's results stand)", len(report.rejected)
                 )
-            self.written(work, report)
+            if self._on_written is not None:
+                self._on_written(work.results, [start for _, start in work.started], report)
             for (batch_id, _), gone in zip(starts, report.ended_before_start):
                 if gone:
                     self._on_ended(batch_id, gone)
@@ -318,9 +327,6 @@ class Writer(SupervisedThread):
             self._in_flight = []
             self._busy = False
             self._cond.notify_all()
-
-    def written(self, work: _Pending, report: WriteReport) -> None:
-        """What was just written, and what the write found (a hook for metrics)."""
 
 
 class Heartbeat(SupervisedThread):

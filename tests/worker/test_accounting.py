@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from tungstenkit._measurements import MetricDeltas
 from tungstenkit._queue import Entry, EntryResult, WriteReport
-from tungstenkit.worker.accounting import MeteredWriter
-from tungstenkit.worker.redis_threads import _Pending
+from tungstenkit.worker.accounting import count_written
 
 
 def _counted(report: WriteReport, results: list[EntryResult]) -> dict[str, float]:
     metrics = MetricDeltas()
-    writer = object.__new__(MeteredWriter)  # only the accounting, not the thread
-    writer._metrics = metrics
-    writer.written(_Pending(results=results), report)
+    count_written(metrics, results, [], report)
     return {k: v for k, v in metrics.take().items() if k.startswith("inputs:")}
 
 
