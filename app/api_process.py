@@ -35,7 +35,7 @@ class DrainingServer(uvicorn.Server):
         self._draining = False
         self._ready_fd = ready_fd
 
-    async def startup(self, sockets: list | None = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self._ready_fd is not None and self.started:
             announce_ready(self._ready_fd)

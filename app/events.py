@@ -125,8 +125,8 @@ class EventStream:
     def _frames_of(self, read: EventsRead) -> bytes:
         out: list[bytes] = []
         if not self._queued_sent:
-            data = json.dumps({"id": self._id, "status": "pending", "created_at": read.created or None})
-            out.append(frame("queued", QUEUED_ID, data.encode()))
+            queued = json.dumps({"id": self._id, "status": "pending", "created_at": read.created or None})
+            out.append(frame("queued", QUEUED_ID, queued.encode()))
             self._queued_sent = True
         if not self._start_sent and (read.started or read.events):
             out.append(frame("start", START_ID, json.dumps({"started_at": read.started or None}).encode()))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from tungstenkit._base_io import BaseIO, batch_group_key, option_names
+from tungstenkit._base_io import BaseIO, batch_group_key, list_adapter, option_names
 from tungstenkit._files import DEFER_DECODING, FILE_POLICY, FilePolicy
 from tungstenkit._media import configure_pillow
 from tungstenkit._model import has_file_fields
@@ -26,7 +26,7 @@ class InputParser:
     """Turns a request body into validated inputs ready to queue."""
 
     def __init__(self, input_cls: type[BaseIO], max_inputs: int, files: FilePolicy | None = None) -> None:
-        self._adapter = TypeAdapter(list[input_cls])  # type: ignore[valid-type]
+        self._adapter = list_adapter(input_cls)
         self._options = set(option_names(input_cls))
         self._max_inputs = max_inputs
         self._max_values = max_inputs * (_VALUES_PER_INPUT + _VALUES_PER_FIELD * _count_fields(input_cls))

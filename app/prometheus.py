@@ -9,7 +9,8 @@ for it with ``Accept``) come from the library; this module only says what to exp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 from prometheus_client import CollectorRegistry, exposition
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -36,6 +37,8 @@ from tungstenkit.app.access import authorize
 CONTENT_TYPE = exposition.CONTENT_TYPE_PLAIN_0_0_4
 #: Worker states, so that each has a series (0 when no worker is in it).
 WORKER_STATES = ("starting", "setup", "ready", "busy", "stopping", "failed")
+#: prometheus_client leaves the OpenMetrics writer untyped; it takes a registry and returns bytes.
+_openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
 
 
 def _counter(name: str, help_text: str, label: str, values: Iterable[tuple[str, float]]) -> Metric:
@@ -150,7 +153,7 @@ def render(snapshot: Snapshot, model: str) -> str:
 
 def render_openmetrics(snapshot: Snapshot, model: str) -> str:
     """The same in the OpenMetrics text format."""
-    return openmetrics.generate_latest(_registry(snapshot, model)).decode()
+    return _openmetrics_latest(_registry(snapshot, model)).decode()
 
 
 async def metrics(request: Request) -> Response:

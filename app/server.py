@@ -132,7 +132,7 @@ def create_app(
 
     app = Starlette(
         routes=ROUTES + OPERATIONS_ROUTES,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         middleware=_middleware(settings),
         lifespan=lifespan,
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis.asyncio
 
-from tungstenkit._queue import CONNECTION_ERRORS, parse_done_message
+from tungstenkit._queue import REDIS_ERRORS, parse_done_message
 from tungstenkit._supervised_thread import EXIT_THREAD_FAILED
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class CompletionWaiter:
                 raise
             except Exception as exc:
                 self.connected.clear()
-                if isinstance(exc, (redis.RedisError, *CONNECTION_ERRORS)):
+                if isinstance(exc, REDIS_ERRORS):
                     logger.warning(
                         "Lost the completion channel (%s: %s); resubscribing in %.1fs", type(exc).__name__, exc, delay
                     )

@@ -38,7 +38,7 @@ class TungstenGroup(click.Group):
 
 
 def _settings(ctx: click.Context) -> Settings:
-    return ctx.obj  # type: ignore[no-any-return]
+    return ctx.obj
 
 
 def _source(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tungstenkit._queue import ApiKey, KeyStore
 
 _COLUMNS = ("ID", "NAME", "SCOPE", "OWNER", "RPS", "MAX QUEUED", "QUEUED", "CREATED", "REVOKED")
@@ -11,7 +13,7 @@ def _limit(value: float) -> str:
     return f"{value:g}" if value else "-"
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from types import GenericAlias
+from typing import Any, cast
 
 import pydantic
-from pydantic import AfterValidator, ConfigDict
+from pydantic import AfterValidator, ConfigDict, JsonValue, TypeAdapter
 from pydantic_core import PydanticCustomError
 
 from tungstenkit._files import FileLimits
@@ -113,7 +114,7 @@ def _field(
     max_length: int | None,
     limits: FileLimits,
 ) -> Any:
-    extra = None
+    extra: dict[str, JsonValue] | None = None
     allowed: tuple[Any, ...] = ()
     if choices is not None:
         allowed = tuple(choices)
@@ -161,3 +162,9 @@ def batch_group_key(options: dict[str, Any]) -> str:
         return "-"
     canonical = json.dumps(options, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
+
+
+def list_adapter(io_cls: type[BaseIO]) -> TypeAdapter[list[BaseIO]]:
+    """Validates a list of ``io_cls`` (a model's input class, known only at run time)."""
+    # ``list[io_cls]``, which mypy cannot spell with a class held in a variable.
+    return TypeAdapter(cast("type[list[BaseIO]]", GenericAlias(list, (io_cls,))))

@@ -36,7 +36,14 @@ from urllib.request import url2pathname
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, SerializationInfo, ValidationInfo
 from pydantic_core import PydanticCustomError, core_schema
 
-from tungstenkit._errors import FileInputError, FileTooLarge, ImageTooLarge, InvalidFileContent, MediaTooLong, URLRefused
+from tungstenkit._errors import (
+    FileInputError,
+    FileTooLarge,
+    ImageTooLarge,
+    InvalidFileContent,
+    MediaTooLong,
+    URLRefused,
+)
 from tungstenkit._fetch import SCHEMES, Allowlist, Download, FetchPolicy, fetch, parse_url
 from tungstenkit._media import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -141,7 +148,7 @@ class FileLimits:
         json_schema = handler(schema)
         limits = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         json_schema["x-tungsten-limits"] = limits
-        return json_schema  # type: ignore[no-any-return]
+        return json_schema
 
     def _apply(self, value: Any) -> Any:
         for file in value if isinstance(value, (list, tuple)) else (value,):

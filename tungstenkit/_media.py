@@ -234,7 +234,7 @@ def image_size(source: bytes | Path, max_pixels: int) -> tuple[int, int]:
     """An image's width and height from its header, within the pixel limit."""
     image = open_image(source, max_pixels)
     try:
-        return image.size  # type: ignore[no-any-return]
+        return image.size
     finally:
         image.close()
 

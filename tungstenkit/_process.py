@@ -16,7 +16,7 @@ def _load_prctl() -> Callable[[int, int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl  # type: ignore[no-any-return]
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
 

@@ -89,9 +89,9 @@ def _from_entry(entry: dict[str, Any], registry: str, path: Path) -> Credentials
         if not colon:
             raise RegistryError(f"The login for {registry} in {path} is not USER:PASSWORD")
         return Credentials(username, password, origin)
-    username, password = entry.get("username"), entry.get("password")
-    if isinstance(username, str) and isinstance(password, str) and username:
-        return Credentials(username, password, origin)
+    user, secret = entry.get("username"), entry.get("password")
+    if isinstance(user, str) and isinstance(secret, str) and user:
+        return Credentials(user, secret, origin)
     return None
 
 

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
 #: oras's ``do_request`` without its retry decorator (which sleeps 3 s, 5 s ... 83 s).
-_request_once = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
+_request_once = oras.provider.Registry.do_request.__wrapped__
 
 
 class _Session(requests.Session):
@@ -51,7 +51,7 @@ class _Session(requests.Session):
         # Some registries set cookies as if talking to a browser: keep none (as oras does).
         self.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout_s)
         if kwargs.get("verify") in (None, True):
             kwargs["verify"] = self._verify
@@ -63,7 +63,7 @@ class _Oras(oras.provider.Registry):
 
     basic_header: str | None = None
 
-    def do_request(  # type: ignore[override]
+    def do_request(
         self,
         url: str,
         method: str = "GET",

@@ -29,9 +29,9 @@ import redis
 from tungstenkit._errors import ConfigError, RedisServerError, TungstenError
 from tungstenkit._process import die_with_parent
 from tungstenkit._queue import (
-    KeyStore,
-    CONNECTION_ERRORS,
+    REDIS_ERRORS,
     Keys,
+    KeyStore,
     Role,
     WorkerQueue,
     close_sync,
@@ -44,8 +44,8 @@ from tungstenkit._queue import (
 )
 from tungstenkit._redis_server import URL_FILE, RedisServer, embedded_redis_dir, maxmemory_bytes, write_url_file
 from tungstenkit._settings import ENV_REDIS_URL, Settings
-from tungstenkit._supervised_thread import EXIT_THREAD_FAILED
 from tungstenkit._store import ModelSource
+from tungstenkit._supervised_thread import EXIT_THREAD_FAILED
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ class Supervisor:
         queue = WorkerQueue(self._client, Keys(self.options.namespace), result_ttl_s=self.settings.result_ttl_s)
         try:
             queue.release(worker_id)
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+        except REDIS_ERRORS as exc:
             # Its heartbeat expires instead, and its entries are taken over then.
             logger.warning("Could not release the entries of %s (%s)", child.name, exc)
 

@@ -50,7 +50,7 @@ from tungstenkit._errors import FetchError, RedisUnavailable, URLRefused, Webhoo
 from tungstenkit._fetch import Allowlist, FetchPolicy, host_of, post
 from tungstenkit._log_safety import printable, url_for_log
 from tungstenkit._logging import configure_logging
-from tungstenkit._queue import CONNECTION_ERRORS, Keys, WebhookQueue, connect, is_transient
+from tungstenkit._queue import CONNECTION_ERRORS, REDIS_ERRORS, Keys, WebhookQueue, connect, is_transient
 from tungstenkit._settings import Settings
 from tungstenkit._supervised_thread import SupervisedThread
 from tungstenkit._webhook_protocol import (
@@ -153,7 +153,7 @@ def deliver(prediction_id: str, event: str, url: str | None = None, body: str | 
         found = delivery.webhooks.event(f"{prediction_id} {event}")
         if found is None and event_name(event) in ("output", "logs"):
             logger.debug("Webhook %r of prediction %s not sent: the prediction ended", event, prediction_id, extra=where)
-            return
+            return None
         if found is None:
             delivery.webhooks.count("failed")
             logger.warning(
@@ -240,7 +240,8 @@ class WebhookWorker(SimpleWorker):
         """
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(
+        # RQ declares the attribute as None (its own thread is started elsewhere).
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
             sleep_time=_COMMAND_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
         )
 
@@ -329,7 +330,7 @@ class Dispatcher(SupervisedThread):
         try:
             self._webhooks.release_lock(self._owner)
             self._scheduler.release_locks()
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+        except REDIS_ERRORS as exc:
             logger.debug("Could not release the webhook locks: %s", exc)
 
     def _enqueue_due_retries(self) -> None:
@@ -440,6 +441,6 @@ def _stop_lanes(lanes: list[WebhookWorker], timeout_s: float) -> None:
     for lane in lanes:
         try:
             lane.register_death()
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+        except REDIS_ERRORS as exc:
             logger.debug("Could not unregister webhook lane %s: %s", lane.name, exc)
 

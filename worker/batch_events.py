@@ -150,8 +150,8 @@ class LogCapture:
     def install(cls) -> LogCapture:
         if cls._installed is None:
             capture = cls._installed = cls()
-            sys.stdout = _Tee(sys.stdout, capture)  # type: ignore[assignment]
-            sys.stderr = _Tee(sys.stderr, capture)  # type: ignore[assignment]
+            sys.stdout = _Tee(sys.stdout, capture)
+            sys.stderr = _Tee(sys.stderr, capture)
             logging.getLogger().addHandler(_Handler(capture))
         return cls._installed
 

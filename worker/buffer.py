@@ -432,7 +432,7 @@ class BatchBuffer:
     @classmethod
     def _emit_outputs(cls, results: list[EntryResult], work: Work) -> None:
         if all(isinstance(o, str) for o in work.outputs):
-            cls._emit(results, work, EntryResult.OUTPUTS, ",".join(work.outputs), tuple(work.files))  # type: ignore[arg-type]
+            cls._emit(results, work, EntryResult.OUTPUTS, ",".join(work.outputs), tuple(work.files))
         else:
             cls._emit(results, work, EntryResult.OUTPUTS, "", tuple(work.files), tuple(work.outputs))
 

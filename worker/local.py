@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import inspect
-
 import mimetypes
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -45,7 +44,7 @@ def predict_once(
             shown = error.cause if isinstance(error, URLFetchFailed) and error.cause is not None else error
             raise TungstenError(f"Input {failure.field!r}: {shown}")
         try:
-            outputs = runner.model.predict([model_input])
+            outputs: Any = runner.model.predict([model_input])
             if inspect.isgenerator(outputs):
                 outputs = runner.run_generator(0, outputs, [0], None)
             output = runner.check_outputs(outputs, 1)[0]
@@ -54,7 +53,7 @@ def predict_once(
         except Exception as exc:
             raise TungstenError(f"predict failed: {describe_exception(exc)}") from exc
         output_dir.mkdir(parents=True, exist_ok=True)
-        return _save_files(output.model_dump(mode="python"), output_dir)
+        return cast("dict[str, Any]", _save_files(output.model_dump(mode="python"), output_dir))
 
 
 def _save_files(value: Any, folder: Path) -> Any:

@@ -33,7 +33,9 @@ Every piece of state that more than one thread touches is reached in exactly one
   first thread to fail or pass the memory bound decides the exit code);
 - ``_state``, ``batches_run``, ``inputs_run`` and ``batch_ceiling``: written by the model
   thread alone; the heartbeat and the reader read each as one attribute (a stale value is
-  at most one batch old, and the next beat or read corrects it).
+  at most one batch old, and the next beat or read corrects it);
+- the out-of-memory ceiling's probe (``_fit_at_ceiling``, ``_probe_after``, ``_probing``,
+  ``_out_of_memory_batches``): the model thread alone.
 
 Nothing else is shared: a new callback from another thread uses one of these, or adds a
 line here.
@@ -64,7 +66,7 @@ from tungstenkit._measurements import MetricDeltas, ThroughputMeter, gpu_memory
 from tungstenkit._model import ModelDefinition
 from tungstenkit._prepare import remote_urls
 from tungstenkit._queue import (
-    CONNECTION_ERRORS,
+    REDIS_ERRORS,
     Entry,
     EntryResult,
     Keys,
@@ -82,7 +84,13 @@ from tungstenkit.worker.input_outcome import InputOutcome
 from tungstenkit.worker.memory_guard import MemoryGuard, resident_mb
 from tungstenkit.worker.preparer import MIN_BACKLOG_INPUTS, Preparer
 from tungstenkit.worker.redis_threads import Heartbeat, Reader, Reaper, StopListener, Writer
-from tungstenkit.worker.runner import EXIT_STUCK, ModelRunner, describe_exception, free_accelerator_memory, is_out_of_memory
+from tungstenkit.worker.runner import (
+    EXIT_STUCK,
+    ModelRunner,
+    describe_exception,
+    free_accelerator_memory,
+    is_out_of_memory,
+)
 
 #: Exit codes the supervisor reads: the model cannot start, so restarting will not help.
 EXIT_LOAD_FAILED = 3
@@ -383,7 +391,7 @@ class Worker:
             if handed_back:
                 moved = self._queue.requeue(self.worker_id, handed_back)
                 logger.info("Handed %d unstarted entries back to the queue", moved)
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("Could not hand back %d entries (%s); they wait for redelivery", len(handed_back), exc)
         # What is left was split across batches (larger than a batch): finish it, so
         # that no input whose output was produced runs again elsewhere.
@@ -395,7 +403,7 @@ class Worker:
         self._flush_metrics()
         try:
             self._queue.unregister(self.worker_id)
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("Could not unregister (%s); the heartbeat expires instead", exc)
 
     def _flush_metrics(self) -> None:
@@ -403,7 +411,7 @@ class Worker:
         try:
             self._heartbeat.send_metrics()
             self._heartbeat.send_metrics()
-        except (redis.RedisError, *CONNECTION_ERRORS) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("The last metrics could not be sent: %s", exc)
 
     def _stop_threads(self) -> None:

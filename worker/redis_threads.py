@@ -25,8 +25,9 @@ import redis
 from tungstenkit._backoff import Backoff
 from tungstenkit._measurements import MetricDeltas
 from tungstenkit._queue import (
-    CONNECTION_ERRORS,
+    REDIS_ERRORS,
     BatchStart,
+    Entry,
     EntryResult,
     OutputFilesRefused,
     PredictionEvents,
@@ -472,7 +473,7 @@ class StopListener(SupervisedThread):
                 if self._halt.is_set():
                     break
                 self.subscribed.clear()
-                if isinstance(exc, (redis.RedisError, *CONNECTION_ERRORS)):
+                if isinstance(exc, REDIS_ERRORS):
                     logger.warning("Lost the stop channel (%s: %s); resubscribing", type(exc).__name__, exc)
                 else:
                     logger.exception("The stop listener failed; resubscribing")
@@ -508,7 +509,7 @@ class Reader(SupervisedThread):
         queue: WorkerQueue,
         consumer: str,
         wanted_inputs: Callable[[], int],
-        on_entries: Callable[[list], None],
+        on_entries: Callable[[list[Entry]], None],
         block_ms: int = 1000,
         on_failure: FailureHandler | None = None,
         heartbeat_current: Callable[[float], bool] | None = None,
@@ -560,7 +561,7 @@ class Reader(SupervisedThread):
                 self._mean_entry_size = 0.8 * self._mean_entry_size + 0.2 * size
                 self._on_entries(entries)
 
-    def _read(self, count: int) -> list:
+    def _read(self, count: int) -> list[Entry]:
         try:
             return self._queue.read(self._consumer, count, self._block_ms)
         except redis.ResponseError as exc:
@@ -592,7 +593,7 @@ class Reaper(SupervisedThread):
         worker_id: str,
         crash_limit: int,
         interval_s: float,
-        on_entries: Callable[[list], None],
+        on_entries: Callable[[list[Entry]], None],
         held_sids: Callable[[], set[str]],
         on_failure: FailureHandler | None = None,
     ) -> None:

@@ -23,9 +23,17 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from tungstenkit._errors import FileInputError, InvalidOutput, PredictionCanceled, PredictionInterrupted, PredictionTimeout, SetupFailed
+from tungstenkit._base_io import BaseIO, list_adapter
+from tungstenkit._errors import (
+    FileInputError,
+    InvalidOutput,
+    PredictionCanceled,
+    PredictionInterrupted,
+    PredictionTimeout,
+    SetupFailed,
+)
 from tungstenkit._fetch import Download
 from tungstenkit._files import FILE_POLICY, OUTPUT_FILE_SINK, FilePolicy, materialize_files_in
 from tungstenkit._media import configure_pillow
@@ -146,7 +154,7 @@ class ModelRunner:
         if self.has_file_inputs:
             configure_pillow(self.files.max_image_pixels)
         self._model: Any = None
-        self._inputs_adapter = TypeAdapter(list[definition.input_cls])  # type: ignore[name-defined]
+        self._inputs_adapter = list_adapter(definition.input_cls)
         prediction_timeout_s = self._prediction_timeout = settings.prediction_timeout_s
         setup_timeout_s = self._setup_timeout = settings.setup_timeout_s
         self._calls = itertools.count(1)
@@ -269,7 +277,7 @@ class ModelRunner:
             with self._call(batch_id, self._prediction_timeout), said.active() if said else contextlib.nullcontext():
                 failures = self.prepare(inputs, fetched) if self.has_file_inputs else {}
                 ready = [item for index, item in enumerate(inputs) if index not in failures]
-                outputs = self._model.predict(ready) if ready else []
+                outputs: Any = self._model.predict(ready) if ready else []
                 if inspect.isgenerator(outputs):
                     positions = [index for index in range(len(inputs)) if index not in failures]
                     outputs = self.run_generator(batch_id, outputs, positions, said)
@@ -284,7 +292,7 @@ class ModelRunner:
             ]
 
     def run_generator(
-        self, batch_id: int, steps: Generator[Any, None, Any], positions: list[int], said: BatchEvents | None
+        self, batch_id: int, steps: Generator[Any, Any, Any], positions: list[int], said: BatchEvents | None
     ) -> Any:
         """Run a generator ``predict``: each yield is one partial output per input (None:
         nothing new for that input), handed to ``said`` at once; the return value, or
@@ -333,7 +341,7 @@ class ModelRunner:
             raise InvalidOutput(f"predict must return a list of {output_cls.__name__}, got {type(outputs).__name__}") from None
         if len(items) != expected:
             raise InvalidOutput(f"predict {'yielded' if partial else 'returned'} {len(items)} outputs for {expected} inputs")
-        checked = []
+        checked: list[BaseIO | None] = []
         for item in items:
             if partial and item is None:
                 checked.append(None)

@@ -84,8 +84,9 @@ from tungstenkit._queue._connections import (
 )
 from tungstenkit._queue._keys import (
     CONNECTION_ERRORS,
-    PRIORITIES,
     GROUP,
+    PRIORITIES,
+    REDIS_ERRORS,
     RUNNING_KEY_TTL_S,
     Keys,
     eviction_warning,
@@ -124,6 +125,7 @@ __all__ = [
     "ApiKeyError",
     "KeyStore",
     "CONNECTION_ERRORS",
+    "REDIS_ERRORS",
     "EVENTS_PER_READ",
     "FILE_TTL_FACTOR",
     "Idempotency",

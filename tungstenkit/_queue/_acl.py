@@ -30,8 +30,8 @@ import re
 from enum import Enum
 
 from tungstenkit._queue._keys import Keys
-from tungstenkit._redis_server import ADMIN_USER
 from tungstenkit._queue._scripts import script
+from tungstenkit._redis_server import ADMIN_USER
 
 
 class Role(str, Enum):

@@ -19,7 +19,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -126,12 +126,12 @@ class KeyStore:
         return record, token
 
     def get(self, key_id: str) -> ApiKey | None:
-        raw = self._redis.hget(self.keys.api_keys, key_id)
-        return ApiKey.from_json(raw) if raw is not None else None  # type: ignore[arg-type]
+        raw = cast("bytes | None", self._redis.hget(self.keys.api_keys, key_id))
+        return ApiKey.from_json(raw) if raw is not None else None
 
     def all(self) -> list[ApiKey]:
-        found = self._redis.hvals(self.keys.api_keys)
-        return sorted((ApiKey.from_json(raw) for raw in found), key=lambda k: k.created)  # type: ignore[union-attr]
+        found = cast("list[bytes]", self._redis.hvals(self.keys.api_keys))
+        return sorted((ApiKey.from_json(raw) for raw in found), key=lambda k: k.created)
 
     def valid(self) -> list[ApiKey]:
         """The keys not revoked."""
@@ -141,8 +141,8 @@ class KeyStore:
         """The inputs waiting or running of each owner's predictions."""
         if not owners:
             return []
-        values = self._redis.mget([self.keys.owner_queued(owner) for owner in owners])
-        return [int(v or 0) for v in values]  # type: ignore[union-attr]
+        values = cast("list[bytes | None]", self._redis.mget([self.keys.owner_queued(owner) for owner in owners]))
+        return [int(v or 0) for v in values]
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke the key (its record stays, marked, so that ``list`` shows it)."""

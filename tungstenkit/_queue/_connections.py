@@ -30,8 +30,9 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode
 
 import redis
@@ -248,7 +249,7 @@ def sync_client(
     address = SentinelAddress.parse(url)
     sentinel = redis.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs(files))
     # ``ssl`` among the primary's options makes redis-py's pool open TLS connections.
-    return sentinel.master_for(address.service, **options, **address.primary_kwargs(files))
+    return cast(redis.Redis, sentinel.master_for(address.service, **options, **address.primary_kwargs(files)))
 
 
 class _ResetOnClose:
@@ -283,7 +284,8 @@ class _PrimaryConnection(_ResetOnClose, redis.asyncio.sentinel.SentinelManagedCo
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not self.is_connected:
-            await self.connect()
+            connect = cast(Callable[[], Awaitable[None]], self.connect)  # untyped in redis-py
+            await connect()
         await super().send_packed_command(command, check_health)
 
 
@@ -329,12 +331,15 @@ def async_client(
         )
     address = SentinelAddress.parse(url)
     sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs(files))
-    return sentinel.master_for(  # type: ignore[no-any-return]
-        address.service,
-        connection_pool_class=_BlockingSentinelPool,
-        connection_class=_primary_connection(address),
-        **options,
-        **address.primary_kwargs(files),
+    return cast(
+        redis.asyncio.Redis,
+        sentinel.master_for(
+            address.service,
+            connection_pool_class=_BlockingSentinelPool,
+            connection_class=_primary_connection(address),
+            **options,
+            **address.primary_kwargs(files),
+        ),
     )
 
 
@@ -347,11 +352,14 @@ def async_subscriber(url: str, *, connect_timeout_s: float, tls: RedisTLS | None
         return redis.asyncio.Redis.from_url(url, socket_connect_timeout=connect_timeout_s, **files)
     address = SentinelAddress.parse(url)
     sentinel = redis.asyncio.sentinel.Sentinel(address.sentinels, sentinel_kwargs=address.sentinel_kwargs(files))
-    return sentinel.master_for(  # type: ignore[no-any-return]
-        address.service,
-        connection_class=_primary_connection(address),
-        socket_connect_timeout=connect_timeout_s,
-        **address.primary_kwargs(files),
+    return cast(
+        redis.asyncio.Redis,
+        sentinel.master_for(
+            address.service,
+            connection_class=_primary_connection(address),
+            socket_connect_timeout=connect_timeout_s,
+            **address.primary_kwargs(files),
+        ),
     )
 
 

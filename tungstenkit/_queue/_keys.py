@@ -29,6 +29,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
+#: Those, and every error redis-py raises (a refused command as well).
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *CONNECTION_ERRORS)
 
 #: Replies with which Redis refuses a command for a while rather than for good: it is out
 #: of memory (``noeviction``), a replica (a failover is under way), loading its data,

@@ -12,9 +12,9 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio
 from redis.exceptions import NoScriptError
@@ -47,6 +47,11 @@ T = TypeVar("T")
 _QUEUE_FULL, _ACCEPTED, _OWNER_QUEUE_FULL = 0, 1, 2
 
 logger = logging.getLogger(__name__)
+
+#: Redis away (or not answering in time): what callers see as ``RedisUnavailable``.
+_UNREACHABLE: tuple[type[BaseException], ...] = (RedisUnavailable, *CONNECTION_ERRORS)
+_UNREACHABLE_OR_GONE: tuple[type[BaseException], ...] = (*_UNREACHABLE, PredictionNotFound)
+_NO_ANSWER: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *CONNECTION_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -158,18 +163,18 @@ class AsyncPredictionQueue:
             raise QueueFull(queued, self._limit)
         if accepted == _OWNER_QUEUE_FULL:
             raise OwnerQueueFull(owner_limit)
-        return served_by  # type: ignore[no-any-return]
+        return cast(str, served_by)
 
     async def fetch(self, prediction_id: str) -> Fetched | None:
         """The prediction's GET body, or None if there is no such prediction."""
-        return await self._enqueue(self._fetches, prediction_id)  # type: ignore[no-any-return]
+        return cast("Fetched | None", await self._enqueue(self._fetches, prediction_id))
 
     async def read_events(self, prediction_id: str, after: str = "") -> EventsRead | None:
         """The prediction as it stands and its stored events after the event id ``after``
         (from the first: ""), at most ``EVENTS_PER_READ``; None if there is no such
         prediction. Read together, so that when the body says the prediction ended,
         every event it had is there (events are refused once it ended)."""
-        return await self._enqueue(self._event_reads, (prediction_id, after))  # type: ignore[no-any-return]
+        return cast("EventsRead | None", await self._enqueue(self._event_reads, (prediction_id, after)))
 
     def _enqueue(self, bucket: list[tuple[Any, asyncio.Future[Any]]], item: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -195,8 +200,8 @@ class AsyncPredictionQueue:
         else:
             self._spawn(self._flush(submits, fetches, rates, event_reads))
 
-    def _spawn(self, flush: Awaitable[None]) -> None:
-        task = asyncio.get_running_loop().create_task(flush)  # type: ignore[arg-type]
+    def _spawn(self, flush: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(flush)
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
@@ -231,7 +236,7 @@ class AsyncPredictionQueue:
                     replies[0] = await self._eval(script("submit"), keys, args)
             if rates and isinstance(replies[-1], NoScriptError):
                 replies[-1] = await self._eval(script("rate"), rate_keys, rate_args)
-        except (RedisUnavailable, *CONNECTION_ERRORS) as exc:
+        except _UNREACHABLE as exc:
             failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(f"Redis is unreachable: {exc}")
             for _, future in [*submits, *fetches, *rates, *event_reads]:
                 _settle(future, error=failure)
@@ -261,9 +266,9 @@ class AsyncPredictionQueue:
         position += len(fetches)
         for j, (_, future) in enumerate(event_reads):
             state, stored = replies[position + 2 * j], replies[position + 2 * j + 1]
-            failure = next((r for r in (state, stored) if isinstance(r, Exception)), None)
-            if failure is not None:
-                _settle(future, error=failure)
+            error = next((r for r in (state, stored) if isinstance(r, Exception)), None)
+            if error is not None:
+                _settle(future, error=error)
             else:
                 _settle(future, events_read(state, stored))
 
@@ -315,7 +320,7 @@ class AsyncPredictionQueue:
                 await self.cancel(submit.prediction_id)
                 if submit.idempotency is not None:
                     await self._bounded(self._redis.delete(self.keys.idempotency(submit.idempotency.digest)))
-            except (RedisUnavailable, PredictionNotFound, *CONNECTION_ERRORS) as exc:
+            except _UNREACHABLE_OR_GONE as exc:
                 logger.warning("Could not cancel prediction %s that missed its replicas: %s", submit.prediction_id, exc)
 
     def _submit_call(self, submits: Sequence[Submission]) -> tuple[list[str], list[Any]]:
@@ -329,7 +334,7 @@ class AsyncPredictionQueue:
         (given the time of its ``WAIT`` as well when it ``waits`` for replicas)."""
         try:
             return await asyncio.wait_for(call, self._timeout + (self._wait_timeout if waits else 0.0))
-        except (asyncio.TimeoutError, *CONNECTION_ERRORS) as exc:
+        except _NO_ANSWER as exc:
             raise RedisUnavailable(f"Redis is unreachable: {exc or 'no answer in time'}") from exc
 
     async def _eval(self, to_run: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -351,7 +356,7 @@ class AsyncPredictionQueue:
         )
         if body is None:
             raise PredictionNotFound(prediction_id)
-        return body  # type: ignore[no-any-return]
+        return cast(bytes, body)
 
     async def fetch_file(self, name: str) -> tuple[str, bytes, str | None] | None:
         """An output file's media type, bytes and API key owner (that of its prediction),
@@ -376,7 +381,7 @@ class AsyncPredictionQueue:
         """Count one request of API key ``key_id`` against its ``rps`` (bursts of as many):
         0 if it may go, else the seconds until it may. The requests of one turn of the
         event loop are counted together, in one script call."""
-        return await self._enqueue(self._rates, (key_id, rps))  # type: ignore[no-any-return]
+        return cast(float, await self._enqueue(self._rates, (key_id, rps)))
 
     def _rate_call(self, requests: Sequence[tuple[str, float]]) -> tuple[list[str], list[float]]:
         keys, args = [], []
@@ -409,7 +414,7 @@ class AsyncPredictionQueue:
         return make_snapshot(first, found)
 
     async def workers(self) -> list[WorkerInfo]:
-        ids = await self._bounded(self._redis.zrange(self.keys.workers, 0, -1))
+        ids = cast("list[bytes]", await self._bounded(self._redis.zrange(self.keys.workers, 0, -1)))
         async with self._redis.pipeline(transaction=False) as pipe:
             for worker_id in ids:
                 pipe.hgetall(self.keys.worker(worker_id.decode()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
@@ -13,6 +13,11 @@ from redis.lock import Lock
 from tungstenkit._queue._keys import Keys
 from tungstenkit._queue._records import render_body, render_open
 
+
+class _BlockingMove(Protocol):
+    """``Redis.blmove`` with the timeout Redis accepts (seconds, fractions too)."""
+
+    def __call__(self, first_list: str, second_list: str, timeout: float, src: str, dest: str) -> bytes | None: ...
 
 @dataclass(frozen=True)
 class WebhookEvent:
@@ -71,14 +76,14 @@ class WebhookQueue:
 
     def take(self, timeout_s: float) -> str | None:
         """The next event, moved to the dispatching list; None after ``timeout_s``."""
-        item = self._redis.blmove(
-            self.keys.webhooks, self.keys.webhooks_dispatching, timeout_s, "LEFT", "RIGHT"  # type: ignore[arg-type]
-        )
+        # redis-py types BLMOVE's timeout as whole seconds; Redis takes a fraction as well.
+        blmove = cast(_BlockingMove, self._redis.blmove)
+        item = blmove(self.keys.webhooks, self.keys.webhooks_dispatching, timeout_s, "LEFT", "RIGHT")
         return item.decode() if isinstance(item, bytes) else None
 
     def dispatching(self) -> list[str]:
         """Events a dispatcher took but did not finish (it died)."""
-        items: list[bytes] = self._redis.lrange(self.keys.webhooks_dispatching, 0, -1)  # type: ignore[assignment]
+        items = cast("list[bytes]", self._redis.lrange(self.keys.webhooks_dispatching, 0, -1))
         return [item.decode() for item in items]
 
     def dispatched(self, item: str) -> None:

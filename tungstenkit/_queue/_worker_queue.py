@@ -7,10 +7,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT, FieldT
 
 from tungstenkit._queue._keys import (
     ADMITTED_BATCHES_PER_WORKER,
@@ -24,10 +25,10 @@ from tungstenkit._queue._keys import (
 from tungstenkit._queue._records import (
     FILE_TTL_FACTOR,
     READ_FIELDS,
+    WEBHOOK_EVENT_INTERVAL_MS,
     BatchStart,
     Entry,
     EntryResult,
-    WEBHOOK_EVENT_INTERVAL_MS,
     Fetched,
     PredictionEvents,
     read_prediction,
@@ -134,7 +135,8 @@ class WorkerQueue:
                 raise admitted
             if isinstance(reply, Exception):
                 raise reply
-        items = [item for _stream, found in reply or () for item in found]
+        streams = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None", reply)
+        items = [item for _stream, found in streams or () for item in found]
         self._found_none = not items
         return self._entries(items)
 
@@ -298,14 +300,17 @@ class WorkerQueue:
         They arise when a result write was lost (a Redis failover, a bug): claiming them
         again resets their idle time and hands them back to the worker to run.
         """
-        pending = self._redis.xpending_range(
-            self.keys.queue, GROUP, min="-", max="+", count=1000, consumername=worker_id, idle=min_idle_ms
+        pending = cast(
+            "list[dict[str, Any]]",
+            self._redis.xpending_range(
+                self.keys.queue, GROUP, min="-", max="+", count=1000, consumername=worker_id, idle=min_idle_ms
+            ),
         )
-        forgotten = [p["message_id"] for p in pending if p["message_id"].decode() not in held]
+        forgotten: list[bytes] = [p["message_id"] for p in pending if p["message_id"].decode() not in held]
         if not forgotten:
             return []
-        claimed = self._redis.xclaim(self.keys.queue, GROUP, worker_id, min_idle_ms, forgotten)
-        return self._entries(claimed, redelivered=True)
+        claimed = self._redis.xclaim(self.keys.queue, GROUP, worker_id, min_idle_ms, list(forgotten))
+        return self._entries(cast("list[tuple[bytes, dict[bytes, bytes]]]", claimed), redelivered=True)
 
     def _store_files(self, results: Sequence[EntryResult]) -> list[EntryResult]:
         """Write output files before the results that link to them become visible.
@@ -325,12 +330,12 @@ class WorkerQueue:
             for i in with_files:
                 for stored in results[i].files:
                     key = self.keys.file(stored.name)
-                    fields: dict[str | bytes, str | bytes] = {
+                    fields: dict[FieldT, EncodableT] = {
                         "p": results[i].entry.prediction_id,
                         "t": stored.mime_type,
                         "d": stored.data,
                     }
-                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                    pipe.hset(key, mapping=fields)
                     pipe.pexpire(key, ttl_ms)
             replies = list(pipe.execute(raise_on_error=False))
         transient = next((r for r in replies if isinstance(r, Exception) and is_transient(r)), None)
@@ -347,7 +352,7 @@ class WorkerQueue:
 
     def fetch(self, prediction_id: str) -> Fetched | None:
         """A prediction as the API would show it (for tools and tests)."""
-        return read_prediction(self._redis.hmget(self.keys.prediction(prediction_id), READ_FIELDS))
+        return read_prediction(cast("list[bytes | None]", self._redis.hmget(self.keys.prediction(prediction_id), READ_FIELDS)))
 
     def requeue(self, worker_id: str, entries: Sequence[Entry]) -> int:
         """Hand entries that were read but never started back to the stream (those this
@@ -369,7 +374,7 @@ class WorkerQueue:
         """
         key = self.keys.worker(worker_id)
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=fields)
+            pipe.hset(key, mapping=_hash_fields(fields))
             pipe.pexpire(key, int(ttl_s * 1000))
             pipe.zadd(self.keys.workers, {worker_id: time.time()})
             pipe.time()
@@ -447,3 +452,8 @@ def _as_body(result: EntryResult, completed: str) -> tuple[str, str]:
     else:
         body = render_body("failed", None, result.payload, entry.created, result.started, completed)
     return EntryResult.BODY, body
+
+
+def _hash_fields(fields: Mapping[str, str]) -> dict[FieldT, EncodableT]:
+    """``fields`` as redis-py's ``HSET`` mapping type names them."""
+    return {name: value for name, value in fields.items()}

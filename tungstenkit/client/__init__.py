@@ -13,8 +13,8 @@ Importing this module imports httpx; ``import tungstenkit`` alone does not.
 
 from tungstenkit.client._async import AsyncClient
 from tungstenkit.client._errors import (
-    APIError,
     AccessDenied,
+    APIError,
     ClientError,
     EventsUnsupported,
     InvalidInput,

@@ -144,7 +144,7 @@ class AsyncClient:
             try:
                 action = operation.send(result) if error is None else operation.throw(error)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                return stop.value
             result, error = None, None
             if isinstance(action, Sleep):
                 await asyncio.sleep(action.seconds)

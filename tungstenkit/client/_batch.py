@@ -71,7 +71,7 @@ def read_inputs(path: Path) -> list[Item]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ClientError(f"Cannot read {path}: {exc.strerror or exc}") from None
-    items = []
+    items: list[Any] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line:

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import httpx
 
 from tungstenkit.client._errors import (
-    APIError,
     AccessDenied,
+    APIError,
     ClientError,
     InvalidInput,
     PredictionCanceled,
@@ -179,7 +179,7 @@ class Operations:
                 body = None
             if isinstance(body, dict) and "status" in body:
                 return body  # not ready: the body says why
-        return check(response)  # type: ignore[no-any-return]
+        return check(response)
 
     # -- predictions ----------------------------------------------------------------------
     def submit(self, inputs: Any, priority: str | None = None, deadline_s: float | None = None) -> Operation[str]:

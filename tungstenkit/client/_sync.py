@@ -169,7 +169,7 @@ class Client:
             try:
                 action = operation.send(result) if error is None else operation.throw(error)
             except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+                return stop.value
             result, error = None, None
             if isinstance(action, Sleep):
                 time.sleep(action.seconds)
