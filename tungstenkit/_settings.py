@@ -1,16 +1,22 @@
 """The one typed settings object: built from the environment at an entry point, passed down.
 
 Every environment variable the product reads is named here; code below the
-entry points never reads ``os.environ``.
+entry points never reads ``os.environ``. ``Settings`` is a pydantic-settings model: the
+environment is read by its ``EnvSettingsSource`` and each value is converted by pydantic
+for its field's type, so a new setting is one annotated line (and a check in
+``_check`` where its value has bounds).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tungstenkit._errors import ConfigError
 from tungstenkit._fetch import Allowlist
@@ -27,6 +33,9 @@ ENV_DOCKER_CONFIG_DIR = "DOCKER_CONFIG"
 OUTPUT_FILE_MODES = ("data_uri", "url")
 #: Values of ``log_format``.
 LOG_FORMATS = ("text", "json")
+#: How a switch (a ``bool`` setting) is written.
+_TRUE = ("on", "true", "1", "yes")
+_FALSE = ("off", "false", "0", "no")
 #: Values of ``redis_maxmemory``: a percentage (1-100) or a size as Redis writes it.
 _MAXMEMORY = re.compile(r"(100|[1-9][0-9]?)%|[0-9]+(b|k|kb|m|mb|g|gb)?")
 
@@ -53,15 +62,17 @@ class RedisTLS:
         return ", ".join(self.files())
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Runtime settings shared by the CLI, the API and the workers.
 
-    Each field ``x`` can be set with the environment variable ``TUNGSTEN_X``.
+    Each field ``x`` can be set with the environment variable ``TUNGSTEN_X``
+    (``from_env``); ``Settings(...)`` itself reads no environment, only its arguments.
     """
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, extra="forbid")
+
     #: Local model store and embedded Redis data (``$TUNGSTEN_HOME``).
-    home: Path = dataclasses.field(default_factory=lambda: Path("~/.tungsten").expanduser())
+    home: Path = Field(default_factory=lambda: Path("~/.tungsten").expanduser())
     #: Redis to use; None means ``tungsten serve`` starts its own.
     redis_url: str | None = None
     #: Key prefix separating models that share one Redis; default: the model's name.
@@ -181,7 +192,7 @@ class Settings:
     public_url: str = ""
     #: Secret that signs webhook deliveries (HMAC-SHA256). Empty: one is generated per
     #: namespace and kept in Redis; ``tungsten status --webhook-secret`` prints it.
-    webhook_secret: str = dataclasses.field(default="", repr=False)
+    webhook_secret: str = Field(default="", repr=False)
     #: Seconds one webhook delivery may take to connect, send and be answered.
     webhook_timeout_s: float = 10.0
     #: Times a failed webhook delivery is tried again.
@@ -199,16 +210,47 @@ class Settings:
     log_format: str = "text"
     #: Login for OCI registries (push, pull); empty: the Docker config's, if any.
     registry_username: str = ""
-    registry_password: str = dataclasses.field(default="", repr=False)
+    registry_password: str = Field(default="", repr=False)
     #: Docker's client config, whose ``auths``, ``credHelpers`` and ``credsStore`` give
     #: registry credentials (default ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``).
-    docker_config: Path = dataclasses.field(default_factory=lambda: Path("~/.docker/config.json").expanduser())
+    docker_config: Path = Field(default_factory=lambda: Path("~/.docker/config.json").expanduser())
     #: CA certificates (PEM) to verify registries' TLS with, instead of the system's.
     registry_ca_file: Path | None = None
     #: Seconds to connect to a registry, and that it may stay silent.
     registry_timeout_s: float = 30.0
 
-    def __post_init__(self) -> None:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the arguments: the environment is read by ``from_env`` at an entry point,
+        # from the mapping it is given (tests and child processes pass their own).
+        return (init_settings,)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _on_or_off(cls, value: Any, info: ValidationInfo) -> Any:
+        """Switches read ``on``/``off`` (``true``, ``1``, ``yes`` / ``false``, ``0``, ``no``)."""
+        if not isinstance(value, str) or info.field_name is None or cls.model_fields[info.field_name].annotation is not bool:
+            return value
+        word = value.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise ValueError("expected on or off")
+        return word in _TRUE
+
+    @field_validator("*")
+    @classmethod
+    def _expand_home(cls, value: Any) -> Any:
+        return value.expanduser() if isinstance(value, Path) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        """Values of the right type that cannot work (``ConfigError``, which pydantic passes on)."""
         if self.output_files not in OUTPUT_FILE_MODES:
             raise ConfigError(
                 f"{ENV_PREFIX}OUTPUT_FILES={self.output_files!r}: expected one of {', '.join(OUTPUT_FILE_MODES)}"
@@ -269,6 +311,7 @@ class Settings:
         cors_origins(self.cors_origins)  # ConfigError for an entry that is no origin
         if self.redis_key_file and not self.redis_cert_file:
             raise ConfigError(f"{ENV_PREFIX}REDIS_KEY_FILE needs {ENV_PREFIX}REDIS_CERT_FILE (the certificate of that key)")
+        return self
 
     @property
     def redis_tls(self) -> RedisTLS:
@@ -277,30 +320,66 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(ENV_PREFIX + f.name.upper())
-            if f.name == "redis_url" and not raw:
-                raw = environ.get(ENV_REDIS_URL_PLAIN)
-            if f.name == "docker_config" and not raw and environ.get(ENV_DOCKER_CONFIG_DIR):
-                raw = str(Path(environ[ENV_DOCKER_CONFIG_DIR]) / "config.json")
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.name, f.type, raw)
-        return cls(**values)  # type: ignore[arg-type]
+        """The settings that ``environ`` gives (``TUNGSTEN_*``; unset or empty: the default);
+        ``ConfigError`` naming the variable for a value that is unusable."""
+        environ = _with_conventional_names(environ)
+        values = _Environ(cls, environ)()
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise _config_error(cls, exc, values) from None
 
     def replace(self, **changes: object) -> Settings:
+        """These settings with ``changes`` (None: unchanged), checked again."""
         kept = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **kept)  # type: ignore[arg-type]  # callers pass each field its own type
+        return type(self)(**{**self.model_dump(), **kept})
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
         env = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
             if value is not None:
-                env[ENV_PREFIX + f.name.upper()] = str(value)
+                env[ENV_PREFIX + name.upper()] = str(value)
         return env
+
+
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source, reading the mapping given to ``from_env``
+    rather than the process's own environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # As pydantic-settings reads ``os.environ`` (not case-sensitive; empty is unset).
+        return {name.lower(): value for name, value in self._environ.items() if value or not self.env_ignore_empty}
+
+
+def _with_conventional_names(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """``REDIS_URL`` stands for ``TUNGSTEN_REDIS_URL``, and ``$DOCKER_CONFIG/config.json``
+    for ``TUNGSTEN_DOCKER_CONFIG``, where those are unset (or empty)."""
+    filled = dict(environ)
+    if not environ.get(ENV_REDIS_URL) and environ.get(ENV_REDIS_URL_PLAIN):
+        filled[ENV_REDIS_URL] = environ[ENV_REDIS_URL_PLAIN]
+    if not environ.get(f"{ENV_PREFIX}DOCKER_CONFIG") and environ.get(ENV_DOCKER_CONFIG_DIR):
+        filled[f"{ENV_PREFIX}DOCKER_CONFIG"] = str(Path(environ[ENV_DOCKER_CONFIG_DIR]) / "config.json")
+    return filled
+
+
+def _config_error(settings_cls: type[Settings], exc: ValidationError, values: Mapping[str, Any]) -> ConfigError:
+    """One line for the first value of the wrong type: the variable, its value, what it must be."""
+    error = exc.errors(include_url=False)[0]
+    name = str(error["loc"][0]) if error["loc"] else ""
+    field = settings_cls.model_fields.get(name)
+    variable, raw = f"{ENV_PREFIX}{name.upper()}", values.get(name, error["input"])
+    if field is None:
+        return ConfigError(f"{variable}: {error['msg']}")
+    if field.annotation is bool:
+        return ConfigError(f"{variable}={raw!r}: expected on or off")
+    kind = getattr(field.annotation, "__name__", str(field.annotation))
+    return ConfigError(f"{variable}={raw!r} is not a valid {kind}")
 
 
 def cors_origins(value: str) -> tuple[str, ...]:
@@ -316,24 +395,3 @@ def cors_origins(value: str) -> tuple[str, ...]:
             )
     return origins
 
-
-_TRUE = ("on", "true", "1", "yes")
-_FALSE = ("off", "false", "0", "no")
-
-
-def _parse(name: str, type_name: object, raw: str) -> object:
-    kind = str(type_name)
-    if kind == "bool":
-        if raw.strip().lower() not in _TRUE + _FALSE:
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected on or off")
-        return raw.strip().lower() in _TRUE
-    try:
-        if kind.startswith("Path"):
-            return Path(raw).expanduser()
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
-    return raw

@@ -79,3 +79,35 @@ def test_the_embedded_redis_memory_bound_reads_as_redis_does() -> None:
     assert maxmemory_bytes("512mb") == 512 * 1024**2 and maxmemory_bytes("4GB") == 4 * 1024**3
     assert maxmemory_bytes("1g") == 10**9 and maxmemory_bytes("100k") == 100_000
     assert 0 < maxmemory_bytes("25%") <= maxmemory_bytes("100%")
+
+
+def test_switches_read_on_or_off_and_refuse_other_words() -> None:
+    assert Settings.from_env({"TUNGSTEN_API_KEYS": " On ", "TUNGSTEN_CANCEL_ON_DISCONNECT": "no"}).api_keys
+    assert not Settings.from_env({"TUNGSTEN_CANCEL_ON_DISCONNECT": "0"}).cancel_on_disconnect
+    with pytest.raises(ConfigError, match=r"^TUNGSTEN_API_KEYS='maybe': expected on or off$"):
+        Settings.from_env({"TUNGSTEN_API_KEYS": "maybe"})
+    with pytest.raises(ConfigError, match=r"^TUNGSTEN_MAX_WAIT_S='soon' is not a valid float$"):
+        Settings.from_env({"TUNGSTEN_MAX_WAIT_S": "soon"})
+
+
+def test_conventional_names_fill_in_and_empty_means_unset() -> None:
+    assert Settings.from_env({"REDIS_URL": "redis://a:6379"}).redis_url == "redis://a:6379"
+    both = {"TUNGSTEN_REDIS_URL": "redis://b:6379", "REDIS_URL": "redis://a:6379"}
+    assert Settings.from_env(both).redis_url == "redis://b:6379"
+    assert Settings.from_env({"TUNGSTEN_REDIS_URL": "", "REDIS_URL": "redis://a:6379"}).redis_url == "redis://a:6379"
+    assert str(Settings.from_env({"DOCKER_CONFIG": "/etc/docker"}).docker_config) == "/etc/docker/config.json"
+    assert Settings.from_env({"TUNGSTEN_RESULT_TTL_S": ""}).result_ttl_s == Settings().result_ttl_s
+
+
+def test_only_from_env_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNGSTEN_RESULT_TTL_S", "5")
+    assert Settings().result_ttl_s == 3600  # settings are built at an entry point, from what it passes
+    assert Settings.from_env({}).result_ttl_s == 3600
+
+
+def test_replace_checks_the_new_values_and_secrets_stay_out_of_repr() -> None:
+    settings = Settings(webhook_secret="s3cret", registry_username="ci", registry_password="hunter2")
+    assert "s3cret" not in repr(settings) and "hunter2" not in repr(settings)
+    assert settings.replace(log_format="json", redis_url=None).log_format == "json"
+    with pytest.raises(ConfigError, match="expected one of text, json"):
+        settings.replace(log_format="xml")
