@@ -20,6 +20,12 @@ Bodies are read up to ``max_bytes`` with connect, read and overall time limits, 
 only the identity encoding is accepted (no gzip bombs). The errors raised here say
 exactly what went wrong, for the log; what a client is told is decided by the caller
 (``tungstenkit._prepare`` tells it no more than that the URL could not be fetched).
+
+Why our own, on ``http.client``, rather than httpx or requests: those resolve the host
+again when they connect and follow redirects themselves, so no check made before the call
+covers a DNS answer that changes (rebinding) or a redirect into the private network. The
+check has to sit between the lookup and the connect, on every hop; that is all this
+module adds, and the rest (the HTTP exchange) is the standard library's.
 """
 
 from __future__ import annotations

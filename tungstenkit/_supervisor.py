@@ -5,6 +5,12 @@ backoff, and on SIGINT/SIGTERM stops the API first (no new work), then the worke
 (they finish their batch and hand back the rest), then Redis. When it sees a worker
 exit, it releases that worker's entries at once (live workers take them over) rather
 than leaving them until the worker's heartbeat would have expired.
+
+Why our own rather than a process manager (supervisord, honcho, an init system): ``tungsten
+serve`` is one command that works as it is in a container. What it does beyond restarting
+is the product's own: reading a worker's exit code (a model that cannot load stops the
+server with its reason rather than restarting in a loop), releasing a dead worker's
+entries in Redis, and stopping the children in the order that loses no prediction.
 """
 
 from __future__ import annotations
