@@ -40,7 +40,8 @@ import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from tungstenkit._errors import ConfigError, RedisUnavailable
 from tungstenkit._queue._keys import CONNECTION_ERRORS
@@ -385,30 +386,33 @@ def connect(url: str, timeout_s: float, tls: RedisTLS | None = None) -> redis.Re
     ``ConfigError`` for a bad URL or TLS file."""
     client = sync_client(url, socket_timeout=15, socket_connect_timeout=5, tls=tls)
     deadline = time.monotonic() + timeout_s
-    delay = 0.1
-    while True:
-        try:
-            client.ping()
-            return client
-        except redis.AuthenticationError as exc:
+
+    def worth_another_try(error: Exception) -> bool:
+        untrusted = isinstance(_ssl_error(error), ssl.SSLCertVerificationError)
+        return not (untrusted or isinstance(error, redis.AuthenticationError)) and time.monotonic() < deadline
+
+    # redis-py's Retry waits between the tries (0.1 s, doubling, at most 2 s); which
+    # errors are worth another try, and for how long, is ours to say.
+    tries = Retry(ExponentialBackoff(cap=2.0, base=0.05), -1, supported_errors=CONNECTION_ERRORS)
+    try:
+        tries.call_with_retry(client.ping, lambda error: None, is_retryable=worth_another_try)
+    except redis.AuthenticationError as exc:
+        close_sync(client)
+        raise RedisUnavailable(f"Redis at {redacted(url)} refused the password: {exc}") from exc
+    except CONNECTION_ERRORS as exc:
+        tls_error = _ssl_error(exc)
+        if isinstance(tls_error, ssl.SSLCertVerificationError):
+            # Trying again cannot make the certificate trusted.
             close_sync(client)
-            raise RedisUnavailable(f"Redis at {redacted(url)} refused the password: {exc}") from exc
-        except CONNECTION_ERRORS as exc:
-            tls_error = _ssl_error(exc)
-            if isinstance(tls_error, ssl.SSLCertVerificationError):
-                # Trying again cannot make the certificate trusted.
-                close_sync(client)
-                raise RedisUnavailable(
-                    f"Redis at {redacted(url)} is not trusted: {tls_error.verify_message or tls_error.reason} "
-                    f"(a CA of its certificate goes in {ENV_PREFIX}REDIS_CA_FILE)"
-                ) from exc
-            if time.monotonic() + delay > deadline:
-                close_sync(client)
-                # Redis closes the TLS connection of a client whose certificate it refuses.
-                hint = f" (does it want a client certificate? {ENV_PREFIX}REDIS_CERT_FILE)" if tls_error else ""
-                raise RedisUnavailable(f"Cannot reach Redis at {redacted(url)}: {exc}{hint}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            raise RedisUnavailable(
+                f"Redis at {redacted(url)} is not trusted: {tls_error.verify_message or tls_error.reason} "
+                f"(a CA of its certificate goes in {ENV_PREFIX}REDIS_CA_FILE)"
+            ) from exc
+        close_sync(client)
+        # Redis closes the TLS connection of a client whose certificate it refuses.
+        hint = f" (does it want a client certificate? {ENV_PREFIX}REDIS_CERT_FILE)" if tls_error else ""
+        raise RedisUnavailable(f"Cannot reach Redis at {redacted(url)}: {exc}{hint}") from exc
+    return client
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:

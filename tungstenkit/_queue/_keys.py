@@ -22,7 +22,7 @@ FORGET_IDLE_CONSUMER_MS = 60_000
 RUNNING_KEY_TTL_S = 7 * 24 * 3600
 
 #: The errors that mean Redis could not be reached or did not answer in time.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     ConnectionError,
@@ -30,7 +30,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 #: Those, and every error redis-py raises (a refused command as well).
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *CONNECTION_ERRORS)
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, *CONNECTION_ERRORS)
 
 #: Replies with which Redis refuses a command for a while rather than for good: it is out
 #: of memory (``noeviction``), a replica (a failover is under way), loading its data,
