@@ -111,7 +111,8 @@ class JsonShapeGuard:
                 return -1
             self._in_string = False
             return quote + 1
-        end = _STRING_TAIL.match(data, pos).end()  # type: ignore[union-attr]  # matches the empty string
+        tail = _STRING_TAIL.match(data, pos)
+        end = tail.end() if tail is not None else pos  # (it matches the empty string: never None)
         if end == len(data):
             return -1
         if data[end] == _QUOTE:

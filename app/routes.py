@@ -73,7 +73,8 @@ class ServingContext:
 
 
 def _context(request: Request) -> ServingContext:
-    return request.app.state.serving  # type: ignore[no-any-return]
+    serving: ServingContext = request.app.state.serving
+    return serving
 
 
 def new_prediction_id() -> str:
@@ -91,10 +92,10 @@ def is_prediction_id(text: str) -> bool:
 
 
 def _prediction_id(request: Request) -> str:
-    prediction_id = request.path_params["prediction_id"]
+    prediction_id: str = request.path_params["prediction_id"]
     if not is_prediction_id(prediction_id):
         raise not_found(prediction_id)
-    return prediction_id  # type: ignore[no-any-return]
+    return prediction_id
 
 
 async def _visible_prediction_id(context: ServingContext, request: Request, scope: str) -> str:

@@ -253,7 +253,7 @@ def sync_client(
     return cast(redis.Redis, sentinel.master_for(address.service, **options, **address.primary_kwargs(files)))
 
 
-class _ResetOnClose:
+class _ResetOnClose(redis.asyncio.Connection):
     """A TCP connection that is reset when it is dropped, not closed: what it had sent and
     Redis had not received is discarded instead of delivered later.
 
@@ -262,16 +262,15 @@ class _ResetOnClose:
     buffer, and TCP would deliver it when the network came back: a ``POST`` answered 503
     would be queued after all, under an id its client never saw, and run."""
 
-    _writer: Any
-
     async def _connect(self) -> None:
-        await super()._connect()  # type: ignore[misc]
-        sock = self._writer.transport.get_extra_info("socket")
+        connect = cast(Callable[[], Awaitable[None]], super()._connect)  # untyped in redis-py
+        await connect()
+        sock = self._writer.transport.get_extra_info("socket") if self._writer is not None else None
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class _ApiConnection(_ResetOnClose, redis.asyncio.Connection):
+class _ApiConnection(_ResetOnClose):
     """The API's connections to a ``redis://`` Redis."""
 
 
