@@ -28,6 +28,9 @@ Every piece of state that more than one thread touches is reached in exactly one
   cannot finish or change in between (``_running()`` for a read alone);
 - predictions known to have ended: ``_ended`` (an ``EndedPredictions``, behind its own lock);
 - metrics: ``MetricDeltas``, behind its own lock;
+- whether this worker's heartbeat still stands in Redis: ``Heartbeat.current``, behind the
+  heartbeat's ``_beaten`` condition (the reader and the model thread ask it before reading
+  or starting anything);
 - stopping: the ``_stopping`` event (``stop()``, safe from signal handlers);
 - ``exit_code`` and the watchdog that ends a worker failing to stop: ``_exit_lock`` (the
   first thread to fail or pass the memory bound decides the exit code);
