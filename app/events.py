@@ -5,8 +5,8 @@ client reads them; ``output``, ``progress`` and ``log`` come from its events str
 Redis (see ``tungstenkit._queue``), whose ids are the events' ids. So a client that
 reconnects with ``Last-Event-ID``, to this API process or another, gets exactly the
 events after it. Streams hold no Redis connection while they wait: they wait on the
-process's one subscription (``CompletionWaiter``), which hears ended predictions and
-those with new events, and their reads share round trips.
+process's one subscription (``CompletionWaiter``), which hears of predictions that
+started, got new events or ended, and their reads share round trips.
 """
 
 from __future__ import annotations
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 QUEUED_ID, START_ID, COMPLETED_ID = "0-1", "0-2", "done"
 #: A comment line this often keeps proxies from closing an idle stream.
 KEEP_ALIVE_S = 15.0
-#: A stream that has not seen its prediction start reads it again this often (a start
-#: is not announced on the channel: that would cost every prediction a command).
-START_POLL_S = 1.0
 MEDIA_TYPE = "text/event-stream"
 _STORED_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
@@ -109,9 +106,10 @@ class EventStream:
                     yield frame("completed", COMPLETED_ID, read.fetched.body)
                     return
                 if len(read.events) < EVENTS_PER_READ:
-                    poll = START_POLL_S if not self._start_sent else KEEP_ALIVE_S
+                    # Woken when the prediction starts, has new events or ends; else it is
+                    # read again with each keep-alive, in case an announcement was missed.
                     try:
-                        await asyncio.wait_for(woken.wait(), min(poll, KEEP_ALIVE_S - (loop.time() - sent_at)))
+                        await asyncio.wait_for(woken.wait(), KEEP_ALIVE_S - (loop.time() - sent_at))
                     except asyncio.TimeoutError:
                         pass
                     if context.draining:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,38 +39,51 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def follow(client: httpx.AsyncClient, steps: int, step_ms: float, latencies: list[float], batches: list[int]) -> int:
-    """One prediction submitted with ``?stream=true`` and followed to ``completed``; returns its output events."""
-    outputs = 0
-    kind = ""
-    body = {"steps": steps, "step_ms": step_ms}
-    async with client.stream("POST", "/predictions", params={"stream": "true"}, json=[body],
-                             headers={"Accept": "text/event-stream"}) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind == "output":
-                received = time.time()
-                for item in json.loads(line[6:]):
-                    latencies.append((received - item["output"]["at"]) * 1000)
-                    batches.append(item["output"]["batch"])
-                outputs += 1
-            elif line.startswith("data: ") and kind == "completed":
+async def follow(url: str, steps: int, step_ms: float, latencies: list[float], batches: list[int]) -> int:
+    """One prediction submitted with ``?stream=true`` and followed to ``completed``, over a
+    raw connection (an HTTP client library's own cost would count as the server's);
+    returns its output events."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = json.dumps([{"steps": steps, "step_ms": step_ms}]).encode()
+    writer.write(
+        b"POST /predictions?stream=true HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head[:300]
+    outputs, kind, pending = 0, b"", b""
+    try:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)  # chunked transfer encoding
+            if size == 0:
                 return outputs
-    return outputs
+            pending += (await reader.readexactly(size + 2))[:-2]
+            *lines, pending = pending.split(b"\n")
+            received = time.time()
+            for line in lines:
+                if line.startswith(b"event: "):
+                    kind = line[7:]
+                elif line.startswith(b"data: ") and kind == b"output":
+                    for item in json.loads(line[6:]):
+                        latencies.append((received - item["output"]["at"]) * 1000)
+                        batches.append(item["output"]["batch"])
+                    outputs += 1
+                elif line.startswith(b"data: ") and kind == b"completed":
+                    return outputs
+    finally:
+        writer.close()
 
 
 async def latency_rounds(url: str, rounds: int, clients: int, steps: int, step_ms: float) -> dict[str, object]:
     latencies: list[float] = []
     batches: list[int] = []
     events = 0
-    limits = httpx.Limits(max_connections=clients + 4)
     began = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        for _ in range(rounds):
-            counts = await asyncio.gather(*(follow(client, steps, step_ms, latencies, batches) for _ in range(clients)))
-            events += sum(counts)
+    for _ in range(rounds):
+        counts = await asyncio.gather(*(follow(url, steps, step_ms, latencies, batches) for _ in range(clients)))
+        events += sum(counts)
     elapsed = time.perf_counter() - began
     return {
         "rounds": rounds, "clients": clients, "steps": steps, "step_ms": step_ms,
@@ -108,7 +122,14 @@ async def drain(reader: asyncio.StreamReader, received: list[int]) -> None:
         received[0] += len(chunk)
 
 
-async def idle(url: str, streams: int, health_requests: int, hold_s: float, mode: str) -> dict[str, object]:
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def idle(url: str, streams: int, health_requests: int, hold_s: float, mode: str,
+               pids: dict[str, int]) -> dict[str, object]:
     host, port = url.removeprefix("http://").split(":")
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         # One prediction runs for an hour without a word: the worker is busy with it.
@@ -130,8 +151,10 @@ async def idle(url: str, streams: int, health_requests: int, hold_s: float, mode
     await asyncio.sleep(1.0)  # past the first reads
     during = await time_health(url, health_requests)
     bytes_before_hold = received[0]
+    cpu_before = {name: cpu_s(pids[name]) for name in ("api", "redis")}
     await asyncio.sleep(hold_s)
     held = received[0] - bytes_before_hold
+    cpu = {name: round((cpu_s(pids[name]) - cpu_before[name]) / hold_s, 4) for name in cpu_before}
     for _, writer in opened:
         writer.close()
     for task in readers:
@@ -140,7 +163,7 @@ async def idle(url: str, streams: int, health_requests: int, hold_s: float, mode
         for prediction_id in set(ids) | {blocker}:
             await client.post(f"/predictions/{prediction_id}/cancel")
     return {"streams": streams, "mode": mode, "health_before": before, "health_with_streams": during,
-            "bytes_received_while_idle": held, "idle_s": hold_s}
+            "bytes_received_while_idle": held, "idle_s": hold_s, "cpu_cores_while_idle": cpu}
 
 
 def main() -> None:
@@ -166,7 +189,7 @@ def main() -> None:
         if args.what == "latency":
             result = asyncio.run(latency_rounds(server.url, args.rounds, args.clients, args.steps, args.step_ms))
         else:
-            result = asyncio.run(idle(server.url, args.streams, args.health_requests, args.hold_s, args.mode))
+            result = asyncio.run(idle(server.url, args.streams, args.health_requests, args.hold_s, args.mode, server.pids()))
     finally:
         server.stop()
     result = {"what": args.what, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "root": str(ROOT), **result}

@@ -7,13 +7,12 @@ thread serialises them and writes them, coalesced, in its next round trip.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -49,6 +48,7 @@ class BatchEvents:
         self._found: Sequence[tuple[str, int]] | None = None
         self._ids: list[str] | None = None
         self._sink = sink
+        self._token: object = None
 
     @property
     def _targets(self) -> Sequence[tuple[str, int]]:
@@ -79,16 +79,16 @@ class BatchEvents:
         if text:
             self._sink([Said(p, LOG, text) for p in self._predictions])
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Route progress and the model thread's output here while the call runs."""
+    def __enter__(self) -> BatchEvents:
+        """Route progress and the model thread's output here while the call runs (a
+        plain ``with``: this runs for every batch, so it stays cheap)."""
         set_reporter(self.progress)
-        token = LogCapture.target(self.log)
-        try:
-            yield
-        finally:
-            LogCapture.target(None, token)
-            set_reporter(None)
+        self._token = LogCapture.target(self.log)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        LogCapture.target(None, self._token)
+        set_reporter(None)
 
 
 class _Tee(io.TextIOBase):

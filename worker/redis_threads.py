@@ -43,9 +43,10 @@ logger = logging.getLogger(__name__)
 
 #: How long after a batch began its start is announced (see ``Writer.started``).
 START_DELAY_S = 0.002
-#: How long what the model said (partial outputs, progress, logs) may wait, so that
-#: many yields and prints go out in one round trip.
-EVENTS_DELAY_S = 0.01
+#: What the model says (partial outputs, progress, logs) is written at most this often:
+#: at once after a quiet spell (a step's events go out without waiting), and within a
+#: burst every this many seconds, so many yields and prints share one round trip.
+EVENTS_INTERVAL_S = 0.01
 #: What stands where earlier logs were dropped (as ``lua/events.lua`` writes it).
 LOGS_DROPPED = "[earlier logs dropped]\n"
 #: How long after a batch ended its results are written when the next batch is waiting.
@@ -128,6 +129,8 @@ class Writer(SupervisedThread):
         self._never = threading.Event()
         self._due_at = 0.0
         self._scheduled = False
+        #: When what the model said was last taken to be written (monotonic).
+        self._said_at = 0.0
         #: The last write failed and is being retried.
         self.failing = False
 
@@ -166,8 +169,7 @@ class Writer(SupervisedThread):
         """What the model said during a batch (called on the model thread: no work here)."""
         with self._cond:
             self._pending.said.extend(said)
-            if not self._scheduled or self._due_at > time.monotonic() + EVENTS_DELAY_S:
-                self._due_within(EVENTS_DELAY_S)
+            self._due_within(max(0.0, self._said_at + EVENTS_INTERVAL_S - time.monotonic()))
 
     def results(self, results: Sequence[EntryResult]) -> None:
         if not results:
@@ -229,6 +231,8 @@ class Writer(SupervisedThread):
                 work, self._pending = self._pending, _Pending()
                 self._scheduled = False
                 self._busy = True
+                if work.said:
+                    self._said_at = time.monotonic()
             work.started = [(batch_id, s() if callable(s) else s) for batch_id, s in work.started]
             for results_of_batch in work.ended:
                 work.results.extend(results_of_batch())

@@ -274,7 +274,7 @@ class ModelRunner:
         if self._canceled_batch == batch_id:
             raise PredictionCanceled()
         with self.batch_folder(batch_id) if self._uses_files else contextlib.nullcontext():
-            with self._call(batch_id, self._prediction_timeout), said.active() if said else contextlib.nullcontext():
+            with self._call(batch_id, self._prediction_timeout), said if said is not None else contextlib.nullcontext():
                 failures = self.prepare(inputs, fetched) if self.has_file_inputs else {}
                 ready = [item for index, item in enumerate(inputs) if index not in failures]
                 outputs: Any = self._model.predict(ready) if ready else []

@@ -103,3 +103,15 @@ def test_polling_mode_against_tungstenkit(tmp_path: Path) -> None:
         server.stop()
     assert result["predictions"] > 0 and set(result["statuses"]) == {"success"}
     assert result["batches"]["count"] > 0 and result["redis_commands_per_input"] is None
+
+
+def test_the_streaming_bench_fills_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "streaming.jsonl"
+    for what, args in (("latency", ["--rounds", "1", "--clients", "4", "--steps", "5", "--step-ms", "5"]),
+                       ("idle", ["--streams", "20", "--health-requests", "10", "--hold-s", "0.5"])):
+        subprocess.run([sys.executable, str(BENCH / "streaming.py"), what, *args, "--out", str(out)], check=True,
+                       timeout=120, capture_output=True)
+    latency, idle = (json.loads(line) for line in out.read_text().splitlines())
+    assert latency["output_events"] == 4 * 5 and latency["mean_batch"] >= 1
+    assert latency["added_latency_ms"]["p99"] >= latency["added_latency_ms"]["p50"] > 0
+    assert idle["streams"] == 20 and idle["health_with_streams"]["p50_ms"] > 0

@@ -15,8 +15,14 @@ group::
                                  started, result (the ended GET body, ready to send),
                                  o:<start> partial outputs, f:<start> their output
                                  files, crashes:<start>, suspect:<start>:<wid>,
-                                 owner (the API key owner it was created for)
+                                 owner (the API key owner it was created for), progress
+                                 (JSON) and logs (bounded) of a model that reported them,
+                                 hook_at hook_sid out_sid logs_due (output/logs webhooks)
     tungsten:{ns}:done           channel: "<id> <body>" (or "<id>") lines of ended predictions
+    tungsten:{ns}:events:<id>    stream of a prediction's output, progress and log events
+                                 (e=type d=JSON), capped, expiring with the prediction
+    tungsten:{ns}:events         channel: space-separated ids of predictions that started
+                                 (start.lua) or got new events (events.lua)
     tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
     tungsten:{ns}:workers        zset index of worker ids (pruned to the live ones)
     tungsten:{ns}:worker:<wid>   hash with a TTL (a worker's heartbeat); gone means dead

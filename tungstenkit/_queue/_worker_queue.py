@@ -182,7 +182,9 @@ class WorkerQueue:
             keys = [self.keys.running(worker_id), self.keys.webhooks, self.keys.queue]
             keys += [self.keys.prediction(p) for p in batch.prediction_ids]
             lo, hi = sid_range(batch.sids)
-            args: list[Any] = [stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, GROUP, worker_id, lo, hi]
+            args: list[Any] = [
+                stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, GROUP, worker_id, lo, hi, self.keys.events_channel,
+            ]
             calls.append((script("start"), keys, args + batch.flags()))
         if events:
             calls.append(self._events_call(stamp, events))

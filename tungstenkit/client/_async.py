@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from tungstenkit.client._errors import EventsUnsupported, TransportError
+from tungstenkit.client._errors import EventsUnsupported
 from tungstenkit.client._operations import (
     Operation,
     Operations,
     Sleep,
     StreamState,
     check,
-    describe_transport_error,
-    events_path,
     no_events_message,
     prediction_id_of,
 )
@@ -91,9 +89,8 @@ class AsyncClient:
 
     async def stream(self, prediction: str | Prediction) -> AsyncIterator[Prediction]:
         """See ``Client.stream``: ``async for update in client.stream(prediction_id)``."""
-        state = StreamState(prediction_id_of(prediction))
-        url = events_path(state.prediction_id)
-        failures = 0
+        state = StreamState(prediction_id_of(prediction), self._ops.policy)
+        url = state.url
         while True:
             try:
                 async with self._http.stream("GET", url, headers=state.headers(),
@@ -113,21 +110,16 @@ class AsyncClient:
                             continue
                         update = await self._run(self._ops.stream_update(state, event))
                         if update is not None:
-                            failures = 0
+                            state.heard()
                             yield update
                             if update.ended:
                                 return
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > self._ops.policy.retries or not state.last_id:
-                    raise TransportError(f"GET {url}: {describe_transport_error(exc)}") from exc
-                await asyncio.sleep(self._ops.policy.delay(failures, None))
+                await asyncio.sleep(state.dropped(exc))
                 continue
             if state.ended:
                 return
-            failures += 1
-            if failures > self._ops.policy.retries:
-                raise TransportError(f"GET {url}: the event stream ended before the prediction did")
+            await asyncio.sleep(state.dropped())  # the stream ended before the prediction did: resume
 
     async def health(self) -> dict[str, Any]:
         """See ``Client.health``."""

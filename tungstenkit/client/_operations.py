@@ -289,11 +289,28 @@ class StreamState:
     """What ``stream()`` knows of a prediction so far: its body as the events built it,
     the id of the last event (to resume after a dropped connection), whether it ended."""
 
-    def __init__(self, prediction_id: str) -> None:
+    def __init__(self, prediction_id: str, policy: RetryPolicy) -> None:
         self.prediction_id = prediction_id
+        self.url = events_path(prediction_id)
         self.body: dict[str, Any] = {"status": "pending"}
         self.last_id = ""
         self.ended = False
+        self._policy = policy
+        self._failures = 0
+
+    def heard(self) -> None:
+        """An update arrived: the connection works."""
+        self._failures = 0
+
+    def dropped(self, exc: httpx.TransportError | None = None) -> float:
+        """The stream broke (``exc``) or ended before the prediction did (a stopping API
+        process): the seconds to wait before resuming it, or ``TransportError`` when the
+        retries are spent (or nothing was received yet, so there is nothing to resume)."""
+        self._failures += 1
+        if self._failures > self._policy.retries or (exc is not None and not self.last_id):
+            reason = describe_transport_error(exc) if exc is not None else "the event stream ended before the prediction did"
+            raise TransportError(f"GET {self.url}: {reason}") from exc
+        return self._policy.delay(self._failures, None)
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "text/event-stream"}

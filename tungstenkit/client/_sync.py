@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from tungstenkit.client._errors import EventsUnsupported, TransportError
+from tungstenkit.client._errors import EventsUnsupported
 from tungstenkit.client._operations import (
     Operation,
     Operations,
     Sleep,
     StreamState,
     check,
-    describe_transport_error,
-    events_path,
     no_events_message,
     prediction_id_of,
 )
@@ -114,9 +112,8 @@ class Client:
         Raises ``EventsUnsupported`` on a server without ``GET /predictions/{id}/events``
         (use ``wait``, which long-polls, there).
         """
-        state = StreamState(prediction_id_of(prediction))
-        url = events_path(state.prediction_id)
-        failures = 0
+        state = StreamState(prediction_id_of(prediction), self._ops.policy)
+        url = state.url
         while True:
             try:
                 with self._http.stream("GET", url, headers=state.headers(),
@@ -136,22 +133,16 @@ class Client:
                             continue
                         update = self._run(self._ops.stream_update(state, event))
                         if update is not None:
-                            failures = 0
+                            state.heard()
                             yield update
                             if update.ended:
                                 return
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > self._ops.policy.retries or not state.last_id:
-                    raise TransportError(f"GET {url}: {describe_transport_error(exc)}") from exc
-                time.sleep(self._ops.policy.delay(failures, None))
+                time.sleep(state.dropped(exc))
                 continue
             if state.ended:
                 return
-            # The stream ended before the prediction did (the API process stopped): resume.
-            failures += 1
-            if failures > self._ops.policy.retries:
-                raise TransportError(f"GET {url}: the event stream ended before the prediction did")
+            time.sleep(state.dropped())  # the stream ended before the prediction did: resume
 
     def health(self) -> dict[str, Any]:
         """``GET /health``: ``status`` is ``ok`` when a worker is ready (the body is returned either way)."""

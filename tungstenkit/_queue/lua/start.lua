@@ -7,9 +7,11 @@
 --       prediction hashes
 -- ARGV: started timestamp, the batch's entry ids (space-separated), running key ttl,
 --       group, this worker (its consumer), the lowest and highest of the entry ids ('' if
---       none), then per prediction a flag string: 'w' if this batch holds all of it in one
---       entry read for the first time (one check suffices), 'h' if its webhook wants
---       the start event (both: 'wh'; neither: '-')
+--       none), the events channel, then per prediction a flag string: 'w' if this batch
+--       holds all of it in one entry read for the first time (one check suffices), 'h' if
+--       its webhook wants the start event (both: 'wh'; neither: '-')
+-- The predictions that started here are announced on the events channel (one message
+-- for the batch), so that their event streams send `start` at once.
 -- Returns {the 1-based positions (among the predictions) of those that already ended,
 --          the entry ids this worker no longer owns}.
 local owned_list, lost = {}, {}
@@ -28,9 +30,9 @@ if ARGV[6] ~= '' then
   end
 end
 redis.call('SET', KEYS[1], #lost > 0 and table.concat(owned_list, ' ') or ARGV[2], 'EX', tonumber(ARGV[3]))
-local ended = {}
+local ended, began_ids = {}, {}
 for i = 4, #KEYS do
-  local key, flags = KEYS[i], ARGV[4 + i]
+  local key, flags = KEYS[i], ARGV[5 + i]
   local began = 0
   if string.find(flags, 'w', 1, true) then
     -- Ending a prediction sets `started` (to "" if it never started), so this fails
@@ -44,8 +46,15 @@ for i = 4, #KEYS do
   else
     began = redis.call('HSETNX', key, 'started', ARGV[1])
   end
-  if began == 1 and string.find(flags, 'h', 1, true) then
-    redis.call('RPUSH', KEYS[2], string.match(key, 'pred:([^:]+)$') .. ' start')
+  if began == 1 then
+    local id = string.match(key, 'pred:([^:]+)$')
+    began_ids[#began_ids + 1] = id
+    if string.find(flags, 'h', 1, true) then
+      redis.call('RPUSH', KEYS[2], id .. ' start')
+    end
   end
+end
+if #began_ids > 0 then
+  redis.call('PUBLISH', ARGV[8], table.concat(began_ids, ' '))
 end
 return {ended, lost}
