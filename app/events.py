@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.responses import Response, StreamingResponse
 
+from tungstenkit._errors import RedisUnavailable
 from tungstenkit._queue import EVENTS_PER_READ, EventsRead
 from tungstenkit.app.error_responses import HTTPError
 
 if TYPE_CHECKING:
     from tungstenkit.app.routes import ServingContext
+
+logger = logging.getLogger(__name__)
 
 #: The ids of the events that are not stored: they sort before every stored one
 #: (``ms-seq`` ids from Redis), and ``completed`` after all of them.
@@ -94,7 +98,7 @@ class EventStream:
         context = self._context
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
-        with context.waiter.watch(self._id) as woken:
+        with context.waiter.watch(self._id, events=True) as woken:
             while True:
                 if read is None:
                     return  # it expired meanwhile
@@ -118,7 +122,12 @@ class EventStream:
                         yield b": keep-alive\n\n"
                         sent_at = loop.time()
                 woken.clear()
-                read = await context.queue.read_events(self._id, self._after)
+                try:
+                    read = await context.queue.read_events(self._id, self._after)
+                except RedisUnavailable as exc:
+                    # The headers are sent: end the stream; the client resumes with Last-Event-ID.
+                    logger.warning("Ended the event stream of prediction %s: %s", self._id, exc)
+                    return
 
     def _frames_of(self, read: EventsRead) -> bytes:
         out: list[bytes] = []

@@ -52,6 +52,8 @@ class CompletionWaiter:
         # Forget a body a little before Redis does, so an expired prediction reads 404.
         self._remember_s = max(0.0, result_ttl_s - 1)
         self._events: dict[str, set[asyncio.Event]] = {}
+        #: The event streams' watchers (woken by the events channel as well).
+        self._streams: dict[str, set[asyncio.Event]] = {}
         self._ended: OrderedDict[str, tuple[float, bytes | None]] = OrderedDict()
         self._ended_bytes = 0
         self._open: OrderedDict[str, None] = OrderedDict()
@@ -101,30 +103,33 @@ class CompletionWaiter:
 
     # -- waiting ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def watch(self, prediction_id: str) -> Iterator[asyncio.Event]:
-        """An event set when the prediction is announced as ended, or as having new
-        events (then the watcher reads again), and when the subscription was made again
-        (announcements may have been missed)."""
+    def watch(self, prediction_id: str, events: bool = False) -> Iterator[asyncio.Event]:
+        """An event set when the prediction is announced as ended, and when the
+        subscription was made again (announcements may have been missed). With
+        ``events`` (an event stream), also when it started or has new events; long-polls
+        are not woken by those, which would only make them read again."""
+        watchers = self._streams if events else self._events
         event = asyncio.Event()
-        self._events.setdefault(prediction_id, set()).add(event)
+        watchers.setdefault(prediction_id, set()).add(event)
         try:
             yield event
         finally:
-            waiting = self._events.get(prediction_id)
+            waiting = watchers.get(prediction_id)
             if waiting is not None:
                 waiting.discard(event)
                 if not waiting:
-                    del self._events[prediction_id]
+                    del watchers[prediction_id]
 
     def release_all(self) -> None:
         """Wake every waiting request (the process is stopping)."""
-        for events in self._events.values():
-            for event in events:
-                event.set()
+        for watchers in (self._events, self._streams):
+            for events in watchers.values():
+                for event in events:
+                    event.set()
 
     def _heard_events(self, data: bytes) -> None:
         for prediction_id in data.split():
-            for event in self._events.get(prediction_id.decode(), ()):
+            for event in self._streams.get(prediction_id.decode(), ()):
                 event.set()
 
     def _heard(self, data: bytes) -> None:
@@ -132,8 +137,9 @@ class CompletionWaiter:
         for prediction_id, body in parse_done_message(data):
             self._open.pop(prediction_id, None)
             self._remember(prediction_id, body)
-            for event in self._events.get(prediction_id, ()):
-                event.set()
+            for watchers in (self._events, self._streams):
+                for event in watchers.get(prediction_id, ()):
+                    event.set()
 
     def start(self) -> asyncio.Task[None]:
         """Run the listener as a task of the running loop. It handles every failure

@@ -215,3 +215,18 @@ def test_the_python_client_streams_outputs_progress_and_logs_and_resumes_a_dropp
     assert final.progress == {"step": 10, "total": 10, "message": "step 10"} and "step 9" in (final.logs or "")
     running = [u for u in updates if u.status == "running"]
     assert running and running[-1].progress is not None and "step" in (running[-1].logs or "")
+
+
+def test_a_silent_stream_gets_a_keep_alive_comment_every_15_seconds(streaming: Server) -> None:
+    prediction_id = submit(streaming, [{"prompt": "q", "steps": 1, "hold": 25}])
+    lines: list[tuple[float, str]] = []
+    with streaming.client.stream("GET", f"/predictions/{prediction_id}/events", timeout=60) as response:
+        began = time.monotonic()
+        for line in response.iter_lines():
+            lines.append((time.monotonic() - began, line))
+            if line == ": keep-alive":
+                break
+    streaming.client.post(f"/predictions/{prediction_id}/cancel")
+    (at,) = [t for t, line in lines if line == ": keep-alive"]
+    assert 14 <= at <= 20, lines
+    assert [line for _, line in lines if line.startswith("event:")] == ["event: queued", "event: start"]
