@@ -192,7 +192,9 @@ def main() -> None:
             result = asyncio.run(idle(server.url, args.streams, args.health_requests, args.hold_s, args.mode, server.pids()))
     finally:
         server.stop()
-    result = {"what": args.what, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "root": str(ROOT), **result}
+    # The machine is shared: its load average says how much of it the run had.
+    result = {"what": args.what, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "root": str(ROOT),
+              "load_average_1m": round(os.getloadavg()[0], 2), **result}
     print(json.dumps(result, indent=2))
     if args.out is not None:
         with args.out.open("a") as out:
