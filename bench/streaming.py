@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servers import ROOT, OurServer  # noqa: E402
+from servers import ROOT, OurServer
 
 MODEL = Path(__file__).resolve().parent / "models" / "stream50"
 

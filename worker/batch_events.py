@@ -14,9 +14,12 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tungstenkit._progress import set_reporter
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 #: Kinds of ``Said``.
 OUTPUT, PROGRESS, LOG = "output", "progress", "log"
@@ -79,7 +82,7 @@ class BatchEvents:
         if text:
             self._sink([Said(p, LOG, text) for p in self._predictions])
 
-    def __enter__(self) -> BatchEvents:
+    def __enter__(self) -> Self:
         """Route progress and the model thread's output here while the call runs (a
         plain ``with``: this runs for every batch, so it stays cheap)."""
         set_reporter(self.progress)

@@ -85,6 +85,5 @@ def test_stream_yields_each_update_until_the_end_on_a_server_with_events(streami
 
 
 def test_a_server_without_event_streams_is_said_clearly(streaming_server: str) -> None:
-    with Client(streaming_server) as client:
-        with pytest.raises(EventsUnsupported, match="no event stream"):
-            list(client.stream(OLD))
+    with Client(streaming_server) as client, pytest.raises(EventsUnsupported, match="no event stream"):
+        list(client.stream(OLD))
