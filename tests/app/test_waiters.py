@@ -26,13 +26,13 @@ async def _heard(waiter: CompletionWaiter, publisher: redis.Redis, message: byte
     raise AssertionError(f"the listener never heard {prediction_id}")
 
 
-def _with_listener(redis_url: str, ttl: float, scenario: Any) -> None:
+def _with_listener(redis_url: str, ttl: float, scenario: Any, events_channel: str | None = None) -> None:
     """Run ``scenario(waiter, publisher)`` with a real listener subscribed to a real Redis."""
     publisher = redis.Redis.from_url(redis_url)
 
     async def go() -> None:
         subscriber = redis.asyncio.Redis.from_url(redis_url)
-        waiter = CompletionWaiter(subscriber, "done", ttl)
+        waiter = CompletionWaiter(subscriber, "done", ttl, events_channel)
         task = waiter.start()
         try:
             await asyncio.wait_for(waiter.connected.wait(), 10)
@@ -155,30 +155,15 @@ def test_the_listener_replaces_a_connection_that_went_silent(private_redis: Redi
 
 
 def test_the_events_channel_wakes_event_streams_and_not_long_polls(private_redis: RedisServer) -> None:
-    publisher = redis.Redis.from_url(private_redis.url)
+    async def scenario(waiter: CompletionWaiter, publisher: redis.Redis) -> None:
+        with waiter.watch("p9") as long_poll, waiter.watch("p9", events=True) as stream:
+            for _ in range(50):  # until the listener's SUBSCRIBE has been processed
+                publisher.publish("events", "p8 p9")
+                if await _poll(stream.is_set, 0.2):
+                    break
+            assert stream.is_set() and not long_poll.is_set()
+            stream.clear()
+            await _heard(waiter, publisher, b"p9", "p9")  # the end wakes both
+            assert stream.is_set() and long_poll.is_set()
 
-    async def go() -> None:
-        subscriber = redis.asyncio.Redis.from_url(private_redis.url)
-        waiter = CompletionWaiter(subscriber, "done", 60, "events")
-        task = waiter.start()
-        try:
-            await asyncio.wait_for(waiter.connected.wait(), 10)
-            with waiter.watch("p9") as long_poll, waiter.watch("p9", events=True) as stream:
-                for _ in range(50):  # until the listener's SUBSCRIBE has been processed
-                    publisher.publish("events", "p8 p9")
-                    if await _poll(stream.is_set, 0.2):
-                        break
-                assert stream.is_set() and not long_poll.is_set()
-                stream.clear()
-                await _heard(waiter, publisher, b"p9", "p9")  # the end wakes both
-                assert stream.is_set() and long_poll.is_set()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await subscriber.aclose()
-
-    try:
-        asyncio.run(go())
-    finally:
-        publisher.close()
+    _with_listener(private_redis.url, 60, scenario, "events")
