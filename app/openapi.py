@@ -269,8 +269,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: ("Error", "The body is not sent as Content-Type: application/json."),
         422: (
             "ValidationError",
-            "Invalid inputs, query parameters or headers (an Idempotency-Key used with another request); "
-            "`loc` says where.",
+            (
+                "Invalid inputs, query parameters or headers (an Idempotency-Key used with another request); "
+                "`loc` says where."
+            ),
         ),
         429: ("Error", "The queue is full; retry after Retry-After seconds."),
         503: (

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tungstenkit._loader import load_model  # noqa: E402
+from tungstenkit._loader import load_model
 
 
 def measure(predict, batch, seconds: float, serialise: bool) -> tuple[float, int]:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import BENCH, ROOT, OurServer, free_port, http_get, wait_until  # noqa: E402
+from servers import BENCH, ROOT, OurServer, free_port, http_get, wait_until
 
 MODEL = BENCH / "models" / "resnet50"
 SEED_INPUT = '{"seed": %i}'
@@ -41,7 +41,7 @@ SEED_INPUT = '{"seed": %i}'
 def gpu_name() -> str:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+                             check=False, capture_output=True, text=True, timeout=20)
         return out.stdout.strip() or "none"
     except (OSError, subprocess.TimeoutExpired):
         return "none"

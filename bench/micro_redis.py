@@ -32,7 +32,7 @@ import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import free_port, wait_until  # noqa: E402
+from servers import free_port, wait_until
 
 FIELDS = ("status", "created", "started", "completed", "outputs", "error")
 

@@ -58,8 +58,8 @@ def main() -> None:
         sha = admin.script_load(SCRIPT)
         found: dict[str, list[tuple[float, float]]] = {"admin": [], "api": []}
         for _ in range(args.reps):
-            for user in found:
-                found[user].append(_measure(server, admin, user, sha, args.calls))
+            for user, runs in found.items():
+                runs.append(_measure(server, admin, user, sha, args.calls))
         admin.close()
     finally:
         server.stop()

@@ -60,8 +60,8 @@ def verdict(ok: bool | None) -> str:
 def build(results: Path) -> str:
     rows: list[str] = []
     targets: list[str] = []
-    inputs_per_s = lambda r: r["inputs_per_s"]  # noqa: E731
-    requests_per_s = lambda r: r["requests_per_s"]  # noqa: E731
+    inputs_per_s = lambda r: r["inputs_per_s"]
+    requests_per_s = lambda r: r["requests_per_s"]
     for name in ("a", "b", "c", "d", "e", "g"):
         record = load(results, name)
         if record is None:
@@ -71,7 +71,7 @@ def build(results: Path) -> str:
             for workers in sorted({r.get("workers", 1) for r in runs(record, "ours", label)}):
                 ours = runs(record, "ours", label, workers)
                 tk = runs(record, "tungstenkit", label)
-                m = lambda rs, f: median([f(r) for r in rs])  # noqa: E731
+                m = lambda rs, f: median([f(r) for r in rs])
                 direct = record["direct"]["inputs_per_s"]
                 rows.append(
                     f"| ({name}) {label}{f' ({workers} workers)' if len(record.get('runs')) and name == 'g' else ''} "
@@ -134,9 +134,11 @@ def build(results: Path) -> str:
         "",
         "## Ours vs Tungstenkit 0.2.20 vs the direct loop",
         "",
-        "| scenario, load | ours inputs/s | TK inputs/s | direct loop inputs/s | ours/TK | ours p50 / p99 ms | TK p50 / p99 ms "
-        "| ours mean batch | TK mean batch | ours HTTP/pred | TK HTTP/pred | ours Redis cmds/input "
-        "| server CPU ms per prediction, ours / TK | ours batch start-to-start p50 ms |",
+        (
+            "| scenario, load | ours inputs/s | TK inputs/s | direct loop inputs/s | ours/TK | ours p50 / p99 ms "
+            "| TK p50 / p99 ms | ours mean batch | TK mean batch | ours HTTP/pred | TK HTTP/pred "
+            "| ours Redis cmds/input | server CPU ms per prediction, ours / TK | ours batch start-to-start p50 ms |"
+        ),
         "|" + "---|" * 14,
         *rows,
     ]
@@ -144,8 +146,8 @@ def build(results: Path) -> str:
     if accounting is not None:
         lines += ["", "## Redis commands, by who sends them (MONITOR, a short run of each load)", "",
                   "Commands inside Lua scripts run in Redis in the same round trip as the script call.", "",
-                  "| load | predictions | inputs | batches | API commands per prediction | worker commands per batch "
-                  "| Lua-internal commands per input | all commands per input |", "|---|---|---|---|---|---|---|---|"]
+                  ("| load | predictions | inputs | batches | API commands per prediction | worker commands per batch "
+                   "| Lua-internal commands per input | all commands per input |"), "|---|---|---|---|---|---|---|---|"]
         for run in accounting["runs"]:
             lines.append(accounting_row(run))
     f = load(results, "f")
@@ -179,7 +181,7 @@ def accounting_row(run: dict[str, Any]) -> str:
     if not predictions or not batches:
         return f"| ({run['for_scenario']}) {run['label']} | - | - | - | - | - | - | - |"
     total = sum(api.values()) + sum(worker.values()) + sum(lua.values())
-    detail = lambda d: ", ".join(f"{k} {v / (predictions if d is api else batches):.2f}" for k, v in d.items())  # noqa: E731
+    detail = lambda d: ", ".join(f"{k} {v / (predictions if d is api else batches):.2f}" for k, v in d.items())
     return (f"| ({run['for_scenario']}) {run['label']} | {predictions} | {inputs} | {batches} "
             f"| {sum(api.values()) / predictions:.2f} ({detail(api)}) | {sum(worker.values()) / batches:.2f} ({detail(worker)}) "
             f"| {sum(lua.values()) / inputs:.2f} | {total / inputs:.2f} |")

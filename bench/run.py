@@ -37,13 +37,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import BENCH, ROOT, OurServer, TungstenkitServer  # noqa: E402
+from servers import BENCH, ROOT, OurServer, TungstenkitServer
 
 MODELS = BENCH / "models"
 TEXT_TO_IMAGE = ROOT / "examples" / "text_to_image"
@@ -382,7 +382,7 @@ def run_accounting(timing: Timing, folder: Path) -> dict[str, Any]:
             else:
                 port = int(source.rsplit(":", 1)[1]) if ":" in source else -1
                 who = owners.get(port, f"other ({source})")
-            if command.startswith("evalsha:") or command.startswith("eval:"):
+            if command.startswith(("evalsha:", "eval:")):
                 kind, sha = command.split(":", 1)
                 command = f"{kind} {scripts.get(sha, sha)}"
             by_process.setdefault(who, {})
@@ -555,7 +555,7 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
                 seen.add(key)
         module = _frame_module(leaf)
         modules[module] = modules.get(module, 0) + count
-    share = lambda n: round(100 * n / total, 1) if total else 0.0  # noqa: E731
+    share = lambda n: round(100 * n / total, 1) if total else 0.0
     return {
         "samples": total,
         "categories": [(k, share(v)) for k, v in sorted(categorize(path).items(), key=lambda kv: -kv[1])],

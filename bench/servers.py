@@ -35,7 +35,7 @@ TK_PYTHON = BENCH / ".venv-tk" / "bin" / "python"
 def model_class_name(folder: Path, module: str = "tungsten_model") -> str:
     """The class decorated with ``@define_model`` in the folder's module (Tungstenkit wants it named)."""
     source = (folder / f"{module}.py").read_text()
-    found = re.findall(r"@define_model\([^@]*?\)\s*\nclass\s+(\w+)", source, flags=re.S)
+    found = re.findall(r"@define_model\([^@]*?\)\s*\nclass\s+(\w+)", source, flags=re.DOTALL)
     if len(found) != 1:
         raise ValueError(f"expected one @define_model class in {folder}, found {found}")
     return found[0]
@@ -73,7 +73,7 @@ def cmdline(pid: int) -> list[str]:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback only
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

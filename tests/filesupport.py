@@ -97,7 +97,7 @@ class Route:
 class _Handler(BaseHTTPRequestHandler):
     server: FileServer
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         self.server.requests.append(self.path)
         route = self.server.routes.get(self.path)
         if route is None:
@@ -123,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(bytes([byte]))
             self.wfile.flush()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 

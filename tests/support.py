@@ -45,7 +45,7 @@ def tungsten(
     """Run the `tungsten` CLI to completion (in ``cwd``, the checkout by default)."""
     return subprocess.run(
         [sys.executable, "-m", "tungstenkit.cli", *args],
-        capture_output=True,
+        check=False, capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         cwd=cwd,

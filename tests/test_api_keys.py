@@ -6,8 +6,8 @@ import base64
 import io
 import time
 import uuid
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -215,7 +215,7 @@ def test_serve_warns_when_it_listens_beyond_loopback_without_keys(serve: ServerF
     loopback = serve(MODELS / "files", workers=0)
     keyed = serve(MODELS / "files", "--host", "0.0.0.0", workers=0, env={"TUNGSTEN_API_KEYS": "on"})
     for server in (loopback, keyed):
-        wait_for(lambda: "Application startup complete" in server.log(), what="the API to start")
+        wait_for(lambda server=server: "Application startup complete" in server.log(), what="the API to start")
         assert "without API keys" not in server.log()
     assert "has none yet" in keyed.log()
 

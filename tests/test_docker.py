@@ -9,8 +9,8 @@ import click
 import pytest
 import yaml
 
-from tungstenkit.cli.commands import cli
 from tests.support import ROOT
+from tungstenkit.cli.commands import cli
 
 
 @pytest.fixture(scope="module")

@@ -313,7 +313,7 @@ class Writer(SupervisedThread):
             if not isinstance(output, str):
                 try:
                     output = self._serialize(output).output if self._serialize is not None else None
-                except Exception:
+                except Exception:  # a bad partial output must not stop the writer
                     logger.exception("Serialising a partial output failed; it is not sent")
                     continue
             if output:

@@ -80,7 +80,7 @@ def free_accelerator_memory() -> None:
     try:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    except Exception as exc:  # a broken CUDA setup must not fail the retry itself
+    except Exception as exc:  # noqa: BLE001 - a broken CUDA setup must not fail the retry itself
         logger.warning("Could not empty the CUDA cache: %s", exc)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 - torch's convention
+import torch.nn.functional as F  # torch's convention
 
 from tungstenkit import BaseIO, Field, Image, Option, define_model
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tungstenkit.app.error_responses import InvalidInput, MalformedBody, PayloadTooLarge
-from tungstenkit.app.inputs import InputParser
 from tungstenkit import BaseIO, Binary, Field, Image, MaskedImage, Option
 from tungstenkit._fetch import Allowlist, FetchPolicy
 from tungstenkit._files import FilePolicy
+from tungstenkit.app.error_responses import InvalidInput, MalformedBody, PayloadTooLarge
+from tungstenkit.app.inputs import InputParser
 
 DOCUMENTED = (MalformedBody, InvalidInput, PayloadTooLarge)
 EXAMPLES = settings(max_examples=150, deadline=None, database=None)

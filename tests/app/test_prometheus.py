@@ -9,9 +9,9 @@ import uuid
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from tungstenkit.app.prometheus import render, render_openmetrics
 from tests.support import MODELS, Server, ServerFactory, wait_for
 from tungstenkit._queue import Snapshot, WorkerInfo
+from tungstenkit.app.prometheus import render, render_openmetrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tungstenkit.app.routes import is_prediction_id
 from tests.support import MODELS, Server, ServerFactory, wait_for
 from tungstenkit._redis_server import RedisServer, free_port
+from tungstenkit.app.routes import is_prediction_id
 
 LIMITS = {"TUNGSTEN_MAX_BODY_BYTES": "4096", "TUNGSTEN_MAX_INPUTS_PER_REQUEST": "8", "TUNGSTEN_MAX_WAIT_S": "30"}
 JSON = {"Content-Type": "application/json"}

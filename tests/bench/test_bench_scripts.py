@@ -19,7 +19,7 @@ BENCH = ROOT / "bench"
 NOOP = BENCH / "models" / "noop"
 sys.path.insert(0, str(BENCH))
 
-from servers import OurServer, TungstenkitServer  # noqa: E402
+from servers import OurServer, TungstenkitServer
 
 
 def loadgen(server: object, tmp_path: Path, *args: str) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 import socket
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {"TUNGSTEN_HOME": str(tmp_path / "home"), "TUNGSTEN_REDIS_CONNECT_TIMEOUT_S": "1"}
 
 
-def _one_line_error(result, fragment: str) -> None:  # noqa: ANN001
+def _one_line_error(result, fragment: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]

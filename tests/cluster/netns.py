@@ -59,7 +59,7 @@ def session_prefix() -> str:
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``ip ARGS``; raise with its message when it fails (and ``check``)."""
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
     if check and done.returncode != 0:
         raise OSError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done
@@ -105,7 +105,7 @@ def netem_available(netns: str) -> bool:
     try:
         done = subprocess.run(
             ["tc", "-n", netns, "qdisc", "add", "dev", "netemprobe", "root", "netem", "delay", "1ms"],
-            capture_output=True, timeout=30,
+            check=False, capture_output=True, timeout=30,
         )
         return done.returncode == 0
     except OSError:

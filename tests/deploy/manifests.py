@@ -13,8 +13,8 @@ import click
 import pytest
 import yaml
 
-from tungstenkit.cli.commands import cli
 from tests.support import ROOT
+from tungstenkit.cli.commands import cli
 
 DEPLOY = ROOT / "deploy" / "kubernetes"
 BASE = DEPLOY / "base"

@@ -12,11 +12,10 @@ from urllib.parse import urlsplit
 import jsonschema
 import kubernetes_validate
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 import yaml
 from kubernetes_validate.utils import all_versions
+from prometheus_client.parser import text_string_to_metric_families
 
-from tungstenkit.app.prometheus import render as render_metrics
 from tests.deploy.manifests import (
     BASE,
     GPU_OVERLAY,
@@ -31,6 +30,7 @@ from tests.deploy.manifests import (
 from tests.support import ROOT
 from tungstenkit._queue import Snapshot
 from tungstenkit._settings import Settings
+from tungstenkit.app.prometheus import render as render_metrics
 
 pytestmark = needs_kubectl
 

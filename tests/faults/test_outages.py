@@ -27,7 +27,7 @@ def _child(server: Server, marker: str) -> int | None:
     return None
 
 
-def _assert_nothing_lost(report) -> None:  # noqa: ANN001
+def _assert_nothing_lost(report) -> None:
     assert report.lost == 0, report
     assert report.wrong_outputs == 0, report
     assert report.duplicated_inputs == 0, report

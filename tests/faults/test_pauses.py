@@ -14,10 +14,10 @@ from tests.faults.test_worker_crash import _busy_worker
 from tests.support import MODELS, ServerFactory, wait_for
 
 
-def _inputs_counted(server) -> int:  # noqa: ANN001
+def _inputs_counted(server) -> int:
     """``tungsten_inputs_total{outcome="success"}`` as /metrics shows it."""
     text = server.client.get("/metrics").text
-    found = re.search(r'^tungsten_inputs_total\{outcome="success"\} ([0-9.e+]+)$', text, re.M)
+    found = re.search(r'^tungsten_inputs_total\{outcome="success"\} ([0-9.e+]+)$', text, re.MULTILINE)
     return int(float(found.group(1))) if found else 0
 
 

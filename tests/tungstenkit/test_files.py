@@ -54,7 +54,7 @@ def test_malformed_file_inputs_are_refused(value: str) -> None:
         Input.model_validate({"image": value})
 
 
-def test_local_paths_are_refused_unless_allowed(tmp_path) -> None:  # noqa: ANN001
+def test_local_paths_are_refused_unless_allowed(tmp_path) -> None:
     path = tmp_path / "cat.png"
     path.write_bytes(_png_bytes())
     for value in (str(path), path.as_uri(), "/etc/passwd", "file:///etc/passwd"):
@@ -66,7 +66,7 @@ def test_local_paths_are_refused_unless_allowed(tmp_path) -> None:  # noqa: ANN0
         Input.model_validate({"image": str(tmp_path / "missing.png")}, context={ALLOW_LOCAL_FILES: True})
 
 
-def test_outputs_serialize_as_data_uris(tmp_path) -> None:  # noqa: ANN001
+def test_outputs_serialize_as_data_uris(tmp_path) -> None:
     on_disk = tmp_path / "out.png"
     on_disk.write_bytes(_png_bytes("blue"))
     output = Output(
@@ -79,7 +79,7 @@ def test_outputs_serialize_as_data_uris(tmp_path) -> None:  # noqa: ANN001
     assert dumped["files"][1].startswith("data:image/png;base64,")  # read from the path
 
 
-def test_path_materializes_in_the_given_folder(tmp_path) -> None:  # noqa: ANN001
+def test_path_materializes_in_the_given_folder(tmp_path) -> None:
     image = Input.model_validate({"image": base64.b64encode(_png_bytes()).decode()}).image
     with materialize_files_in(tmp_path):
         path = image.path
@@ -180,7 +180,7 @@ def test_audio_and_video_round_trip_their_bytes() -> None:
     assert dumped["audio"] == data_uri(wav(), "audio/wav")
 
 
-def test_a_url_is_downloaded_into_the_materialisation_folder(tmp_path, file_server: FileServer) -> None:  # noqa: ANN001
+def test_a_url_is_downloaded_into_the_materialisation_folder(tmp_path, file_server: FileServer) -> None:
     url = file_server.add("/cat.png", png(), headers={"Content-Type": "application/octet-stream"})
     item = Everything.model_validate({"image": url}, context={FILE_POLICY: LOOPBACK})
     assert item.image is not None
@@ -194,7 +194,7 @@ def test_a_url_is_downloaded_into_the_materialisation_folder(tmp_path, file_serv
 
 
 def test_prepare_downloads_each_url_once_and_isolates_failures(
-    tmp_path, file_server: FileServer, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+    tmp_path, file_server: FileServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = file_server.add("/good.png", png())
     bomb = file_server.add("/bomb.png", png_bomb())

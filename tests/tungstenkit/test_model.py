@@ -41,7 +41,7 @@ def _define(body: dict, **kwargs: object) -> type:
     return define_model(**params)(type("Model", (), body))  # type: ignore[arg-type]
 
 
-def _predict(self, inputs):  # noqa: ANN001, ANN202
+def _predict(self, inputs):
     return []
 
 
@@ -70,13 +70,13 @@ def test_unsupported_field_types_are_refused() -> None:
         xs: list[int]
 
     class OptionalRequired(BaseIO):
-        x: Optional[int]  # noqa: UP007
+        x: Optional[int]  # noqa: UP045
 
     class OutputWithDefault(BaseIO):
         y: int = 3
 
     class OutputWithUnion(BaseIO):
-        y: Optional[int] = Field()  # noqa: UP007
+        y: Optional[int] = Field()  # noqa: UP045
 
     with pytest.raises(ModelDefinitionError, match="input fields may be"):
         _define({"predict": _predict}, input=ListInput)
@@ -91,7 +91,7 @@ def test_unsupported_field_types_are_refused() -> None:
 def test_supported_field_types_are_accepted() -> None:
     class RichInput(BaseIO):
         image: Image
-        n: Optional[int] = Option(None)  # noqa: UP007
+        n: Optional[int] = Option(None)  # noqa: UP045
         flag: bool = False
 
     class Nested(BaseIO):

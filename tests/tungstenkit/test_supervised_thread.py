@@ -24,7 +24,7 @@ def test_a_thread_that_dies_ends_its_process_with_a_traceback_and_a_non_zero_cod
         threading.Event().wait(30)  # the main thread would go on forever
         """
     )
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", program], check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == EXIT_THREAD_FAILED
     assert "Thread broken died: KeyError: 'lost'" in done.stderr
     assert "Traceback (most recent call last)" in done.stderr

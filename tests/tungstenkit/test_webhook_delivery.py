@@ -15,11 +15,11 @@ from rq.serializers import JSONSerializer
 
 from tests.support import wait_for
 from tests.webhooksupport import webhook_receiver
+from tungstenkit._fetch import host_of
 from tungstenkit._queue import BatchStart, EntryResult, Keys, WebhookQueue, WorkerQueue, split_into_chunks
 from tungstenkit._settings import Settings
-from tungstenkit._webhook_protocol import SIGNATURE_HEADER, verify_signature
-from tungstenkit._fetch import host_of
 from tungstenkit._webhook_delivery import Delivery, Dispatcher, HostSlots, WebhookWorker, webhook_fetch_policy
+from tungstenkit._webhook_protocol import SIGNATURE_HEADER, verify_signature
 
 SETTINGS = Settings(
     url_allowlist="127.0.0.1:*", webhook_retries=3, webhook_backoff_s=0, webhook_timeout_s=5, result_ttl_s=120

@@ -13,12 +13,12 @@ import pytest
 import redis
 import redis.asyncio
 
-from tungstenkit.app.inputs import InputParser
 from tests.support import MODELS, audit_runs
 from tungstenkit._loader import load_model
 from tungstenkit._model import ModelDefinition
 from tungstenkit._queue import AsyncPredictionQueue, Keys, WorkerQueue, split_into_chunks
 from tungstenkit._settings import Settings
+from tungstenkit.app.inputs import InputParser
 from tungstenkit.worker import model_worker
 from tungstenkit.worker.model_worker import Worker
 

@@ -68,7 +68,7 @@ def _cancel_when(condition: Callable[[], object], runner: ModelRunner) -> thread
     return thread
 
 
-def test_files_live_in_a_batch_folder_removed_after_success(make_runner, temp_root: Path, audit: Path, file_server: FileServer) -> None:  # noqa: ANN001
+def test_files_live_in_a_batch_folder_removed_after_success(make_runner, temp_root: Path, audit: Path, file_server: FileServer) -> None:
     runner = make_runner()
     url = file_server.add("/cat.png", png())
     items = _inputs(runner, {"image": url, "audio": data_uri(wav(), "audio/wav")}, {"binary": "aGVsbG8="})
@@ -82,14 +82,14 @@ def test_files_live_in_a_batch_folder_removed_after_success(make_runner, temp_ro
     assert not any(p.exists() for p in paths) and list(temp_root.iterdir()) == []
 
 
-def test_the_batch_folder_is_removed_when_predict_fails(make_runner, temp_root: Path, audit: Path) -> None:  # noqa: ANN001
+def test_the_batch_folder_is_removed_when_predict_fails(make_runner, temp_root: Path, audit: Path) -> None:
     runner = make_runner()
     with pytest.raises(RuntimeError, match="failed on purpose"):
         runner.predict(1, _inputs(runner, {"image": data_uri(png(), "image/png"), "fail": True}))
     assert len(_audited_paths(audit)) == 1 and list(temp_root.iterdir()) == []
 
 
-def test_the_batch_folder_is_removed_when_predict_is_interrupted(make_runner, temp_root: Path, audit: Path) -> None:  # noqa: ANN001
+def test_the_batch_folder_is_removed_when_predict_is_interrupted(make_runner, temp_root: Path, audit: Path) -> None:
     runner = make_runner(prediction_timeout_s=0.5)
     items = _inputs(runner, {"image": data_uri(png(), "image/png"), "hold": 30})
     with pytest.raises(PredictionTimeout):
@@ -98,7 +98,7 @@ def test_the_batch_folder_is_removed_when_predict_is_interrupted(make_runner, te
 
 
 @pytest.mark.parametrize("count", [1, 3])  # one download runs inline, several on helper threads
-def test_a_download_is_interrupted_by_cancel(make_runner, temp_root: Path, file_server: FileServer, count: int) -> None:  # noqa: ANN001
+def test_a_download_is_interrupted_by_cancel(make_runner, temp_root: Path, file_server: FileServer, count: int) -> None:
     runner = make_runner(url_read_timeout_s=60)
     items = _inputs(runner, *({"image": file_server.add(f"/slow{i}.png", png(), delay=60)} for i in range(count)))
     thread = _cancel_when(lambda: len(file_server.requests) == count, runner)
@@ -109,7 +109,7 @@ def test_a_download_is_interrupted_by_cancel(make_runner, temp_root: Path, file_
 
 
 def test_a_failed_download_fails_only_its_own_input(
-    make_runner, temp_root: Path, file_server: FileServer, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+    make_runner, temp_root: Path, file_server: FileServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     runner = make_runner()
     good = file_server.add("/good.png", png())
@@ -130,7 +130,7 @@ def test_a_failed_download_fails_only_its_own_input(
     assert list(temp_root.iterdir()) == []
 
 
-def test_output_files_as_links_travel_with_the_outcome(make_runner, temp_root: Path) -> None:  # noqa: ANN001
+def test_output_files_as_links_travel_with_the_outcome(make_runner, temp_root: Path) -> None:
     runner = make_runner(output_files="url", public_url="https://models.example.com")
     (outcome,) = runner.predict(1, _inputs(runner, {"image": data_uri(png(), "image/png")}))
     output = json.loads(outcome.output)
@@ -152,7 +152,7 @@ def test_out_of_memory_errors_are_told_from_other_failures() -> None:
     assert not is_out_of_memory(MemoryError())
 
 
-def test_a_batch_run_again_finds_its_files_again(make_runner, temp_root: Path, file_server: FileServer) -> None:  # noqa: ANN001
+def test_a_batch_run_again_finds_its_files_again(make_runner, temp_root: Path, file_server: FileServer) -> None:
     # A batch that failed (or ran out of GPU memory) runs again in halves: the files of
     # its first try went with that try's folder, and are written anew.
     runner = make_runner()
