@@ -92,6 +92,7 @@ def run_api(
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         # Head and body deadlines, a head size limit, and connection slots that idle
         # clients give up (uvicorn has none of these); see app.http_protocol.
+        # (uvicorn types it as a protocol class; it only calls it, as it calls a class)
         http=functools.partial(GuardedHttpProtocol, guard=guard),  # type: ignore[arg-type]
         # JSON logs: uvicorn's own lines go through the same JSON handler.
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,

@@ -34,7 +34,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -198,8 +198,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refused = False
 
     # -- connection life ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        HttpToolsProtocol.connection_made(self, transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's connections come with a full (read and write) transport.
+        HttpToolsProtocol.connection_made(self, cast(asyncio.Transport, transport))
         guard = self._guard
         guard.waiting[self] = self.loop.time()
         guard.start_sweeping(self.loop)

@@ -117,7 +117,7 @@ class _Tee(io.TextIOBase):
         return self._real.fileno()
 
     @property
-    def encoding(self) -> str:  # type: ignore[override]
+    def encoding(self) -> str:  # type: ignore[override]  # TextIOBase's is read-only: a property it must be
         return getattr(self._real, "encoding", "utf-8")
 
 
