@@ -1,4 +1,10 @@
-"""Exponential waits between retries, shared by every thread that retries Redis."""
+"""Exponential waits between retries, shared by every thread that retries Redis.
+
+Why our own beside redis-py's ``Retry`` (which ``connect`` and the API's client use, where
+a call is only tried again): the worker's and the dispatcher's threads wait on their stop
+event, so that stopping a worker never waits out a backoff, and between tries they keep,
+put back or hand over the work a failed call carried, which a retried call cannot do.
+"""
 
 from __future__ import annotations
 
