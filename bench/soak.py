@@ -5,7 +5,9 @@
 Runs ``tungsten serve bench/models/soak`` with 2 workers, 2 API processes and its embedded
 Redis, and a local webhook receiver. Client threads send a mix of requests: one input
 and several (spanning batches), file inputs, cancels, ``?wait=`` reads, ``POST /predict``
-and webhooks. Every few seconds a fault chosen at random strikes:
+and webhooks, each submit with an ``Idempotency-Key`` and sent again with it when its
+connection broke (as a careful client does: a POST cut off by a killed API process may
+have been queued). Every few seconds a fault chosen at random strikes:
 
     worker-kill      kill -9 a worker
     worker-pause     SIGSTOP a worker for twice the heartbeat TTL, then SIGCONT
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +59,8 @@ MODEL = ROOT / "bench" / "models" / "soak"
 #: Seconds of load before the faults start and memory baselines are taken.
 WARMUP_S = 15.0
 #: A prediction not ended this long after it was accepted counts as lost.
+#: Times a submit is sent (with its Idempotency-Key) before a broken connection is a refusal.
+SUBMIT_TRIES = 40
 END_DEADLINE_S = 150.0
 #: The longest /health may take to answer.
 HEALTH_BOUND_S = 1.0
@@ -245,7 +250,9 @@ class Soak:
     def _one(self, client: httpx.Client, rng: random.Random, kind: str) -> None:
         inputs, expected = self._inputs(rng, kind)
         if kind == "predict":
-            response = client.post("/predict", json=inputs)
+            response = self._submit(client, "/predict", inputs, {})
+            if response is None:
+                return
             if response.status_code == 200:  # it ended: the body has no id to read it by
                 self._accept(f"sync-{expected[0][0]}", kind, expected).body = response.json()
             elif response.status_code == 504:  # not within the sync timeout: read it by its id
@@ -255,7 +262,9 @@ class Soak:
                 _sleep(0.2)
             return
         params = {"webhook": self.receiver.url} if kind == "webhook" else {}
-        response = client.post("/predictions", json=inputs, params=params)
+        response = self._submit(client, "/predictions", inputs, params)
+        if response is None:
+            return
         if response.status_code != 200:
             self._refused(str(response.status_code))
             _sleep(0.2)
@@ -265,6 +274,22 @@ class Soak:
             _sleep(rng.uniform(0, 0.6))
             client.post(f"/predictions/{accepted.prediction_id}/cancel")
         self._await(client, accepted)
+
+    def _submit(
+        self, client: httpx.Client, path: str, inputs: list[dict[str, Any]], params: dict[str, str]
+    ) -> httpx.Response | None:
+        """POST as a careful client does: with an Idempotency-Key, sent again with the same
+        key when the connection broke before an answer (an API process killed mid-request
+        may have queued it: the retry names the prediction instead of making a second, and
+        an accepted prediction is never one this run does not know of). None: no answer."""
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        for _ in range(SUBMIT_TRIES):
+            try:
+                return client.post(path, json=inputs, params=params, headers=headers)
+            except httpx.TransportError as exc:
+                self._refused(type(exc).__name__)
+                _sleep(0.5)
+        return None
 
     def _accept(self, prediction_id: str, kind: str, expected: list[tuple[int, int]]) -> _Accepted:
         accepted = _Accepted(prediction_id, kind, expected, time.monotonic())
