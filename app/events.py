@@ -98,6 +98,8 @@ class EventStream:
         context = self._context
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
+        limit = context.settings.max_stream_s
+        close_at = sent_at + limit if limit > 0 else float("inf")
         with context.waiter.watch(self._id, events=True) as woken:
             while True:
                 if read is None:
@@ -113,10 +115,12 @@ class EventStream:
                     # Woken when the prediction starts, has new events or ends; else it is
                     # read again with each keep-alive, in case an announcement was missed.
                     try:
-                        await asyncio.wait_for(woken.wait(), KEEP_ALIVE_S - (loop.time() - sent_at))
+                        await asyncio.wait_for(
+                            woken.wait(), min(KEEP_ALIVE_S - (loop.time() - sent_at), close_at - loop.time())
+                        )
                     except asyncio.TimeoutError:
                         pass
-                    if context.draining:
+                    if context.draining or loop.time() >= close_at:
                         return  # the client reconnects (to another process) with Last-Event-ID
                     if loop.time() - sent_at >= KEEP_ALIVE_S - 0.01:
                         yield b": keep-alive\n\n"

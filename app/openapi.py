@@ -112,6 +112,22 @@ EVENTS_DESCRIPTION = (
 )
 
 
+def _event_stream() -> dict[str, Any]:
+    """The media type object of an event stream: in OpenAPI 3.1, ``schema`` describes each
+    event (as 3.2's ``itemSchema`` does): its name, its id, and its data, JSON text."""
+    return {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "event": {"type": "string", "enum": ["queued", "start", "output", "progress", "log", "completed"]},
+                "id": {"type": "string"},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+                "retry": {"type": "integer"},
+            },
+        }
+    }
+
+
 def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
     stamp = _nullable({"type": "string", "format": "date-time"})
     prediction = {
@@ -567,7 +583,7 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                         "headers": _replayed_header(),
                         "content": {
                             "application/json": {"schema": _own("PredictionCreated")},
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": _event_stream(),
                         },
                         "links": _links_to_the_prediction(),
                     },
@@ -597,7 +613,7 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                         "GET /predictions/{prediction_id}/events).",
                         "content": {
                             "application/json": {"schema": _own("Prediction")},
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": _event_stream(),
                         },
                     },
                     **_errors(400, 404, 422, 503),
@@ -630,7 +646,7 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 "responses": {
                     "200": {
                         "description": "The events, until completed.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {"text/event-stream": _event_stream()},
                     },
                     "204": {"description": "Last-Event-ID was the completed event: nothing follows."},
                     **_errors(400, 404, 503),

@@ -229,3 +229,20 @@ def test_a_silent_stream_gets_a_keep_alive_comment_every_15_seconds(streaming: S
     (at,) = [t for t, line in lines if line == ": keep-alive"]
     assert 14 <= at <= 20, lines
     assert [line for _, line in lines if line.startswith("event:")] == ["event: queued", "event: start"]
+
+
+def test_a_stream_past_its_longest_ends_and_a_reconnect_misses_nothing(serve: ServerFactory) -> None:
+    server = serve(STREAMING, env={"TUNGSTEN_MAX_STREAM_S": "1"})
+    prediction_id = submit(server, [{"prompt": "m", "steps": 20, "delay": 0.2}])  # about 4 s
+    path = f"/predictions/{prediction_id}/events"
+    received: list[Event] = []
+    connections = 0
+    while not received or received[-1].event != "completed":
+        headers = {"Last-Event-ID": received[-1].id} if received else {}
+        received += [e for _, e in events(server, path, headers=headers)]
+        connections += 1
+        assert connections < 20, received
+    assert connections >= 2  # the server ended the first stream before the prediction ended
+    outputs = [json.loads(e.data)[0]["output"]["text"] for e in received if e.event == "output"]
+    assert outputs == [f"m:{s}" for s in range(20)]  # each once, in order, across the reconnects
+    assert [e.event for e in received].count("start") == 1

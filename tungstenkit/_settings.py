@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     max_wait_s: float = 60.0
     #: How long ``POST /predict`` waits for the result.
     sync_timeout_s: float = 600.0
+    #: Longest an event stream stays open (0: until ``completed``); the client then
+    #: reconnects with Last-Event-ID and misses nothing. Proxies that cut long requests
+    #: do the same; this lets the server choose when.
+    max_stream_s: float = 0.0
     #: ``POST /predict`` cancels its prediction when the client disconnects before it
     #: ended (unless the request carried an Idempotency-Key: its retry would find it canceled).
     cancel_on_disconnect: bool = True

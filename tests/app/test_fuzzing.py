@@ -21,7 +21,8 @@ CHECKS = (
     "response_headers_conformance,response_schema_conformance"
 )
 #: Short waits, so that fuzzed ?wait= and POST /predict do not hold the run.
-QUICK = {"TUNGSTEN_MAX_WAIT_S": "1", "TUNGSTEN_SYNC_TIMEOUT_S": "2"}
+#: Likewise event streams (without a worker, a prediction's stream would never end).
+QUICK = {"TUNGSTEN_MAX_WAIT_S": "1", "TUNGSTEN_SYNC_TIMEOUT_S": "2", "TUNGSTEN_MAX_STREAM_S": "1"}
 #: Test cases per operation and phase: about half a minute per model on a 2-core machine.
 EXAMPLES = "60"
 
