@@ -1,11 +1,13 @@
 # The two commands of the README: `make serve` and `make test`. Both set up .venv first.
+# `make lint` runs the static checks CI runs before the tests; `make format` fixes what
+# ruff can fix and formats the tree.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 READY := $(VENV)/.installed
 # `make serve PORT=3001` serves on another port.
 PORT ?= 3000
 
-.PHONY: install serve test vendor-swagger-ui
+.PHONY: install serve test lint format vendor-swagger-ui
 
 $(READY): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,21 @@ serve: $(READY)
 
 test: $(READY)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# mypy finds modules by folder, and app/, worker/ and cli/ install as tungstenkit.app,
+# .worker and .cli (pyproject's package-dir): it checks a tree of links laid out as
+# installed, so its messages name files as tungstenkit/app/..., tungstenkit/worker/...
+TYPECHECK_TREE := build/typecheck
+lint: $(READY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	rm -rf $(TYPECHECK_TREE) && mkdir -p $(TYPECHECK_TREE)/tungstenkit
+	ln -s $(CURDIR)/tungstenkit/* $(CURDIR)/app $(CURDIR)/worker $(CURDIR)/cli $(TYPECHECK_TREE)/tungstenkit/
+	cd $(TYPECHECK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/.mypy_cache
+
+format: $(READY)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Refresh the Swagger UI that GET /docs serves, from the npm package swagger-ui-dist.
 SWAGGER_UI := app/static/vendor/swagger-ui
