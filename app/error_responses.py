@@ -116,9 +116,7 @@ async def prediction_not_found(request: Request, exc: Exception) -> JSONResponse
 
 async def queue_full(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, (QueueFull, OwnerQueueFull))
-    return JSONResponse(
-        {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
-    )
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)})
 
 
 async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:

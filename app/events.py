@@ -146,4 +146,3 @@ class EventStream:
             out.append(frame(kind, event_id, data))
             self._after = event_id
         return b"".join(out)
-

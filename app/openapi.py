@@ -41,7 +41,13 @@ _OWN = "#/tungsten-api/"
 
 
 #: How /docs groups the endpoints (the rest are "Predictions").
-_TAGS = {"/": "Model", "/health": "Model", "/metrics": "Operations", "/openapi.json": "Operations", "/docs": "Operations"}
+_TAGS = {
+    "/": "Model",
+    "/health": "Model",
+    "/metrics": "Operations",
+    "/openapi.json": "Operations",
+    "/docs": "Operations",
+}
 _TAG_DESCRIPTIONS = [
     {"name": "Predictions", "description": "Create predictions, follow them to their end, cancel them."},
     {"name": "Model", "description": "The served model, its demo page, and whether the server is ready."},
@@ -164,7 +170,7 @@ def _api_schemas(output_name: str, max_inputs: int) -> dict[str, Any]:
             "logs": {
                 **_nullable({"type": "string"}),
                 "description": "What the model printed or logged while running this prediction's batches: "
-                "the last bytes (TUNGSTEN_MAX_LOG_BYTES), after a line \"[earlier logs dropped]\" when some "
+                'the last bytes (TUNGSTEN_MAX_LOG_BYTES), after a line "[earlier logs dropped]" when some '
                 "were dropped; null if nothing.",
             },
         },
@@ -344,8 +350,10 @@ def _with_api_keys(paths: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for (path, method), scope in keyed.items():
         operation = paths[path][method]
         operation["security"] = [{_SECURITY_SCHEME: []}]
-        operation["description"] = (operation.get("description", "") + f" Needs an API key with the scope {scope} "
-                                    "(admin: any prediction; others: their owner's only).").strip()
+        operation["description"] = (
+            operation.get("description", "") + f" Needs an API key with the scope {scope} "
+            "(admin: any prediction; others: their owner's only)."
+        ).strip()
         responses = operation["responses"]
         responses["401"] = {
             **_json("Error", "No API key, or one that is unknown, revoked or mistyped."),
@@ -353,7 +361,8 @@ def _with_api_keys(paths: dict[str, Any], settings: Settings) -> dict[str, Any]:
         }
         responses["403"] = _json("Error", f"The API key's scope is too small (this needs {scope}).")
         responses["429"] = _json(
-            "Error", "The queue is full, or this API key sent more requests per second, or has more inputs "
+            "Error",
+            "The queue is full, or this API key sent more requests per second, or has more inputs "
             "queued, than it may; retry after Retry-After seconds.",
         )
         if "404" in responses:
@@ -448,7 +457,13 @@ def _webhook_parameters() -> list[dict[str, Any]]:
 
 def _callbacks() -> dict[str, Any]:
     def header(name: str, description: str) -> dict[str, Any]:
-        return {"name": name, "in": "header", "required": True, "description": description, "schema": {"type": "string"}}
+        return {
+            "name": name,
+            "in": "header",
+            "required": True,
+            "description": description,
+            "schema": {"type": "string"},
+        }
 
     return {
         "webhook": {
@@ -456,8 +471,11 @@ def _callbacks() -> dict[str, Any]:
                 "post": {
                     "summary": "The prediction, when an event it asked for happens",
                     "parameters": [
-                        header(SIGNATURE_HEADER, 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> '
-                               "with the webhook secret (`tungsten status --webhook-secret`)."),
+                        header(
+                            SIGNATURE_HEADER,
+                            't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> '
+                            "with the webhook secret (`tungsten status --webhook-secret`).",
+                        ),
                         header(EVENT_HEADER, "start, output, logs or completed."),
                         header(DELIVERY_HEADER, "The same for every retry of one delivery (deduplicate on it)."),
                     ],
@@ -465,9 +483,7 @@ def _callbacks() -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": _own("WebhookDelivery")}},
                     },
-                    "responses": {
-                        "2XX": {"description": "Received. Any other answer, or none in time, is retried."}
-                    },
+                    "responses": {"2XX": {"description": "Received. Any other answer, or none in time, is retried."}},
                 }
             }
         }
@@ -694,7 +710,10 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
                 "operationId": "openapi",
                 "summary": "This document",
                 "responses": {
-                    "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
                 },
             }
         },
@@ -702,7 +721,9 @@ def build_openapi(definition: ModelDefinition, settings: Settings, model_name: s
             "get": {
                 "operationId": "docs",
                 "summary": "Interactive documentation (works offline)",
-                "responses": {"200": {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+                "responses": {
+                    "200": {"description": "An HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
             }
         },
     }

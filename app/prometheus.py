@@ -82,23 +82,47 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snapshot, m = self._snapshot, self._snapshot.metrics
-        yield _gauge("tungsten_queued_inputs", "Inputs accepted and not finished yet (waiting or running).",
-                     snapshot.queued_inputs)
-        yield _counter("tungsten_predictions", "Predictions that ended, by outcome.", "outcome",
-                       ((o, m.get(f"predictions:{o}", 0)) for o in PREDICTION_OUTCOMES))
-        yield _counter("tungsten_inputs", "Inputs the workers finished, by outcome (dropped: their prediction had "
-                       "ended).", "outcome", ((o, m.get(f"inputs:{o}", 0)) for o in INPUT_OUTCOMES))
+        yield _gauge(
+            "tungsten_queued_inputs",
+            "Inputs accepted and not finished yet (waiting or running).",
+            snapshot.queued_inputs,
+        )
+        yield _counter(
+            "tungsten_predictions",
+            "Predictions that ended, by outcome.",
+            "outcome",
+            ((o, m.get(f"predictions:{o}", 0)) for o in PREDICTION_OUTCOMES),
+        )
+        yield _counter(
+            "tungsten_inputs",
+            "Inputs the workers finished, by outcome (dropped: their prediction had ended).",
+            "outcome",
+            ((o, m.get(f"inputs:{o}", 0)) for o in INPUT_OUTCOMES),
+        )
         yield CounterMetricFamily("tungsten_batches", "Batches the workers ran.", value=m.get("batches", 0))
         yield _histogram("tungsten_batch_size", "Inputs per batch.", BATCH_SIZE, m)
-        yield _histogram("tungsten_queue_time_seconds",
-                         "Time from a prediction's creation until its first input started.", QUEUE_TIME, m)
+        yield _histogram(
+            "tungsten_queue_time_seconds",
+            "Time from a prediction's creation until its first input started.",
+            QUEUE_TIME,
+            m,
+        )
         yield _histogram("tungsten_model_time_seconds", "Time the model took per batch.", MODEL_TIME, m)
-        yield _histogram("tungsten_prediction_duration_seconds",
-                         "Time from a prediction's creation until it ended (end to end).", PREDICTION_TIME, m)
-        yield _counter("tungsten_webhook_deliveries", "Webhook delivery attempts, by outcome.", "outcome",
-                       ((o, m.get(f"webhooks:{o}", 0)) for o in WEBHOOK_OUTCOMES))
-        yield _gauge("tungsten_webhook_events_waiting", "Webhook events not yet handed to RQ.",
-                     snapshot.webhook_events_waiting)
+        yield _histogram(
+            "tungsten_prediction_duration_seconds",
+            "Time from a prediction's creation until it ended (end to end).",
+            PREDICTION_TIME,
+            m,
+        )
+        yield _counter(
+            "tungsten_webhook_deliveries",
+            "Webhook delivery attempts, by outcome.",
+            "outcome",
+            ((o, m.get(f"webhooks:{o}", 0)) for o in WEBHOOK_OUTCOMES),
+        )
+        yield _gauge(
+            "tungsten_webhook_events_waiting", "Webhook events not yet handed to RQ.", snapshot.webhook_events_waiting
+        )
         yield from self._workers()
 
     def _workers(self) -> Iterator[Metric]:
@@ -107,32 +131,44 @@ class SnapshotCollector(Collector):
         for worker in workers:
             state = worker.fields.get("state", "unknown")
             states[state] = states.get(state, 0) + 1
-        by_state = GaugeMetricFamily("tungsten_workers", "Live workers (their heartbeat is current), by state.",
-                                     labels=["state"])
+        by_state = GaugeMetricFamily(
+            "tungsten_workers", "Live workers (their heartbeat is current), by state.", labels=["state"]
+        )
         for state, count in states.items():
             by_state.add_metric([state], count)
         yield by_state
-        info = GaugeMetricFamily("tungsten_worker_info", "One series per live worker, with its details as labels.",
-                                 labels=["worker", "host", "pid", "model", "state"])
+        info = GaugeMetricFamily(
+            "tungsten_worker_info",
+            "One series per live worker, with its details as labels.",
+            labels=["worker", "host", "pid", "model", "state"],
+        )
         for w in workers:
             f = w.fields
-            info.add_metric([w.worker_id, f.get("host", ""), f.get("pid", ""), f.get("model", self._model),
-                             f.get("state", "")], 1)
+            info.add_metric(
+                [w.worker_id, f.get("host", ""), f.get("pid", ""), f.get("model", self._model), f.get("state", "")], 1
+            )
         yield info
-        yield _per_worker(workers, "tungsten_worker_current_batch_size", "Inputs in the batch a worker is running.",
-                          "current_batch")
-        yield _per_worker(workers, "tungsten_worker_inputs_per_second", "Inputs a worker ran per second, last minute.",
-                          "inputs_per_s")
-        yield _per_worker(workers, "tungsten_worker_last_heartbeat_timestamp_seconds", "When a worker last reported.",
-                          "heartbeat_unix")
+        yield _per_worker(
+            workers, "tungsten_worker_current_batch_size", "Inputs in the batch a worker is running.", "current_batch"
+        )
+        yield _per_worker(
+            workers, "tungsten_worker_inputs_per_second", "Inputs a worker ran per second, last minute.", "inputs_per_s"
+        )
+        yield _per_worker(
+            workers,
+            "tungsten_worker_last_heartbeat_timestamp_seconds",
+            "When a worker last reported.",
+            "heartbeat_unix",
+        )
         gpus = [(w.worker_id, gpu) for w in workers for gpu in parse_gpus(w.fields.get("gpus"))]
         for field, help_text in (
             ("allocated", "GPU memory allocated by tensors in a worker."),
             ("reserved", "GPU memory reserved by a worker's caching allocator."),
             ("total", "Total memory of the GPU a worker uses."),
         ):
-            family = GaugeMetricFamily(f"tungsten_gpu_memory_{field}_bytes", help_text,
-                                       labels=["worker", "gpu", "name"])
+            family = GaugeMetricFamily(
+                f"tungsten_gpu_memory_{field}_bytes", help_text, labels=["worker", "gpu", "name"]
+            )
             for worker_id, gpu in gpus:
                 value = gpu.get(field)
                 if isinstance(value, (int, float)):

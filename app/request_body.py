@@ -52,9 +52,7 @@ def require_json(request: Request) -> None:
         raise UnsupportedMediaType(f"The body must be sent as Content-Type: application/json (got {shown})")
 
 
-async def read_body(
-    request: Request, limit: int, budget: BodyBudget, new_guard: Callable[[], JsonShapeGuard]
-) -> Body:
+async def read_body(request: Request, limit: int, budget: BodyBudget, new_guard: Callable[[], JsonShapeGuard]) -> Body:
     """The request body: 413 past ``limit`` bytes, 503 when the process holds too many
     bytes of bodies already, and refused as soon as its JSON shape is out of bounds."""
     declared = request.headers.get("content-length")

@@ -120,8 +120,9 @@ class Submitted:
 async def _submit(context: ServingContext, request: Request) -> Submitted:
     caller = await authorize(request, "predict")
     if context.draining:
-        raise Draining("This server is shutting down; retry (another instance may take the request)",
-                       headers={"Retry-After": "1"})
+        raise Draining(
+            "This server is shutting down; retry (another instance may take the request)", headers={"Retry-After": "1"}
+        )
     require_json(request)
     query = request.query_params
     webhook = WebhookRequest.parse(query.get("webhook"), query.get("webhook_events"), context.webhook_allowlist)
@@ -146,9 +147,17 @@ async def _submit(context: ServingContext, request: Request) -> Submitted:
             parts = [str(len(inputs)), *inputs, webhook_url, " ".join(webhook_events), *options.fingerprint()]
             idempotency = Idempotency.of(tenant_of(request), options.idempotency_key, parts)
         served_by = await context.queue.submit(
-            prediction_id, chunks, len(inputs), webhook_url, webhook_events, idempotency,
-            owner=caller.owner if caller else "", owner_limit=caller.max_queued if caller else 0,
-            deadline_ms=options.deadline_ms, priority=options.priority, tenant=tenant_of(request),
+            prediction_id,
+            chunks,
+            len(inputs),
+            webhook_url,
+            webhook_events,
+            idempotency,
+            owner=caller.owner if caller else "",
+            owner_limit=caller.max_queued if caller else 0,
+            deadline_ms=options.deadline_ms,
+            priority=options.priority,
+            tenant=tenant_of(request),
         )
     finally:
         # Only now is the body's memory (the parsed and the encoded inputs) free: a
@@ -205,7 +214,9 @@ def _wait_seconds(request: Request, limit: float) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:  # also rejects NaN
-        raise InvalidInput([{"loc": ["query", "wait"], "msg": "wait must be a number of seconds >= 0", "type": "value_error"}])
+        raise InvalidInput(
+            [{"loc": ["query", "wait"], "msg": "wait must be a number of seconds >= 0", "type": "value_error"}]
+        )
     return min(value, limit)
 
 
@@ -310,8 +321,6 @@ async def predict_sync(request: Request) -> Response:
     response = _json(fetched.body)
     response.headers.update(_replayed(submitted) or {})
     return response
-
-
 
 
 ROUTES = [

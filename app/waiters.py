@@ -208,7 +208,8 @@ def _listener_ended(task: asyncio.Task[None]) -> None:
         return  # the process is stopping
     logger.critical(
         "The completion listener ended; ending the API process (code %d) so that it is restarted",
-        EXIT_THREAD_FAILED, exc_info=task.exception(),
+        EXIT_THREAD_FAILED,
+        exc_info=task.exception(),
     )
     logging.shutdown()
     os._exit(EXIT_THREAD_FAILED)

@@ -48,8 +48,9 @@ MODES: dict[str, tuple[dict[str, str], dict[str, float] | None]] = {
 LOADS = ("post_1", "post_many", "get_many")
 
 
-def _measured(url: str, pids: dict[str, int], clients: int, warmup_s: float, duration_s: float,
-              **request: Any) -> dict[str, Any]:
+def _measured(
+    url: str, pids: dict[str, int], clients: int, warmup_s: float, duration_s: float, **request: Any
+) -> dict[str, Any]:
     """``request_loop``, with the CPU milliseconds per request of each process in ``pids``
     (over the whole loop, warm-up included, per request sent)."""
     before = {name: proc_cpu_s(pid) or 0.0 for name, pid in pids.items()}
@@ -60,8 +61,16 @@ def _measured(url: str, pids: dict[str, int], clients: int, warmup_s: float, dur
     return result
 
 
-def one_run(factory: ServerFactory, redis_url: str, redis_pid: int, mode: str, rep: int, clients: int,
-            warmup_s: float, duration_s: float) -> dict[str, Any]:
+def one_run(
+    factory: ServerFactory,
+    redis_url: str,
+    redis_pid: int,
+    mode: str,
+    rep: int,
+    clients: int,
+    warmup_s: float,
+    duration_s: float,
+) -> dict[str, Any]:
     env, limits = MODES[mode]
     namespace = f"keys-{mode.replace('+', '-')}-{rep}"
     auth: dict[str, str] = {}
@@ -82,8 +91,9 @@ def one_run(factory: ServerFactory, redis_url: str, redis_pid: int, mode: str, r
             "mode": mode,
             "post_1": _measured(server.url, pids, 1, warmup_s, duration_s, headers=headers),
             "post_many": _measured(server.url, pids, clients, warmup_s, duration_s, headers=headers),
-            "get_many": _measured(server.url, pids, clients, warmup_s, duration_s, method=b"GET", path=path,
-                                  headers=headers),
+            "get_many": _measured(
+                server.url, pids, clients, warmup_s, duration_s, method=b"GET", path=path, headers=headers
+            ),
         }
     finally:
         server.stop()
@@ -121,7 +131,11 @@ def markdown(runs: list[dict[str, Any]], clients: int) -> str:
         ratios = [f"{value / off:.2f}" if off else "-" for value in (on, limited)]
         lines.append(f"| {label} | {off} | {on} | {limited} | {' | '.join(ratios)} |")
     refused = sum(
-        count for run in runs for load in LOADS for status, count in run[load]["statuses"].items() if str(status) != "200"
+        count
+        for run in runs
+        for load in LOADS
+        for status, count in run[load]["statuses"].items()
+        if str(status) != "200"
     )
     lines.append("")
     lines.append(f"Requests answered other than 200 in all runs: {refused}.")
@@ -148,8 +162,18 @@ def main(argv: list[str] | None = None) -> int:
             factory = ServerFactory(folder, redis_server.url, folder / "home")
             for rep in range(args.reps):
                 for mode in MODES:
-                    runs.append(one_run(factory, redis_server.url, redis_server.pid, mode, rep, args.clients,
-                                        args.warmup, args.duration))
+                    runs.append(
+                        one_run(
+                            factory,
+                            redis_server.url,
+                            redis_server.pid,
+                            mode,
+                            rep,
+                            args.clients,
+                            args.warmup,
+                            args.duration,
+                        )
+                    )
         finally:
             redis_server.stop()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     batch = [definition.input_cls.model_validate_json(args.input.replace("%i", str(i))) for i in range(args.batch)]
     rate, done = measure(model.predict, batch, args.seconds, serialise=False)
     rate_serialised, _ = measure(model.predict, batch, args.seconds, serialise=True)
-    print(json.dumps({"model": str(args.model), "batch": args.batch, "inputs": done, "inputs_per_s": round(rate, 1),
-                      "inputs_per_s_serialised": round(rate_serialised, 1)}))
+    print(
+        json.dumps(
+            {
+                "model": str(args.model),
+                "batch": args.batch,
+                "inputs": done,
+                "inputs_per_s": round(rate, 1),
+                "inputs_per_s_serialised": round(rate_serialised, 1),
+            }
+        )
+    )
     return 0
 
 

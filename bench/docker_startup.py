@@ -34,7 +34,10 @@ def one_run(model: Path, inputs: list[dict[str, object]]) -> dict[str, object]:
         start = time.monotonic()
         built = subprocess.run(
             [sys.executable, "-m", "tungstenkit.cli", "build", str(model), "-n", reference, "--image"],
-            capture_output=True, text=True, env={**os.environ, "TUNGSTEN_HOME": home}, check=False,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TUNGSTEN_HOME": home},
+            check=False,
         )
         if built.returncode != 0:
             raise SystemExit(built.stderr)
@@ -42,7 +45,9 @@ def one_run(model: Path, inputs: list[dict[str, object]]) -> dict[str, object]:
     port = free_port()
     container = subprocess.run(
         ["docker", "run", "--detach", "--rm", "-p", f"127.0.0.1:{port}:3000", reference],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     try:
         while True:
@@ -56,10 +61,21 @@ def one_run(model: Path, inputs: list[dict[str, object]]) -> dict[str, object]:
         first_s = time.monotonic() - start
     finally:
         subprocess.run(["docker", "kill", container], capture_output=True, check=False)
-    size = int(subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", reference],
-                              capture_output=True, text=True, check=True).stdout)
-    return {"model": str(model), "reference": reference, "build_s": round(build_s, 1),
-            "build_to_first_prediction_s": round(first_s, 1), "image_bytes": size}
+    size = int(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{.Size}}", reference],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return {
+        "model": str(model),
+        "reference": reference,
+        "build_s": round(build_s, 1),
+        "build_to_first_prediction_s": round(first_s, 1),
+        "image_bytes": size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

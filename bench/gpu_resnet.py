@@ -40,23 +40,56 @@ SEED_INPUT = '{"seed": %i}'
 
 def gpu_name() -> str:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             check=False, capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return out.stdout.strip() or "none"
     except (OSError, subprocess.TimeoutExpired):
         return "none"
 
 
-def start_api_only(python: str, model: Path, redis_url: str, folder: Path, batch: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def start_api_only(
+    python: str, model: Path, redis_url: str, folder: Path, batch: int, env: dict[str, str]
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = folder / f"api-only-{port}.log"
-    command = [python, "-m", "tungstenkit.cli", "serve", str(model), "-p", str(port), "--host", "127.0.0.1", "--workers", "0",
-               "--redis-url", redis_url, "--namespace", "bench", "--log-level", "warning", "--batch-size", str(batch)]
+    command = [
+        python,
+        "-m",
+        "tungstenkit.cli",
+        "serve",
+        str(model),
+        "-p",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "0",
+        "--redis-url",
+        redis_url,
+        "--namespace",
+        "bench",
+        "--log-level",
+        "warning",
+        "--batch-size",
+        str(batch),
+    ]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "TUNGSTEN_HOME": str(folder / "home"), **env})
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "TUNGSTEN_HOME": str(folder / "home"), **env},
+        )
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: (r := http_get(url + "/health")) is not None and r[0] == 200, 120, f"API on {port}", process, log)
+    wait_until(
+        lambda: (r := http_get(url + "/health")) is not None and r[0] == 200, 120, f"API on {port}", process, log
+    )
     return process, url
 
 
@@ -85,9 +118,22 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"raw predict loop, batch {args.batch} ...", flush=True)
     raw = subprocess.run(
-        [sys.executable, str(BENCH / "direct.py"), str(MODEL), "--batch", str(args.batch),
-         "--seconds", str(args.raw_seconds), "--input", SEED_INPUT],
-        capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, **env},
+        [
+            sys.executable,
+            str(BENCH / "direct.py"),
+            str(MODEL),
+            "--batch",
+            str(args.batch),
+            "--seconds",
+            str(args.raw_seconds),
+            "--input",
+            SEED_INPUT,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
     )
     record["raw"] = json.loads(raw.stdout)
     print(f"   raw: {record['raw']['inputs_per_s']:.1f} inputs/s", flush=True)
@@ -102,12 +148,32 @@ def main(argv: list[str] | None = None) -> int:
             extra.append(process)
             urls.append(url)
         out = folder / "served.json"
-        command = [sys.executable, str(BENCH / "loadgen.py"), "--url", ",".join(urls), "--clients", str(args.clients),
-                   "--inputs", str(args.inputs), "--duration", str(args.duration), "--warmup", str(args.warmup),
-                   "--input", SEED_INPUT, "--redis", server.redis_address, "--json", str(out)]
+        command = [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            "--url",
+            ",".join(urls),
+            "--clients",
+            str(args.clients),
+            "--inputs",
+            str(args.inputs),
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+            "--input",
+            SEED_INPUT,
+            "--redis",
+            server.redis_address,
+            "--json",
+            str(out),
+        ]
         for name, pid in server.pids().items():
             command += ["--pid", f"{name}={pid}"]
-        print(f"served: {args.workers} workers, {args.api_procs} API processes, {args.clients} clients x {args.inputs} inputs ...", flush=True)
+        print(
+            f"served: {args.workers} workers, {args.api_procs} API processes, {args.clients} clients x {args.inputs} inputs ...",
+            flush=True,
+        )
         subprocess.run(command, check=True)
         record["served"] = json.loads(out.read_text())
     finally:

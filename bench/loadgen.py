@@ -143,8 +143,14 @@ class Connection:
 
 
 async def request_loop(
-    url: str, clients: int, warmup_s: float, duration_s: float, *,
-    method: bytes = b"POST", path: bytes = b"/predictions", headers: bytes = b"",
+    url: str,
+    clients: int,
+    warmup_s: float,
+    duration_s: float,
+    *,
+    method: bytes = b"POST",
+    path: bytes = b"/predictions",
+    headers: bytes = b"",
 ) -> dict[str, Any]:
     """``clients`` connections sending ``method path`` back to back (a POST carries a
     one-input prediction of the noop model); latency and rate of the answers within the
@@ -263,7 +269,9 @@ async def predict(conn: Connection, body: bytes, mode: Mode, started: float) -> 
     try:
         status, reply = await conn.request(b"POST", b"/predictions", body)
         if status != 200:
-            return Outcome(started, time.monotonic(), f"http{status}", requests, error=reply[:200].decode(errors="replace"))
+            return Outcome(
+                started, time.monotonic(), f"http{status}", requests, error=reply[:200].decode(errors="replace")
+            )
         path = b"/predictions/" + _prediction_id(reply)
         deadline = started + mode.timeout_s
         if mode.mode == "longpoll":
@@ -475,7 +483,9 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[index]
 
 
-def summarize(load: Load, outcomes: list[Outcome], first: Snapshot, last: Snapshot, pids: dict[str, int]) -> dict[str, Any]:
+def summarize(
+    load: Load, outcomes: list[Outcome], first: Snapshot, last: Snapshot, pids: dict[str, int]
+) -> dict[str, Any]:
     window = last.at - first.at
     if load.rate:
         # Open loop: a prediction belongs to the window by its arrival, so that a server
@@ -569,8 +579,12 @@ def _r(value: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:3000; "
-                        "several, comma-separated, share the closed-loop clients round-robin")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="base URL of the server, e.g. http://127.0.0.1:3000; "
+        "several, comma-separated, share the closed-loop clients round-robin",
+    )
     parser.add_argument("--mode", choices=["longpoll", "poll"], default="longpoll")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval (mode poll)")
     parser.add_argument("--wait", type=float, default=30.0, help="?wait= seconds (mode longpoll)")

@@ -40,8 +40,14 @@ FIELDS = ("status", "created", "started", "completed", "outputs", "error")
 async def measure(url: str, n: int, concurrency: int, socket_timeout: float | None, pipelined: bool) -> float:
     client = redis.asyncio.Redis.from_url(url, socket_timeout=socket_timeout, max_connections=concurrency + 4)
     key = "tungsten:{bench}:pred:0123456789abcdef0123456789abcdef"
-    await client.hset(key, mapping={"status": "success", "created": "2026-01-01T00:00:00.000000Z",
-                                    "outputs": json.dumps([{"text": "x", "batch": 32}])})
+    await client.hset(
+        key,
+        mapping={
+            "status": "success",
+            "created": "2026-01-01T00:00:00.000000Z",
+            "outputs": json.dumps([{"text": "x", "batch": 32}]),
+        },
+    )
     per_worker = n // concurrency
 
     async def one_by_one() -> None:
@@ -84,8 +90,23 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     port = free_port()
     sock = folder / "redis.sock"
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
-                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            str(sock),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(sock.exists, 10, "redis-server")
         urls = {"tcp": f"redis://127.0.0.1:{port}/0", "unix": f"unix://{sock}?db=0"}
@@ -101,7 +122,9 @@ def main() -> int:
         print("| transport | socket_timeout | round trips | API-process CPU us per HMGET (median; all) |")
         print("|---|---|---|---|")
         for (transport, timeout, mode), values in results.items():
-            print(f"| {transport} | {timeout} | {mode} | {statistics.median(values):.1f} ({', '.join(f'{v:.0f}' for v in values)}) |")
+            print(
+                f"| {transport} | {timeout} | {mode} | {statistics.median(values):.1f} ({', '.join(f'{v:.0f}' for v in values)}) |"
+            )
     finally:
         server.terminate()
         server.wait(10)

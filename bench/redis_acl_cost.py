@@ -63,13 +63,17 @@ def main() -> None:
         admin.close()
     finally:
         server.stop()
-    print(json.dumps({
-        user: {
-            "hmget_usec_per_call": statistics.median(r[0] for r in runs),
-            "evalsha_usec_per_call": statistics.median(r[1] for r in runs),
-        }
-        for user, runs in found.items()
-    }))
+    print(
+        json.dumps(
+            {
+                user: {
+                    "hmget_usec_per_call": statistics.median(r[0] for r in runs),
+                    "evalsha_usec_per_call": statistics.median(r[1] for r in runs),
+                }
+                for user, runs in found.items()
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

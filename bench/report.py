@@ -24,7 +24,8 @@ def load(results: Path, name: str) -> dict[str, Any] | None:
 
 def runs(record: dict[str, Any], server: str, label: str, workers: int | None = None) -> list[dict[str, Any]]:
     return [
-        r for r in record["runs"]
+        r
+        for r in record["runs"]
         if r["server"] == server and r["load"]["label"] == label and (workers is None or r.get("workers") == workers)
     ]
 
@@ -90,17 +91,27 @@ def build(results: Path) -> str:
         if name == "a" and tk_all:
             p50 = paired(ours_all, tk_all, lambda r: r["latency_ms"]["p50"])
             p99 = paired(ours_all, tk_all, lambda r: r["latency_ms"]["p99"])
-            targets.append(f"| (a) 1 client, p50 ours/TK | <= 0.70 | {fmt(p50)} | {verdict(p50 is not None and p50 <= 0.7)} |")
-            targets.append(f"| (a) 1 client, p99 ours/TK | < 1.00 | {fmt(p99)} | {verdict(p99 is not None and p99 < 1)} |")
+            targets.append(
+                f"| (a) 1 client, p50 ours/TK | <= 0.70 | {fmt(p50)} | {verdict(p50 is not None and p50 <= 0.7)} |"
+            )
+            targets.append(
+                f"| (a) 1 client, p99 ours/TK | < 1.00 | {fmt(p99)} | {verdict(p99 is not None and p99 < 1)} |"
+            )
         if name == "b" and tk_all:
             ratio = paired(ours_all, tk_all, requests_per_s)
-            targets.append(f"| (b) no-op, 64 clients, requests/s ours/TK | >= 5.0 | {fmt(ratio)} | {verdict(ratio is not None and ratio >= 5)} |")
+            targets.append(
+                f"| (b) no-op, 64 clients, requests/s ours/TK | >= 5.0 | {fmt(ratio)} | {verdict(ratio is not None and ratio >= 5)} |"
+            )
         if name == "c":
             if tk_all:
                 ratio = paired(ours_all, tk_all, inputs_per_s)
-                targets.append(f"| (c) 20 ms, 64 clients, inputs/s ours/TK | >= 3.3 | {fmt(ratio)} | {verdict(ratio is not None and ratio >= 3.3)} |")
+                targets.append(
+                    f"| (c) 20 ms, 64 clients, inputs/s ours/TK | >= 3.3 | {fmt(ratio)} | {verdict(ratio is not None and ratio >= 3.3)} |"
+                )
             batch = median([r["batches"]["mean"] for r in ours_all])
-            targets.append(f"| (c) mean batch (ours) | >= 28 | {fmt(batch, 1)} | {verdict(batch is not None and batch >= 28)} |")
+            targets.append(
+                f"| (c) mean batch (ours) | >= 28 | {fmt(batch, 1)} | {verdict(batch is not None and batch >= 28)} |"
+            )
         if name == "d":
             for label, goal in (("16 clients x 4", 0.95), ("4 clients x 32", 0.97)):
                 value = median([r["inputs_per_s"] for r in runs(record, "ours", label)])
@@ -113,13 +124,17 @@ def build(results: Path) -> str:
         if name in ("b", "c", "d"):
             for label in labels:
                 value = median([r["redis_commands_per_input"] for r in runs(record, "ours", label)])
-                targets.append(f"| ({name}) {label}: Redis commands per input | <= 6 | {fmt(value)} | {verdict(value is not None and value <= 6)} |")
+                targets.append(
+                    f"| ({name}) {label}: Redis commands per input | <= 6 | {fmt(value)} | {verdict(value is not None and value <= 6)} |"
+                )
         if name == "g":
             label = labels[0]
             one = median([r["inputs_per_s"] for r in runs(record, "ours", label, 1)])
             two = median([r["inputs_per_s"] for r in runs(record, "ours", label, 2)])
             ratio = two / one if one and two else None
-            targets.append(f"| (g) 100 ms, 2 workers / 1 worker | >= 1.9 | {fmt(ratio)} | {verdict(ratio is not None and ratio >= 1.9)} |")
+            targets.append(
+                f"| (g) 100 ms, 2 workers / 1 worker | >= 1.9 | {fmt(ratio)} | {verdict(ratio is not None and ratio >= 1.9)} |"
+            )
     lines = [
         "# Benchmark summary",
         "",
@@ -144,21 +159,35 @@ def build(results: Path) -> str:
     ]
     accounting = load(results, "accounting")
     if accounting is not None:
-        lines += ["", "## Redis commands, by who sends them (MONITOR, a short run of each load)", "",
-                  "Commands inside Lua scripts run in Redis in the same round trip as the script call.", "",
-                  ("| load | predictions | inputs | batches | API commands per prediction | worker commands per batch "
-                   "| Lua-internal commands per input | all commands per input |"), "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Redis commands, by who sends them (MONITOR, a short run of each load)",
+            "",
+            "Commands inside Lua scripts run in Redis in the same round trip as the script call.",
+            "",
+            (
+                "| load | predictions | inputs | batches | API commands per prediction | worker commands per batch "
+                "| Lua-internal commands per input | all commands per input |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for run in accounting["runs"]:
             lines.append(accounting_row(run))
     f = load(results, "f")
     if f is not None:
-        lines += ["", "## (f) Open loop: latency against arrival rate (fixed 20 ms model, 1 input per request)", "",
-                  "| offered req/s | server | achieved inputs/s | p50 ms | p90 ms | p99 ms | mean batch | not finished |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## (f) Open loop: latency against arrival rate (fixed 20 ms model, 1 input per request)",
+            "",
+            "| offered req/s | server | achieved inputs/s | p50 ms | p90 ms | p99 ms | mean batch | not finished |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in f["runs"]:
             unfinished = sum(v for k, v in r["statuses"].items() if k != "success")
-            lines.append(f"| {r['load']['rate']:g} | {r['server']} | {r['inputs_per_s']:.0f} | {r['latency_ms']['p50']} "
-                         f"| {r['latency_ms']['p90']} | {r['latency_ms']['p99']} | {r['batches']['mean']} | {unfinished} |")
+            lines.append(
+                f"| {r['load']['rate']:g} | {r['server']} | {r['inputs_per_s']:.0f} | {r['latency_ms']['p50']} "
+                f"| {r['latency_ms']['p90']} | {r['latency_ms']['p99']} | {r['batches']['mean']} | {unfinished} |"
+            )
         if plot(f, results / "throughput_latency.png"):
             lines += ["", "![throughput and latency against load](throughput_latency.png)"]
     text = "\n".join(lines) + "\n"
@@ -170,7 +199,11 @@ def accounting_row(run: dict[str, Any]) -> str:
     per_input = int(run["label"].rsplit("x", 1)[1])
     by = run["by_process"]
     api = {k: v for k, v in by.get("api", {}).items() if k not in ("hello", "ping", "script")}
-    worker = {k: v for k, v in by.get("worker-1", {}).items() if k not in ("hello", "ping", "script", "hset", "pexpire", "zadd")}
+    worker = {
+        k: v
+        for k, v in by.get("worker-1", {}).items()
+        if k not in ("hello", "ping", "script", "hset", "pexpire", "zadd")
+    }
     lua = by.get("lua (inside scripts)", {})
     # The API sends the submits of concurrent requests in one script call, so count
     # predictions by their stream entries (one per prediction at these sizes).
@@ -182,9 +215,11 @@ def accounting_row(run: dict[str, Any]) -> str:
         return f"| ({run['for_scenario']}) {run['label']} | - | - | - | - | - | - | - |"
     total = sum(api.values()) + sum(worker.values()) + sum(lua.values())
     detail = lambda d: ", ".join(f"{k} {v / (predictions if d is api else batches):.2f}" for k, v in d.items())
-    return (f"| ({run['for_scenario']}) {run['label']} | {predictions} | {inputs} | {batches} "
-            f"| {sum(api.values()) / predictions:.2f} ({detail(api)}) | {sum(worker.values()) / batches:.2f} ({detail(worker)}) "
-            f"| {sum(lua.values()) / inputs:.2f} | {total / inputs:.2f} |")
+    return (
+        f"| ({run['for_scenario']}) {run['label']} | {predictions} | {inputs} | {batches} "
+        f"| {sum(api.values()) / predictions:.2f} ({detail(api)}) | {sum(worker.values()) / batches:.2f} ({detail(worker)}) "
+        f"| {sum(lua.values()) / inputs:.2f} | {total / inputs:.2f} |"
+    )
 
 
 def plot(record: dict[str, Any], path: Path) -> bool:

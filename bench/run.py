@@ -81,31 +81,51 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {
     "a": Scenario("a", "no-op model, 1 client (latency floor)", MODELS / "noop", [LoadSpec("1 client x 1", clients=1)]),
-    "b": Scenario("b", "no-op model, 64 clients (server overhead)", MODELS / "noop", [LoadSpec("64 clients x 1", clients=64)]),
+    "b": Scenario(
+        "b", "no-op model, 64 clients (server overhead)", MODELS / "noop", [LoadSpec("64 clients x 1", clients=64)]
+    ),
     "c": Scenario(
-        "c", "fixed 20 ms per batch, 64 single-input clients", MODELS / "sleep20",
-        [LoadSpec("64 clients x 1", clients=64)], ideal_inputs_per_s=1600,
+        "c",
+        "fixed 20 ms per batch, 64 single-input clients",
+        MODELS / "sleep20",
+        [LoadSpec("64 clients x 1", clients=64)],
+        ideal_inputs_per_s=1600,
     ),
     "d": Scenario(
-        "d", "fixed 20 ms per batch, multi-input requests", MODELS / "sleep20",
+        "d",
+        "fixed 20 ms per batch, multi-input requests",
+        MODELS / "sleep20",
         [LoadSpec("16 clients x 4", clients=16, inputs=4), LoadSpec("4 clients x 32", clients=4, inputs=32)],
         ideal_inputs_per_s=1600,
     ),
     "e": Scenario(
-        "e", "examples/text_to_image on the CPU, 16 single-input clients", TEXT_TO_IMAGE,
-        [LoadSpec("16 clients x 1", clients=16)], input_template=PROMPT_INPUT, direct_batch=8,
+        "e",
+        "examples/text_to_image on the CPU, 16 single-input clients",
+        TEXT_TO_IMAGE,
+        [LoadSpec("16 clients x 1", clients=16)],
+        input_template=PROMPT_INPUT,
+        direct_batch=8,
         # The example builds its PNG output with Image.from_bytes(data, "image/png");
         # Tungstenkit 0.2.20's Image.from_bytes takes the bytes only, so every batch fails there.
-        tk=False, note="Tungstenkit not run: the example calls Image.from_bytes(data, mime), which 0.2.20 lacks.",
+        tk=False,
+        note="Tungstenkit not run: the example calls Image.from_bytes(data, mime), which 0.2.20 lacks.",
     ),
     "f": Scenario(
-        "f", "open loop, fixed 20 ms per batch, 1 input per request", MODELS / "sleep20",
-        [LoadSpec(f"{r} req/s", rate=r) for r in (100, 200, 400, 800, 1200, 1500)], ideal_inputs_per_s=1600,
+        "f",
+        "open loop, fixed 20 ms per batch, 1 input per request",
+        MODELS / "sleep20",
+        [LoadSpec(f"{r} req/s", rate=r) for r in (100, 200, 400, 800, 1200, 1500)],
+        ideal_inputs_per_s=1600,
         max_reps=1,
     ),
     "g": Scenario(
-        "g", "fixed 100 ms per batch, 32 clients x 4 inputs: 1 vs 2 workers", MODELS / "sleep100",
-        [LoadSpec("32 clients x 4", clients=32, inputs=4)], ideal_inputs_per_s=320, tk=False, workers=(1, 2),
+        "g",
+        "fixed 100 ms per batch, 32 clients x 4 inputs: 1 vs 2 workers",
+        MODELS / "sleep100",
+        [LoadSpec("32 clients x 4", clients=32, inputs=4)],
+        ideal_inputs_per_s=320,
+        tk=False,
+        workers=(1, 2),
     ),
 }
 
@@ -130,9 +150,26 @@ class Timing:
 def run_load(server: Any, spec: LoadSpec, timing: Timing, *, template: str, poll_ms: float, tag: str) -> dict[str, Any]:
     out = RESULTS / "tmp" / f"{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, str(BENCH / "loadgen.py"), "--url", server.url, "--mode", server.mode,
-            "--inputs", str(spec.inputs), "--duration", str(timing.duration_s), "--warmup", str(timing.warmup_s),
-            "--poll-ms", str(poll_ms), "--input", template, "--json", str(out)]
+    args = [
+        sys.executable,
+        str(BENCH / "loadgen.py"),
+        "--url",
+        server.url,
+        "--mode",
+        server.mode,
+        "--inputs",
+        str(spec.inputs),
+        "--duration",
+        str(timing.duration_s),
+        "--warmup",
+        str(timing.warmup_s),
+        "--poll-ms",
+        str(poll_ms),
+        "--input",
+        template,
+        "--json",
+        str(out),
+    ]
     if spec.clients:
         args += ["--clients", str(spec.clients)]
     else:
@@ -166,9 +203,22 @@ def wait_idle(server: Any, timeout: float = 60.0) -> None:
 def direct_loop(model: Path, batch: int, template: str, seconds: float) -> dict[str, Any]:
     """The limit: the model's ``predict`` called in a loop on pre-formed batches, in-process."""
     out = subprocess.run(
-        [sys.executable, str(BENCH / "direct.py"), str(model), "--batch", str(batch), "--seconds", str(seconds),
-         "--input", template],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=seconds * 3 + 120,
+        [
+            sys.executable,
+            str(BENCH / "direct.py"),
+            str(model),
+            "--batch",
+            str(batch),
+            "--seconds",
+            str(seconds),
+            "--input",
+            template,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=seconds * 3 + 120,
     )
     return json.loads(out.stdout)
 
@@ -193,9 +243,15 @@ OPTIONS = Options()
 def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: Path) -> dict[str, Any]:
     print(f"== ({scenario.name}) {scenario.title}", flush=True)
     record: dict[str, Any] = {
-        "scenario": scenario.name, "title": scenario.title, "model": str(scenario.model.relative_to(ROOT)),
-        "ideal_inputs_per_s": scenario.ideal_inputs_per_s, "timing": timing.__dict__, "host": host_info(),
-        "note": scenario.note, "api_procs": OPTIONS.api_procs, "tk_log_level": OPTIONS.tk_log_level,
+        "scenario": scenario.name,
+        "title": scenario.title,
+        "model": str(scenario.model.relative_to(ROOT)),
+        "ideal_inputs_per_s": scenario.ideal_inputs_per_s,
+        "timing": timing.__dict__,
+        "host": host_info(),
+        "note": scenario.note,
+        "api_procs": OPTIONS.api_procs,
+        "tk_log_level": OPTIONS.tk_log_level,
         "tk_python": str(OPTIONS.tk_python) if OPTIONS.tk_python else None,
         "runs": [],
     }
@@ -206,16 +262,33 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
     poll_ms = TK_POLL_MS.get(scenario.name, 5.0)
     record["tk_poll_ms"] = poll_ms if with_tk else None
     for workers in scenario.workers:
-        servers: list[Any] = [OurServer(scenario.model, folder / f"{scenario.name}-w{workers}", workers=workers,
-                                        api_procs=OPTIONS.api_procs)]
+        servers: list[Any] = [
+            OurServer(
+                scenario.model, folder / f"{scenario.name}-w{workers}", workers=workers, api_procs=OPTIONS.api_procs
+            )
+        ]
         if OPTIONS.baseline:
-            servers.append(OurServer(scenario.model, folder / f"{scenario.name}-base-w{workers}", workers=workers,
-                                     api_procs=OPTIONS.api_procs, root=OPTIONS.baseline, kind="baseline",
-                                     python=str(OPTIONS.baseline / ".venv" / "bin" / "python")))
+            servers.append(
+                OurServer(
+                    scenario.model,
+                    folder / f"{scenario.name}-base-w{workers}",
+                    workers=workers,
+                    api_procs=OPTIONS.api_procs,
+                    root=OPTIONS.baseline,
+                    kind="baseline",
+                    python=str(OPTIONS.baseline / ".venv" / "bin" / "python"),
+                )
+            )
         if with_tk:
-            servers.append(TungstenkitServer(scenario.model, folder / f"{scenario.name}-tk", batch_size=scenario.direct_batch,
-                                             log_level=OPTIONS.tk_log_level,
-                                             **({"python": OPTIONS.tk_python} if OPTIONS.tk_python else {})))
+            servers.append(
+                TungstenkitServer(
+                    scenario.model,
+                    folder / f"{scenario.name}-tk",
+                    batch_size=scenario.direct_batch,
+                    log_level=OPTIONS.tk_log_level,
+                    **({"python": OPTIONS.tk_python} if OPTIONS.tk_python else {}),
+                )
+            )
         try:
             for server in servers:
                 server.start()
@@ -223,8 +296,9 @@ def run_scenario(scenario: Scenario, timing: Timing, *, with_tk: bool, folder: P
                 for spec in scenario.loads:
                     for server in servers:
                         tag = f"{scenario.name}-{server.kind}-w{workers}-{spec.label.replace(' ', '').replace('/', 'per')}-{rep}"
-                        result = run_load(server, spec, timing, template=scenario.input_template,
-                                          poll_ms=poll_ms, tag=tag)
+                        result = run_load(
+                            server, spec, timing, template=scenario.input_template, poll_ms=poll_ms, tag=tag
+                        )
                         result["workers"] = workers if server.kind in ("ours", "baseline") else 1
                         result["rep"] = rep
                         record["runs"].append(result)
@@ -245,10 +319,12 @@ def host_info() -> dict[str, Any]:
 
 def one_line(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
-    return (f"{r['server']:<11} w{r.get('workers', 1)} {r['load']['label']:<16} {r['inputs_per_s']:>8.1f} in/s "
-            f"{r['requests_per_s']:>7.1f} req/s  p50 {lat['p50']} p99 {lat['p99']} ms  batch {r['batches']['mean']}  "
-            f"http/pred {r['http_per_prediction']}  cmds/in {r['redis_commands_per_input']}  "
-            f"cpu {r['cpu_s']}  machine {r['machine_busy_cores']}  {r['statuses']}")
+    return (
+        f"{r['server']:<11} w{r.get('workers', 1)} {r['load']['label']:<16} {r['inputs_per_s']:>8.1f} in/s "
+        f"{r['requests_per_s']:>7.1f} req/s  p50 {lat['p50']} p99 {lat['p99']} ms  batch {r['batches']['mean']}  "
+        f"http/pred {r['http_per_prediction']}  cmds/in {r['redis_commands_per_input']}  "
+        f"cpu {r['cpu_s']}  machine {r['machine_busy_cores']}  {r['statuses']}"
+    )
 
 
 def run_tk_poll(timing: Timing, folder: Path) -> dict[str, Any]:
@@ -261,17 +337,28 @@ def run_tk_poll(timing: Timing, folder: Path) -> dict[str, Any]:
         try:
             server.start()
             for poll_ms in (1.0, 2.0, 5.0, 10.0, 20.0, 50.0):
-                result = run_load(server, scenario.loads[0], timing, template=scenario.input_template,
-                                  poll_ms=poll_ms, tag=f"tkpoll-{name}-{poll_ms}")
+                result = run_load(
+                    server,
+                    scenario.loads[0],
+                    timing,
+                    template=scenario.input_template,
+                    poll_ms=poll_ms,
+                    tag=f"tkpoll-{name}-{poll_ms}",
+                )
                 result["for_scenario"] = name
                 record["runs"].append(result)
                 print(f"   ({name}) poll {poll_ms:>4} ms: " + one_line(result), flush=True)
         finally:
             server.stop()
-    lines = ["| scenario | poll ms | inputs/s | p50 ms | p99 ms | HTTP/prediction | TK server CPU s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | poll ms | inputs/s | p50 ms | p99 ms | HTTP/prediction | TK server CPU s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in record["runs"]:
-        lines.append(f"| ({r['for_scenario']}) | {r['load']['poll_ms']:g} | {r['inputs_per_s']:.0f} | {r['latency_ms']['p50']} | "
-                     f"{r['latency_ms']['p99']} | {r['http_per_prediction']} | {r['cpu_s'].get('tk-server')} |")
+        lines.append(
+            f"| ({r['for_scenario']}) | {r['load']['poll_ms']:g} | {r['inputs_per_s']:.0f} | {r['latency_ms']['p50']} | "
+            f"{r['latency_ms']['p99']} | {r['http_per_prediction']} | {r['cpu_s'].get('tk-server')} |"
+        )
     record["table"] = "\n".join(lines)
     write("tk-poll", record)
     return record
@@ -359,7 +446,9 @@ def run_accounting(timing: Timing, folder: Path) -> dict[str, Any]:
     names = ("submit", "start", "finish", "cancel", "requeue", "reclaim")
     scripts = {s.sha[:12]: s.name for s in (script(name) for name in names)}
     record: dict[str, Any] = {"scenario": "accounting", "runs": []}
-    cases = [("b", SCENARIOS["b"].loads[0]), ("c", SCENARIOS["c"].loads[0])] + [("d", spec) for spec in SCENARIOS["d"].loads]
+    cases = [("b", SCENARIOS["b"].loads[0]), ("c", SCENARIOS["c"].loads[0])] + [
+        ("d", spec) for spec in SCENARIOS["d"].loads
+    ]
     short = Timing(min(timing.duration_s, 3.0), 0.5, 1)
     for name, spec in cases:
         scenario = SCENARIOS[name]
@@ -388,7 +477,9 @@ def run_accounting(timing: Timing, folder: Path) -> dict[str, Any]:
             by_process.setdefault(who, {})
             by_process[who][command] = by_process[who].get(command, 0) + n
         summary = {
-            "for_scenario": name, "label": spec.label, "by_process": by_process,
+            "for_scenario": name,
+            "label": spec.label,
+            "by_process": by_process,
             "load_result": {k: result[k] for k in ("inputs_per_s", "batches", "redis_commands_per_input")},
         }
         record["runs"].append(summary)
@@ -426,21 +517,65 @@ def run_profile(timing: Timing, folder: Path) -> dict[str, Any]:
             samplers = []
             for proc in ("api", "worker-1"):
                 raw = out_dir / f"{name}-{proc}.txt"
-                samplers.append((proc, raw, subprocess.Popen(
-                    [py_spy, "record", "--pid", str(pids[proc]), "--duration", str(int(seconds)), "--rate", "100",
-                     "--format", "raw", "--threads", "--gil", "--output", str(raw)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                samplers.append(
+                    (
+                        proc,
+                        raw,
+                        subprocess.Popen(
+                            [
+                                py_spy,
+                                "record",
+                                "--pid",
+                                str(pids[proc]),
+                                "--duration",
+                                str(int(seconds)),
+                                "--rate",
+                                "100",
+                                "--format",
+                                "raw",
+                                "--threads",
+                                "--gil",
+                                "--output",
+                                str(raw),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        ),
+                    )
+                )
             # The worker's model thread by wall time (not only GIL time): file-system calls
             # and waits release the GIL but still delay the next batch. --nonblocking, so
             # that it can sample alongside the --gil sampler.
             wall = out_dir / f"{name}-worker-1-wall.txt"
             wall_sampler = subprocess.Popen(
-                [py_spy, "record", "--pid", str(pids["worker-1"]), "--duration", str(int(seconds)), "--rate", "200",
-                 "--format", "raw", "--threads", "--nonblocking", "--output", str(wall)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(pids["worker-1"]),
+                    "--duration",
+                    str(int(seconds)),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--nonblocking",
+                    "--output",
+                    str(wall),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             threads_before = {proc: thread_cpu(pids[proc]) for proc in ("api", "worker-1")}
-            result = run_load(server, spec, Timing(seconds, 0.5, 1), template=scenario.input_template,
-                              poll_ms=0, tag=f"profile-{name}")
+            result = run_load(
+                server,
+                spec,
+                Timing(seconds, 0.5, 1),
+                template=scenario.input_template,
+                poll_ms=0,
+                tag=f"profile-{name}",
+            )
             threads_after = {proc: thread_cpu(pids[proc]) for proc in ("api", "worker-1")}
             for _, _, sampler in samplers:
                 sampler.wait(60)
@@ -560,7 +695,7 @@ def summarize_profile(path: Path, top: int = 25) -> dict[str, Any]:
         "samples": total,
         "categories": [(k, share(v)) for k, v in sorted(categorize(path).items(), key=lambda kv: -kv[1])],
         "self_top": [(k, share(v)) for k, v in sorted(self_counts.items(), key=lambda kv: -kv[1])[:top]],
-        "inclusive_top": [(k, share(v)) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top * 2]],
+        "inclusive_top": [(k, share(v)) for k, v in sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]],
         "self_by_package": [(k, share(v)) for k, v in sorted(modules.items(), key=lambda kv: -kv[1])[:top]],
         "idle_markers": idle_markers,
     }
@@ -633,13 +768,18 @@ def profile_table(record: dict[str, Any]) -> str:
         parts.append(f"### ({run['for_scenario']}) {run['load']}\n")
         outside = run.get("model_thread_outside_predict")
         if outside:
-            parts.append("Worker model thread between `predict` calls (py-spy wall samples, ms per batch): "
-                         + ", ".join(f"{k} {v}" for k, v in outside.items()) + "\n")
+            parts.append(
+                "Worker model thread between `predict` calls (py-spy wall samples, ms per batch): "
+                + ", ".join(f"{k} {v}" for k, v in outside.items())
+                + "\n"
+            )
         for proc, summary in run["processes"].items():
             if not summary.get("samples"):
                 continue
-            parts.append(f"**{proc}**: {summary['samples']} samples of the GIL holder (py-spy --gil, 100/s); "
-                         f"CPU seconds per thread: {summary.get('thread_cpu_s')}\n")
+            parts.append(
+                f"**{proc}**: {summary['samples']} samples of the GIL holder (py-spy --gil, 100/s); "
+                f"CPU seconds per thread: {summary.get('thread_cpu_s')}\n"
+            )
             parts.append("| where the CPU goes (category) | % |\n|---|---|")
             parts += [f"| {k} | {v} |" for k, v in summary["categories"]]
             parts.append("")
@@ -663,8 +803,10 @@ def write(name: str, record: dict[str, Any]) -> None:
 
 
 def scenario_table(record: dict[str, Any]) -> str:
-    head = ("| server | workers | load | inputs/s | requests/s | p50 ms | p90 ms | p99 ms | mean batch | batch histogram "
-            "| batch start-to-start p50 ms | HTTP/pred | Redis cmds/input | CPU s (per process) | loadgen CPU s | machine busy cores |")
+    head = (
+        "| server | workers | load | inputs/s | requests/s | p50 ms | p90 ms | p99 ms | mean batch | batch histogram "
+        "| batch start-to-start p50 ms | HTTP/pred | Redis cmds/input | CPU s (per process) | loadgen CPU s | machine busy cores |"
+    )
     lines = [head, "|" + "---|" * 16]
     for r in record["runs"]:
         lat = r["latency_ms"]
@@ -685,29 +827,41 @@ def scenario_table(record: dict[str, Any]) -> str:
         pairs = [(o, b) for o in ours for b in base if (o["rep"], o["load"]["label"]) == (b["rep"], b["load"]["label"])]
         ratios = sorted(o["inputs_per_s"] / b["inputs_per_s"] for o, b in pairs if b["inputs_per_s"])
         if ratios:
-            lines.append(f"\nThis checkout / baseline, inputs/s of adjacent runs: median {statistics.median(ratios):.3f} "
-                         f"(each: {', '.join(f'{r:.3f}' for r in ratios)}).")
+            lines.append(
+                f"\nThis checkout / baseline, inputs/s of adjacent runs: median {statistics.median(ratios):.3f} "
+                f"(each: {', '.join(f'{r:.3f}' for r in ratios)})."
+            )
     d = record["direct"]
-    lines.append(f"\nDirect in-process loop (`predict` on pre-formed batches of {d['batch']}): "
-                 f"{d['inputs_per_s']:.0f} inputs/s; with output serialisation {d['inputs_per_s_serialised']:.0f} inputs/s.")
+    lines.append(
+        f"\nDirect in-process loop (`predict` on pre-formed batches of {d['batch']}): "
+        f"{d['inputs_per_s']:.0f} inputs/s; with output serialisation {d['inputs_per_s_serialised']:.0f} inputs/s."
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     parser.add_argument("scenarios", nargs="+")
     parser.add_argument("--quick", action="store_true", help="a few seconds per run")
     parser.add_argument("--reps", type=int, help="alternations of the servers per load [3; quick 1]")
     parser.add_argument("--duration", type=float, help="measured seconds per run [10; quick 2]")
     parser.add_argument("--warmup", type=float, help="seconds before each run's window [2; quick 0.5]")
     parser.add_argument("--api-procs", type=int, default=1, help="API processes of our server [1]")
-    parser.add_argument("--tk-log-level", default="warning", help="Tungstenkit's --log-level [warning; its default: info]")
+    parser.add_argument(
+        "--tk-log-level", default="warning", help="Tungstenkit's --log-level [warning; its default: info]"
+    )
     parser.add_argument("--tk-venv", type=Path, help="another venv with Tungstenkit [bench/.venv-tk]")
     parser.add_argument("--no-tk", action="store_true", help="skip Tungstenkit even if bench/.venv-tk exists")
     parser.add_argument("--out", type=Path, help="results folder [bench/results]")
-    parser.add_argument("--baseline", type=Path,
-                        help="another checkout of this project, with its own .venv, run alternately with this one")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of this project, with its own .venv, run alternately with this one",
+    )
     args = parser.parse_args(argv)
     global RESULTS
     if args.out:

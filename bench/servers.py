@@ -131,8 +131,21 @@ class Redis:
             executable = find_redis_server()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
+            [
+                executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+                "--logfile",
+                str(self.folder / "redis.log"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -158,9 +171,20 @@ class OurServer:
 
     mode = "longpoll"
 
-    def __init__(self, model: Path, folder: Path, *, workers: int = 1, batch_size: int | None = None,
-                 env: dict[str, str] | None = None, python: str = sys.executable, port: int | None = None,
-                 api_procs: int = 1, root: Path = ROOT, kind: str = "ours") -> None:
+    def __init__(
+        self,
+        model: Path,
+        folder: Path,
+        *,
+        workers: int = 1,
+        batch_size: int | None = None,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+        port: int | None = None,
+        api_procs: int = 1,
+        root: Path = ROOT,
+        kind: str = "ours",
+    ) -> None:
         self.model = model
         self.api_procs = api_procs
         self.extra: list[tuple[subprocess.Popen, int]] = []
@@ -186,9 +210,25 @@ class OurServer:
     def start(self, timeout: float = 120) -> OurServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.redis.start()
-        command = [self.python, "-m", "tungstenkit.cli", "serve", str(self.model), "-p", str(self.port), "--host", "127.0.0.1",
-                   "--workers", str(self.workers), "--redis-url", self.redis.url, "--namespace", "bench",
-                   "--log-level", "warning"]
+        command = [
+            self.python,
+            "-m",
+            "tungstenkit.cli",
+            "serve",
+            str(self.model),
+            "-p",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            str(self.workers),
+            "--redis-url",
+            self.redis.url,
+            "--namespace",
+            "bench",
+            "--log-level",
+            "warning",
+        ]
         if self.batch_size:
             command += ["--batch-size", str(self.batch_size)]
         env = {**os.environ, "TUNGSTEN_HOME": str(self.folder / "home"), **self.env}
@@ -208,8 +248,25 @@ class OurServer:
         for _ in range(self.api_procs - 1):
             port = free_port()
             log = self.folder / f"ours-api-{port}.log"
-            extra = [self.python, "-m", "tungstenkit.cli", "serve", str(self.model), "-p", str(port), "--host", "127.0.0.1",
-                     "--workers", "0", "--redis-url", self.redis.url, "--namespace", "bench", "--log-level", "warning"]
+            extra = [
+                self.python,
+                "-m",
+                "tungstenkit.cli",
+                "serve",
+                str(self.model),
+                "-p",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--workers",
+                "0",
+                "--redis-url",
+                self.redis.url,
+                "--namespace",
+                "bench",
+                "--log-level",
+                "warning",
+            ]
             if self.batch_size:
                 extra += ["--batch-size", str(self.batch_size)]
             with log.open("wb") as out:
@@ -252,9 +309,18 @@ class TungstenkitServer:
     mode = "poll"
     redis_address = None
 
-    def __init__(self, model: Path, folder: Path, *, batch_size: int = 32, class_name: str | None = None,
-                 env: dict[str, str] | None = None, port: int | None = None, log_level: str = "warning",
-                 python: Path = TK_PYTHON) -> None:
+    def __init__(
+        self,
+        model: Path,
+        folder: Path,
+        *,
+        batch_size: int = 32,
+        class_name: str | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        log_level: str = "warning",
+        python: Path = TK_PYTHON,
+    ) -> None:
         self.python = python
         self.model = model
         self.folder = folder
@@ -279,13 +345,26 @@ class TungstenkitServer:
         self._tmp = tempfile.mkdtemp(prefix="tk-model-", dir=self.folder)
         workdir = Path(self._tmp) / self.model.name
         shutil.copytree(self.model, workdir, ignore=shutil.ignore_patterns("__pycache__"))
-        env = {**os.environ, "TUNGSTEN_MODEL_MODULE": "tungsten_model",
-               "TUNGSTEN_MODEL_CLASS": self.class_name or model_class_name(self.model), **self.env}
+        env = {
+            **os.environ,
+            "TUNGSTEN_MODEL_MODULE": "tungsten_model",
+            "TUNGSTEN_MODEL_CLASS": self.class_name or model_class_name(self.model),
+            **self.env,
+        }
         # --log-level warning (the default here): its best configuration, without its
         # per-prediction log lines; the uvicorn access log stays on, as Tungstenkit
         # offers no switch for it. Its own default is info.
-        command = [str(self.python), "-m", "tungstenkit._internal.model_server", "-p", str(self.port),
-                   "-b", str(self.batch_size), "--log-level", self.log_level]
+        command = [
+            str(self.python),
+            "-m",
+            "tungstenkit._internal.model_server",
+            "-p",
+            str(self.port),
+            "-b",
+            str(self.batch_size),
+            "--log-level",
+            self.log_level,
+        ]
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
 

@@ -94,9 +94,17 @@ class _Accepted:
 
 
 class Soak:
-    def __init__(self, minutes: float, seed: int, clients: int, heartbeat_ttl_s: float = 4.0,
-                 result_ttl_s: int = 20, fault_gap_s: tuple[float, float] = (3.0, 6.0),
-                 faults: tuple[str, ...] = FAULTS, appendfsync: str = "always") -> None:
+    def __init__(
+        self,
+        minutes: float,
+        seed: int,
+        clients: int,
+        heartbeat_ttl_s: float = 4.0,
+        result_ttl_s: int = 20,
+        fault_gap_s: tuple[float, float] = (3.0, 6.0),
+        faults: tuple[str, ...] = FAULTS,
+        appendfsync: str = "always",
+    ) -> None:
         self.minutes = minutes
         self.seed = seed
         self.clients = clients
@@ -128,7 +136,9 @@ class Soak:
         self.receiver.up()
         self.served = self._serve()
         threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
-        watchers = [threading.Thread(target=f, daemon=True) for f in (self._watch_health, self._watch_done, self._watch_rss)]
+        watchers = [
+            threading.Thread(target=f, daemon=True) for f in (self._watch_health, self._watch_done, self._watch_rss)
+        ]
         try:
             for thread in watchers:
                 thread.start()
@@ -179,8 +189,25 @@ class Soak:
         for name in ("TUNGSTEN_REDIS_URL", "REDIS_URL"):
             env.pop(name, None)
         log_path = self.folder / "serve.log"
-        command = [sys.executable, "-m", "tungstenkit.cli", "serve", str(MODEL), "-p", str(port), "--host", "127.0.0.1",
-                   "--workers", "2", "--api-processes", "2", "--namespace", NAMESPACE, "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "tungstenkit.cli",
+            "serve",
+            str(MODEL),
+            "-p",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--workers",
+            "2",
+            "--api-processes",
+            "2",
+            "--namespace",
+            NAMESPACE,
+            "--log-level",
+            "warning",
+        ]
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         served = Served(process, port, home, log_path)
@@ -318,7 +345,9 @@ class Soak:
         self._note_loss(accepted)
 
     def _faults_near(self, at: float, before_s: float = 30, after_s: float = 10) -> str:
-        near = [f"{kind} at {began - at:+.1f}s" for began, _end, kind in self.timeline if -before_s < began - at < after_s]
+        near = [
+            f"{kind} at {began - at:+.1f}s" for began, _end, kind in self.timeline if -before_s < began - at < after_s
+        ]
         return ", ".join(near) or "none"
 
     def _note_duplicates(self) -> None:
@@ -566,8 +595,13 @@ class Soak:
 
         queue = Queue(f"tungsten-webhooks-{NAMESPACE}", connection=admin)
         left = queue.count
-        for registry in (StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry,
-                         ScheduledJobRegistry):
+        for registry in (
+            StartedJobRegistry,
+            FinishedJobRegistry,
+            FailedJobRegistry,
+            DeferredJobRegistry,
+            ScheduledJobRegistry,
+        ):
             left += registry(queue=queue).count
         return left
 
@@ -609,13 +643,20 @@ class Soak:
             (report.false_crash_verdicts == 0, f"{report.false_crash_verdicts} false crash verdicts"),
             (set(report.failed) <= {"Canceled"}, f"failures other than cancels: {dict(report.failed)}"),
             (report.health_slow == 0, f"{report.health_slow} /health answers over {HEALTH_BOUND_S:g} s"),
-            (report.keys_end <= report.keys_baseline + KEY_TOLERANCE,
-             f"Redis keys {report.keys_baseline} -> {report.keys_end}"),
-            (report.memory_end <= report.memory_baseline + MEMORY_TOLERANCE_BYTES,
-             f"Redis memory {report.memory_baseline} -> {report.memory_end}"),
+            (
+                report.keys_end <= report.keys_baseline + KEY_TOLERANCE,
+                f"Redis keys {report.keys_baseline} -> {report.keys_end}",
+            ),
+            (
+                report.memory_end <= report.memory_baseline + MEMORY_TOLERANCE_BYTES,
+                f"Redis memory {report.memory_baseline} -> {report.memory_end}",
+            ),
             (report.workers_index_ok, "the workers index does not hold exactly the live workers"),
             (report.rq_registries_left == 0, f"{report.rq_registries_left} jobs left in RQ"),
-            (all(g < RSS_GROWTH_LIMIT for g in report.rss_growth.values()), f"resident memory grew: {report.rss_growth}"),
+            (
+                all(g < RSS_GROWTH_LIMIT for g in report.rss_growth.values()),
+                f"resident memory grew: {report.rss_growth}",
+            ),
             (report.succeeded > 0, "nothing succeeded"),
         ]
         report.problems += [why for ok, why in checks if not ok]
@@ -634,8 +675,13 @@ class Soak:
         self.report.rss_processes = {role: len(values) for role, values in growth.items()}
 
 
-def run(minutes: float, seed: int | None = None, clients: int = 6, faults: tuple[str, ...] = FAULTS,
-        appendfsync: str = "always") -> SoakReport:
+def run(
+    minutes: float,
+    seed: int | None = None,
+    clients: int = 6,
+    faults: tuple[str, ...] = FAULTS,
+    appendfsync: str = "always",
+) -> SoakReport:
     """Soak the server for ``minutes`` of load (plus warm-up and the wait for expiry)."""
     chosen = seed if seed is not None else random.randrange(10**6)
     return Soak(minutes, chosen, clients, faults=faults, appendfsync=appendfsync).run()

@@ -16,8 +16,6 @@ from typing import Any
 NAMESPACE = "soak"
 
 
-
-
 class Receiver:
     """A loopback webhook receiver that can be taken down (its port closed) and back up."""
 

@@ -7,10 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAULTS = (
-    "worker-kill", "worker-pause", "redis-kill", "redis-pause", "redis-full", "api-kill", "receiver-down",
+    "worker-kill",
+    "worker-pause",
+    "redis-kill",
+    "redis-pause",
+    "redis-full",
+    "api-kill",
+    "receiver-down",
 )
-
-
 
 
 @dataclass
@@ -57,16 +61,21 @@ class SoakReport:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()} | {"passed": self.passed}
+        return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self.__dict__.items()} | {
+            "passed": self.passed
+        }
 
     def table(self) -> str:
         faults = ", ".join(f"{k} {self.faults[k]}" for k in FAULTS if self.faults[k]) or "none"
         failed = ", ".join(f"{k} {v}" for k, v in self.failed.most_common()) or "0"
         refused = ", ".join(f"{k} {v}" for k, v in self.refused.most_common()) or "0"
-        rss = ", ".join(
-            f"{role} {100 * growth:+.1f}% ({self.rss_processes.get(role, 0)} processes)"
-            for role, growth in self.rss_growth.items()
-        ) or "no process lived long enough to compare"
+        rss = (
+            ", ".join(
+                f"{role} {100 * growth:+.1f}% ({self.rss_processes.get(role, 0)} processes)"
+                for role, growth in self.rss_growth.items()
+            )
+            or "no process lived long enough to compare"
+        )
         statuses = ", ".join(f"{k} {v}" for k, v in self.health_statuses.most_common())
         rows = [
             ("duration", f"{self.minutes:g} min of load (seed {self.seed})"),
@@ -82,10 +91,15 @@ class SoakReport:
             ("false crash verdicts", str(self.false_crash_verdicts)),
             ("/health answers over 1 s", f"{self.health_slow} of {self.health_checks} ({statuses})"),
             ("resident memory after warm-up", rss),
-            ("Redis keys, baseline -> end",
-             f"{self.keys_baseline} -> {self.keys_end}" + (f" ({', '.join(self.keys_added)})" if self.keys_added else "")),
-            ("Redis used memory, baseline -> end",
-             f"{self.memory_baseline / 2**20:.1f} -> {self.memory_end / 2**20:.1f} MiB"),
+            (
+                "Redis keys, baseline -> end",
+                f"{self.keys_baseline} -> {self.keys_end}"
+                + (f" ({', '.join(self.keys_added)})" if self.keys_added else ""),
+            ),
+            (
+                "Redis used memory, baseline -> end",
+                f"{self.memory_baseline / 2**20:.1f} -> {self.memory_end / 2**20:.1f} MiB",
+            ),
             ("workers index = live workers", "yes" if self.workers_index_ok else "no"),
             ("RQ registries left", str(self.rq_registries_left)),
             ("webhooks delivered", str(self.webhooks_delivered)),

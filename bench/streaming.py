@@ -86,12 +86,18 @@ async def latency_rounds(url: str, rounds: int, clients: int, steps: int, step_m
         events += sum(counts)
     elapsed = time.perf_counter() - began
     return {
-        "rounds": rounds, "clients": clients, "steps": steps, "step_ms": step_ms,
-        "output_events": events, "events_per_s": round(events / elapsed, 1),
+        "rounds": rounds,
+        "clients": clients,
+        "steps": steps,
+        "step_ms": step_ms,
+        "output_events": events,
+        "events_per_s": round(events / elapsed, 1),
         "mean_batch": round(statistics.mean(batches), 2) if batches else 0,
         "added_latency_ms": {
-            "p50": round(percentile(latencies, 0.50), 2), "p90": round(percentile(latencies, 0.90), 2),
-            "p99": round(percentile(latencies, 0.99), 2), "max": round(max(latencies), 2),
+            "p50": round(percentile(latencies, 0.50), 2),
+            "p90": round(percentile(latencies, 0.90), 2),
+            "p99": round(percentile(latencies, 0.99), 2),
+            "max": round(max(latencies), 2),
         },
     }
 
@@ -110,7 +116,9 @@ async def time_health(url: str, count: int) -> dict[str, float]:
 async def open_stream(host: str, port: int, prediction_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A raw connection holding ``GET /predictions/{id}/events`` open (lighter than an HTTP client per stream)."""
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"GET /predictions/{prediction_id}/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(
+        f"GET /predictions/{prediction_id}/events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
@@ -128,8 +136,9 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def idle(url: str, streams: int, health_requests: int, hold_s: float, mode: str,
-               pids: dict[str, int]) -> dict[str, object]:
+async def idle(
+    url: str, streams: int, health_requests: int, hold_s: float, mode: str, pids: dict[str, int]
+) -> dict[str, object]:
     host, port = url.removeprefix("http://").split(":")
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         # One prediction runs for an hour without a word: the worker is busy with it.
@@ -146,7 +155,7 @@ async def idle(url: str, streams: int, health_requests: int, hold_s: float, mode
     opened = []
     received = [0]
     for start in range(0, streams, 100):
-        opened += await asyncio.gather(*(open_stream(host, int(port), p) for p in ids[start:start + 100]))
+        opened += await asyncio.gather(*(open_stream(host, int(port), p) for p in ids[start : start + 100]))
     readers = [asyncio.create_task(drain(reader, received)) for reader, _ in opened]
     await asyncio.sleep(1.0)  # past the first reads
     during = await time_health(url, health_requests)
@@ -162,8 +171,15 @@ async def idle(url: str, streams: int, health_requests: int, hold_s: float, mode
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         for prediction_id in set(ids) | {blocker}:
             await client.post(f"/predictions/{prediction_id}/cancel")
-    return {"streams": streams, "mode": mode, "health_before": before, "health_with_streams": during,
-            "bytes_received_while_idle": held, "idle_s": hold_s, "cpu_cores_while_idle": cpu}
+    return {
+        "streams": streams,
+        "mode": mode,
+        "health_before": before,
+        "health_with_streams": during,
+        "bytes_received_while_idle": held,
+        "idle_s": hold_s,
+        "cpu_cores_while_idle": cpu,
+    }
 
 
 def main() -> None:
@@ -189,12 +205,19 @@ def main() -> None:
         if args.what == "latency":
             result = asyncio.run(latency_rounds(server.url, args.rounds, args.clients, args.steps, args.step_ms))
         else:
-            result = asyncio.run(idle(server.url, args.streams, args.health_requests, args.hold_s, args.mode, server.pids()))
+            result = asyncio.run(
+                idle(server.url, args.streams, args.health_requests, args.hold_s, args.mode, server.pids())
+            )
     finally:
         server.stop()
     # The machine is shared: its load average says how much of it the run had.
-    result = {"what": args.what, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "root": str(ROOT),
-              "load_average_1m": round(os.getloadavg()[0], 2), **result}
+    result = {
+        "what": args.what,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "root": str(ROOT),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **result,
+    }
     print(json.dumps(result, indent=2))
     if args.out is not None:
         with args.out.open("a") as out:

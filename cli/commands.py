@@ -58,7 +58,8 @@ def _echo_err(message: str) -> None:
 
 def insecure_option(function: Any) -> Any:
     return click.option(
-        "--insecure", is_flag=True,
+        "--insecure",
+        is_flag=True,
         help="Allow plain HTTP to the registry (a registry on this machine may use it anyway).",
     )(function)
 
@@ -69,8 +70,12 @@ def _namespace(ctx: click.Context, namespace: str | None, source: ModelSource) -
 
 def model_options(function: Any) -> Any:
     """MODEL plus the options that pick the module and class of a model given as a path."""
-    function = click.option("-c", "--model-class", "class_name", help="Model class (when the file defines several).")(function)
-    function = click.option("-m", "--model-module", "module", help="Model module for a path MODEL [tungsten_model].")(function)
+    function = click.option("-c", "--model-class", "class_name", help="Model class (when the file defines several).")(
+        function
+    )
+    function = click.option("-m", "--model-module", "module", help="Model module for a path MODEL [tungsten_model].")(
+        function
+    )
     return click.argument("model", required=False)(function)
 
 
@@ -79,10 +84,12 @@ def serving_options(function: Any) -> Any:
         "--log-format", type=LOG_FORMAT, help="Log lines as text or as JSON objects [text; $TUNGSTEN_LOG_FORMAT]."
     )(function)
     function = click.option("--namespace", help="Redis key namespace [the model's name].")(function)
-    function = click.option("--log-level", type=LOG_LEVEL, default="info", show_default=True, help="Log level.")(function)
-    return click.option(
-        "--batch-size", type=click.IntRange(min=1), help="Max batch size [the model's batch_size]."
-    )(function)
+    function = click.option("--log-level", type=LOG_LEVEL, default="info", show_default=True, help="Log level.")(
+        function
+    )
+    return click.option("--batch-size", type=click.IntRange(min=1), help="Max batch size [the model's batch_size].")(
+        function
+    )
 
 
 @click.group(cls=TungstenGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,7 +106,8 @@ def cli(ctx: click.Context) -> None:
 @click.option("-m", "--model-module", "module", default="tungsten_model", show_default=True)
 @click.option("-c", "--model-class", "class_name", help="Model class (when the file defines several).")
 @click.option(
-    "--image/--no-image", default=None,
+    "--image/--no-image",
+    default=None,
     help="Build the Docker image, failing when no engine is reachable / do not build it [build it when an engine "
     "is reachable].",
 )
@@ -120,22 +128,31 @@ def build(
 @cli.command()
 @model_options
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # all interfaces, as the seed serves
+@click.option(
+    "--host", default="0.0.0.0", show_default=True, help="Address to listen on."
+)  # all interfaces, as the seed serves
 @click.option("--workers", type=click.IntRange(min=0), help="Worker processes (0: API only) [1].")
 @click.option(
-    "--gpus", help="GPUs to run workers on: 0,1 or all (each worker sees one: CUDA_VISIBLE_DEVICES) "
+    "--gpus",
+    help="GPUs to run workers on: 0,1 or all (each worker sees one: CUDA_VISIBLE_DEVICES) "
     "[all visible GPUs for a model declared with gpu=True, unless --workers is given].",
 )
 @click.option(
-    "--workers-per-gpu", type=click.IntRange(min=1),
+    "--workers-per-gpu",
+    type=click.IntRange(min=1),
     help="Workers per GPU [2: one's host work overlaps the other's GPU work; 1 where two copies of "
     "the model do not fit].",
 )
 @click.option(
-    "--api-processes", type=click.IntRange(min=1), default=1, show_default=True,
+    "--api-processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
     help="API processes sharing the port (more HTTP throughput on a host with cores to spare).",
 )
-@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL].")
+@click.option(
+    "--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL]."
+)
 @insecure_option
 @serving_options
 @click.pass_context
@@ -170,8 +187,20 @@ def serve(
         batch_size=batch_size,
         log_level=log_level,
     )
-    _run_server(ctx, model, module, class_name, options, redis_url, namespace, log_format,
-                gpus=gpus, workers_per_gpu=workers_per_gpu, workers_given=workers is not None, insecure=insecure)
+    _run_server(
+        ctx,
+        model,
+        module,
+        class_name,
+        options,
+        redis_url,
+        namespace,
+        log_format,
+        gpus=gpus,
+        workers_per_gpu=workers_per_gpu,
+        workers_given=workers is not None,
+        insecure=insecure,
+    )
 
 
 def _run_server(
@@ -220,10 +249,16 @@ def _run_server(
 @cli.command()
 @model_options
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=3000, show_default=True, help="Port to listen on.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0 to open the page to other machines).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 to open the page to other machines).",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
-@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL].")
+@click.option(
+    "--redis-url", envvar="TUNGSTEN_REDIS_URL", help="Use this Redis instead of an embedded one [$REDIS_URL]."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Max batch size [the model's batch_size].")
 @click.option("--log-level", type=LOG_LEVEL, default="warning", show_default=True, help="Log level.")
 @click.option("--namespace", help="Redis key namespace [the model's name].")
@@ -250,8 +285,9 @@ def demo(
     def announce() -> None:
         click.echo(f"Demo page: {address}  (API docs: {address}docs; Ctrl+C to stop)", err=True)
 
-    options = ServeOptions(host=host, port=port, workers=workers, batch_size=batch_size, log_level=log_level,
-                           on_ready=announce)
+    options = ServeOptions(
+        host=host, port=port, workers=workers, batch_size=batch_size, log_level=log_level, on_ready=announce
+    )
     _run_server(ctx, model, module, class_name, options, redis_url, namespace, None)
 
 
@@ -358,15 +394,28 @@ def webhooks(ctx: click.Context, namespace: str, log_level: str) -> None:
 
 
 @cli.command()
-@click.option("--redis-url", envvar="TUNGSTEN_REDIS_URL", help="The Redis to read [$REDIS_URL; else the embedded one "
-              "of a running `tungsten serve`].")
+@click.option(
+    "--redis-url",
+    envvar="TUNGSTEN_REDIS_URL",
+    help="The Redis to read [$REDIS_URL; else the embedded one of a running `tungsten serve`].",
+)
 @click.option("--namespace", help="The model's namespace [every one found].")
 @click.option("-w", "--watch", is_flag=True, help="Refresh until Ctrl+C.")
-@click.option("-n", "--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
-              help="Seconds between refreshes with --watch.")
+@click.option(
+    "-n",
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
 @click.option("--count", type=click.IntRange(min=1), help="With --watch, stop after this many refreshes.")
-@click.option("--webhook-secret", "print_secret", is_flag=True,
-              help="Print the secret that signs webhooks (to verify them) and exit.")
+@click.option(
+    "--webhook-secret",
+    "print_secret",
+    is_flag=True,
+    help="Print the secret that signs webhooks (to verify them) and exit.",
+)
 @click.pass_context
 def status(
     ctx: click.Context,
@@ -411,24 +460,42 @@ def _key_store(ctx: click.Context, redis_url: str | None, namespace: str | None)
 def key_target_options(function: Any) -> Any:
     function = click.option("--namespace", help="The model's namespace [the one found].")(function)
     return click.option(
-        "--redis-url", envvar="TUNGSTEN_REDIS_URL",
+        "--redis-url",
+        envvar="TUNGSTEN_REDIS_URL",
         help="The Redis the API uses [$REDIS_URL; else the embedded one of a running `tungsten serve`].",
     )(function)
 
 
 @keys.command("create")
 @click.option("--name", required=True, help="What the key is for (shown by `list`).")
-@click.option("--scope", type=click.Choice(["read", "predict", "admin"]), default="predict", show_default=True,
-              help="read: its owner's predictions; predict: also create and cancel them; admin: every prediction, /metrics.")
+@click.option(
+    "--scope",
+    type=click.Choice(["read", "predict", "admin"]),
+    default="predict",
+    show_default=True,
+    help="read: its owner's predictions; predict: also create and cancel them; admin: every prediction, /metrics.",
+)
 @click.option("--rps", type=click.FloatRange(min=0), default=0, help="Requests per second it may send (0: no limit).")
-@click.option("--max-queued", type=click.IntRange(min=0), default=0,
-              help="Inputs its predictions may have waiting or running (0: no limit).")
-@click.option("--owner", metavar="KEY_ID", help="Act for the predictions of this key (a successor, or a read-only key).")
+@click.option(
+    "--max-queued",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Inputs its predictions may have waiting or running (0: no limit).",
+)
+@click.option(
+    "--owner", metavar="KEY_ID", help="Act for the predictions of this key (a successor, or a read-only key)."
+)
 @key_target_options
 @click.pass_context
 def keys_create(
-    ctx: click.Context, name: str, scope: str, rps: float, max_queued: int, owner: str | None,
-    redis_url: str | None, namespace: str | None,
+    ctx: click.Context,
+    name: str,
+    scope: str,
+    rps: float,
+    max_queued: int,
+    owner: str | None,
+    redis_url: str | None,
+    namespace: str | None,
 ) -> None:
     """Create a key; prints its token, once, alone on standard output."""
     from tungstenkit.cli.keys import created_note
@@ -528,8 +595,10 @@ def pull(ctx: click.Context, reference: str, insecure: bool) -> None:
     result = pull_model(ModelStore(settings.home), reference, settings, insecure=insecure, progress=_echo_err)
     model = result.model
     if result.downloaded or result.copied:
-        _echo_err(f"Pulled {model.reference} ({model.digest}): {result.downloaded} files downloaded, "
-                  f"{result.copied} copied from the store")
+        _echo_err(
+            f"Pulled {model.reference} ({model.digest}): {result.downloaded} files downloaded, "
+            f"{result.copied} copied from the store"
+        )
     else:
         _echo_err(f"{model.reference} ({model.digest}) is up to date: nothing transferred")
     click.echo(model.reference)
@@ -556,18 +625,29 @@ def remove(ctx: click.Context, reference: str) -> None:
 @model_options
 @click.option("-i", "--input", "assignments", multiple=True, metavar="NAME=VALUE", help="An input field (repeatable).")
 @click.option(
-    "-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
     help="Where output files (and, with --input-file, outputs.jsonl) are written.",
 )
 @click.option("--url", help="Ask the server at URL (a running `tungsten serve`) instead of running MODEL here.")
 @click.option(
-    "--input-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "--input-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="With --url: a JSONL file, one input object per line; resumable (a second run skips what is done).",
 )
-@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
-              help="With --input-file: requests in flight at once.")
-@click.option("--batch-size", type=click.IntRange(min=1),
-              help="With --input-file: inputs per request [the model's batch size].")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="With --input-file: requests in flight at once.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="With --input-file: inputs per request [the model's batch size]."
+)
 @click.option("--api-key", envvar="TUNGSTEN_API_KEY", help="With --url: the API key to send [$TUNGSTEN_API_KEY].")
 @click.pass_context
 def predict(

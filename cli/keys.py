@@ -26,8 +26,15 @@ def listing(store: KeyStore) -> str:
     queued = dict(zip([k.owner for k in keys], store.queued([k.owner for k in keys])))
     rows = [_COLUMNS] + [
         (
-            k.id, k.name, k.scope, "-" if k.owner == k.id else k.owner, _limit(k.rps), _limit(k.max_queued),
-            str(queued.get(k.owner, 0)), k.created, k.revoked or "-",
+            k.id,
+            k.name,
+            k.scope,
+            "-" if k.owner == k.id else k.owner,
+            _limit(k.rps),
+            _limit(k.max_queued),
+            str(queued.get(k.owner, 0)),
+            k.created,
+            k.revoked or "-",
         )
         for k in keys
     ]

@@ -36,8 +36,15 @@ class ProgressBar:
     def start(self, total: int, done: int) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, initial=done, unit="input", file=sys.stderr, dynamic_ncols=True,
-                         mininterval=0.25, smoothing=0.1)
+        self._bar = tqdm(
+            total=total,
+            initial=done,
+            unit="input",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.25,
+            smoothing=0.1,
+        )
 
     def advance(self, succeeded: int, failed: int) -> None:
         self._failed += failed
@@ -57,8 +64,9 @@ def predict_file(
 
     async def main() -> BatchReport:
         async with AsyncClient(url, max_connections=max(concurrency * 2, 10), api_key=api_key) as client:
-            return await run_input_file(client, input_file, output_dir, concurrency=concurrency,
-                                        batch_size=batch_size, progress=bar)
+            return await run_input_file(
+                client, input_file, output_dir, concurrency=concurrency, batch_size=batch_size, progress=bar
+            )
 
     bar = ProgressBar()
     try:
@@ -82,5 +90,5 @@ def summary(report: BatchReport, output_dir: Path) -> str:
     for index, line, message in sorted(report.failures)[:SHOWN_FAILURES]:
         lines.append(f"  input {index} (line {line}): {message}")
     if report.failed > SHOWN_FAILURES:
-        lines.append(f"  ... and {report.failed - SHOWN_FAILURES} more (status \"failed\" in {OUTPUTS_FILE})")
+        lines.append(f'  ... and {report.failed - SHOWN_FAILURES} more (status "failed" in {OUTPUTS_FILE})')
     return "\n".join(lines)

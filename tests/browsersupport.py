@@ -18,8 +18,14 @@ from tests.support import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 #: Where screenshots go when set (``TUNGSTEN_SCREENSHOTS=docs`` refreshes the README's).
 SCREENSHOTS = os.environ.get("TUNGSTEN_SCREENSHOTS")

@@ -30,8 +30,14 @@ def gradient_png(width: int = 32, height: int = 24) -> bytes:
     """A picture with detail in it, so that filters visibly change it."""
     x = np.linspace(0, 255, width, dtype=np.float32)
     y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
-    pixels = np.stack([np.broadcast_to(x, (height, width)), np.broadcast_to(y, (height, width)),
-                       np.full((height, width), 128, np.float32)], axis=-1)
+    pixels = np.stack(
+        [
+            np.broadcast_to(x, (height, width)),
+            np.broadcast_to(y, (height, width)),
+            np.full((height, width), 128, np.float32),
+        ],
+        axis=-1,
+    )
     pixels[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = 255
     buffer = io.BytesIO()
     PILImage.fromarray(pixels.astype(np.uint8), "RGB").save(buffer, "PNG")

@@ -26,8 +26,12 @@ from tests.support import wait_for
 from tungstenkit._redis_server import free_port
 
 BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-MISSING = None if Path(BINARY).is_file() else (
-    "docker-registry is not installed (Debian: apt-get install docker-registry); the registry tests need a real one"
+MISSING = (
+    None
+    if Path(BINARY).is_file()
+    else (
+        "docker-registry is not installed (Debian: apt-get install docker-registry); the registry tests need a real one"
+    )
 )
 
 
@@ -52,8 +56,10 @@ class Registry:
         if users:
             htpasswd = folder / "htpasswd"
             htpasswd.write_text(
-                "".join(f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
-                        for user, pw in users.items())
+                "".join(
+                    f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+                    for user, pw in users.items()
+                )
             )
             lines.append(f"auth: {{htpasswd: {{realm: tests, path: {htpasswd}}}}}")
         self.config = folder / "config.yml"

@@ -45,7 +45,8 @@ def tungsten(
     """Run the `tungsten` CLI to completion (in ``cwd``, the checkout by default)."""
     return subprocess.run(
         [sys.executable, "-m", "tungstenkit.cli", *args],
-        check=False, capture_output=True,
+        check=False,
+        capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         cwd=cwd,
@@ -176,7 +177,12 @@ class ServerFactory:
             command += ["--workers", str(workers)]
         if not embedded_redis:
             assert self.redis_url is not None
-            command += ["--redis-url", self.redis_url, "--namespace", namespace or f"ns{os.getpid()}x{self._count}x{port}"]
+            command += [
+                "--redis-url",
+                self.redis_url,
+                "--namespace",
+                namespace or f"ns{os.getpid()}x{self._count}x{port}",
+            ]
         command += list(args)
         log_path = self.folder / f"serve-{self._count}-{port}.log"
         environment = {**os.environ, "TUNGSTEN_HOME": str(self.home), **(env or {})}

@@ -91,8 +91,12 @@ def _fresh(keyed: Keyed, method: str, path: str, key: Key | None = None, **kwarg
 
 def test_no_key_or_a_wrong_one_is_401_and_health_stays_open(keyed: Keyed) -> None:
     client = keyed.server.client
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {keyed.alice.token}"},
-                    {"Authorization": f"Bearer {keyed.alice.token[:-2]}xx"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": f"Basic {keyed.alice.token}"},
+        {"Authorization": f"Bearer {keyed.alice.token[:-2]}xx"},
+    ):
         response = client.post("/predictions", json=[{}], headers=headers)
         assert response.status_code == 401, response.text
         assert response.headers["www-authenticate"] == "Bearer"
@@ -119,8 +123,11 @@ def test_another_keys_prediction_is_not_found_and_an_admin_sees_all(keyed: Keyed
     assert client.get(link, headers=keyed.alice.headers).status_code == 200
 
     unknown = "0" * 32
-    for path in (f"/predictions/{prediction_id}", f"/predictions/{prediction_id}?wait=5",
-                 f"/predictions/{prediction_id}/events"):
+    for path in (
+        f"/predictions/{prediction_id}",
+        f"/predictions/{prediction_id}?wait=5",
+        f"/predictions/{prediction_id}/events",
+    ):
         theirs = client.get(path, headers=keyed.bob.headers)
         nobodys = client.get(path.replace(prediction_id, unknown), headers=keyed.bob.headers)
         assert (theirs.status_code, nobodys.status_code) == (404, 404)
@@ -130,7 +137,9 @@ def test_another_keys_prediction_is_not_found_and_an_admin_sees_all(keyed: Keyed
     own = client.get(f"/predictions/{prediction_id}/events", headers=keyed.alice.headers)
     assert own.status_code == 200 and "event: completed" in own.text
     for method in ("GET", "POST"):
-        assert client.request(method, f"/predictions/{prediction_id}/cancel", headers=keyed.bob.headers).status_code == 404
+        assert (
+            client.request(method, f"/predictions/{prediction_id}/cancel", headers=keyed.bob.headers).status_code == 404
+        )
     theirs, nobodys = (client.get(path, headers=keyed.bob.headers) for path in (link, "/files/" + "A" * 32 + ".png"))
     assert (theirs.status_code, nobodys.status_code) == (404, 404)
     assert theirs.json()["detail"] == nobodys.json()["detail"].replace("A" * 32 + ".png", link.rsplit("/", 1)[1])
@@ -166,9 +175,15 @@ def test_queued_inputs_per_key_are_bounded_and_released_after_cancel_and_complet
     assert _submit(keyed, keyed.alice)  # other keys are not held back
     client.post(f"/predictions/{held}/cancel", headers=keyed.small.headers)
     done = _submit(keyed, keyed.small, [{}, {}])
-    assert client.get(f"/predictions/{done}", params={"wait": 30}, headers=keyed.small.headers).json()["status"] == "success"
+    assert (
+        client.get(f"/predictions/{done}", params={"wait": 30}, headers=keyed.small.headers).json()["status"]
+        == "success"
+    )
     again = _submit(keyed, keyed.small, [{}, {}])  # released by the completion
-    assert client.get(f"/predictions/{again}", params={"wait": 30}, headers=keyed.small.headers).json()["status"] == "success"
+    assert (
+        client.get(f"/predictions/{again}", params={"wait": 30}, headers=keyed.small.headers).json()["status"]
+        == "success"
+    )
 
 
 def test_the_owner_key_id_is_on_the_prediction(keyed: Keyed) -> None:
@@ -226,9 +241,14 @@ def test_the_api_description_says_which_operations_need_a_key(keyed: Keyed) -> N
     scheme = document["components"]["securitySchemes"]["apiKey"]
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
     paths = document["paths"]
-    for path, method in (("/predictions", "post"), ("/predictions/{prediction_id}", "get"),
-                         ("/predictions/{prediction_id}/events", "get"),
-                         ("/predictions/{prediction_id}/cancel", "get"), ("/files/{name}", "get"), ("/metrics", "get")):
+    for path, method in (
+        ("/predictions", "post"),
+        ("/predictions/{prediction_id}", "get"),
+        ("/predictions/{prediction_id}/events", "get"),
+        ("/predictions/{prediction_id}/cancel", "get"),
+        ("/files/{name}", "get"),
+        ("/metrics", "get"),
+    ):
         operation = paths[path][method]
         assert operation["security"] == [{"apiKey": []}], path
         assert {"401", "403", "429"} <= set(operation["responses"]), path
@@ -259,11 +279,22 @@ def test_the_client_and_tungsten_predict_send_the_key(
         client.submit({})
     assert denied.value.status_code == 403
 
-    done = tungsten("predict", "--url", keyed.server.url, "-i", "hold=0", "-o", str(tmp_path), "--api-key",
-                    keyed.alice.token, env={"TUNGSTEN_API_KEY": ""})
+    done = tungsten(
+        "predict",
+        "--url",
+        keyed.server.url,
+        "-i",
+        "hold=0",
+        "-o",
+        str(tmp_path),
+        "--api-key",
+        keyed.alice.token,
+        env={"TUNGSTEN_API_KEY": ""},
+    )
     assert done.returncode == 0, done.stderr
-    refused = tungsten("predict", "--url", keyed.server.url, "-i", "hold=0", "-o", str(tmp_path),
-                       env={"TUNGSTEN_API_KEY": ""})
+    refused = tungsten(
+        "predict", "--url", keyed.server.url, "-i", "hold=0", "-o", str(tmp_path), env={"TUNGSTEN_API_KEY": ""}
+    )
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "401" in refused.stderr, refused.stderr
 
 

@@ -15,13 +15,20 @@ from tungstenkit.client._sse import Event, EventParser
 STREAMING = MODELS / "streaming"
 
 
-def events(server: Server, path: str, headers: dict[str, str] | None = None, limit: int | None = None,
-           method: str = "GET", **kwargs: Any) -> Iterator[tuple[float, Event]]:
+def events(
+    server: Server,
+    path: str,
+    headers: dict[str, str] | None = None,
+    limit: int | None = None,
+    method: str = "GET",
+    **kwargs: Any,
+) -> Iterator[tuple[float, Event]]:
     """The events of a stream as they arrive, with when each did (up to ``limit`` of them)."""
     parser = EventParser()
     count = 0
-    with server.client.stream(method, path, headers={"Accept": "text/event-stream", **(headers or {})},
-                              timeout=60, **kwargs) as response:
+    with server.client.stream(
+        method, path, headers={"Accept": "text/event-stream", **(headers or {})}, timeout=60, **kwargs
+    ) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
@@ -110,7 +117,9 @@ def test_a_client_that_reconnects_to_another_api_process_gets_exactly_the_missed
     prediction_id = submit(first, [{"prompt": "r", "steps": 12, "delay": 0.1}])
     k = 5
     head = [e for _, e in events(first, f"/predictions/{prediction_id}/events", limit=k)]
-    tail = [e for _, e in events(second, f"/predictions/{prediction_id}/events", headers={"Last-Event-ID": head[-1].id})]
+    tail = [
+        e for _, e in events(second, f"/predictions/{prediction_id}/events", headers={"Last-Event-ID": head[-1].id})
+    ]
     whole = [e for _, e in events(second, f"/predictions/{prediction_id}/events")]
     assert head + tail == whole
     assert whole[-1].event == "completed"
@@ -122,8 +131,12 @@ def test_a_client_that_reconnects_to_another_api_process_gets_exactly_the_missed
 
 
 def test_post_with_stream_answers_with_the_events(streaming: Server) -> None:
-    seen = [e for _, e in events(streaming, "/predictions", method="POST", params={"stream": "true"},
-                                 json=[{"prompt": "p", "steps": 2}])]
+    seen = [
+        e
+        for _, e in events(
+            streaming, "/predictions", method="POST", params={"stream": "true"}, json=[{"prompt": "p", "steps": 2}]
+        )
+    ]
     assert seen[0].event == "queued" and seen[-1].event == "completed"
     prediction_id = json.loads(seen[0].data)["id"]
     assert streaming.result(prediction_id) == json.loads(seen[-1].data)

@@ -138,7 +138,9 @@ def test_every_failed_url_reads_the_same_to_the_client(server: Server, remote: F
     try:
         port = listening.getsockname()[1]
         urls = {
-            "a redirect to another port, open": remote.add("/p1", status=302, headers={"Location": f"http://127.0.0.1:{port}/"}),
+            "a redirect to another port, open": remote.add(
+                "/p1", status=302, headers={"Location": f"http://127.0.0.1:{port}/"}
+            ),
             "a redirect to another port, closed": remote.add(
                 "/p2", status=302, headers={"Location": f"http://127.0.0.1:{closed_port}/"}
             ),
@@ -153,8 +155,13 @@ def test_every_failed_url_reads_the_same_to_the_client(server: Server, remote: F
         log = server.log()
         for url in urls.values():
             assert f"URL input {url} could not be fetched: " in log
-        for detail in ("127.0.0.1 is not a public address", "the server answered 404", "the server answered 500",
-                       "Remote end closed connection", "cannot resolve no-such-host.invalid"):
+        for detail in (
+            "127.0.0.1 is not a public address",
+            "the server answered 404",
+            "the server answered 500",
+            "Remote end closed connection",
+            "cannot resolve no-such-host.invalid",
+        ):
             assert detail in log
         listening.setblocking(False)
         with pytest.raises(BlockingIOError):
@@ -205,11 +212,16 @@ def test_a_field_bounds_its_own_files(server: Server, remote: FileServer) -> Non
         return response.status_code, detail["msg"]
 
     assert refused({"thumbnail": data_uri(png((20, 10)), "image/png")}) == (
-        422, "the image is 20x10 = 200 pixels; this field takes at most 100"
+        422,
+        "the image is 20x10 = 200 pixels; this field takes at most 100",
     )
-    assert refused({"clip": data_uri(wav(1.5, rate=4000), "audio/wav")}) == (422, "the file lasts 1.5 s; this field takes at most 1 s")
+    assert refused({"clip": data_uri(wav(1.5, rate=4000), "audio/wav")}) == (
+        422,
+        "the file lasts 1.5 s; this field takes at most 1 s",
+    )
     assert refused({"clip": data_uri(wav(1.0, rate=16000), "audio/wav")}) == (
-        413, "the file is 32044 bytes; this field takes at most 20000"
+        413,
+        "the file is 32044 bytes; this field takes at most 20000",
     )
     status, message = refused({"clip": data_uri(b"OggS" + bytes(60), "audio/ogg")})
     assert status == 422 and "duration cannot be read" in message
@@ -265,8 +277,13 @@ def test_a_decompression_bomb_by_url_fails_without_memory_blow_up(server: Server
     assert result["status"] == "failed"
     assert result["error_message"].startswith("ImageTooLarge: input 0, field 'image': the image")
     pid = int(server.client.get("/health").json()["workers"][0]["pid"])
-    peak_kib = int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                        if line.startswith("VmHWM:")))
+    peak_kib = int(
+        next(
+            line.split()[1]
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+    )
     assert peak_kib < 1024 * 1024  # decoding it would have taken 10 GB
     assert server.predict([{"image": data_uri(png(), "image/png")}])["status"] == "success"
 
@@ -329,11 +346,19 @@ def test_the_default_refuses_loopback_urls(example: Server, remote: FileServer) 
 
 def test_output_files_as_links_expire_with_their_prediction(serve: ServerFactory) -> None:
     server = serve(MODELS / "files", env={"TUNGSTEN_OUTPUT_FILES": "url", "TUNGSTEN_RESULT_TTL_S": "3"})
-    sent = {"image": data_uri(png(), "image/png"), "video": data_uri(gif_video(), "image/gif"), "binary": "PGgxPmhpPC9oMT4="}
+    sent = {
+        "image": data_uri(png(), "image/png"),
+        "video": data_uri(gif_video(), "image/gif"),
+        "binary": "PGgxPmhpPC9oMT4=",
+    }
     result = server.predict([sent])
     assert result["status"] == "success", result
     output = result["outputs"][0]
-    links = {"image": output["echo"]["image"][0], "video": output["echo"]["video"][0], "binary": output["echo"]["binary"][0]}
+    links = {
+        "image": output["echo"]["image"][0],
+        "video": output["echo"]["video"][0],
+        "binary": output["echo"]["binary"][0],
+    }
     assert all(link.startswith("/files/") for link in links.values())
     image = server.client.get(links["image"])
     assert image.status_code == 200 and image.content == png() and image.headers["content-type"] == "image/png"

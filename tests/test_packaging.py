@@ -24,7 +24,7 @@ from tests.support import ROOT, wait_for
 from tungstenkit._redis_server import free_port
 from tungstenkit._runtime_wheel import PACKAGES
 
-MODEL = '''
+MODEL = """
 import app
 import utils
 from cli.names import NAME
@@ -47,7 +47,7 @@ class Echo:
 
     def predict(self, inputs):
         return [Output(text=self.prefix + shout(x.text)) for x in inputs]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # From a copy of the sources alone: setuptools reuses a checkout's build/ folder, whose
     # leftovers would end up in the wheel.
     source = folder / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", "results", "node_modules"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", "results", "node_modules"),
+    )
     wheels = folder / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(source)],
-        check=False, capture_output=True, text=True, timeout=600,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("tungstenkit-*.whl")
@@ -70,7 +76,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     install = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
-        check=False, capture_output=True, text=True, timeout=600,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert install.returncode == 0, install.stderr
     return venv / "bin"
@@ -123,7 +132,10 @@ def _serving(installed: Path, model: str, cwd: Path, tmp_path: Path) -> Iterator
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(installed / "tungsten"), "serve", model, "-p", str(port), "--host", "127.0.0.1"],
-            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
 

@@ -46,7 +46,9 @@ def admin(server: Server, module_serve: ServerFactory) -> Iterator[redis.Redis]:
 def _admin(home: Path, namespace: str) -> redis.Redis:
     """A client of the embedded Redis of ``namespace`` as its admin, from the URL `tungsten
     serve` leaves for `tungsten status`."""
-    return redis.Redis.from_url((embedded_redis_dir(home, namespace) / "redis.url").read_text().strip(), decode_responses=True)
+    return redis.Redis.from_url(
+        (embedded_redis_dir(home, namespace) / "redis.url").read_text().strip(), decode_responses=True
+    )
 
 
 def _denied(admin: redis.Redis) -> list[tuple[str, str, str, str]]:
@@ -93,7 +95,9 @@ def _child_urls(server: Server) -> dict[str, str]:
 def test_every_process_logs_in_as_its_own_user(server: Server) -> None:
     urls = _child_urls(server)
     assert {role: urlsplit(url).username for role, url in urls.items()} == {
-        "_api": "api", "worker": "worker", "_webhooks": "webhooks",
+        "_api": "api",
+        "worker": "worker",
+        "_webhooks": "webhooks",
     }
     passwords = {unquote(urlsplit(url).password or "") for url in urls.values()}
     assert len(passwords) == 3 and "" not in passwords
@@ -121,8 +125,16 @@ def test_the_api_user_cannot_touch_the_rest_of_redis(server: Server, admin: redi
     admin.set("unrelated", "x")
     api = redis.Redis.from_url(_child_urls(server)["_api"])
     try:
-        for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("SHUTDOWN", "NOSAVE"),
-                        ("ACL", "LIST"), ("MONITOR",), ("SCAN", "0")):
+        for command in (
+            ("FLUSHALL",),
+            ("FLUSHDB",),
+            ("CONFIG", "GET", "*"),
+            ("KEYS", "*"),
+            ("SHUTDOWN", "NOSAVE"),
+            ("ACL", "LIST"),
+            ("MONITOR",),
+            ("SCAN", "0"),
+        ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 api.execute_command(*command)
         for key in ("tungsten:{another}:queued", "unrelated", "rq:queues"):
@@ -191,7 +203,11 @@ def test_a_whole_run_needs_nothing_the_users_may_not_do(
     metrics = server.client.get("/metrics")
     assert metrics.status_code == 200 and "tungsten_queued_inputs" in metrics.text
     assert server.client.get("/health").status_code == 200
-    shown = tungsten("status", "--webhook-secret", env={"TUNGSTEN_HOME": str(module_serve.home), "TUNGSTEN_REDIS_URL": "", "REDIS_URL": ""})
+    shown = tungsten(
+        "status",
+        "--webhook-secret",
+        env={"TUNGSTEN_HOME": str(module_serve.home), "TUNGSTEN_REDIS_URL": "", "REDIS_URL": ""},
+    )
     assert shown.returncode == 0, shown.stderr
     assert _denied(admin) == []
 
@@ -200,8 +216,20 @@ def test_api_keys_idempotency_and_deadlines_need_nothing_more(serve: ServerFacto
     server = serve(MODELS / "recorder", embedded_redis=True, env={"TUNGSTEN_API_KEYS": "on"})
     url = (embedded_redis_dir(serve.home, "recorder") / "redis.url").read_text().strip()
     with _nothing_denied(serve.home, "recorder"):
-        created = tungsten("keys", "create", "--redis-url", url, "--namespace", "recorder", "--name", "a",
-                           "--rps", "100", "--max-queued", "10")
+        created = tungsten(
+            "keys",
+            "create",
+            "--redis-url",
+            url,
+            "--namespace",
+            "recorder",
+            "--name",
+            "a",
+            "--rps",
+            "100",
+            "--max-queued",
+            "10",
+        )
         assert created.returncode == 0, created.stderr
         headers = {"Authorization": f"Bearer {created.stdout.strip()}", "Idempotency-Key": "once"}
         first = server.client.post("/predictions", json=[{"x": 1}], headers=headers)

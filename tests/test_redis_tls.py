@@ -29,7 +29,10 @@ def redis_tls(certs: Certificates, tmp_path_factory: pytest.TempPathFactory) -> 
 def _tls_env(certs: Certificates, ca: Path | None = None, client: bool = True) -> dict[str, str]:
     env = {"TUNGSTEN_REDIS_CA_FILE": str(ca or certs.ca), "TUNGSTEN_REDIS_CONNECT_TIMEOUT_S": "2"}
     if client:
-        env |= {"TUNGSTEN_REDIS_CERT_FILE": str(certs.cert("client")), "TUNGSTEN_REDIS_KEY_FILE": str(certs.key("client"))}
+        env |= {
+            "TUNGSTEN_REDIS_CERT_FILE": str(certs.cert("client")),
+            "TUNGSTEN_REDIS_KEY_FILE": str(certs.key("client")),
+        }
     return env
 
 
@@ -57,7 +60,10 @@ def test_serve_runs_predictions_and_webhooks_through_a_tls_redis(
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("wrong CA", "is not trusted: self-signed certificate in certificate chain (a CA of its certificate goes in TUNGSTEN_REDIS_CA_FILE)"),
+        (
+            "wrong CA",
+            "is not trusted: self-signed certificate in certificate chain (a CA of its certificate goes in TUNGSTEN_REDIS_CA_FILE)",
+        ),
         ("no client certificate", "(does it want a client certificate? TUNGSTEN_REDIS_CERT_FILE)"),
         ("missing CA file", "TUNGSTEN_REDIS_CA_FILE: no such file"),
         ("not rediss", "is set, but the Redis URL redis://***@127.0.0.1"),
@@ -80,7 +86,9 @@ def test_tls_mistakes_end_in_one_error_line(
     command = ["serve", str(MODELS / "recorder"), "-p", str(free_port()), "--host", "127.0.0.1", "--workers", "1"]
     if case != "embedded":
         command += ["--redis-url", url]
-    done = tungsten(*command, env={**env, "TUNGSTEN_HOME": str(tmp_path / "home"), "REDIS_URL": "", "TUNGSTEN_REDIS_URL": ""})
+    done = tungsten(
+        *command, env={**env, "TUNGSTEN_HOME": str(tmp_path / "home"), "REDIS_URL": "", "TUNGSTEN_REDIS_URL": ""}
+    )
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and expected in errors[0], done.stderr

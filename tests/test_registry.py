@@ -65,8 +65,12 @@ def docker_dir(tmp_path: Path) -> Path:
 
 
 def _env(home: Path, docker_dir: Path, **extra: str) -> dict[str, str]:
-    return {"TUNGSTEN_HOME": str(home), "DOCKER_CONFIG": str(docker_dir), "TUNGSTEN_REDIS_CONNECT_TIMEOUT_S": "5",
-            **extra}
+    return {
+        "TUNGSTEN_HOME": str(home),
+        "DOCKER_CONFIG": str(docker_dir),
+        "TUNGSTEN_REDIS_CONNECT_TIMEOUT_S": "5",
+        **extra,
+    }
 
 
 def _build(home: Path, tmp_path: Path, name: str = "weighted", tag: str = "v1", scale: int = 7) -> StoredModel:
@@ -126,19 +130,33 @@ def test_a_model_moves_to_other_machines_through_the_registry(
     log_path = tmp_path / "third-worker.log"
     with log_path.open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "tungstenkit.cli", "worker", reference, "--redis-url", redis_url,
-             "--namespace", namespace],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **_env(third_home, docker_dir)},
+            [
+                sys.executable,
+                "-m",
+                "tungstenkit.cli",
+                "worker",
+                reference,
+                "--redis-url",
+                redis_url,
+                "--namespace",
+                namespace,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **_env(third_home, docker_dir)},
         )
     try:
+
         def two_workers() -> bool:
             assert worker.poll() is None, log_path.read_text()
             health = server.health()
             return health is not None and health.status_code == 200 and health.json()["ready_workers"] >= 2
 
         wait_for(two_workers, 60, what="the third machine's worker to join")
-        ids = [server.client.post("/predictions", json=[{"x": x, "hold": 0.3}]).json()["prediction_id"]
-               for x in range(6)]
+        ids = [
+            server.client.post("/predictions", json=[{"x": x, "hold": 0.3}]).json()["prediction_id"] for x in range(6)
+        ]
         results = [server.result(i) for i in ids]
         assert [r["outputs"][0]["y"] for r in results] == [7 * x for x in range(6)]
         assert len({r["outputs"][0]["worker_pid"] for r in results}) == 2
@@ -153,8 +171,12 @@ def test_pulling_the_same_digest_again_transfers_nothing(registry: Registry, tmp
     model = _build(tmp_path / "builder", tmp_path)
     reference = f"{registry.host}/team/again:v1"
     assert tungsten("push", "weighted:v1", reference, env=_env(tmp_path / "builder", docker_dir)).returncode == 0
-    assert tungsten("push", "weighted:v1", f"{registry.host}/team/again:v2",
-                    env=_env(tmp_path / "builder", docker_dir)).returncode == 0
+    assert (
+        tungsten(
+            "push", "weighted:v1", f"{registry.host}/team/again:v2", env=_env(tmp_path / "builder", docker_dir)
+        ).returncode
+        == 0
+    )
     home = tmp_path / "puller"
     env = _env(home, docker_dir)
 
@@ -190,23 +212,39 @@ def test_a_corrupted_blob_in_the_registry_is_refused(registry: Registry, tmp_pat
     home = tmp_path / "puller"
     _one_line_error(tungsten("pull", reference, env=_env(home, docker_dir)), "does not match its digest")
     assert [p for p in _snapshot(home) if p.count("/") > 1] == []  # no model, no half-pulled folder
-    _one_line_error(tungsten("serve", reference, "-p", str(free_port()), env=_env(home, docker_dir)),
-                    "does not match its digest")
+    _one_line_error(
+        tungsten("serve", reference, "-p", str(free_port()), env=_env(home, docker_dir)), "does not match its digest"
+    )
 
 
-def _push_raw(registry: Registry, repository_tag: str, files: dict[str, bytes], config: bytes,
-              config_type: str = CONFIG_MEDIA_TYPE) -> None:
+def _push_raw(
+    registry: Registry,
+    repository_tag: str,
+    files: dict[str, bytes],
+    config: bytes,
+    config_type: str = CONFIG_MEDIA_TYPE,
+) -> None:
     """Put an artifact in the registry as another tool could have made it."""
     reference = RegistryReference.parse(f"{registry.host}/{repository_tag}")
     client = RegistryClient(reference, Settings(docker_config=Path("/nonexistent/config.json"))).open()
     layers = []
     for path, data in files.items():
         client.upload_blob(sha256_bytes(data), len(data), lambda data=data: io.BytesIO(data))
-        layers.append({"mediaType": FILE_MEDIA_TYPE, "digest": sha256_bytes(data), "size": len(data),
-                       "annotations": {TITLE_ANNOTATION: path}})
+        layers.append(
+            {
+                "mediaType": FILE_MEDIA_TYPE,
+                "digest": sha256_bytes(data),
+                "size": len(data),
+                "annotations": {TITLE_ANNOTATION: path},
+            }
+        )
     client.upload_blob(sha256_bytes(config), len(config), lambda: io.BytesIO(config))
-    manifest = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "layers": layers,
-                "config": {"mediaType": config_type, "digest": sha256_bytes(config), "size": len(config)}}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "layers": layers,
+        "config": {"mediaType": config_type, "digest": sha256_bytes(config), "size": len(config)},
+    }
     client.put_manifest(canonical_json(manifest), MANIFEST_MEDIA_TYPE, reference.tag or "latest")
 
 
@@ -218,8 +256,12 @@ def bad_artifacts(registry: Registry, tmp_path_factory: pytest.TempPathFactory) 
     code = (MODELS / "weighted" / "tungsten_model.py").read_bytes()
     _push_raw(registry, "team/image:v1", {"layer.tar": b"x"}, b"{}", "application/vnd.oci.image.config.v1+json")
     _push_raw(registry, "team/schema:v1", {"tungsten_model.py": code}, canonical_json({**config, "input_schema": "?"}))
-    _push_raw(registry, "team/noimport:v1", {"tungsten_model.py": b"import a_module_that_does_not_exist\n"},
-              canonical_json(config))
+    _push_raw(
+        registry,
+        "team/noimport:v1",
+        {"tungsten_model.py": b"import a_module_that_does_not_exist\n"},
+        canonical_json(config),
+    )
     return {"image": "team/image:v1", "schema": "team/schema:v1", "noimport": "team/noimport:v1"}
 
 
@@ -254,8 +296,10 @@ def test_a_name_and_tag_taken_by_another_model_is_refused(registry: Registry, tm
     home = tmp_path / "home"
     local = _build(home, tmp_path, scale=8)
     before = _snapshot(home)
-    _one_line_error(tungsten("pull", reference, env=_env(home, docker_dir)),
-                    f"weighted:v1 is already in the local store with another digest ({local.digest})")
+    _one_line_error(
+        tungsten("pull", reference, env=_env(home, docker_dir)),
+        f"weighted:v1 is already in the local store with another digest ({local.digest})",
+    )
     assert _snapshot(home) == before
 
 
@@ -266,15 +310,25 @@ def test_tls_and_logins(secure_registry: Registry, tmp_path: Path, docker_dir: P
     trusted = {"TUNGSTEN_REGISTRY_CA_FILE": str(secure_registry.ca_file)}
     login = {"TUNGSTEN_REGISTRY_USERNAME": "alice", "TUNGSTEN_REGISTRY_PASSWORD": PASSWORD}
 
-    _one_line_error(tungsten("push", "weighted:v1", reference, env=_env(home, docker_dir, **login)),
-                    f"TLS with {secure_registry.host} failed (certificate verify failed)")
-    _one_line_error(tungsten("push", "weighted:v1", reference, env=_env(home, docker_dir, **trusted)),
-                    f"{secure_registry.host} asks for a login")
-    wrong = tungsten("push", "weighted:v1", reference, env=_env(
-        home, docker_dir, **trusted, TUNGSTEN_REGISTRY_USERNAME="alice", TUNGSTEN_REGISTRY_PASSWORD="not-it"))
+    _one_line_error(
+        tungsten("push", "weighted:v1", reference, env=_env(home, docker_dir, **login)),
+        f"TLS with {secure_registry.host} failed (certificate verify failed)",
+    )
+    _one_line_error(
+        tungsten("push", "weighted:v1", reference, env=_env(home, docker_dir, **trusted)),
+        f"{secure_registry.host} asks for a login",
+    )
+    wrong = tungsten(
+        "push",
+        "weighted:v1",
+        reference,
+        env=_env(home, docker_dir, **trusted, TUNGSTEN_REGISTRY_USERNAME="alice", TUNGSTEN_REGISTRY_PASSWORD="not-it"),
+    )
     _one_line_error(wrong, "refused the login of 'alice' (from TUNGSTEN_REGISTRY_USERNAME)")
-    _one_line_error(tungsten("push", "weighted:v1", reference, "--insecure", env=_env(home, docker_dir, **login)),
-                    "does not answer as an OCI registry")
+    _one_line_error(
+        tungsten("push", "weighted:v1", reference, "--insecure", env=_env(home, docker_dir, **login)),
+        "does not answer as an OCI registry",
+    )
 
     pushed = tungsten("push", "weighted:v1", reference, env=_env(home, docker_dir, **trusted, **login))
     assert pushed.returncode == 0, pushed.stderr
@@ -306,14 +360,22 @@ def test_push_image_pushes_the_models_docker_image_too(registry: Registry, tmp_p
     context.mkdir()
     (context / "hello.txt").write_text("a tiny stand-in for the model's image\n")
     (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /\n")
-    assert subprocess.run(["docker", "build", "-q", "-t", f"{name}:v1", str(context)], check=False, capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            ["docker", "build", "-q", "-t", f"{name}:v1", str(context)], check=False, capture_output=True
+        ).returncode
+        == 0
+    )
     try:
-        pushed = tungsten("push", f"{name}:v1", f"{registry.host}/team/{name}:v1", "--image",
-                          env=_env(home, docker_dir))
+        pushed = tungsten(
+            "push", f"{name}:v1", f"{registry.host}/team/{name}:v1", "--image", env=_env(home, docker_dir)
+        )
         assert pushed.returncode == 0, pushed.stderr
         assert f"Pushed the image {registry.host}/team/{name}:v1-image" in pushed.stderr
-        manifest = httpx.head(f"http://{registry.host}/v2/team/{name}/manifests/v1-image", headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        manifest = httpx.head(
+            f"http://{registry.host}/v2/team/{name}/manifests/v1-image",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        )
         assert manifest.status_code == 200
     finally:
         subprocess.run(["docker", "image", "rm", f"{name}:v1"], check=False, capture_output=True)

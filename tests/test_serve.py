@@ -105,7 +105,17 @@ def test_a_worker_from_elsewhere_joins_through_redis(serve: ServerFactory, redis
     assert server.client.get(f"/predictions/{prediction_id}").json()["status"] == "pending"
     log = (tmp_path / "remote-worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tungstenkit.cli", "worker", str(MODELS / "recorder"), "--redis-url", redis_url, "--namespace", "remote-test"],
+        [
+            sys.executable,
+            "-m",
+            "tungstenkit.cli",
+            "worker",
+            str(MODELS / "recorder"),
+            "--redis-url",
+            redis_url,
+            "--namespace",
+            "remote-test",
+        ],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,

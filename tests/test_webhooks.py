@@ -153,7 +153,11 @@ def test_rq_info_shows_the_webhook_queue(server: Server, redis_url: str) -> None
         wait_for(lambda: receiver.deliveries, 30, what="a delivery")
     info = subprocess.run(
         [sys.executable, "-m", "rq.cli", "info", "--url", redis_url, "--serializer", "json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert info.returncode == 0, info.stderr
     queues = [line.split("|")[0].strip() for line in info.stdout.splitlines() if "|" in line]

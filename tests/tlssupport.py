@@ -42,8 +42,20 @@ def _openssl(*args: str) -> None:
 
 def _key_and_request(certs: Certificates, name: str, subject: str) -> Path:
     request = certs.folder / f"{name}.csr"
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(certs.key(name)), "-out", str(request), "-subj", subject)
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(certs.key(name)),
+        "-out",
+        str(request),
+        "-subj",
+        subject,
+    )
     return request
 
 
@@ -53,14 +65,43 @@ def make_certificates(folder: Path) -> Certificates:
     folder.mkdir(parents=True, exist_ok=True)
     certs = Certificates(folder)
     for name in ("ca", "other-ca"):
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", str(certs.key(name)), "-out", str(certs.cert(name)), "-days", "2", "-subj", f"/CN=Test {name}")
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(certs.key(name)),
+            "-out",
+            str(certs.cert(name)),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN=Test {name}",
+        )
     extensions = folder / "server.ext"
     extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name, extra in (("server", ["-extfile", str(extensions)]), ("client", [])):
         request = _key_and_request(certs, name, f"/CN=tungsten {name}")
-        _openssl("x509", "-req", "-in", str(request), "-CA", str(certs.ca), "-CAkey", str(certs.key("ca")),
-                 "-CAcreateserial", "-out", str(certs.cert(name)), "-days", "2", *extra)
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(request),
+            "-CA",
+            str(certs.ca),
+            "-CAkey",
+            str(certs.key("ca")),
+            "-CAcreateserial",
+            "-out",
+            str(certs.cert(name)),
+            "-days",
+            "2",
+            *extra,
+        )
     return certs
 
 
@@ -81,9 +122,18 @@ def tls_redis(certs: Certificates, folder: Path, auth_clients: str = "yes") -> I
     server = TlsRedis(free_port(), secrets.token_hex(16))
     folder.mkdir(parents=True, exist_ok=True)
     config = [
-        "port 0", "bind 127.0.0.1", f"tls-port {server.port}", f"tls-cert-file {certs.cert('server')}",
-        f"tls-key-file {certs.key('server')}", f"tls-ca-cert-file {certs.ca}", f"tls-auth-clients {auth_clients}",
-        f"requirepass {server.password}", 'save ""', "appendonly no", f"dir {folder}", f"logfile {folder / 'redis.log'}",
+        "port 0",
+        "bind 127.0.0.1",
+        f"tls-port {server.port}",
+        f"tls-cert-file {certs.cert('server')}",
+        f"tls-key-file {certs.key('server')}",
+        f"tls-ca-cert-file {certs.ca}",
+        f"tls-auth-clients {auth_clients}",
+        f"requirepass {server.password}",
+        'save ""',
+        "appendonly no",
+        f"dir {folder}",
+        f"logfile {folder / 'redis.log'}",
     ]
     process = subprocess.Popen([find_redis_server(), "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert process.stdin is not None
@@ -92,10 +142,14 @@ def tls_redis(certs: Certificates, folder: Path, auth_clients: str = "yes") -> I
 
     def answers() -> bool:
         assert process.poll() is None, (folder / "redis.log").read_text()
-        return pings(redis.Redis.from_url(
-            server.url, ssl_ca_certs=str(certs.ca), ssl_certfile=str(certs.cert("client")),
-            ssl_keyfile=str(certs.key("client")),
-        ))
+        return pings(
+            redis.Redis.from_url(
+                server.url,
+                ssl_ca_certs=str(certs.ca),
+                ssl_certfile=str(certs.cert("client")),
+                ssl_keyfile=str(certs.key("client")),
+            )
+        )
 
     try:
         wait_for(answers, 15, what="the TLS redis-server")

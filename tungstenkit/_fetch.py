@@ -132,9 +132,7 @@ def _check_address(target: Target, address: IPAddress, allowlist: Allowlist) -> 
         entry = f"[{address}]" if address.version == 6 else str(address)
         if target.port != DEFAULT_PORTS[target.scheme]:
             entry += f":{target.port}"
-        raise URLRefused(
-            f"{where} not a public address ({reason}); add {entry} to TUNGSTEN_URL_ALLOWLIST to allow it"
-        )
+        raise URLRefused(f"{where} not a public address ({reason}); add {entry} to TUNGSTEN_URL_ALLOWLIST to allow it")
 
 
 def resolve(target: Target, allowlist: Allowlist) -> list[IPAddress]:

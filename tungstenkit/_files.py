@@ -144,7 +144,9 @@ class FileLimits:
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         return core_schema.no_info_after_validator_function(self._apply, handler(source))
 
-    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
         json_schema = handler(schema)
         limits = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         json_schema["x-tungsten-limits"] = limits
@@ -178,7 +180,9 @@ class FileLimits:
                     f"and this field takes at most {self.max_duration_s:g} s"
                 )
             if seconds > self.max_duration_s:
-                raise MediaTooLong(f"the file lasts {seconds:.1f} s; this field takes at most {self.max_duration_s:g} s")
+                raise MediaTooLong(
+                    f"the file lasts {seconds:.1f} s; this field takes at most {self.max_duration_s:g} s"
+                )
 
 
 def encode_data_uri(data: bytes, mime_type: str) -> str:
@@ -407,7 +411,9 @@ class File:
     @classmethod
     def _checked(cls, uri: str, data: bytes, mime_type: str, policy: FilePolicy) -> Self:
         if len(data) > policy.max_file_bytes:
-            raise FileTooLarge(f"the file is {len(data)} bytes; the limit is {policy.max_file_bytes} (TUNGSTEN_MAX_FILE_BYTES)")
+            raise FileTooLarge(
+                f"the file is {len(data)} bytes; the limit is {policy.max_file_bytes} (TUNGSTEN_MAX_FILE_BYTES)"
+            )
         file = cls(uri)
         file._mime_type = mime_type
         file._check_content(data, policy)
@@ -419,7 +425,9 @@ class File:
             raise FileInputError(f"File not found: {path}")
         size = path.stat().st_size
         if size > policy.max_file_bytes:
-            raise FileTooLarge(f"{path} is {size} bytes; the limit is {policy.max_file_bytes} (TUNGSTEN_MAX_FILE_BYTES)")
+            raise FileTooLarge(
+                f"{path} is {size} bytes; the limit is {policy.max_file_bytes} (TUNGSTEN_MAX_FILE_BYTES)"
+            )
         file = cls(path.resolve().as_uri())
         file._check_content(path, policy)
         return file
@@ -441,7 +449,9 @@ class File:
             return cls(value)
         if scheme == "file":
             if not allow_local:
-                raise URLRefused("Local file paths are not accepted here; send the file as a data URI, base64 or an http(s) URL")
+                raise URLRefused(
+                    "Local file paths are not accepted here; send the file as a data URI, base64 or an http(s) URL"
+                )
             return cls._local(_file_uri_to_path(value), policy)
         if scheme and not (allow_local and len(scheme) == 1):  # "C:\..." is a Windows path
             raise URLRefused(f"Unsupported URI scheme {scheme!r}: send a data URI, base64, or an http(s) URL")
@@ -471,7 +481,9 @@ class File:
         )
 
     @classmethod
-    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
         return {"type": "string", "format": "uri", "x-tungsten-file": cls.kind}
 
     @classmethod

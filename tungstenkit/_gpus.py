@@ -70,7 +70,10 @@ def _from_nvidia_smi() -> list[Gpu]:
     try:
         result = subprocess.run(
             ["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20, check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return []

@@ -16,7 +16,13 @@ from typing import Any
 
 #: Below DEBUG: one line per batch formed, per request.
 TRACE = 5
-LEVELS = {"trace": TRACE, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "trace": TRACE,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 FORMATS = ("text", "json")
 #: Attributes that log calls may pass with ``extra=`` and JSON lines then include.
 CONTEXT_FIELDS = ("prediction_id", "prediction_ids", "batch_id", "batch_size", "job_id", "worker")

@@ -187,9 +187,7 @@ def _all_attributes(cls: type) -> set[str]:
 
 def _check_io_class(param: str, value: Any) -> None:
     if not (inspect.isclass(value) and issubclass(value, BaseIO)):
-        raise ModelDefinitionError(
-            f"define_model({param}=...) must be a subclass of tungstenkit.BaseIO, got {value!r}"
-        )
+        raise ModelDefinitionError(f"define_model({param}=...) must be a subclass of tungstenkit.BaseIO, got {value!r}")
 
 
 _EXPECTED_SIGNATURES = {"setup": ["self"], "predict": ["self", "inputs"], "predict_demo": ["self", "inputs"]}
@@ -206,7 +204,9 @@ def _check_methods(cls: type, has_demo_output: bool) -> None:
         if method is None:
             continue
         if isinstance(method, (staticmethod, classmethod)) or not callable(method):
-            raise ModelDefinitionError(f"{cls.__name__}.{name} must be a plain method `def {name}({', '.join(params)})`")
+            raise ModelDefinitionError(
+                f"{cls.__name__}.{name} must be a plain method `def {name}({', '.join(params)})`"
+            )
         try:
             signature = inspect.signature(method)
         except (TypeError, ValueError):
@@ -220,8 +220,7 @@ def _check_methods(cls: type, has_demo_output: bool) -> None:
             p.kind in (p.KEYWORD_ONLY,) and p.default is p.empty for p in signature.parameters.values()
         ):
             raise ModelDefinitionError(
-                f"{cls.__name__}.{name} must take exactly ({', '.join(params)}), "
-                f"but its signature is {name}{signature}"
+                f"{cls.__name__}.{name} must take exactly ({', '.join(params)}), but its signature is {name}{signature}"
             )
     if "predict_demo" in attributes and not has_demo_output:
         raise ModelDefinitionError(
@@ -283,9 +282,7 @@ def _check_input_fields(input_cls: type[BaseIO]) -> None:
 def _check_output_fields(output_cls: type[BaseIO], where: str) -> None:
     for name, info in output_cls.model_fields.items():
         if not info.is_required():
-            raise ModelDefinitionError(
-                f"{output_cls.__name__}.{name} has a default: output fields cannot be options"
-            )
+            raise ModelDefinitionError(f"{output_cls.__name__}.{name} has a default: output fields cannot be options")
         _check_output_type(info.annotation, f"{output_cls.__name__}.{name}")
 
 
@@ -315,5 +312,3 @@ def _check_output_type(annotation: Any, where: str) -> None:
         f"{where} has type {annotation!r}; outputs may be int, float, str, bool, Image, Video, Audio, "
         "Binary, a BaseIO class, list[...] or dict[str|int|bool, ...]"
     )
-
-

@@ -124,7 +124,9 @@ def download(url: str, policy: FetchPolicy) -> Download | FileInputError:
     try:
         return fetch(url, policy)
     except FetchError as exc:
-        logger.warning("URL input %s could not be fetched: %s: %s", url_for_log(url), type(exc).__name__, printable(exc))
+        logger.warning(
+            "URL input %s could not be fetched: %s: %s", url_for_log(url), type(exc).__name__, printable(exc)
+        )
         return URLFetchFailed(exc)
     except FileInputError as exc:
         return exc

@@ -61,8 +61,10 @@ def maxmemory_bytes(setting: str) -> int:
     if value.endswith("%"):
         return int(_memory_bytes() * int(value[:-1]) / 100)
     number = value.rstrip("bkmg")
-    unit = value[len(number):]
-    return int(number) * {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 1024**2, "g": 10**9, "gb": 1024**3}[unit]
+    unit = value[len(number) :]
+    return (
+        int(number) * {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 1024**2, "g": 10**9, "gb": 1024**3}[unit]
+    )
 
 
 def _memory_bytes() -> int:
@@ -246,7 +248,9 @@ class RedisServer:
                     pass
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RedisServerError(f"redis-server did not answer within {timeout_s:.0f}s: {self._last_log_line()}")
+                    raise RedisServerError(
+                        f"redis-server did not answer within {timeout_s:.0f}s: {self._last_log_line()}"
+                    )
                 time.sleep(0.02)
         finally:
             client.close()

@@ -115,4 +115,6 @@ def _from_helper(helper: str, registry: str) -> Credentials | None:
         answer = json.loads(result.stdout)
         return Credentials(str(answer["Username"]), str(answer["Secret"]), f"docker-credential-{helper}")
     except (ValueError, KeyError, TypeError):
-        raise RegistryError(f"The credential helper docker-credential-{helper} gave an answer that is not a login") from None
+        raise RegistryError(
+            f"The credential helper docker-credential-{helper} gave an answer that is not a login"
+        ) from None

@@ -107,15 +107,18 @@ class RegistryClient:
         challenge = probe.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         backend = "basic" if probe.status_code == 401 and scheme == "basic" else "token"
-        client = _Oras(self.reference.registry, insecure=self._scheme == "http", tls_verify=self._verify,
-                       auth_backend=backend)
+        client = _Oras(
+            self.reference.registry, insecure=self._scheme == "http", tls_verify=self._verify, auth_backend=backend
+        )
         client.session = session
         client.auth.session = session
         if probe.status_code == 401:
             if scheme == "basic":
                 if credentials is None:
                     raise RegistryError(self._login_hint("asks for a login"))
-                client.basic_header = "Basic " + oras.auth.utils.get_basic_auth(credentials.username, credentials.password)
+                client.basic_header = "Basic " + oras.auth.utils.get_basic_auth(
+                    credentials.username, credentials.password
+                )
                 self._check_login(session, client.basic_header, credentials)
             elif credentials is not None:
                 client.auth.set_basic_auth(credentials.username, credentials.password)
@@ -125,8 +128,12 @@ class RegistryClient:
             )
         self._oras = client
         self._base = f"{self._scheme}://{self.reference.registry}/v2/{self.reference.repository}"
-        logger.debug("Registry %s over %s, login: %s", self.reference.registry, self._scheme,
-                     credentials.origin if credentials else "none")
+        logger.debug(
+            "Registry %s over %s, login: %s",
+            self.reference.registry,
+            self._scheme,
+            credentials.origin if credentials else "none",
+        )
         return self
 
     def _probe(self, session: requests.Session) -> requests.Response:
@@ -137,8 +144,9 @@ class RegistryClient:
             if self.reference.is_loopback:
                 plain = self._plain_http_probe(session)
                 if plain is not None:
-                    logger.info("%s does not speak TLS: using plain HTTP (a registry on this machine)",
-                                self.reference.registry)
+                    logger.info(
+                        "%s does not speak TLS: using plain HTTP (a registry on this machine)", self.reference.registry
+                    )
                     self._scheme = "http"
                     return plain
             raise RegistryUnreachable(
@@ -188,15 +196,17 @@ class RegistryClient:
         except ValueError as exc:  # oras: a login challenge it cannot answer
             raise RegistryError(self._login_hint(f"asks for a login it could not get ({exc})")) from None
         if response.status_code in (401, 403):
-            raise RegistryError(self._login_hint(f"refused access to {self.reference.repository} "
-                                                 f"({response.status_code})"))
+            raise RegistryError(
+                self._login_hint(f"refused access to {self.reference.repository} ({response.status_code})")
+            )
         return response
 
     # -- manifests -------------------------------------------------------------------
     def manifest_digest(self, accept: tuple[str, ...]) -> str | None:
         """The digest the reference's tag or digest names now (a HEAD: transfers no content)."""
-        response = self._request("HEAD", f"{self._base}/manifests/{self.reference.manifest_reference}",
-                                 headers={"Accept": ", ".join(accept)})
+        response = self._request(
+            "HEAD", f"{self._base}/manifests/{self.reference.manifest_reference}", headers={"Accept": ", ".join(accept)}
+        )
         if response.status_code == 404:
             raise RegistryError(f"No {self.reference} in the registry (unknown repository, tag or digest)")
         _check(response, f"HEAD {self.reference}")
@@ -204,8 +214,11 @@ class RegistryClient:
 
     def get_manifest(self, digest: str | None, accept: tuple[str, ...]) -> tuple[bytes, str]:
         """The manifest's bytes and digest, checked against ``digest`` when it is known."""
-        response = self._request("GET", f"{self._base}/manifests/{digest or self.reference.manifest_reference}",
-                                 headers={"Accept": ", ".join(accept)})
+        response = self._request(
+            "GET",
+            f"{self._base}/manifests/{digest or self.reference.manifest_reference}",
+            headers={"Accept": ", ".join(accept)},
+        )
         if response.status_code == 404:
             raise RegistryError(f"No {self.reference} in the registry (unknown repository, tag or digest)")
         _check(response, f"GET {self.reference}")
@@ -218,8 +231,9 @@ class RegistryClient:
 
     def put_manifest(self, data: bytes, media_type: str, tag: str) -> str:
         """Upload a manifest under ``tag``; returns the digest the registry gave it."""
-        response = self._request("PUT", f"{self._base}/manifests/{tag}", data=data,
-                                 headers={"Content-Type": media_type})
+        response = self._request(
+            "PUT", f"{self._base}/manifests/{tag}", data=data, headers={"Content-Type": media_type}
+        )
         _check(response, f"PUT the manifest of {self.reference}")
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         given = response.headers.get("Docker-Content-Digest", actual)
@@ -268,8 +282,9 @@ class RegistryClient:
                     hasher.update(chunk)
                     yield chunk
             except requests.exceptions.RequestException as exc:
-                raise RegistryUnreachable(f"Downloading {digest} from {self.reference.registry} failed: "
-                                          f"{_reason(exc)}") from None
+                raise RegistryUnreachable(
+                    f"Downloading {digest} from {self.reference.registry} failed: {_reason(exc)}"
+                ) from None
         if received != size or "sha256:" + hasher.hexdigest() != digest:
             raise DigestMismatch(
                 f"The blob {digest} of {self.reference} does not match its digest or size: the registry's copy is "
@@ -288,7 +303,9 @@ class RegistryClient:
         separator = "&" if "?" in location else "?"
         with open_content() as content:
             response = self._request(
-                "PUT", f"{location}{separator}digest={digest}", data=_Body(content, size),
+                "PUT",
+                f"{location}{separator}digest={digest}",
+                data=_Body(content, size),
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             )
         if response.status_code == 400 and b"DIGEST_INVALID" in response.content:

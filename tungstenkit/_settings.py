@@ -240,7 +240,11 @@ class Settings(BaseSettings):
     @classmethod
     def _on_or_off(cls, value: Any, info: ValidationInfo) -> Any:
         """Switches read ``on``/``off`` (``true``, ``1``, ``yes`` / ``false``, ``0``, ``no``)."""
-        if not isinstance(value, str) or info.field_name is None or cls.model_fields[info.field_name].annotation is not bool:
+        if (
+            not isinstance(value, str)
+            or info.field_name is None
+            or cls.model_fields[info.field_name].annotation is not bool
+        ):
             return value
         word = value.strip().lower()
         if word not in _TRUE + _FALSE:
@@ -314,7 +318,9 @@ class Settings(BaseSettings):
             )
         cors_origins(self.cors_origins)  # ConfigError for an entry that is no origin
         if self.redis_key_file and not self.redis_cert_file:
-            raise ConfigError(f"{ENV_PREFIX}REDIS_KEY_FILE needs {ENV_PREFIX}REDIS_CERT_FILE (the certificate of that key)")
+            raise ConfigError(
+                f"{ENV_PREFIX}REDIS_KEY_FILE needs {ENV_PREFIX}REDIS_CERT_FILE (the certificate of that key)"
+            )
         return self
 
     @property
@@ -394,8 +400,5 @@ def cors_origins(value: str) -> tuple[str, ...]:
         if origin == "*" or "*" in origin:
             raise ConfigError(f"{ENV_PREFIX}CORS_ORIGINS: list the origins explicitly, not {origin!r}")
         if scheme not in ("http", "https") or not rest or "/" in rest:
-            raise ConfigError(
-                f"{ENV_PREFIX}CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com"
-            )
+            raise ConfigError(f"{ENV_PREFIX}CORS_ORIGINS: {origin!r} is not an origin such as https://app.example.com")
     return origins
-

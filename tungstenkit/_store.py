@@ -204,7 +204,9 @@ class ModelStore:
         parse_reference(f"{name}:{tag}")
         target = self.root / name / tag
         if target.exists():
-            raise StoreError(f"{name}:{tag} already exists: `tungsten remove {name}:{tag}` first, or choose another tag")
+            raise StoreError(
+                f"{name}:{tag} already exists: `tungsten remove {name}:{tag}` first, or choose another tag"
+            )
         config = definition.config
         if config.readme_md and not (root / config.readme_md).is_file():
             raise ModelLoadError(f"readme_md={config.readme_md!r} is not a file in {root}")
@@ -262,7 +264,9 @@ class ModelStore:
         parse_reference(f"{name}:{tag}")
         target = self.root / name / tag
         if target.exists():
-            raise StoreError(f"{name}:{tag} already exists: `tungsten remove {name}:{tag}` first, or choose another tag")
+            raise StoreError(
+                f"{name}:{tag} already exists: `tungsten remove {name}:{tag}` first, or choose another tag"
+            )
         staging = self.root / name / f".{tag}.adding-{uuid.uuid4().hex[:6]}"
         staging.mkdir(parents=True)
         try:
@@ -331,7 +335,9 @@ def _shown(folder: Path) -> str:
     return "./" + relative
 
 
-def _copy_files(root: Path, target: Path, include: tuple[str, ...], exclude: tuple[str, ...], always: list[Path]) -> None:
+def _copy_files(
+    root: Path, target: Path, include: tuple[str, ...], exclude: tuple[str, ...], always: list[Path]
+) -> None:
     """Copy the files of ``root`` that ``include`` matches and ``exclude`` does not (gitignore rules)."""
     import pathspec
 

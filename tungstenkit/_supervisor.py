@@ -98,7 +98,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror or exc} (is another server using it?)") from None
+            raise ConfigError(
+                f"Cannot listen on {host}:{port}: {exc.strerror or exc} (is another server using it?)"
+            ) from None
 
 
 @dataclass
@@ -249,11 +251,15 @@ class Supervisor:
         urls = {role: self._redis.url_for(role.value) if self._redis else redis_url for role in Role}
         if self.options.gpus:
             logger.info(
-                "Starting %d workers, %d per GPU, on GPU %s", self.options.workers,
-                self.options.workers // len(self.options.gpus), ", ".join(self.options.gpus),
+                "Starting %d workers, %d per GPU, on GPU %s",
+                self.options.workers,
+                self.options.workers // len(self.options.gpus),
+                ", ".join(self.options.gpus),
             )
         self._client = sync_client(
-            redis_url, socket_timeout=_RELEASE_TIMEOUT_S, socket_connect_timeout=_RELEASE_TIMEOUT_S,
+            redis_url,
+            socket_timeout=_RELEASE_TIMEOUT_S,
+            socket_connect_timeout=_RELEASE_TIMEOUT_S,
             tls=self.settings.redis_tls,
         )
         try:
@@ -292,7 +298,8 @@ class Supervisor:
             logger.warning(
                 "API keys are on and namespace %s has none yet: every request will get 401 until you create one "
                 "(tungsten keys create --namespace %s --scope predict --name NAME)",
-                self.options.namespace, self.options.namespace,
+                self.options.namespace,
+                self.options.namespace,
             )
 
     # -- children --------------------------------------------------------------------
@@ -305,7 +312,15 @@ class Supervisor:
     def _model_args(self) -> list[str]:
         source = self.source
         model = source.reference if source.tag else str(source.root)
-        args = [model, "-m", source.module, "--namespace", self.options.namespace, "--log-level", self.options.log_level]
+        args = [
+            model,
+            "-m",
+            source.module,
+            "--namespace",
+            self.options.namespace,
+            "--log-level",
+            self.options.log_level,
+        ]
         if source.class_name:
             args += ["-c", source.class_name]
         if self.options.batch_size:
@@ -367,7 +382,11 @@ class Supervisor:
                 delay = child.schedule_restart()
                 reason = _WORKER_EXIT_REASONS.get(code) if child.name.startswith("worker") else None
                 logger.warning(
-                    "%s exited with code %s%s; restarting in %.0fs", child.name, code, f" ({reason})" if reason else "", delay
+                    "%s exited with code %s%s; restarting in %.0fs",
+                    child.name,
+                    code,
+                    f" ({reason})" if reason else "",
+                    delay,
                 )
         return 0
 

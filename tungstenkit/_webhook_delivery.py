@@ -152,13 +152,17 @@ def deliver(prediction_id: str, event: str, url: str | None = None, body: str | 
     if url is None or body is None:
         found = delivery.webhooks.event(f"{prediction_id} {event}")
         if found is None and event_name(event) in ("output", "logs"):
-            logger.debug("Webhook %r of prediction %s not sent: the prediction ended", event, prediction_id, extra=where)
+            logger.debug(
+                "Webhook %r of prediction %s not sent: the prediction ended", event, prediction_id, extra=where
+            )
             return None
         if found is None:
             delivery.webhooks.count("failed")
             logger.warning(
                 "Webhook %r of prediction %s dropped: the prediction expired before it was delivered",
-                event, prediction_id, extra=where,
+                event,
+                prediction_id,
+                extra=where,
             )
             return None
         url, sent = found.url, found.body
@@ -197,7 +201,11 @@ def _send(
         delivery.webhooks.count("failed" if last else "retried")
         logger.warning(
             "Webhook %r of prediction %s to %s failed: %s%s",
-            event, prediction_id, shown, printable(exc), "; giving up" if last else "; it will be retried",
+            event,
+            prediction_id,
+            shown,
+            printable(exc),
+            "; giving up" if last else "; it will be retried",
             extra=where,
         )
         raise WebhookFailed(f"{shown}: {printable(exc)}") from None
@@ -285,7 +293,10 @@ class Dispatcher(SupervisedThread):
         self._failure_ttl_s = settings.result_ttl_s
         self._result_ttl_s = min(_RESULT_TTL_S, settings.result_ttl_s)
         self._retry = (
-            Retry(max=settings.webhook_retries, interval=retry_intervals(settings.webhook_retries, settings.webhook_backoff_s))
+            Retry(
+                max=settings.webhook_retries,
+                interval=retry_intervals(settings.webhook_retries, settings.webhook_backoff_s),
+            )
             if settings.webhook_retries
             else None
         )
@@ -323,7 +334,9 @@ class Dispatcher(SupervisedThread):
             except Exception as exc:  # the dispatcher must outlive any one failure
                 holding = False
                 if is_transient(exc):
-                    logger.warning("Redis unavailable while dispatching webhooks (%s: %s); retrying", type(exc).__name__, exc)
+                    logger.warning(
+                        "Redis unavailable while dispatching webhooks (%s: %s); retrying", type(exc).__name__, exc
+                    )
                 else:
                     logger.exception("Dispatching webhooks failed; retrying")
                 backoff.wait(self._halt)
@@ -419,7 +432,10 @@ def run_webhook_worker(settings: Settings, *, redis_url: str, namespace: str, lo
         thread.start()
     logger.info(
         "Webhook worker %s delivering from RQ queue %s: %d at once, %d per receiver",
-        name, keys.webhook_queue, len(lanes), settings.webhook_host_concurrency,
+        name,
+        keys.webhook_queue,
+        len(lanes),
+        settings.webhook_host_concurrency,
     )
     try:
         lanes[0].work(logging_level=rq_level, with_scheduler=False)
@@ -443,4 +459,3 @@ def _stop_lanes(lanes: list[WebhookWorker], timeout_s: float) -> None:
             lane.register_death()
         except REDIS_ERRORS as exc:
             logger.debug("Could not unregister webhook lane %s: %s", lane.name, exc)
-

@@ -113,4 +113,3 @@ def verify_signature(
 def retry_intervals(retries: int, backoff_s: int) -> list[int]:
     """Seconds before each retry: ``backoff_s``, then 4 times longer each time (at most a day)."""
     return [min(backoff_s * BACKOFF_FACTOR**i, 86_400) for i in range(retries)]
-

@@ -97,8 +97,11 @@ class Batch:
         for parts in slices_of.values():
             entry = parts[0].work.entry
             whole.append(
-                len(parts) == 1 and parts[0].offset == 0 and parts[0].count == entry.count
-                and entry.whole and not entry.redelivered
+                len(parts) == 1
+                and parts[0].offset == 0
+                and parts[0].count == entry.count
+                and entry.whole
+                and not entry.redelivered
             )
             hooked.append("start" in entry.webhook_events)
             first = next((p for p in parts if p.work.entry.start == 0 and p.offset == 0), None)
@@ -137,7 +140,9 @@ class SliceOutcome:
     error: str | None = None
 
     @classmethod
-    def of_batch(cls, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None) -> list[SliceOutcome]:
+    def of_batch(
+        cls, batch: Batch, outputs: Sequence[InputOutcome | str] | None, error: str | None
+    ) -> list[SliceOutcome]:
         outcomes = []
         position = 0
         for s in batch.slices:

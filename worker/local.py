@@ -30,9 +30,7 @@ def predict_once(
     try:
         model_input = definition.input_cls.model_validate(values, context=context)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
         raise TungstenError(f"Invalid input: {problems}") from None
     runner = ModelRunner(definition, settings)
     runner.setup()

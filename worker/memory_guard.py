@@ -55,7 +55,9 @@ class MemoryGuard(SupervisedThread):
 
     def loop(self) -> None:
         if resident_mb() is None:
-            logger.warning("TUNGSTEN_WORKER_MAX_MEMORY_MB is set but this system does not show a process's memory; not enforced")
+            logger.warning(
+                "TUNGSTEN_WORKER_MAX_MEMORY_MB is set but this system does not show a process's memory; not enforced"
+            )
             return
         while not self._halt.wait(POLL_INTERVAL_S):
             used = resident_mb()

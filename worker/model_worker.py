@@ -157,8 +157,12 @@ class Worker:
         self.model_name = model_name or definition.name
         self._client = client
         self._queue = WorkerQueue(
-            client, keys, result_ttl_s=settings.result_ttl_s, max_events=settings.max_events,
-            max_log_bytes=settings.max_log_bytes, batch_size=self.batch_size,
+            client,
+            keys,
+            result_ttl_s=settings.result_ttl_s,
+            max_events=settings.max_events,
+            max_log_bytes=settings.max_log_bytes,
+            batch_size=self.batch_size,
         )
         self._keys = keys
         self._runner = ModelRunner(definition, settings, on_stuck=self._on_model_stuck)
@@ -208,7 +212,11 @@ class Worker:
             on_failure=self._thread_failed,
         )
         self._reader = Reader(
-            self._queue, self.worker_id, self._wanted_inputs, self._on_entries, on_failure=self._thread_failed,
+            self._queue,
+            self.worker_id,
+            self._wanted_inputs,
+            self._on_entries,
+            on_failure=self._thread_failed,
             heartbeat_current=self._heartbeat.current,
         )
         self._reaper = Reaper(
@@ -560,7 +568,9 @@ class Worker:
         raised = min(self.batch_size, self.batch_ceiling * 2)
         logger.info(
             "%d batches of %d inputs fit: trying batches of up to %d inputs again",
-            self._fit_at_ceiling, self.batch_ceiling, raised,
+            self._fit_at_ceiling,
+            self.batch_ceiling,
+            raised,
         )
         self.batch_ceiling = None if raised >= self.batch_size else raised
         self._fit_at_ceiling = 0
@@ -576,7 +586,9 @@ class Worker:
         self.batch_ceiling = size
         logger.warning(
             "A batch of %d inputs ran out of memory and one of %d fit: batches hold at most %d inputs from now on",
-            failed_size, size, size,
+            failed_size,
+            size,
+            size,
         )
 
     def _isolate(self, batch: Batch, error: str) -> list[SliceOutcome]:
@@ -624,7 +636,9 @@ class Worker:
         if self._writer.failing:
             # Redis refuses results for now: read no more work than is already held.
             return 0
-        if self._preparer is not None and self._preparer.held_inputs >= max(MIN_BACKLOG_INPUTS, 4 * self.max_batch_size):
+        if self._preparer is not None and self._preparer.held_inputs >= max(
+            MIN_BACKLOG_INPUTS, 4 * self.max_batch_size
+        ):
             return 0
         return self.max_batch_size - self._buffer.buffered_inputs
 
@@ -673,7 +687,8 @@ class Worker:
         while it was paused): they are its to run, so this worker drops them."""
         logger.warning(
             "%d entries of batch %d were taken over by another worker while this one was unresponsive; dropping them",
-            len(sids), batch_id,
+            len(sids),
+            batch_id,
         )
         self._writer.results(self._buffer.drop_entries(sids))
         with self._current_lock:
@@ -711,7 +726,8 @@ class Worker:
         limit = self.settings.worker_max_memory_mb
         logger.error(
             "The worker uses %.0f MB, more than TUNGSTEN_WORKER_MAX_MEMORY_MB (%d); failing its batch and replacing it",
-            used_mb, limit,
+            used_mb,
+            limit,
         )
         if not self._leave(EXIT_MEMORY_EXCEEDED, MEMORY_EXIT_FUSE_S):
             return  # already leaving (a thread died): that exit stands
@@ -806,7 +822,9 @@ class EndedPredictions:
 
 def _targets(batch: Batch) -> list[tuple[str, int]]:
     """The prediction and input index of each of the batch's inputs, in order."""
-    return [(s.work.entry.prediction_id, s.work.entry.start + s.offset + k) for s in batch.slices for k in range(s.count)]
+    return [
+        (s.work.entry.prediction_id, s.work.entry.start + s.offset + k) for s in batch.slices for k in range(s.count)
+    ]
 
 
 def _batch_context(batch: Batch) -> dict[str, Any]:

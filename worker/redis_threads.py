@@ -90,9 +90,7 @@ class _Pending:
         have seen it running, and its results end its predictions in the same call
         (unless a webhook asked to hear of the start)."""
         return [
-            (batch_id, start)
-            for batch_id, start in self.started
-            if batch_id not in self.finished or any(start.hooked)
+            (batch_id, start) for batch_id, start in self.started if batch_id not in self.finished or any(start.hooked)
         ]
 
 
@@ -250,7 +248,9 @@ class Writer(SupervisedThread):
                     raise
                 self._put_back(work)
                 if not self.failing:
-                    logger.warning("Redis refused the results (%s: %s); keeping them and retrying", type(exc).__name__, exc)
+                    logger.warning(
+                        "Redis refused the results (%s: %s); keeping them and retrying", type(exc).__name__, exc
+                    )
                 self.failing = True
                 # Keep retrying even while stopping: flush() decides how long to wait.
                 backoff.wait(self._never)
@@ -266,7 +266,8 @@ class Writer(SupervisedThread):
             if report.rejected:
                 logger.warning(
                     "%d results rejected: their inputs were taken over by another worker while this one was "
-                    "unresponsive (the other worker's results stand)", len(report.rejected)
+                    "unresponsive (the other worker's results stand)",
+                    len(report.rejected),
                 )
             if self._on_written is not None:
                 self._on_written(work.results, [start for _, start in work.started], report)
@@ -373,6 +374,7 @@ class Heartbeat(SupervisedThread):
         not fresh (Redis was away, the process was stopped), beat now and wait up to
         ``timeout_s`` for it. The reader asks before each read: entries read while the
         heartbeat lapsed would be taken over as a dead worker's and run twice."""
+
         def fresh() -> bool:
             return time.monotonic() - self._beaten_at < self._fresh_s
 

@@ -250,7 +250,9 @@ class ModelRunner:
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def prepare(self, inputs: list[Any], fetched: Mapping[str, Download | FileInputError] | None = None) -> dict[int, FileFailure]:
+    def prepare(
+        self, inputs: list[Any], fetched: Mapping[str, Download | FileInputError] | None = None
+    ) -> dict[int, FileFailure]:
         """Download URL inputs into the batch's folder (those not ``fetched`` already) and
         finish masks; the inputs that cannot run."""
         return prepare_inputs(inputs, self.files, fetched)
@@ -287,9 +289,7 @@ class ModelRunner:
             else:
                 # Outputs may point into the batch's folder, removed when it ends.
                 serialized = iter([self.serialize(item) for item in checked])
-            return [
-                _failed(failures[index]) if index in failures else next(serialized) for index in range(len(inputs))
-            ]
+            return [_failed(failures[index]) if index in failures else next(serialized) for index in range(len(inputs))]
 
     def run_generator(
         self, batch_id: int, steps: Generator[Any, Any, Any], positions: list[int], said: BatchEvents | None
@@ -338,9 +338,13 @@ class ModelRunner:
         try:
             items = list(outputs)
         except TypeError:
-            raise InvalidOutput(f"predict must return a list of {output_cls.__name__}, got {type(outputs).__name__}") from None
+            raise InvalidOutput(
+                f"predict must return a list of {output_cls.__name__}, got {type(outputs).__name__}"
+            ) from None
         if len(items) != expected:
-            raise InvalidOutput(f"predict {'yielded' if partial else 'returned'} {len(items)} outputs for {expected} inputs")
+            raise InvalidOutput(
+                f"predict {'yielded' if partial else 'returned'} {len(items)} outputs for {expected} inputs"
+            )
         checked: list[BaseIO | None] = []
         for item in items:
             if partial and item is None:

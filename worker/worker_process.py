@@ -84,12 +84,16 @@ def _same_model(client: redis.Redis, keys: Keys, source: ModelSource) -> bool:
     if source.digest is None:
         logger.warning(
             "Namespace %s serves the model %s; this worker's model, from a folder, has no digest to compare",
-            keys.namespace, served,
+            keys.namespace,
+            served,
         )
         return True
     logger.error(
         "Namespace %s serves the model %s, but this worker has %s (%s): refusing to join, so that one API's "
         "predictions do not run on two models (serve the same model, or give --namespace)",
-        keys.namespace, served, source.reference, source.digest,
+        keys.namespace,
+        served,
+        source.reference,
+        source.digest,
     )
     return False

@@ -46,4 +46,6 @@ class Denoising:
 
     def _noise(self, x: Input) -> PILImage.Image:
         rng = random.Random(x.seed)
-        return PILImage.frombytes("RGB", (x.size, x.size), bytes(rng.randrange(256) for _ in range(3 * x.size * x.size)))
+        return PILImage.frombytes(
+            "RGB", (x.size, x.size), bytes(rng.randrange(256) for _ in range(3 * x.size * x.size))
+        )

@@ -91,9 +91,7 @@ class TextToImageModel:
             x, y = (torch.rand(2, generator=generator) * 0.4 + 0.3) * IMAGE_SIZE
             _shape(canvas, shape, float(x), float(y) - IMAGE_SIZE // 8, IMAGE_SIZE // 6, palette[index % len(palette)])
         text = "\n".join(textwrap.wrap(prompt, width=20)[:6])
-        left, _, right, bottom = canvas.multiline_textbbox(
-            (0, 0), text, font=self.font, stroke_width=2, align="center"
-        )
+        left, _, right, bottom = canvas.multiline_textbbox((0, 0), text, font=self.font, stroke_width=2, align="center")
         position = ((IMAGE_SIZE - (right - left)) / 2 - left, IMAGE_SIZE - bottom - 10)
         canvas.multiline_text(
             position, text, font=self.font, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0), align="center"

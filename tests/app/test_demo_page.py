@@ -81,11 +81,19 @@ def test_browsers_get_the_page_and_api_clients_the_json(image_filter: Server) ->
         assert asset.status_code == 200 and not re.search(r"https?://\w", asset.text)  # loads nothing from elsewhere
 
 
-@pytest.mark.parametrize(("accept", "html"), [
-    ("text/html", True), ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
-    ("*/*", False), ("", False), ("application/json, text/html", False), ("text/html;q=0", False),
-    ("application/json;q=0.5, text/html", True), ("text/*", False),
-])
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        ("text/html", True),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),
+        ("*/*", False),
+        ("", False),
+        ("application/json, text/html", False),
+        ("text/html;q=0", False),
+        ("application/json;q=0.5, text/html", True),
+        ("text/*", False),
+    ],
+)
 def test_content_negotiation(accept: str, html: bool) -> None:
     assert prefers_html(accept) is html
 
@@ -99,7 +107,9 @@ def test_fill_the_form_run_and_see_the_filtered_image(image_filter: Server, page
     # The form follows the schema: a required image with drag-and-drop, a select of the choices.
     assert page.locator("[data-field=image] .required").count() == 1
     assert page.locator("#field-filter option").all_inner_texts() == ["blur", "sharpen", "edges", "invert"]
-    assert page.input_value("#field-filter") == page.locator("#field-filter option", has_text="blur").get_attribute("value")
+    assert page.input_value("#field-filter") == page.locator("#field-filter option", has_text="blur").get_attribute(
+        "value"
+    )
     page.set_input_files("input[type=file][name=image]", str(picture))
     page.select_option("#field-filter", label="edges")
     page.wait_for_selector(".preview img")
@@ -107,15 +117,19 @@ def test_fill_the_form_run_and_see_the_filtered_image(image_filter: Server, page
 
     page.click("#submit")
     page.wait_for_selector("#status.success")
-    page.wait_for_function("() => { const i = document.querySelector('.out-file img'); return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.out-file img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
     screenshot(page, "demo-after.png")
 
     shown = _decode(page.get_attribute(".out-file img", "src"))
     with PILImage.open(picture) as original:
         assert shown.size == original.size
         assert shown.tobytes() != original.convert("RGB").tobytes()  # the filter changed the pixels
-    direct = image_filter.client.post("/predict", json=[{"image": "data:image/png;base64," + base64.b64encode(
-        picture.read_bytes()).decode(), "filter": "edges"}]).json()["outputs"][0]["image"]
+    direct = image_filter.client.post(
+        "/predict",
+        json=[{"image": "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode(), "filter": "edges"}],
+    ).json()["outputs"][0]["image"]
     assert _decode(direct).tobytes() == shown.tobytes()  # what the model made, shown as it is
     assert page.get_attribute(".out-file a.download", "download") == "image.png"
 
@@ -133,8 +147,9 @@ def test_fill_the_form_run_and_see_the_filtered_image(image_filter: Server, page
     assert not outside, f"the page reached beyond its server: {outside}"
 
 
-def test_a_refused_input_shows_the_servers_message_next_to_the_field(image_filter: Server, page: Any,
-                                                                      tmp_path: Path) -> None:
+def test_a_refused_input_shows_the_servers_message_next_to_the_field(
+    image_filter: Server, page: Any, tmp_path: Path
+) -> None:
     not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("these are words, not pixels\n")
     page.goto(image_filter.url + "/")
@@ -147,8 +162,10 @@ def test_a_refused_input_shows_the_servers_message_next_to_the_field(image_filte
     page.click("#submit")
     page.wait_for_selector("#status.refused")
     page.wait_for_selector("#error-image:not([hidden])")
-    refusal = image_filter.client.post("/predictions", json=[{
-        "image": "data:text/plain;base64," + base64.b64encode(not_an_image.read_bytes()).decode()}])
+    refusal = image_filter.client.post(
+        "/predictions",
+        json=[{"image": "data:text/plain;base64," + base64.b64encode(not_an_image.read_bytes()).decode()}],
+    )
     assert refusal.status_code == 422
     assert page.inner_text("#error-image") == refusal.json()["detail"][0]["msg"]
     assert page.locator("[data-field=image].invalid").count() == 1
@@ -183,7 +200,9 @@ def test_a_streaming_model_shows_its_steps_progress_and_logs_while_it_runs(serve
     # While it runs: the newest denoising step, and the progress the model reports.
     page.wait_for_selector("#status.running")
     page.wait_for_selector(".out-file img")
-    page.wait_for_function("() => /Step \\d+ of 40: denoising/.test(document.querySelector('#model-progress').textContent)")
+    page.wait_for_function(
+        "() => /Step \\d+ of 40: denoising/.test(document.querySelector('#model-progress').textContent)"
+    )
     running_step = page.inner_text("#model-progress")
     page.wait_for_selector("#status.success")
     assert running_step != "Step 40 of 40: denoising"
@@ -235,8 +254,9 @@ def test_the_page_asks_for_an_api_key_and_sends_it_with_every_request(
     created = tungsten("keys", "create", "--name", "browser", "--redis-url", redis_url, "--namespace", namespace)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
-    server = module_serve(MODELS / "files", namespace=namespace,
-                          env={"TUNGSTEN_API_KEYS": "on", "TUNGSTEN_OUTPUT_FILES": "url"})
+    server = module_serve(
+        MODELS / "files", namespace=namespace, env={"TUNGSTEN_API_KEYS": "on", "TUNGSTEN_OUTPUT_FILES": "url"}
+    )
     page.goto(server.url + "/")
     page.wait_for_selector("#submit:not([disabled])")
     assert page.is_hidden("#api-key-box")
@@ -251,7 +271,9 @@ def test_the_page_asks_for_an_api_key_and_sends_it_with_every_request(
     page.click("#submit")
     page.wait_for_selector("#status.success")
     # The output image is a /files/ link, fetched with the key and shown from memory.
-    page.wait_for_function("() => { const i = document.querySelector('.out-file img'); return i && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.out-file img'); return i && i.complete && i.naturalWidth > 0; }"
+    )
     assert page.get_attribute(".out-file img", "src").startswith("blob:")
     assert page.evaluate("() => sessionStorage.getItem('tungsten-demo:api-key')") == token
     assert page.evaluate("() => localStorage.getItem('tungsten-demo:api-key')") is None

@@ -64,9 +64,7 @@ def test_a_pending_prediction_never_runs_when_its_client_left(
     assert 511 not in [x for _pid, xs in audit_runs(audit) for x in xs]
 
 
-def test_with_an_idempotency_key_or_the_setting_off_the_prediction_runs_on(
-    serve: ServerFactory, audit: Path
-) -> None:
+def test_with_an_idempotency_key_or_the_setting_off_the_prediction_runs_on(serve: ServerFactory, audit: Path) -> None:
     server = serve(MODELS / "recorder", env={"RECORDER_AUDIT": str(audit), "TUNGSTEN_CANCEL_ON_DISCONNECT": "off"})
     sock = _send_sync_predict(server, [{"x": 520, "hold": 0.5}])
     wait_for(lambda: any(520 in xs for _pid, xs in audit_runs(audit)), 20, what="the batch to start")

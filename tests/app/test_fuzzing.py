@@ -45,8 +45,21 @@ def test_no_generated_request_breaks_the_api_or_its_schema(
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st, "schemathesis is a test dependency: pip install -e '.[test]'"
     run = subprocess.run(
-        [st, "run", f"{server.url}/openapi.json", "--checks", CHECKS, "--max-examples", EXAMPLES,
-         "--request-timeout", "10", "--no-color", "--warnings", "off", *skipped],
+        [
+            st,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            EXAMPLES,
+            "--request-timeout",
+            "10",
+            "--no-color",
+            "--warnings",
+            "off",
+            *skipped,
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,  # where schemathesis keeps its example database

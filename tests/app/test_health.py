@@ -17,9 +17,21 @@ from tungstenkit._redis_server import RedisServer, free_port
 def _worker(redis_url: str, namespace: str, log: Path, home: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tungstenkit.cli", "worker", str(MODELS / "recorder"), "--redis-url", redis_url,
-             "--namespace", namespace],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TUNGSTEN_HOME": str(home)},
+            [
+                sys.executable,
+                "-m",
+                "tungstenkit.cli",
+                "worker",
+                str(MODELS / "recorder"),
+                "--redis-url",
+                redis_url,
+                "--namespace",
+                namespace,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TUNGSTEN_HOME": str(home)},
         )
 
 

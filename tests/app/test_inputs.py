@@ -43,7 +43,9 @@ class Everything(BaseIO):
     extra: dict[str, int] | None = Option(None)
 
 
-FILES = FilePolicy(max_file_bytes=2000, max_image_pixels=10_000, fetch=FetchPolicy(allowlist=Allowlist.parse("10.0.0.0/8")))
+FILES = FilePolicy(
+    max_file_bytes=2000, max_image_pixels=10_000, fetch=FetchPolicy(allowlist=Allowlist.parse("10.0.0.0/8"))
+)
 
 
 @functools.cache
@@ -61,8 +63,12 @@ def _restore_pillow_guard() -> Iterator[None]:
     yield
     PILImageModule.MAX_IMAGE_PIXELS = before
 
+
 scalars = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=30)
 )
 #: Strings a file field may meet: URLs of every kind, data URIs, base64, paths, junk.
@@ -71,11 +77,16 @@ file_texts = st.one_of(
     st.builds(
         lambda scheme, host, rest: f"{scheme}://{host}{rest}",
         st.sampled_from(["http", "https", "ftp", "file", "HTTP", "data", "gopher"]),
-        st.sampled_from(["127.0.0.1", "[::1]", "10.1.2.3", "0x7f000001", "example.com", "", "a:b@c", "[zz]", "h:99999"]),
+        st.sampled_from(
+            ["127.0.0.1", "[::1]", "10.1.2.3", "0x7f000001", "example.com", "", "a:b@c", "[zz]", "h:99999"]
+        ),
         st.text(max_size=20),
     ),
-    st.builds(lambda mime, data: f"data:{mime};base64,{data}", st.sampled_from(["image/png", "text/plain", "", ";;"]),
-              st.text("ABCabc0123+/=", max_size=40)),
+    st.builds(
+        lambda mime, data: f"data:{mime};base64,{data}",
+        st.sampled_from(["image/png", "text/plain", "", ";;"]),
+        st.text("ABCabc0123+/=", max_size=40),
+    ),
 )
 json_values = st.recursive(
     scalars | file_texts,
@@ -93,7 +104,9 @@ input_like = st.recursive(
 nearly_valid = st.fixed_dictionaries(
     {"prompt": st.text(max_size=60), "count": st.integers(-1, 12)},
     optional={
-        "choices": st.fixed_dictionaries({"weight": st.floats(-1, 2), "tags": st.lists(st.text(max_size=5), max_size=3)}),
+        "choices": st.fixed_dictionaries(
+            {"weight": st.floats(-1, 2), "tags": st.lists(st.text(max_size=5), max_size=3)}
+        ),
         "mode": st.sampled_from(["fast", "slow", "FAST", ""]),
         "flag": scalars,
         "ratio": st.floats(allow_nan=True) | st.integers(),

@@ -31,7 +31,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _post(server: Server, body: bytes) -> int:
-    response = server.client.post("/predictions", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    response = server.client.post(
+        "/predictions", content=body, headers={"Content-Type": "application/json"}, timeout=60
+    )
     return response.status_code
 
 

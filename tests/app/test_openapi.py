@@ -57,7 +57,11 @@ def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]
 def test_the_model_schemas_are_the_models_own(document: dict[str, Any]) -> None:
     body = document["paths"]["/predictions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     inputs = _resolve(document, body)
-    assert inputs["type"] == "array" and inputs["minItems"] == 1 and inputs["maxItems"] == Settings().max_inputs_per_request
+    assert (
+        inputs["type"] == "array"
+        and inputs["minItems"] == 1
+        and inputs["maxItems"] == Settings().max_inputs_per_request
+    )
     item = _resolve(document, inputs["items"])
     assert item["additionalProperties"] is False  # unknown fields are refused (422)
     hold = item["properties"]["hold"]
@@ -67,7 +71,12 @@ def test_the_model_schemas_are_the_models_own(document: dict[str, Any]) -> None:
     assert "PNG, JPEG" in image["description"] and "URL" in image["description"]
     masked = _resolve(document, item["properties"]["masked"]["anyOf"][0])
     assert set(masked["required"]) == {"image", "mask"}
-    prediction = _resolve(document, document["paths"]["/predictions/{prediction_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"])
+    prediction = _resolve(
+        document,
+        document["paths"]["/predictions/{prediction_id}"]["get"]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ],
+    )
     outputs = prediction["properties"]["outputs"]["anyOf"][0]
     output = _resolve(document, outputs["items"])
     assert set(output["properties"]) == {"echo", "by_field", "paths", "image_size", "mask", "mask_values"}

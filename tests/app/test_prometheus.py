@@ -50,8 +50,19 @@ def test_render_is_valid_prometheus_text_with_workers_and_gpus() -> None:
             "model_seconds:sum": 0.12,
         },
         workers=[
-            WorkerInfo("h:1:a", {"host": "h", "pid": "1", "model": "m", "state": "busy", "current_batch": "4",
-                                 "heartbeat_unix": "1700000000.5", "inputs_per_s": "2.5", "gpus": json.dumps(gpus)}),
+            WorkerInfo(
+                "h:1:a",
+                {
+                    "host": "h",
+                    "pid": "1",
+                    "model": "m",
+                    "state": "busy",
+                    "current_batch": "4",
+                    "heartbeat_unix": "1700000000.5",
+                    "inputs_per_s": "2.5",
+                    "gpus": json.dumps(gpus),
+                },
+            ),
             WorkerInfo("h:2:b", {"host": "h", "pid": "2", "model": "m", "state": "ready", "current_batch": "0"}),
         ],
         webhook_events_waiting=1,
@@ -73,8 +84,11 @@ def test_render_is_valid_prometheus_text_with_workers_and_gpus() -> None:
     # The same numbers in OpenMetrics, for scrapers that ask for it.
     families = {f.name: f for f in openmetrics_families(render_openmetrics(snapshot, "m"))}
     assert families["tungsten_predictions"].type == "counter"
-    assert {s.labels["outcome"]: s.value for s in families["tungsten_predictions"].samples
-            if s.name == "tungsten_predictions_total"}["success"] == 5
+    assert {
+        s.labels["outcome"]: s.value
+        for s in families["tungsten_predictions"].samples
+        if s.name == "tungsten_predictions_total"
+    }["success"] == 5
 
 
 #: What must read the same from every API process once the work is done.

@@ -25,7 +25,9 @@ def server(module_serve: ServerFactory) -> Server:
     return module_serve(MODELS / "recorder", env=LIMITS, workers=0)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None]
+)
 @pytest.mark.parametrize("path", ["/predictions", "/predict"])
 def test_a_body_not_declared_as_json_is_415(server: Server, path: str, content_type: str | None) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
@@ -113,7 +115,10 @@ def test_bodies_past_the_process_budget_get_503_and_small_ones_still_pass(module
         for holder in holders:
             holder.sendall(big[-1:])
             assert read_response(holder)[0] == 200
-        assert server.client.post("/predictions", content=big, headers={"Content-Type": "application/json"}).status_code == 200
+        assert (
+            server.client.post("/predictions", content=big, headers={"Content-Type": "application/json"}).status_code
+            == 200
+        )
     finally:
         for holder in holders:
             holder.close()

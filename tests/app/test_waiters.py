@@ -89,7 +89,9 @@ async def _poll(condition: Any, seconds: float) -> bool:
     return True
 
 
-async def _listen_until(waiter: CompletionWaiter, publisher: redis.Redis, channel: str, condition: Any, seconds: float) -> bool:
+async def _listen_until(
+    waiter: CompletionWaiter, publisher: redis.Redis, channel: str, condition: Any, seconds: float
+) -> bool:
     """Publish an announcement every 0.2 s until the waiter heard it or ``seconds`` passed."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds

@@ -24,8 +24,21 @@ from servers import OurServer, TungstenkitServer
 
 def loadgen(server: object, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "load.json"
-    command = [sys.executable, str(BENCH / "loadgen.py"), "--url", server.url, "--mode", server.mode,  # type: ignore[attr-defined]
-               "--duration", "1", "--warmup", "0.2", "--json", str(out), *args]
+    command = [
+        sys.executable,
+        str(BENCH / "loadgen.py"),
+        "--url",
+        server.url,
+        "--mode",
+        server.mode,  # type: ignore[attr-defined]
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--json",
+        str(out),
+        *args,
+    ]
     for name, pid in server.pids().items():  # type: ignore[attr-defined]
         command += ["--pid", f"{name}={pid}"]
     if server.redis_address:  # type: ignore[attr-defined]
@@ -65,16 +78,39 @@ def test_open_loop_counts_arrivals_in_the_window(ours: OurServer, tmp_path: Path
 
 
 def test_direct_loop_reports_inputs_per_second() -> None:
-    out = subprocess.run([sys.executable, str(BENCH / "direct.py"), str(NOOP), "--batch", "8", "--seconds", "0.1"],
-                         capture_output=True, text=True, check=True, cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "direct.py"), str(NOOP), "--batch", "8", "--seconds", "0.1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     result = json.loads(out.stdout)
     assert result["batch"] == 8 and result["inputs_per_s"] > 0 and result["inputs_per_s_serialised"] > 0
 
 
 def test_scenario_script_writes_results_and_report(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(BENCH / "run.py"), "a", "report", "--quick", "--no-tk", "--duration", "0.6",
-                    "--warmup", "0.2", "--out", str(tmp_path)], check=True, cwd=ROOT, timeout=120,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "a",
+            "report",
+            "--quick",
+            "--no-tk",
+            "--duration",
+            "0.6",
+            "--warmup",
+            "0.2",
+            "--out",
+            str(tmp_path),
+        ],
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+    )
     record = json.loads((tmp_path / "a.json").read_text())
     assert [r["server"] for r in record["runs"]] == ["ours"]
     assert record["runs"][0]["predictions"] > 0 and record["direct"]["inputs_per_s"] > 0
@@ -83,8 +119,13 @@ def test_scenario_script_writes_results_and_report(tmp_path: Path) -> None:
 
 
 def test_api_keys_script_measures_each_mode_with_no_refusal(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(BENCH / "api_keys.py"), "--quick", "--clients", "4", "--out", str(tmp_path)],
-                   check=True, cwd=ROOT, timeout=180, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(BENCH / "api_keys.py"), "--quick", "--clients", "4", "--out", str(tmp_path)],
+        check=True,
+        cwd=ROOT,
+        timeout=180,
+        stdout=subprocess.DEVNULL,
+    )
     runs = json.loads((tmp_path / "api_keys.json").read_text())
     assert [r["mode"] for r in runs] == ["off", "on", "on+limits"]
     for run in runs:
@@ -107,10 +148,16 @@ def test_polling_mode_against_tungstenkit(tmp_path: Path) -> None:
 
 def test_the_streaming_bench_fills_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "streaming.jsonl"
-    for what, args in (("latency", ["--rounds", "1", "--clients", "4", "--steps", "5", "--step-ms", "5"]),
-                       ("idle", ["--streams", "20", "--health-requests", "10", "--hold-s", "0.5"])):
-        subprocess.run([sys.executable, str(BENCH / "streaming.py"), what, *args, "--out", str(out)], check=True,
-                       timeout=120, capture_output=True)
+    for what, args in (
+        ("latency", ["--rounds", "1", "--clients", "4", "--steps", "5", "--step-ms", "5"]),
+        ("idle", ["--streams", "20", "--health-requests", "10", "--hold-s", "0.5"]),
+    ):
+        subprocess.run(
+            [sys.executable, str(BENCH / "streaming.py"), what, *args, "--out", str(out)],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
     latency, idle = (json.loads(line) for line in out.read_text().splitlines())
     assert latency["output_events"] == 4 * 5 and latency["mean_batch"] >= 1
     assert latency["added_latency_ms"]["p99"] >= latency["added_latency_ms"]["p50"] > 0

@@ -79,7 +79,9 @@ def _one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> 
     ],
     ids=["name", "dot-slash", "dot", "no-argument", "dot-dot", "file"],
 )
-def test_build_takes_every_form_of_the_folder(workspace: Path, env: dict[str, str], where: str, args: list[str]) -> None:
+def test_build_takes_every_form_of_the_folder(
+    workspace: Path, env: dict[str, str], where: str, args: list[str]
+) -> None:
     result = tungsten("build", *args, "--no-image", env=env, cwd=workspace / where)
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"mymodel:[0-9a-f]{7}\n", result.stdout), result.stdout

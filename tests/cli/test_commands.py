@@ -54,9 +54,15 @@ def test_the_build_context_holds_a_wheel_of_this_package(env: dict[str, str], tm
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
-    for packaged in ("tungstenkit/_queue/lua/submit.lua", "tungstenkit/app/static/docs.js", "tungstenkit/cli/commands.py",
-                     "tungstenkit/worker/model_worker.py", "tungstenkit/app/static/demo.js", "tungstenkit/client/_sync.py",
-                     "tungstenkit/app/static/vendor/swagger-ui/swagger-ui-bundle.js"):
+    for packaged in (
+        "tungstenkit/_queue/lua/submit.lua",
+        "tungstenkit/app/static/docs.js",
+        "tungstenkit/cli/commands.py",
+        "tungstenkit/worker/model_worker.py",
+        "tungstenkit/app/static/demo.js",
+        "tungstenkit/client/_sync.py",
+        "tungstenkit/app/static/vendor/swagger-ui/swagger-ui-bundle.js",
+    ):
         assert packaged in names
     assert "tungsten = tungstenkit.cli.commands:main" in entry_points
     assert not any(n.endswith((".pyc", "/")) or "__pycache__" in n for n in names)
@@ -93,15 +99,24 @@ def test_port_in_use_is_one_line(env: dict[str, str]) -> None:
 
 
 def test_setup_failure_stops_serve_with_a_message(env: dict[str, str], redis_url: str) -> None:
-    result = tungsten("serve", str(MODELS / "setup_fails"), "--redis-url", redis_url, "--host", "127.0.0.1",
-                      "-p", str(free_port()), env=env, timeout=60)
+    result = tungsten(
+        "serve",
+        str(MODELS / "setup_fails"),
+        "--redis-url",
+        redis_url,
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(free_port()),
+        env=env,
+        timeout=60,
+    )
     _one_line_error(result, "setup() failed")
     assert "RuntimeError: weights not found" in result.stderr
 
 
 def test_unreachable_redis_stops_a_worker_with_a_message(env: dict[str, str]) -> None:
-    result = tungsten("worker", str(MODELS / "recorder"), "--redis-url", "redis://127.0.0.1:1/0",
-                      env=env, timeout=120)
+    result = tungsten("worker", str(MODELS / "recorder"), "--redis-url", "redis://127.0.0.1:1/0", env=env, timeout=120)
     assert result.returncode == 5
     assert "Cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
     assert "Traceback" not in result.stderr
@@ -114,8 +129,9 @@ def test_worker_needs_a_redis_url(env: dict[str, str]) -> None:
 
 def test_predict_runs_once_and_writes_files(env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = tungsten("predict", str(EXAMPLES / "text_to_image"), "-i", "prompt=a cat", "-i", "seed=7",
-                      "-o", str(out), env=env)
+    result = tungsten(
+        "predict", str(EXAMPLES / "text_to_image"), "-i", "prompt=a cat", "-i", "seed=7", "-o", str(out), env=env
+    )
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
     with PILImage.open(output["image"]) as image:
@@ -123,12 +139,23 @@ def test_predict_runs_once_and_writes_files(env: dict[str, str], tmp_path: Path)
     assert Path(output["image"]).parent == out
 
 
-def test_predict_takes_local_files_and_guarded_urls(env: dict[str, str], tmp_path: Path, file_server: FileServer) -> None:
+def test_predict_takes_local_files_and_guarded_urls(
+    env: dict[str, str], tmp_path: Path, file_server: FileServer
+) -> None:
     picture = tmp_path / "in.png"
     picture.write_bytes(gradient_png())
     out = tmp_path / "out"
-    result = tungsten("predict", str(EXAMPLES / "image_filter"), "-i", f"image={picture}", "-i", "filter=invert",
-                      "-o", str(out), env=env)
+    result = tungsten(
+        "predict",
+        str(EXAMPLES / "image_filter"),
+        "-i",
+        f"image={picture}",
+        "-i",
+        "filter=invert",
+        "-o",
+        str(out),
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     output = Path(json.loads(result.stdout)["image"])
     assert output.parent == out
@@ -136,11 +163,19 @@ def test_predict_takes_local_files_and_guarded_urls(env: dict[str, str], tmp_pat
         assert image.size == (32, 24)
         assert image.getpixel((0, 0)) == tuple(255 - v for v in original.getpixel((0, 0)))
     url = file_server.add("/in.png", gradient_png())
-    refused = tungsten("predict", str(EXAMPLES / "image_filter"), "-i", f"image={file_server.url('/in.png', 'localhost')}",
-                       env=env)
+    refused = tungsten(
+        "predict", str(EXAMPLES / "image_filter"), "-i", f"image={file_server.url('/in.png', 'localhost')}", env=env
+    )
     _one_line_error(refused, "Input 'image': localhost resolves to")
-    allowed = tungsten("predict", str(EXAMPLES / "image_filter"), "-i", f"image={url}", "-o", str(out),
-                       env={**env, "TUNGSTEN_URL_ALLOWLIST": f"127.0.0.1:{file_server.port}"})
+    allowed = tungsten(
+        "predict",
+        str(EXAMPLES / "image_filter"),
+        "-i",
+        f"image={url}",
+        "-o",
+        str(out),
+        env={**env, "TUNGSTEN_URL_ALLOWLIST": f"127.0.0.1:{file_server.port}"},
+    )
     assert allowed.returncode == 0, allowed.stderr
     assert file_server.requests == ["/in.png"]
 

@@ -20,14 +20,31 @@ def test_demo_serves_the_model_and_prints_the_pages_address(tmp_path: Path, redi
     env = {**os.environ, "TUNGSTEN_HOME": str(tmp_path / "home")}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tungstenkit.cli", "demo", str(EXAMPLES / "noop"), "-p", str(port), "--redis-url", redis_url,
-             "--namespace", f"demo{port}"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "tungstenkit.cli",
+                "demo",
+                str(EXAMPLES / "noop"),
+                "-p",
+                str(port),
+                "--redis-url",
+                redis_url,
+                "--namespace",
+                f"demo{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
         )
     try:
         address = f"http://127.0.0.1:{port}/"
-        wait_for(lambda: f"Demo page: {address}" in log.read_text() or process.poll() is not None, timeout=60,
-                 what="the demo page's address")
+        wait_for(
+            lambda: f"Demo page: {address}" in log.read_text() or process.poll() is not None,
+            timeout=60,
+            what="the demo page's address",
+        )
         assert process.poll() is None, log.read_text()
         # Printed once the model is ready: the page works at once.
         assert httpx.get(address + "health").json()["status"] == "ok"

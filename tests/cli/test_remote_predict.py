@@ -39,11 +39,14 @@ def test_one_prediction_sends_local_files_and_writes_output_files(files_server: 
     assert output["image_size"] == [32, 24]
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["-i", "hold=-1"], "Invalid input: input 0, field 'hold'"),
-    (["-i", "fail=true"], "failed: RuntimeError: failed on purpose"),
-    (["-i", "image=no/such/picture.png"], "File not found"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["-i", "hold=-1"], "Invalid input: input 0, field 'hold'"),
+        (["-i", "fail=true"], "failed: RuntimeError: failed on purpose"),
+        (["-i", "image=no/such/picture.png"], "File not found"),
+    ],
+)
 def test_errors_are_one_line(files_server: Server, args: list[str], fragment: str) -> None:
     _one_line_error(tungsten("predict", "--url", files_server.url, *args), fragment)
 
@@ -72,11 +75,25 @@ def test_an_input_file_killed_half_way_completes_on_a_second_run_without_resendi
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text("".join(json.dumps({"x": i, "hold": 0.02}) + "\n" for i in range(500)))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "tungstenkit.cli", "predict", "--url", server.url, "--input-file", str(inputs), "-o", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "tungstenkit.cli",
+        "predict",
+        "--url",
+        server.url,
+        "--input-file",
+        str(inputs),
+        "-o",
+        str(out),
+    ]
     first = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: (out / "outputs.jsonl").exists() and len(_records(out)) >= 100, timeout=60,
-                 what="100 results of the first run")
+        wait_for(
+            lambda: (out / "outputs.jsonl").exists() and len(_records(out)) >= 100,
+            timeout=60,
+            what="100 results of the first run",
+        )
     finally:
         first.kill()
         first.communicate()
@@ -109,8 +126,16 @@ def test_failures_are_isolated_summarised_and_retried_on_the_next_run(serve: Ser
     assert "input 4 (line 5): line 5 is not a JSON object" in result.stderr
     assert "input 7 (line 9): line 9 is not JSON" in result.stderr
     records = _records(out)
-    assert [r["status"] for r in records] == ["success", "failed", "success", "failed", "failed", "success", "success",
-                                              "failed"]
+    assert [r["status"] for r in records] == [
+        "success",
+        "failed",
+        "success",
+        "failed",
+        "failed",
+        "success",
+        "success",
+        "failed",
+    ]
     # Fix two lines; the next run sends only what has not succeeded.
     values[1], values[3] = {"x": 2}, {"x": 4}
     inputs.write_text("\n".join(json.dumps(v) for v in values) + "\n")

@@ -18,6 +18,7 @@ def test_status_shows_workers_queue_and_throughput(serve: ServerFactory, redis_u
     server = serve(MODELS / "recorder", workers=2, namespace=namespace)
     for i in range(4):
         assert server.predict([{"x": i}])["status"] == "success"
+
     # Workers report what they ended with their heartbeats, once a second.
     def counted() -> subprocess.CompletedProcess[str] | None:
         shown = tungsten("status", "--redis-url", redis_url, "--namespace", namespace)
@@ -60,14 +61,31 @@ def test_status_finds_the_embedded_redis_of_a_running_serve(serve: ServerFactory
 def test_watch_refreshes_until_stopped(serve: ServerFactory, redis_url: str) -> None:
     namespace = f"status{uuid.uuid4().hex[:8]}"
     serve(MODELS / "recorder", namespace=namespace)
-    shown = tungsten("status", "--redis-url", redis_url, "--namespace", namespace, "--watch", "-n", "0.2", "--count", "3")
+    shown = tungsten(
+        "status", "--redis-url", redis_url, "--namespace", namespace, "--watch", "-n", "0.2", "--count", "3"
+    )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("queued inputs:") == 3
 
     # Without --count it runs until interrupted, and Ctrl+C ends it cleanly.
     with subprocess.Popen(
-        [sys.executable, "-m", "tungstenkit.cli", "status", "--redis-url", redis_url, "--namespace", namespace, "-w", "-n", "0.2"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "tungstenkit.cli",
+            "status",
+            "--redis-url",
+            redis_url,
+            "--namespace",
+            namespace,
+            "-w",
+            "-n",
+            "0.2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
     ) as process:
         try:
             assert process.stdout is not None and process.stderr is not None
@@ -91,6 +109,8 @@ def test_status_without_any_redis_says_what_to_do(tmp_path: Path) -> None:
     shown = tungsten("status", env={"TUNGSTEN_HOME": str(tmp_path), "TUNGSTEN_REDIS_URL": "", "REDIS_URL": ""})
     assert shown.returncode == 1
     assert "pass --redis-url" in shown.stderr
-    unreachable = tungsten("status", "--redis-url", "redis://127.0.0.1:1/0", env={"TUNGSTEN_REDIS_CONNECT_TIMEOUT_S": "1"})
+    unreachable = tungsten(
+        "status", "--redis-url", "redis://127.0.0.1:1/0", env={"TUNGSTEN_REDIS_CONNECT_TIMEOUT_S": "1"}
+    )
     assert unreachable.returncode == 1
     assert "Cannot reach Redis" in unreachable.stderr and "Traceback" not in unreachable.stderr

@@ -122,15 +122,20 @@ class Cluster:
     def redis_url(self) -> str:
         return f"redis://:{self.password}@{self.redis_address}:{REDIS_PORT}/0"
 
-    def _start(self, host: str, name: str, command: list[str], env: dict[str, str] | None = None,
-               stdin: bytes | None = None) -> Process:
+    def _start(
+        self, host: str, name: str, command: list[str], env: dict[str, str] | None = None, stdin: bytes | None = None
+    ) -> Process:
         log_path = self.folder / f"{name}.log"
         environment = {**os.environ, "TUNGSTEN_HOME": str(self.folder / "home"), **self.env, **(env or {})}
         environment.pop("TUNGSTEN_REDIS_URL", None)
         environment.pop("REDIS_URL", None)
         with log_path.open("wb") as log:
             popen = self.network[host].popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=ROOT,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=ROOT,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             )
         if stdin is not None:
@@ -144,11 +149,19 @@ class Cluster:
     def start_redis(self) -> Process:
         """redis-server on the Redis host's address, password required; no persistence.
         The config (the password in it) goes through stdin, as ``tungsten serve`` does."""
-        config = "\n".join([
-            f"bind {self.redis_address}", f"port {REDIS_PORT}", f"requirepass {self.password}",
-            "protected-mode yes", f"dir {self.folder}", 'save ""', "appendonly no",
-            "maxmemory-policy noeviction", "",
-        ])
+        config = "\n".join(
+            [
+                f"bind {self.redis_address}",
+                f"port {REDIS_PORT}",
+                f"requirepass {self.password}",
+                "protected-mode yes",
+                f"dir {self.folder}",
+                'save ""',
+                "appendonly no",
+                "maxmemory-policy noeviction",
+                "",
+            ]
+        )
         process = self._start("redis", "redis", [find_redis_server(), "-"], stdin=config.encode())
 
         def answers() -> bool:
@@ -161,9 +174,23 @@ class Cluster:
 
     def start_api(self, model: Path, env: dict[str, str] | None = None) -> Api:
         address = self.network["api"].address("front")
-        command = [sys.executable, "-m", "tungstenkit.cli", "serve", str(model), "--workers", "0",
-                   "--redis-url", self.redis_url, "--namespace", self.namespace,
-                   "--host", address, "-p", str(API_PORT)]
+        command = [
+            sys.executable,
+            "-m",
+            "tungstenkit.cli",
+            "serve",
+            str(model),
+            "--workers",
+            "0",
+            "--redis-url",
+            self.redis_url,
+            "--namespace",
+            self.namespace,
+            "--host",
+            address,
+            "-p",
+            str(API_PORT),
+        ]
         process = self._start("api", "api", command, {"TUNGSTEN_WEBHOOK_WORKERS": "0", **(env or {})})
         api = Api(f"http://{address}:{API_PORT}", self.network["client"], process)
         self.apis.append(api)
@@ -173,8 +200,18 @@ class Cluster:
         return api
 
     def start_worker(self, host: str, model: Path, *args: str, env: dict[str, str] | None = None) -> Process:
-        command = [sys.executable, "-m", "tungstenkit.cli", "worker", str(model),
-                   "--redis-url", self.redis_url, "--namespace", self.namespace, *args]
+        command = [
+            sys.executable,
+            "-m",
+            "tungstenkit.cli",
+            "worker",
+            str(model),
+            "--redis-url",
+            self.redis_url,
+            "--namespace",
+            self.namespace,
+            *args,
+        ]
         return self._start(host, f"worker-{host}", command, env)
 
     def stop_all(self) -> None:

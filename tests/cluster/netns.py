@@ -105,7 +105,9 @@ def netem_available(netns: str) -> bool:
     try:
         done = subprocess.run(
             ["tc", "-n", netns, "qdisc", "add", "dev", "netemprobe", "root", "netem", "delay", "1ms"],
-            check=False, capture_output=True, timeout=30,
+            check=False,
+            capture_output=True,
+            timeout=30,
         )
         return done.returncode == 0
     except OSError:
@@ -134,7 +136,7 @@ def sweep_stale() -> list[str]:
     removed = []
     for path in NETNS_DIR.glob(f"{PREFIX}*") if NETNS_DIR.is_dir() else []:
         try:
-            pid, ticks = path.name[len(PREFIX):].split("-")[:2]
+            pid, ticks = path.name[len(PREFIX) :].split("-")[:2]
         except ValueError:
             continue
         if not pid.isdigit() or _start_ticks(int(pid)) != ticks:
@@ -231,7 +233,20 @@ class Network:
                 if name == self.delayed and network == "back":
                     self._delayed_link(host, port, inner)
                 else:
-                    ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", inner, "netns", host.netns)
+                    ip(
+                        "-n",
+                        self.switch,
+                        "link",
+                        "add",
+                        port,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        inner,
+                        "netns",
+                        host.netns,
+                    )
                 ip("-n", self.switch, "link", "set", port, "master", network)
                 ip("-n", self.switch, "link", "set", port, "up")
                 ip("-n", host.netns, "addr", "add", f"{host.addresses[network]}/24", "dev", inner)
@@ -280,7 +295,19 @@ class Network:
         host = self.hosts[self.delayed]
         for netns, dev in ((self.switch, self.port(self.delayed, "back")), (host.netns, "eth0")):
             if one_way_ms:
-                command = ["tc", "-n", netns, "qdisc", "replace", "dev", dev, "root", "netem", "delay", f"{one_way_ms}ms"]
+                command = [
+                    "tc",
+                    "-n",
+                    netns,
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    dev,
+                    "root",
+                    "netem",
+                    "delay",
+                    f"{one_way_ms}ms",
+                ]
             else:
                 command = ["tc", "-n", netns, "qdisc", "del", "dev", dev, "root"]
             subprocess.run(command, capture_output=True, timeout=30, check=bool(one_way_ms))

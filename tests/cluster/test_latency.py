@@ -88,8 +88,14 @@ def _measure(api: Api, workers: int, one_way_ms: float) -> Phase:
     # What ended after the first ones (one per worker, which may end together) ran in between.
     inputs = sum(len(outputs) for _, outputs in counted[workers:])
     outputs = [o for _, batch in counted for o in batch]
-    return Phase(workers, one_way_ms, inputs, round(seconds, 3), round(inputs / seconds, 1),
-                 round(len(outputs) / len({o["batch_id"] for o in outputs}), 1))
+    return Phase(
+        workers,
+        one_way_ms,
+        inputs,
+        round(seconds, 3),
+        round(inputs / seconds, 1),
+        round(len(outputs) / len({o["batch_id"] for o in outputs}), 1),
+    )
 
 
 def _round_trip_s(address: str, port: int) -> float:
@@ -130,8 +136,10 @@ def test_two_worker_hosts_serve_twice_one_over_a_slow_redis_link(
         "link": network.delay_mechanism,
         "round_trip_ms": {"fast": round(fast_rtt * 1000, 2), "slow": round(slow_rtt * 1000, 2)},
         "phases": [{**asdict(p), "of_ideal": round(p.of_ideal, 3)} for p in (one_fast, one_slow, two_slow, two_fast)],
-        "two_over_one": {"fast": round(two_fast.inputs_per_s / one_fast.inputs_per_s, 3),
-                         "slow": round(two_slow.inputs_per_s / one_slow.inputs_per_s, 3)},
+        "two_over_one": {
+            "fast": round(two_fast.inputs_per_s / one_fast.inputs_per_s, 3),
+            "slow": round(two_slow.inputs_per_s / one_slow.inputs_per_s, 3),
+        },
     }
     record_figures("two worker hosts over a Redis link with latency (inputs/s)", figures)
     assert slow_rtt >= 2 * ONE_WAY_MS / 1000, figures  # the latency is really there

@@ -23,7 +23,10 @@ RECORDER = MODELS / "recorder"
 #: A worker silent for 2 s is taken for dead (0.5 s heartbeats): short, to keep the tests fast.
 HEARTBEAT_TTL_S = 2.0
 HEARTBEAT_INTERVAL_S = 0.5
-HEARTBEAT = {"TUNGSTEN_HEARTBEAT_TTL_S": f"{HEARTBEAT_TTL_S:g}", "TUNGSTEN_HEARTBEAT_INTERVAL_S": f"{HEARTBEAT_INTERVAL_S:g}"}
+HEARTBEAT = {
+    "TUNGSTEN_HEARTBEAT_TTL_S": f"{HEARTBEAT_TTL_S:g}",
+    "TUNGSTEN_HEARTBEAT_INTERVAL_S": f"{HEARTBEAT_INTERVAL_S:g}",
+}
 #: The reaper looks every second (worker.model_worker.REAP_INTERVAL_S): a takeover comes
 #: that long after the TTL at most, plus a beat, plus the machine being busy.
 TAKEOVER_SLACK_S = 4.0
@@ -35,8 +38,9 @@ _pause = threading.Event()
 _PROBE_X = itertools.count(10**9)
 
 
-def _under_load(network: Network, cluster: Cluster, audit: Path, worker_hosts: list[str], *,
-                clients: int, hold: float, pace: float) -> tuple[Api, list[Process], Load]:
+def _under_load(
+    network: Network, cluster: Cluster, audit: Path, worker_hosts: list[str], *, clients: int, hold: float, pace: float
+) -> tuple[Api, list[Process], Load]:
     """Redis, the API and a worker on each of ``worker_hosts`` (the recorder model, short
     heartbeats), and the fault suite's clients (``Load``) on the client host."""
     cluster.env.update(HEARTBEAT, RECORDER_AUDIT=str(audit))
@@ -59,8 +63,12 @@ def _assert_each_ended_once(report: Report) -> None:
 def _inputs_counted(api: Api, expected: int) -> float:
     """``tungsten_inputs_total{outcome="success"}`` once it reached ``expected`` (the
     workers report with their heartbeat)."""
-    wait_for(lambda: api.counter("tungsten_inputs", "success") >= expected, 30, interval=0.2,
-             what=f"{expected} inputs counted in /metrics")
+    wait_for(
+        lambda: api.counter("tungsten_inputs", "success") >= expected,
+        30,
+        interval=0.2,
+        what=f"{expected} inputs counted in /metrics",
+    )
     return api.counter("tungsten_inputs", "success")
 
 
@@ -77,19 +85,30 @@ def _ran(audit: Path, pid: int, phase: str, inputs: Callable[[list[int]], bool])
     return any(p == str(pid) and inputs(xs) for p, xs in audit_runs(audit, phase))
 
 
-def test_a_worker_host_cut_off_mid_batch(network: Network, make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+def test_a_worker_host_cut_off_mid_batch(
+    network: Network, make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
     audit = tmp_path / "audit.log"
-    api, (cut_off, successor), load = _under_load(network, make_cluster(network), audit, ["w1", "w2"],
-                                                  clients=3, hold=0.3, pace=0.25)
+    api, (cut_off, successor), load = _under_load(
+        network, make_cluster(network), audit, ["w1", "w2"], clients=3, hold=0.3, pace=0.25
+    )
     client = network["client"]
     try:
         load.wait_accepted(12)
-        batch = wait_for(lambda: _running_batch(audit, cut_off.pid), 30, interval=0.005,
-                         what="a batch running on the host to cut off")
+        batch = wait_for(
+            lambda: _running_batch(audit, cut_off.pid),
+            30,
+            interval=0.005,
+            what="a batch running on the host to cut off",
+        )
         cut_at = network.cut("w1")
         # Its inputs are taken over once its heartbeat expired: the other host starts them.
-        wait_for(lambda: _ran(audit, successor.pid, "start", lambda xs: bool(set(xs) & set(batch))),
-                 HEARTBEAT_TTL_S + TAKEOVER_SLACK_S + 10, interval=0.02, what="the takeover of the cut-off batch")
+        wait_for(
+            lambda: _ran(audit, successor.pid, "start", lambda xs: bool(set(xs) & set(batch))),
+            HEARTBEAT_TTL_S + TAKEOVER_SLACK_S + 10,
+            interval=0.02,
+            what="the takeover of the cut-off batch",
+        )
         takeover_s = time.monotonic() - cut_at
         # Meanwhile the cut-off host ran its batch to the end (its model needs no Redis).
         wait_for(lambda: _ran(audit, cut_off.pid, "done", lambda xs: xs == batch), 30, what="the cut-off batch to end")
@@ -98,8 +117,9 @@ def test_a_worker_host_cut_off_mid_batch(network: Network, make_cluster: Callabl
         accepted_before = {x for xs in list(load.accepted.values()) for x in xs}
         restored_at = network.restore("w1")
         # It rejoins: its heartbeat is current again.
-        wait_for(lambda: (api.health() or {}).get("ready_workers") == 2, 30, interval=0.05,
-                 what="the cut-off host to rejoin")
+        wait_for(
+            lambda: (api.health() or {}).get("ready_workers") == 2, 30, interval=0.05, what="the cut-off host to rejoin"
+        )
         rejoin_s = time.monotonic() - restored_at
         load.wait_accepted(len(load.accepted) + 20, timeout=60)
     finally:
@@ -118,8 +138,11 @@ def test_a_worker_host_cut_off_mid_batch(network: Network, make_cluster: Callabl
     assert {outputs[x]["worker_pid"] for x in done_twice} == {successor.pid}
     # ... and it took work again: results of its own stand for inputs that came later.
     assert any(o["worker_pid"] == cut_off.pid for x, o in outputs.items() if x not in started_before)
-    wait_for(lambda: "results rejected: their inputs were taken over" in cut_off.log(), 10,
-             what="the cut-off worker to log its rejected results")
+    wait_for(
+        lambda: "results rejected: their inputs were taken over" in cut_off.log(),
+        10,
+        what="the cut-off worker to log its rejected results",
+    )
     # ... and counted once: /metrics holds each accepted input once.
     accepted_inputs = len(_accepted_inputs(load))
     assert _inputs_counted(api, accepted_inputs) == accepted_inputs
@@ -127,11 +150,18 @@ def test_a_worker_host_cut_off_mid_batch(network: Network, make_cluster: Callabl
 
     # Not before its last heartbeat expired (it beat up to an interval before the cut).
     assert HEARTBEAT_TTL_S - HEARTBEAT_INTERVAL_S <= takeover_s <= HEARTBEAT_TTL_S + TAKEOVER_SLACK_S, takeover_s
-    record_figures("a worker host cut off mid-batch (recovery, s)", {
-        "heartbeat_ttl_s": HEARTBEAT_TTL_S, "link_down_to_takeover_s": round(takeover_s, 2),
-        "link_back_to_rejoin_s": round(rejoin_s, 2), "inputs_run_twice_late_results_rejected": len(done_twice),
-        "accepted": report.accepted, "completed": report.completed, "lost": report.lost,
-    })
+    record_figures(
+        "a worker host cut off mid-batch (recovery, s)",
+        {
+            "heartbeat_ttl_s": HEARTBEAT_TTL_S,
+            "link_down_to_takeover_s": round(takeover_s, 2),
+            "link_back_to_rejoin_s": round(rejoin_s, 2),
+            "inputs_run_twice_late_results_rejected": len(done_twice),
+            "accepted": report.accepted,
+            "completed": report.completed,
+            "lost": report.lost,
+        },
+    )
 
 
 def _accepted_inputs(load: Load) -> list[int]:
@@ -206,7 +236,9 @@ def _first_accepted(api: Api, timeout_s: float) -> tuple[float, str]:
     raise AssertionError(f"no POST accepted within {timeout_s}s of the link's return")
 
 
-def test_the_api_host_cut_off_from_redis(network: Network, make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+def test_the_api_host_cut_off_from_redis(
+    network: Network, make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
     audit = tmp_path / "audit.log"
     api, _, load = _under_load(network, make_cluster(network), audit, ["w1"], clients=4, hold=0.05, pace=0.1)
     client = network["client"]
@@ -248,10 +280,17 @@ def test_the_api_host_cut_off_from_redis(network: Network, make_cluster: Callabl
     orphans = ran - {x for xs in load.accepted.values() for x in xs} - {probe_x}
 
     recovery_s = accepted_at - restored_at
-    record_figures("the API host cut off from Redis (s)", {
-        "cut_s": round(restored_at - cut_at, 2), "slowest_503_s": round(slowest, 2),
-        "answers_while_cut": len(probes), "link_back_to_first_post_accepted_s": round(recovery_s, 2),
-        "link_back_to_first_prediction_completed_s": round(completed_at - restored_at, 2),
-        "accepted": report.accepted, "completed": report.completed, "lost": report.lost,
-        "inputs_of_posts_answered_503_that_ran": len(orphans),
-    })
+    record_figures(
+        "the API host cut off from Redis (s)",
+        {
+            "cut_s": round(restored_at - cut_at, 2),
+            "slowest_503_s": round(slowest, 2),
+            "answers_while_cut": len(probes),
+            "link_back_to_first_post_accepted_s": round(recovery_s, 2),
+            "link_back_to_first_prediction_completed_s": round(completed_at - restored_at, 2),
+            "accepted": report.accepted,
+            "completed": report.completed,
+            "lost": report.lost,
+            "inputs_of_posts_answered_503_that_ran": len(orphans),
+        },
+    )

@@ -39,8 +39,15 @@ HERE = ROOT / "tests" / "deploy"
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 #: The metadata keys KEDA's metrics-api scaler reads (pkg/scalers/metrics_api_scaler.go).
 METRICS_API_KEYS = {
-    "url", "format", "valueLocation", "targetValue", "activationTargetValue", "unsafeSsl",
-    "aggregateFromKubeServiceEndpoints", "aggregationType", "timeout",
+    "url",
+    "format",
+    "valueLocation",
+    "targetValue",
+    "activationTargetValue",
+    "unsafeSsl",
+    "aggregateFromKubeServiceEndpoints",
+    "aggregationType",
+    "timeout",
 }
 #: How long the worker's terminationGracePeriodSeconds lets a batch run after SIGTERM.
 BATCH_BUDGET_S = 60

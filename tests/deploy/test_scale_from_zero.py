@@ -54,9 +54,21 @@ def test_with_no_worker_the_api_is_ready_takes_work_and_wakes_the_scaler(
 
     with (tmp_path / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "tungstenkit.cli", "worker", str(MODELS / "recorder"), "--redis-url", redis_url,
-             "--namespace", namespace],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TUNGSTEN_HOME": str(tmp_path / "home")},
+            [
+                sys.executable,
+                "-m",
+                "tungstenkit.cli",
+                "worker",
+                str(MODELS / "recorder"),
+                "--redis-url",
+                redis_url,
+                "--namespace",
+                namespace,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TUNGSTEN_HOME": str(tmp_path / "home")},
         )
     try:
         assert server.result(prediction_id)["status"] == "success"

@@ -22,14 +22,22 @@ BASE_IMAGES = ("python:3.11-slim", "redis:7.2-alpine")
 SANDBOX = Path(os.environ.get("TUNGSTEN_DOCKER_SANDBOX", ROOT.parent / "shared" / "tools" / "docker-sandbox.sh"))
 
 
-def docker(*args: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None,
-           cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd,
+        ["docker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
         check=False,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} exited with {result.returncode}:\n{result.stderr}{result.stdout}")
+        raise AssertionError(
+            f"docker {' '.join(args)} exited with {result.returncode}:\n{result.stderr}{result.stdout}"
+        )
     return result
 
 
@@ -119,10 +127,19 @@ class Compose:
 
     def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = compose_command() + list(args)
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                env={**os.environ, **self.env}, cwd=ROOT, check=False)
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} exited with {result.returncode}:\n{result.stderr}{result.stdout}")
+            raise AssertionError(
+                f"{' '.join(command)} exited with {result.returncode}:\n{result.stderr}{result.stdout}"
+            )
         return result
 
     def containers(self, service: str) -> list[str]:

@@ -148,8 +148,9 @@ def test_down_then_up_keeps_accepted_predictions(stack: Compose) -> None:
 def test_the_default_files_give_each_worker_a_gpu(stack: Compose) -> None:
     """`docker compose up` reads docker-compose.override.yml too; the CPU one-liner leaves it out."""
     env = {k: v for k, v in {**os.environ, **stack.env}.items() if k != "COMPOSE_FILE"}
-    merged = subprocess.run([*compose_command(), "config"], capture_output=True, text=True, env=env, cwd=ROOT,
-                            check=True).stdout
+    merged = subprocess.run(
+        [*compose_command(), "config"], capture_output=True, text=True, env=env, cwd=ROOT, check=True
+    ).stdout
     assert re.search(r"worker:(.|\n)*driver: nvidia", merged)
     alone = stack("config").stdout
     assert "nvidia" not in alone

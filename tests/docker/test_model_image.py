@@ -32,7 +32,9 @@ def test_the_container_serves_predictions(echo_container: Container) -> None:
 
 
 def test_a_running_prediction_can_be_canceled(echo_container: Container) -> None:
-    prediction_id = echo_container.client.post("/predictions", json=[{"text": "slow", "hold": 30}]).json()["prediction_id"]
+    prediction_id = echo_container.client.post("/predictions", json=[{"text": "slow", "hold": 30}]).json()[
+        "prediction_id"
+    ]
     wait_for(lambda: echo_container.client.get(f"/predictions/{prediction_id}").json()["status"] == "running", 30)
     canceled = echo_container.client.post(f"/predictions/{prediction_id}/cancel")
     assert canceled.status_code == 200
@@ -75,18 +77,24 @@ def test_an_image_failure_says_the_model_was_stored(echo_image: Built) -> None:
     folder = echo_image.workspace / "failing"
     folder.mkdir()
     model = (echo_image.workspace / "slowecho" / "tungsten_model.py").read_text()
-    model = model.replace("@define_model(input=Input, output=Output, batch_size=4)",
-                          '@define_model(input=Input, output=Output, dockerfile_commands=["RUN exit 3"])')
+    model = model.replace(
+        "@define_model(input=Input, output=Output, batch_size=4)",
+        '@define_model(input=Input, output=Output, dockerfile_commands=["RUN exit 3"])',
+    )
     (folder / "tungsten_model.py").write_text(model)
     reference = f"{unique('failing')}:v1"
     try:
-        result = tungsten("build", "failing", "-n", reference, env=echo_image.env, cwd=echo_image.workspace, timeout=900)
+        result = tungsten(
+            "build", "failing", "-n", reference, env=echo_image.env, cwd=echo_image.workspace, timeout=900
+        )
     finally:
         remove_image(reference)
     assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"Error: The model was stored as {reference} (`tungsten serve {reference}` serves it), "
-                           "but its image failed to build: "), last
+    assert last.startswith(
+        f"Error: The model was stored as {reference} (`tungsten serve {reference}` serves it), "
+        "but its image failed to build: "
+    ), last
     assert "returned a non-zero code: 3" in last and "to retry: docker build -t" in last
     assert reference.split(":")[1] in tungsten("models", env=echo_image.env).stdout
     assert docker("ps", "--all", "--quiet", "--filter", f"ancestor={reference}").stdout == ""
@@ -101,7 +109,9 @@ def test_the_seeds_docker_command_serves_the_example(text_to_image: Built) -> No
         assert "Uvicorn running on http://0.0.0.0:3000 (Press CTRL+C to quit)" in container.logs()
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
         created = container.client.post(
-            "/predictions", headers=headers, content='[{"prompt": "a professional photograph of an astronaut riding a horse"}]'
+            "/predictions",
+            headers=headers,
+            content='[{"prompt": "a professional photograph of an astronaut riding a horse"}]',
         )
         assert created.status_code == 200 and re.fullmatch(r"[0-9a-f]{32}", created.json()["prediction_id"])
         body = container.client.get(f"/predictions/{created.json()['prediction_id']}", params={"wait": 60}, timeout=70)
@@ -117,14 +127,17 @@ def test_a_cpu_model_gets_no_cuda_torch(text_to_image: Built) -> None:
     assert packages["torch"].startswith("2.13.0")
     assert not [name for name in packages if name.lower().startswith("nvidia")], sorted(packages)
     probe = "import torch; print(torch.version.cuda)"
-    assert docker("run", "--rm", "--entrypoint", "python", text_to_image.reference, "-c", probe).stdout.strip() == "None"
+    assert (
+        docker("run", "--rm", "--entrypoint", "python", text_to_image.reference, "-c", probe).stdout.strip() == "None"
+    )
 
 
 def test_build_with_image_uses_the_engine(echo_image: Built) -> None:
     reference = f"{unique('forced')}:v1"
     try:
-        result = tungsten("build", "./slowecho", "--image", "-n", reference, env=echo_image.env,
-                          cwd=echo_image.workspace, timeout=900)
+        result = tungsten(
+            "build", "./slowecho", "--image", "-n", reference, env=echo_image.env, cwd=echo_image.workspace, timeout=900
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout == reference + "\n"
         assert docker("image", "inspect", reference, check=False).returncode == 0

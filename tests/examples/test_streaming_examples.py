@@ -14,7 +14,9 @@ from tests.test_events import events, submit
 
 def test_the_token_generator_streams_a_token_per_step_and_returns_the_text(serve: ServerFactory) -> None:
     server = serve(EXAMPLES / "token_stream")
-    prediction_id = submit(server, [{"prompt": "one two three", "delay_ms": 20}, {"prompt": "four five", "delay_ms": 20}])
+    prediction_id = submit(
+        server, [{"prompt": "one two three", "delay_ms": 20}, {"prompt": "four five", "delay_ms": 20}]
+    )
     seen = [e for _, e in events(server, f"/predictions/{prediction_id}/events")]
     tokens: dict[int, str] = {0: "", 1: ""}
     for event in seen:

@@ -83,8 +83,12 @@ def test_twice_the_sustainable_load_is_refused_not_queued(serve: ServerFactory, 
     client = redis.Redis.from_url(redis_url)
     depths = []
     try:
-        wait_for(lambda: depths.append(int(client.get("tungsten:{overload}:queued") or 0)) or len(depths) > 300,
-                 60, interval=0.01, what="queue depth samples")
+        wait_for(
+            lambda: depths.append(int(client.get("tungsten:{overload}:queued") or 0)) or len(depths) > 300,
+            60,
+            interval=0.01,
+            what="queue depth samples",
+        )
     finally:
         load.stop()
         client.close()

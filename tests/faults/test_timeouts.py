@@ -39,14 +39,26 @@ def test_a_model_that_cannot_be_interrupted_is_replaced(serve: ServerFactory) ->
 
 def test_setup_past_its_timeout_stops_serve_with_a_message(tmp_path: Path, redis_url: str) -> None:
     env = {"TUNGSTEN_HOME": str(tmp_path), "TUNGSTEN_SETUP_TIMEOUT_S": "1", "RECORDER_SETUP_SLEEP": "60"}
-    result = tungsten("serve", str(MODELS / "recorder"), "--redis-url", redis_url, "--host", "127.0.0.1",
-                      "-p", str(free_port()), env=env, timeout=60)
+    result = tungsten(
+        "serve",
+        str(MODELS / "recorder"),
+        "--redis-url",
+        redis_url,
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(free_port()),
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "setup() of Recorder did not finish within 1s" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("Error: worker-1 setup() failed")
 
 
-def test_a_worker_failing_setup_after_serving_is_retried_and_shown_in_health(serve: ServerFactory, tmp_path: Path) -> None:
+def test_a_worker_failing_setup_after_serving_is_retried_and_shown_in_health(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
     marker = tmp_path / "break-setup"
     server = serve(MODELS / "recorder", workers=2, env={"RECORDER_SETUP_FAIL": str(marker)})
     victim = int(server.client.get("/health").json()["workers"][0]["pid"])

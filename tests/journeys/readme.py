@@ -67,7 +67,7 @@ def block_with(fragment: str, after: str | None = None) -> list[Command]:
     """The first console block holding a command that contains ``fragment`` (after the line ``after``)."""
     text = README.read_text()
     if after is not None:
-        text = text[text.index(after):]
+        text = text[text.index(after) :]
     for block in console_blocks(text):
         if any(fragment in command.text for command in block):
             return block
@@ -94,19 +94,38 @@ class Shell:
         if command.startswith("cd "):
             self.cwd = (self.cwd / command[3:].strip()).resolve()
             return subprocess.CompletedProcess(command, 0, "", "")
-        return subprocess.run(["bash", "-c", command], cwd=self.cwd, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def start(self, command: str, log: Path) -> subprocess.Popen[bytes]:
         """A command that runs until stopped (a server), in a session of its own."""
         with log.open("wb") as out:
-            process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=self.cwd, env=self.env, stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                ["bash", "-c", f"exec {command}"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.background.append((process, log))
         return process
 
-    def wait_ready(self, process: subprocess.Popen[bytes], log: Path, url: str, timeout: float = 180,
-                   ready: Callable[[httpx.Response], bool] | None = None) -> None:
+    def wait_ready(
+        self,
+        process: subprocess.Popen[bytes],
+        log: Path,
+        url: str,
+        timeout: float = 180,
+        ready: Callable[[httpx.Response], bool] | None = None,
+    ) -> None:
         def answered() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"exited with {process.returncode}:\n{log.read_text(errors='replace')}")
@@ -138,5 +157,8 @@ class Shell:
 
 def on_port(command: str, port: int) -> str:
     """The command with the free port in place of the README's 3000."""
-    return command.replace("localhost:3000", f"localhost:{port}").replace("-p 3000:3000", f"-p 127.0.0.1:{port}:3000") \
+    return (
+        command.replace("localhost:3000", f"localhost:{port}")
+        .replace("-p 3000:3000", f"-p 127.0.0.1:{port}:3000")
         .replace("-p 3000", f"-p {port}")
+    )

@@ -66,7 +66,9 @@ class SentinelSet:
         if self.tls is None:
             return {}
         return {
-            "ssl": True, "ssl_ca_certs": str(self.tls.ca), "ssl_certfile": str(self.tls.cert("client")),
+            "ssl": True,
+            "ssl_ca_certs": str(self.tls.ca),
+            "ssl_certfile": str(self.tls.cert("client")),
             "ssl_keyfile": str(self.tls.key("client")),
         }
 
@@ -74,21 +76,33 @@ class SentinelSet:
         if self.tls is None:
             return [f"port {port}"]
         return [
-            "port 0", f"tls-port {port}", f"tls-cert-file {self.tls.cert('server')}",
-            f"tls-key-file {self.tls.key('server')}", f"tls-ca-cert-file {self.tls.ca}", "tls-auth-clients yes",
+            "port 0",
+            f"tls-port {port}",
+            f"tls-cert-file {self.tls.cert('server')}",
+            f"tls-key-file {self.tls.key('server')}",
+            f"tls-ca-cert-file {self.tls.ca}",
+            "tls-auth-clients yes",
             # Replicas, and Sentinels, reach the other processes over TLS too.
             "tls-replication yes",
         ]
 
     def node_client(self, port: int) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=port, password=self.password, socket_timeout=2, socket_connect_timeout=2,
+            host="127.0.0.1",
+            port=port,
+            password=self.password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
             **self._tls_kwargs(),  # type: ignore[arg-type]
         )
 
     def sentinel_client(self, port: int) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=port, password=self.sentinel_password, socket_timeout=2, socket_connect_timeout=2,
+            host="127.0.0.1",
+            port=port,
+            password=self.sentinel_password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
             **self._tls_kwargs(),  # type: ignore[arg-type]
         )
 

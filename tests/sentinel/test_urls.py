@@ -43,7 +43,13 @@ def test_rediss_sentinel_speaks_tls_to_the_sentinels_and_the_primary(tmp_path: P
     address = SentinelAddress.parse("rediss+sentinel://:pw@h/s")
     assert address.tls and not SentinelAddress.parse("redis+sentinel://h/s").tls
     assert address.sentinel_kwargs(files)["ssl"] is True and address.sentinel_kwargs(files)["ssl_ca_certs"] == str(ca)
-    assert address.primary_kwargs(files) == {"db": 0, "username": None, "password": "pw", "ssl": True, "ssl_ca_certs": str(ca)}
+    assert address.primary_kwargs(files) == {
+        "db": 0,
+        "username": None,
+        "password": "pw",
+        "ssl": True,
+        "ssl_ca_certs": str(ca),
+    }
     with pytest.raises(ConfigError, match="is not rediss:// or rediss\\+sentinel://"):
         tls_options("redis+sentinel://h/s", RedisTLS(ca_file=ca))
 
@@ -74,13 +80,18 @@ def test_cluster_is_declined_with_the_reason() -> None:
         check_url("redis+cluster://h:7000")
 
 
-@pytest.mark.parametrize("url", ["redis://h", "rediss://h:6380/1", "unix:///tmp/r.sock?db=0", "redis+sentinel://h/s", "rediss+sentinel://h/s"])
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h", "rediss://h:6380/1", "unix:///tmp/r.sock?db=0", "redis+sentinel://h/s", "rediss+sentinel://h/s"],
+)
 def test_the_accepted_schemes(url: str) -> None:
     check_url(url)
 
 
 def test_an_unknown_scheme_is_refused() -> None:
-    with pytest.raises(ConfigError, match="expected redis://, rediss://, unix://, redis\\+sentinel:// or rediss\\+sentinel://"):
+    with pytest.raises(
+        ConfigError, match="expected redis://, rediss://, unix://, redis\\+sentinel:// or rediss\\+sentinel://"
+    ):
         check_url("http://h:6379")
 
 

@@ -39,7 +39,11 @@ def folder(tmp_path: Path) -> Path:
 def test_the_digest_is_the_manifests_and_follows_the_content(store: ModelStore, folder: Path) -> None:
     first = store.build(folder, "weighted", "v1")
     assert first.digest == describe(first.metadata).digest == sha256_bytes(describe(first.metadata).manifest)
-    assert [f["path"] for f in first.metadata["files"]] == ["tungsten_model.py", "weights/empty.bin", "weights/scale.json"]
+    assert [f["path"] for f in first.metadata["files"]] == [
+        "tungsten_model.py",
+        "weights/empty.bin",
+        "weights/scale.json",
+    ]
     # Built again under another tag, at another time: the same model, the same digest.
     assert store.build(folder, "weighted", "v2").digest == first.digest
     # The tag is a label: tagging keeps the digest. The name is the namespace: it changes it.
@@ -65,16 +69,30 @@ def test_the_manifest_is_an_oci_artifact_of_our_types(store: ModelStore, folder:
     assert parse_config(artifact.config, "ref", {f.path for f in parsed.files})["class_name"] == "Weighted"
 
 
-def _manifest(config_type: str = CONFIG_MEDIA_TYPE, title: object = "tungsten_model.py", layers2: str | None = None,
-              **extra: object) -> bytes:
+def _manifest(
+    config_type: str = CONFIG_MEDIA_TYPE,
+    title: object = "tungsten_model.py",
+    layers2: str | None = None,
+    **extra: object,
+) -> bytes:
     def layer(path: object) -> dict:
-        return {"mediaType": FILE_MEDIA_TYPE, "digest": "sha256:" + "0" * 64, "size": 1,
-                "annotations": {TITLE_ANNOTATION: path}}
+        return {
+            "mediaType": FILE_MEDIA_TYPE,
+            "digest": "sha256:" + "0" * 64,
+            "size": 1,
+            "annotations": {TITLE_ANNOTATION: path},
+        }
 
     layers = [layer(title)] + ([layer(layers2)] if layers2 else [])
-    return canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
-                           "config": {"mediaType": config_type, "digest": "sha256:" + "1" * 64, "size": 2},
-                           "layers": layers, **extra})
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": config_type, "digest": "sha256:" + "1" * 64, "size": 2},
+            "layers": layers,
+            **extra,
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,7 +124,9 @@ def test_what_is_not_a_model_is_refused(data: bytes, message: str) -> None:
         ({"module": "elsewhere"}, "elsewhere.py is not among its files"),
     ],
 )
-def test_metadata_that_cannot_be_a_model_is_refused(store: ModelStore, folder: Path, change: dict, message: str) -> None:
+def test_metadata_that_cannot_be_a_model_is_refused(
+    store: ModelStore, folder: Path, change: dict, message: str
+) -> None:
     config = json.loads(describe(store.build(folder, "weighted", "v1").metadata).config)
     with pytest.raises(NotAModelArtifact, match=message):
         parse_config(canonical_json({**config, **change}), "ref", {"tungsten_model.py"})

@@ -173,8 +173,19 @@ def test_allowlist_entries_name_hosts_networks_and_ports() -> None:
     assert [case for case in refused if allowlist.allows(*case)] == []
     assert parse_url("http://10.2.3.4/x", allowlist).port == 80
     bad = [
-        "10.0.0.0/33", "http://x", "a..b", "files.internal:0", "files.internal:70000", "x:9-8", "x:",
-        "x:\u00b2", "[::1", "[::1]8080", "[files.internal]:80", "::1:80:", "10.0.0.1:*:*",
+        "10.0.0.0/33",
+        "http://x",
+        "a..b",
+        "files.internal:0",
+        "files.internal:70000",
+        "x:9-8",
+        "x:",
+        "x:\u00b2",
+        "[::1",
+        "[::1]8080",
+        "[files.internal]:80",
+        "::1:80:",
+        "10.0.0.1:*:*",
     ]
     for entry in bad:
         with pytest.raises(ConfigError, match="TUNGSTEN_URL_ALLOWLIST"):
@@ -231,7 +242,13 @@ def test_an_allowlisted_host_name_may_resolve_to_loopback(file_server: FileServe
 
 
 @pytest.mark.parametrize(
-    "target", ["http://169.254.169.254/latest/meta-data/iam/", "http://10.0.0.1/internal", "http://[::1]/x", "file:///etc/passwd"]
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/",
+        "http://10.0.0.1/internal",
+        "http://[::1]/x",
+        "file:///etc/passwd",
+    ],
 )
 def test_redirects_into_private_ranges_are_refused(file_server: FileServer, target: str) -> None:
     url = file_server.add("/go", status=302, headers={"Location": target})

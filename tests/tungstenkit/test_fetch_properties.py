@@ -22,16 +22,40 @@ from tungstenkit._fetch import Allowlist, parse_url, resolve
 REFUSED_V4 = [
     ipaddress.IPv4Network(n)
     for n in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-        "192.0.0.0/29", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-        "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/29",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
     )
 ]
 REFUSED_V6 = [
     ipaddress.IPv6Network(n)
     for n in (
-        "::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001:2::/48", "2001:db8::/32", "3fff::/20",
-        "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8", "4000::/3", "::/8",
+        "::/128",
+        "::1/128",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001:2::/48",
+        "2001:db8::/32",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+        "4000::/3",
+        "::/8",
     )
 ]
 EXAMPLES = settings(max_examples=150, deadline=None, database=None)
@@ -48,8 +72,12 @@ refused_v6 = _address_in(REFUSED_V6)
 
 
 def _number(value: int, style: str) -> str:
-    return {"dec": str(value), "oct": "0" + format(value, "o"), "hex": "0x" + format(value, "x"),
-            "HEX": "0X" + format(value, "X")}[style]
+    return {
+        "dec": str(value),
+        "oct": "0" + format(value, "o"),
+        "hex": "0x" + format(value, "x"),
+        "HEX": "0X" + format(value, "X"),
+    }[style]
 
 
 @st.composite
@@ -71,8 +99,12 @@ def ipv6_embeddings(draw: st.DrawFn, address: ipaddress.IPv4Address) -> str:
     """An IPv6 address that carries ``address``: mapped, NAT64, 6to4 or Teredo."""
     text = draw(_embedding(address))
     carrier = ipaddress.IPv6Address(text)
-    assert address in (carrier.ipv4_mapped, carrier.sixtofour, (carrier.teredo or (None, None))[1],
-                       ipaddress.IPv4Address(int(carrier) & 0xFFFFFFFF))
+    assert address in (
+        carrier.ipv4_mapped,
+        carrier.sixtofour,
+        (carrier.teredo or (None, None))[1],
+        ipaddress.IPv4Address(int(carrier) & 0xFFFFFFFF),
+    )
     return text
 
 
@@ -138,7 +170,9 @@ def test_no_spelling_of_a_refused_address_gets_through(case: tuple) -> None:
 
 @EXAMPLES
 @given(refused_v4, st.integers(1, 65535), st.integers(1, 65535))
-def test_an_allowlisted_address_is_open_on_its_port_only(address: ipaddress.IPv4Address, allowed: int, asked: int) -> None:
+def test_an_allowlisted_address_is_open_on_its_port_only(
+    address: ipaddress.IPv4Address, allowed: int, asked: int
+) -> None:
     allowlist = Allowlist.parse(f"{address}:{allowed}")
     url = f"http://{address}:{asked}/"
     if asked == allowed:

@@ -173,7 +173,9 @@ def test_image_fields_take_only_images_within_the_pixel_limit() -> None:
 
 
 def test_audio_and_video_round_trip_their_bytes() -> None:
-    item = Everything.model_validate({"audio": data_uri(wav(), "audio/wav"), "video": base64.b64encode(gif_video()).decode()})
+    item = Everything.model_validate(
+        {"audio": data_uri(wav(), "audio/wav"), "video": base64.b64encode(gif_video()).decode()}
+    )
     assert item.audio is not None and item.audio.read_bytes() == wav() and item.audio.mime_type == "audio/wav"
     assert item.video is not None and item.video.read_bytes() == gif_video() and item.video.mime_type == "image/gif"
     dumped = item.model_dump(mode="json")
@@ -222,7 +224,9 @@ def test_prepare_downloads_each_url_once_and_isolates_failures(
     assert f"URL input {file_server.url('/missing.png')} could not be fetched: FetchError: the server answered 404" in (
         caplog.text
     )
-    assert f"URL input {redirect} could not be fetched: URLRefused: 169.254.169.254 is not a public address" in caplog.text
+    assert (
+        f"URL input {redirect} could not be fetched: URLRefused: 169.254.169.254 is not a public address" in caplog.text
+    )
     assert failures[4].field == "masked.mask" and "the mask is 3x3 but the image is 8x6" in str(failures[4].error)
     assert file_server.requests.count("/good.png") == 1
     assert inputs[0].image.path.parent == tmp_path and inputs[0].binary.read_bytes() == png()
@@ -249,11 +253,16 @@ def test_masked_images_are_binarised_and_size_checked() -> None:
 
 
 def test_output_files_as_links() -> None:
-    output = Output(image=Image.from_bytes(png(), "image/png"), files=[Binary.from_bytes(b"abc"), Binary.from_url("https://x.test/y")])
+    output = Output(
+        image=Image.from_bytes(png(), "image/png"),
+        files=[Binary.from_bytes(b"abc"), Binary.from_url("https://x.test/y")],
+    )
     sink = OutputFileSink("https://api.example.com/")
     dumped = output.model_dump(mode="json", context={OUTPUT_FILE_SINK: sink})
     assert [f.mime_type for f in sink.files] == ["image/png", "application/octet-stream"]
     assert [f.data for f in sink.files] == [png(), b"abc"]
-    assert dumped["image"] == f"https://api.example.com/files/{sink.files[0].name}" and sink.files[0].name.endswith(".png")
+    assert dumped["image"] == f"https://api.example.com/files/{sink.files[0].name}" and sink.files[0].name.endswith(
+        ".png"
+    )
     assert dumped["files"][1] == "https://x.test/y"  # a URL the model returned stays as it is
     assert len({f.name for f in sink.files}) == 2 and len(sink.files[1].name.split(".")[0]) == 32

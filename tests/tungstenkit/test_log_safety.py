@@ -46,7 +46,10 @@ def test_printable_text_is_one_printable_line(text: str) -> None:
     [
         ("https://user:pw@hooks.example.com:8443/in?token=x", "https://hooks.example.com:8443/in?..."),
         ("http://hooks.example.com/in", "http://hooks.example.com/in"),
-        ("https://b.s3.amazonaws.com/cat.png?X-Amz-Signature=abc&X-Amz-Credential=d", "https://b.s3.amazonaws.com/cat.png?..."),
+        (
+            "https://b.s3.amazonaws.com/cat.png?X-Amz-Signature=abc&X-Amz-Credential=d",
+            "https://b.s3.amazonaws.com/cat.png?...",
+        ),
         ("http://[::1]:8080/a#frag", "http://[::1]:8080/a"),
         ("http://host/a\x1bb\x0bc\u0085d?token=t", "http://host/a\\x1bb\\x0bc\\x85d?..."),
         ("http://us:er@[::1/x?token=t", "http://[::1/x?..."),  # unparseable, cut by hand
@@ -59,8 +62,13 @@ def test_urls_in_logs_lose_credentials_and_controls(url: str, shown: str) -> Non
 
 def test_the_access_log_shows_no_query_string() -> None:
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5000", "POST", "/predictions?webhook=https%3A%2F%2Fh%2Fin%3Ftoken%3Dsecret", "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", "/predictions?webhook=https%3A%2F%2Fh%2Fin%3Ftoken%3Dsecret", "1.1", 200),
+        None,
     )
     assert AccessLogQueryFilter().filter(record)
     assert record.getMessage() == '127.0.0.1:5000 - "POST /predictions?... HTTP/1.1" 200'

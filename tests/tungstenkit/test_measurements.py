@@ -85,6 +85,8 @@ def test_gpu_memory_needs_torch_already_imported_with_cuda_in_use(monkeypatch: p
     assert gpu_memory() == []  # a worker that never touched the GPU
     cuda.initialized = True
     found = gpu_memory()
-    assert found == [{"index": 0, "name": "Fake H100", "allocated": 3 * 2**30, "reserved": 4 * 2**30, "total": 80 * 2**30}]
+    assert found == [
+        {"index": 0, "name": "Fake H100", "allocated": 3 * 2**30, "reserved": 4 * 2**30, "total": 80 * 2**30}
+    ]
     assert parse_gpus(json.dumps(found)) == found
     assert parse_gpus("not json") == [] and parse_gpus(None) == []

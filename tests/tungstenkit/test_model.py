@@ -20,8 +20,18 @@ class Output(BaseIO):
 
 
 def test_a_valid_model_records_its_configuration() -> None:
-    @define_model(input=Input, output=Output, batch_size=8, gpu=True, gpu_mem_gb=24, python_packages=["torch"],
-                  system_packages=["ffmpeg"], cuda_version="12.1", include_files=["*.py"], dockerfile_commands=["RUN x"])
+    @define_model(
+        input=Input,
+        output=Output,
+        batch_size=8,
+        gpu=True,
+        gpu_mem_gb=24,
+        python_packages=["torch"],
+        system_packages=["ffmpeg"],
+        cuda_version="12.1",
+        include_files=["*.py"],
+        dockerfile_commands=["RUN x"],
+    )
     class Model:
         def predict(self, inputs):
             return [Output(y=i.x) for i in inputs]

@@ -8,12 +8,36 @@ import sys
 import tungstenkit
 
 PUBLIC = [
-    "AsyncClient", "Audio", "BaseIO", "Binary", "Client", "Field", "File", "Image", "MaskedImage", "Option", "Video",
-    "__version__", "define_model", "progress",
+    "AsyncClient",
+    "Audio",
+    "BaseIO",
+    "Binary",
+    "Client",
+    "Field",
+    "File",
+    "Image",
+    "MaskedImage",
+    "Option",
+    "Video",
+    "__version__",
+    "define_model",
+    "progress",
 ]
 CLIENT_PUBLIC = [
-    "IDEMPOTENCY_HEADER", "APIError", "AccessDenied", "AsyncClient", "Client", "ClientError", "EventsUnsupported", "InvalidInput",
-    "Prediction", "PredictionCanceled", "PredictionFailed", "PredictionNotFound", "ServerBusy", "TransportError",
+    "IDEMPOTENCY_HEADER",
+    "APIError",
+    "AccessDenied",
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "EventsUnsupported",
+    "InvalidInput",
+    "Prediction",
+    "PredictionCanceled",
+    "PredictionFailed",
+    "PredictionNotFound",
+    "ServerBusy",
+    "TransportError",
     "WaitTimeout",
 ]
 

@@ -28,8 +28,9 @@ def test_a_folder_at_the_exact_path_wins_over_the_reference(
     shutil.copytree(MODELS / "weighted", folder)
     monkeypatch.chdir(tmp_path)
     said: list[str] = []
-    source = resolve_served_model(ModelStore(settings.home), f"localhost:{closed}/weighted", None, None, settings,
-                                  progress=said.append)
+    source = resolve_served_model(
+        ModelStore(settings.home), f"localhost:{closed}/weighted", None, None, settings, progress=said.append
+    )
     assert source.root == folder.resolve() and source.digest is None
     assert said == [f"localhost:{closed}/weighted is a file or folder here: serving it, not the registry reference"]
     # Without that folder the same text is a registry reference, and the registry is asked.
@@ -56,7 +57,9 @@ def test_a_reference_that_was_pulled_is_served_when_the_registry_is_down(setting
         resolve_served_model(store, reference, None, None, settings, progress=said.append)
     # Mark it as pulled from there (as a pull records it): now the store's copy is served.
     path = built.path / "model.json"
-    path.write_text(path.read_text().replace('"name": "weighted",', f'"name": "weighted", "pulled_from": "{reference}",'))
+    path.write_text(
+        path.read_text().replace('"name": "weighted",', f'"name": "weighted", "pulled_from": "{reference}",')
+    )
     source = resolve_served_model(store, reference, None, None, settings, progress=said.append)
     assert source.digest == built.digest
     assert "connection refused; serving weighted:v1" in said[-1]

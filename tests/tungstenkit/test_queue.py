@@ -447,6 +447,8 @@ def test_entries_a_live_worker_forgot_are_claimed_again(queues: Queues) -> None:
     (again,) = queues.worker.reclaim_forgotten("w1", 0, {held.sid})
     assert (again.sid, again.data, again.redelivered) == (lost.sid, lost.data, True)
     assert queues.worker.reclaim_forgotten("w1", 60_000, set()) == []  # claiming reset its idle time
+
+
 def test_output_files_are_stored_and_served_only_while_their_prediction_succeeded(queues: Queues) -> None:
     queues.submit("p", 1)
     (entry,) = queues.read()
@@ -495,6 +497,8 @@ def test_a_batch_finished_before_its_start_was_announced_still_reports_its_start
     queues.finish(results)  # no start was written
     done = queues.get("p")
     assert done["status"] == "success" and done["started_at"] == "2026-01-01T00:00:00.000000Z"
+
+
 # ---------------------------------------------------------------------------------
 # Metrics and webhook events recorded by the scripts
 
@@ -545,7 +549,11 @@ def test_webhook_events_are_queued_as_they_happen(queues: Queues) -> None:
     queues.worker.write("w1", [start], [])
     assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"hooked start"]
     queues.finish([_outputs(e) for e in entries])
-    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [b"hooked start", b"hooked completed", b"ends-only completed"]
+    assert queues.client.lrange(queues.keys.webhooks, 0, -1) == [
+        b"hooked start",
+        b"hooked completed",
+        b"ends-only completed",
+    ]
 
 
 def test_a_canceled_prediction_announces_its_completion(queues: Queues) -> None:
@@ -672,8 +680,12 @@ def test_events_are_stored_in_order_and_refused_once_the_prediction_ended(queues
 
     queues.submit("p", 1)
     (entry,) = queues.read()
-    said = PredictionEvents("p", [("output", '[{"index":0,"output":{"y":1}}]'), ("progress", '{"step":1}')],
-                            progress='{"step":1,"total":2,"message":""}', logs="line 1\n")
+    said = PredictionEvents(
+        "p",
+        [("output", '[{"index":0,"output":{"y":1}}]'), ("progress", '{"step":1}')],
+        progress='{"step":1,"total":2,"message":""}',
+        logs="line 1\n",
+    )
     queues.worker.write("w1", [], [], [said])
     stream = queues.keys.events("p")
     stored = queues.client.xrange(stream)

@@ -31,11 +31,16 @@ def test_no_config_means_anonymous(tmp_path: Path) -> None:
 
 
 def test_the_docker_config_auths(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, {"auths": {
-        "registry.example.com": {"auth": _auth("alice", "pa:ss")},
-        "https://localhost:5000/v2/": {"auth": _auth("bob", "b")},
-        "other.example.com": {"username": "carol", "password": "c"},
-    }})
+    settings = _settings(
+        tmp_path,
+        {
+            "auths": {
+                "registry.example.com": {"auth": _auth("alice", "pa:ss")},
+                "https://localhost:5000/v2/": {"auth": _auth("bob", "b")},
+                "other.example.com": {"username": "carol", "password": "c"},
+            }
+        },
+    )
     assert find_credentials("registry.example.com", settings) == Credentials("alice", "pa:ss", "")
     assert find_credentials("localhost:5000", settings).username == "bob"  # scheme and path dropped
     assert find_credentials("other.example.com", settings).password == "c"
@@ -43,19 +48,26 @@ def test_the_docker_config_auths(tmp_path: Path) -> None:
 
 
 def test_the_environment_wins(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, {"auths": {"r.example.com": {"auth": _auth("alice", "a")}}},
-                         registry_username="ci", registry_password="token")
+    settings = _settings(
+        tmp_path,
+        {"auths": {"r.example.com": {"auth": _auth("alice", "a")}}},
+        registry_username="ci",
+        registry_password="token",
+    )
     assert find_credentials("r.example.com", settings).username == "ci"
     with pytest.raises(ConfigError, match="both"):
         Settings(registry_username="ci")
 
 
 def test_settings_read_docker_config_and_keep_the_password_out_of_repr(tmp_path: Path) -> None:
-    settings = Settings.from_env({"DOCKER_CONFIG": str(tmp_path), "TUNGSTEN_REGISTRY_USERNAME": "u",
-                                  "TUNGSTEN_REGISTRY_PASSWORD": "hunter2"})
+    settings = Settings.from_env(
+        {"DOCKER_CONFIG": str(tmp_path), "TUNGSTEN_REGISTRY_USERNAME": "u", "TUNGSTEN_REGISTRY_PASSWORD": "hunter2"}
+    )
     assert settings.docker_config == tmp_path / "config.json"
     assert "hunter2" not in repr(settings)
-    assert Settings.from_env({"TUNGSTEN_DOCKER_CONFIG": "/x/c.json", "DOCKER_CONFIG": "/y"}).docker_config == Path("/x/c.json")
+    assert Settings.from_env({"TUNGSTEN_DOCKER_CONFIG": "/x/c.json", "DOCKER_CONFIG": "/y"}).docker_config == Path(
+        "/x/c.json"
+    )
 
 
 def test_credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,8 +81,14 @@ def test_credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     )
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    settings = _settings(tmp_path, {"credHelpers": {"helped.example.com": "fake"}, "credsStore": "fake",
-                                    "auths": {"inline.example.com": {"auth": _auth("i", "p")}}})
+    settings = _settings(
+        tmp_path,
+        {
+            "credHelpers": {"helped.example.com": "fake"},
+            "credsStore": "fake",
+            "auths": {"inline.example.com": {"auth": _auth("i", "p")}},
+        },
+    )
     assert find_credentials("helped.example.com", settings) == Credentials("h", "s", "")
     assert find_credentials("inline.example.com", settings).username == "i"  # before the store
     assert find_credentials("unknown.example.com", settings) is None  # the store has none: anonymous

@@ -57,7 +57,9 @@ class Parts:
         asyncio.run(submit())
         (entry,) = self.worker_queue.read("w", 10, None)
         self.worker_queue.write(
-            "w", [BatchStart([prediction_id], [entry.sid], [True])], [EntryResult(entry, EntryResult.OUTPUTS, '{"y": 1}')]
+            "w",
+            [BatchStart([prediction_id], [entry.sid], [True])],
+            [EntryResult(entry, EntryResult.OUTPUTS, '{"y": 1}')],
         )
 
     def dispatch_all(self) -> None:
@@ -66,7 +68,9 @@ class Parts:
 
     def deliver_all(self, hosts: HostSlots | None = None) -> None:
         delivery = Delivery("secret", webhook_fetch_policy(SETTINGS), self.webhooks, hosts or HostSlots(2))
-        WebhookWorker([self.queue], connection=self.client, serializer=JSONSerializer, delivery=delivery).work(burst=True)
+        WebhookWorker([self.queue], connection=self.client, serializer=JSONSerializer, delivery=delivery).work(
+            burst=True
+        )
 
 
 @pytest.fixture

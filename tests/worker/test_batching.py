@@ -74,7 +74,9 @@ class Harness:
 
 
 @pytest.fixture
-def harness(recorder: ModelDefinition, redis_url: str, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def harness(
+    recorder: ModelDefinition, redis_url: str, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
     audit = tmp_path / "audit.log"
     monkeypatch.setenv("RECORDER_AUDIT", str(audit))
     h = Harness(recorder, redis_url, namespace, audit)
@@ -222,12 +224,18 @@ def test_a_batch_out_of_gpu_memory_runs_in_halves_and_caps_later_batches(
     assert harness.result(ids[7])["error_message"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"
     assert harness.batches() == [
         [1, 2, 3, 4, 5, 6, 7, 999],
-        [1, 2, 3, 4], [1, 2], [3, 4],
-        [5, 6, 7, 999], [5, 6], [7, 999], [7], [999],
+        [1, 2, 3, 4],
+        [1, 2],
+        [3, 4],
+        [5, 6, 7, 999],
+        [5, 6],
+        [7, 999],
+        [7],
+        [999],
         # The largest batch that fit is the ceiling from now on.
-        [10, 11], [12, 13],
+        [10, 11],
+        [12, 13],
     ]
-
 
 
 def test_the_ceiling_is_probed_upward_and_backs_off_when_memory_is_still_short(
@@ -239,10 +247,18 @@ def test_the_ceiling_is_probed_upward_and_backs_off_when_memory_is_still_short(
     harness.run(batch_size=4)
     assert all(harness.result(p)["status"] == "success" for p in ids)  # nothing fails, nothing loops
     assert harness.batches() == [
-        [1, 2, 3, 4], [1, 2], [3, 4],  # out of memory: the ceiling is 2
-        [5, 6], [7, 8],  # two full batches at the ceiling ...
-        [9, 10, 11, 12], [9, 10], [11, 12],  # ... then a probe at 4, which does not fit yet
-        [13, 14], [15, 16], [17, 18], [19, 20],  # the next probe waits twice as long
+        [1, 2, 3, 4],
+        [1, 2],
+        [3, 4],  # out of memory: the ceiling is 2
+        [5, 6],
+        [7, 8],  # two full batches at the ceiling ...
+        [9, 10, 11, 12],
+        [9, 10],
+        [11, 12],  # ... then a probe at 4, which does not fit yet
+        [13, 14],
+        [15, 16],
+        [17, 18],
+        [19, 20],  # the next probe waits twice as long
     ]
 
 
@@ -262,8 +278,12 @@ def test_a_probe_that_fits_lifts_the_ceiling(harness: Harness, monkeypatch: pyte
     worker.run_burst()
     assert all(harness.result(p)["status"] == "success" for p in ids)
     assert harness.batches() == [
-        [1, 2, 3, 4], [1, 2], [3, 4],  # out of memory at 4: a ceiling of 2
-        [5, 6], [7, 8],  # two full batches at it ...
-        [9, 10, 11, 12], [13, 14, 15, 16],  # ... so the next may hold 4 again, and they fit
+        [1, 2, 3, 4],
+        [1, 2],
+        [3, 4],  # out of memory at 4: a ceiling of 2
+        [5, 6],
+        [7, 8],  # two full batches at it ...
+        [9, 10, 11, 12],
+        [13, 14, 15, 16],  # ... so the next may hold 4 again, and they fit
     ]
     assert worker.max_batch_size == 4

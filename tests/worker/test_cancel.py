@@ -31,7 +31,9 @@ def _seen_inputs(audit: Path) -> list[int]:
 def test_a_canceled_pending_prediction_never_runs(server: Server, audit: Path) -> None:
     blocker = server.client.post("/predictions", json=[{"x": 1, "hold": 1.0}]).json()["prediction_id"]
     wait_for(lambda: _status(server, blocker)["status"] == "running", 10)
-    pending = server.client.post("/predictions", json=[{"x": 2, "hold": 1.0}, {"x": 3, "hold": 1.0}]).json()["prediction_id"]
+    pending = server.client.post("/predictions", json=[{"x": 2, "hold": 1.0}, {"x": 3, "hold": 1.0}]).json()[
+        "prediction_id"
+    ]
     assert _status(server, pending)["status"] == "pending"
     canceled = server.client.post(f"/predictions/{pending}/cancel")
     assert canceled.status_code == 200

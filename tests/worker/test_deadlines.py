@@ -24,7 +24,9 @@ def _metric(recorder_server: Server, name: str) -> float:
     return 0.0
 
 
-def test_a_deadline_passed_in_the_queue_fails_without_calling_predict(recorder_server: Server, recorder_audit: Path) -> None:
+def test_a_deadline_passed_in_the_queue_fails_without_calling_predict(
+    recorder_server: Server, recorder_audit: Path
+) -> None:
     failed_before = _metric(recorder_server, 'tungsten_predictions_total{outcome="failed"}')
     blocker = recorder_server.client.post("/predictions", json=[{"x": 100, "hold": 1.5}]).json()["prediction_id"]
     wait_for(lambda: _status(recorder_server, blocker)["status"] == "running", 10)

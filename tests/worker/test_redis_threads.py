@@ -160,7 +160,9 @@ def test_a_writer_that_cannot_work_out_results_ends_the_worker(queue: WorkerQueu
     assert failures.died == ["tungsten-writer: RuntimeError: a bug"]
 
 
-def test_the_stop_listener_replaces_a_connection_that_went_silent(private_redis: RedisServer, client: redis.Redis) -> None:
+def test_the_stop_listener_replaces_a_connection_that_went_silent(
+    private_redis: RedisServer, client: redis.Redis
+) -> None:
     failures = Failures()
     heard: list[set[str]] = []
     assert private_redis.port is not None
@@ -171,8 +173,11 @@ def test_the_stop_listener_replaces_a_connection_that_went_silent(private_redis:
         try:
             wait_for(lambda: client.pubsub_numsub("stop")[0][1] == 1, 5, what="the subscription")
             proxy.freeze()  # the subscription's connection goes silent, with no error
-            wait_for(lambda: proxy.connections >= 2 and client.pubsub_numsub("stop")[0][1] >= 1, 30,
-                     what="a new subscription")
+            wait_for(
+                lambda: proxy.connections >= 2 and client.pubsub_numsub("stop")[0][1] >= 1,
+                30,
+                what="a new subscription",
+            )
             wait_for(lambda: client.publish("stop", "p1 p2") >= 1 and heard, 10, interval=0.2)
             assert heard[-1] == {"p1", "p2"} and listener.is_alive() and failures.died == []
         finally:

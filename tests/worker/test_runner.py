@@ -68,7 +68,9 @@ def _cancel_when(condition: Callable[[], object], runner: ModelRunner) -> thread
     return thread
 
 
-def test_files_live_in_a_batch_folder_removed_after_success(make_runner, temp_root: Path, audit: Path, file_server: FileServer) -> None:
+def test_files_live_in_a_batch_folder_removed_after_success(
+    make_runner, temp_root: Path, audit: Path, file_server: FileServer
+) -> None:
     runner = make_runner()
     url = file_server.add("/cat.png", png())
     items = _inputs(runner, {"image": url, "audio": data_uri(wav(), "audio/wav")}, {"binary": "aGVsbG8="})
@@ -114,7 +116,9 @@ def test_a_failed_download_fails_only_its_own_input(
     runner = make_runner()
     good = file_server.add("/good.png", png())
     redirect = file_server.add("/evil", status=302, headers={"Location": "http://10.0.0.7/secret"})
-    items = _inputs(runner, {"image": good}, {"image": redirect}, {"audio": file_server.url("/gone.wav")}, {"image": good})
+    items = _inputs(
+        runner, {"image": good}, {"image": redirect}, {"audio": file_server.url("/gone.wav")}, {"image": good}
+    )
     outcomes = runner.predict(1, items)
     assert [o.failure is None for o in outcomes] == [True, False, False, True]
     # A refused redirect and a 404 read the same to the client; the log says which.

@@ -28,7 +28,12 @@ def _build(home: Path, tmp_path: Path, tag: str, scale: int) -> StoredModel:
 def _worker(model: str, redis_url: str, namespace: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tungstenkit.cli", "worker", model, "--redis-url", redis_url, "--namespace", namespace],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "TUNGSTEN_HOME": str(home)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "TUNGSTEN_HOME": str(home)},
     )
 
 
@@ -53,9 +58,21 @@ def test_a_worker_of_another_model_refuses_to_join(
     assert ModelStore(home).tag("weighted:v1", "weighted:prod").digest == served.digest
     prediction = server.client.post("/predictions", json=[{"x": 3}]).json()["prediction_id"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tungstenkit.cli", "worker", "weighted:prod", "--redis-url", redis_url,
-         "--namespace", namespace],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TUNGSTEN_HOME": str(home)},
+        [
+            sys.executable,
+            "-m",
+            "tungstenkit.cli",
+            "worker",
+            "weighted:prod",
+            "--redis-url",
+            redis_url,
+            "--namespace",
+            namespace,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TUNGSTEN_HOME": str(home)},
     )
     try:
         assert server.result(prediction)["outputs"][0]["y"] == 21

@@ -60,7 +60,12 @@ SCRIPTS: dict[Role, tuple[str, ...]] = {
 _DIRECT: dict[Role, tuple[str, ...]] = {
     Role.API: (
         *_SUBSCRIBER,
-        "GET", "HGET", "HMGET", "HGETALL", "ZRANGE", "LLEN",
+        "GET",
+        "HGET",
+        "HMGET",
+        "HGETALL",
+        "ZRANGE",
+        "LLEN",
         "DEL",  # the idempotency record of a submit that failed
         "XRANGE",  # a prediction's events stream
         # TUNGSTEN_REDIS_WAIT_REPLICAS (replicas of an embedded Redis are not expected,
@@ -71,26 +76,80 @@ _DIRECT: dict[Role, tuple[str, ...]] = {
         *_SUBSCRIBER,
         "GET",  # the served model's digest
         "INFO",  # whether Redis evicts keys when full (a warning at start)
-        "XGROUP|CREATE", "XGROUP|DELCONSUMER", "XREADGROUP", "XINFO|CONSUMERS", "XPENDING", "XCLAIM",
-        "XACK", "XDEL", "EXISTS", "DEL", "HSET", "PEXPIRE", "ZADD", "ZREM",
+        "XGROUP|CREATE",
+        "XGROUP|DELCONSUMER",
+        "XREADGROUP",
+        "XINFO|CONSUMERS",
+        "XPENDING",
+        "XCLAIM",
+        "XACK",
+        "XDEL",
+        "EXISTS",
+        "DEL",
+        "HSET",
+        "PEXPIRE",
+        "ZADD",
+        "ZREM",
         "TIME",  # Redis's clock, with each heartbeat (deadlines are in it)
     ),
     Role.WEBHOOKS: (
         *_SUBSCRIBER,
         # The dispatcher: the webhook lists, the dispatch lock (redis-py's ``Lock``, whose
         # scripts call GET, PEXPIRE, PTTL and DEL), the signing secret and the counters.
-        "BLMOVE", "LRANGE", "LREM", "HMGET", "HGET", "GET", "SET", "PEXPIRE", "PTTL", "DEL", "HINCRBY",
-        "HEXISTS", "XRANGE",  # what output and logs webhooks send, from a prediction's events
+        "BLMOVE",
+        "LRANGE",
+        "LREM",
+        "HMGET",
+        "HGET",
+        "GET",
+        "SET",
+        "PEXPIRE",
+        "PTTL",
+        "DEL",
+        "HINCRBY",
+        "HEXISTS",
+        "XRANGE",  # what output and logs webhooks send, from a prediction's events
         # RQ, as far as these processes use it (a SimpleWorker, enqueueing, Job.exists,
         # the scheduler's locks and due retries, registries, results), with the commands
         # of its Lua scripts. Not CLIENT LIST: RQ reads its own address with CLIENT INFO.
-        "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "EXISTS", "EXPIRE", "PERSIST",
-        "HSET", "HGETALL", "HINCRBYFLOAT", "HEXISTS",
-        "LPUSH", "RPUSH", "LPOP", "BLPOP", "LMOVE", "LPOS", "LLEN",
-        "SADD", "SREM", "SMEMBERS", "SCARD",
-        "ZADD", "ZREM", "ZRANGE", "ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZCARD", "ZCOUNT", "ZSCORE", "ZPOPMIN",
-        "XADD", "XREVRANGE", "XLEN", "PUBLISH",
-        "CLIENT|SETNAME", "CLIENT|INFO",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "WATCH",
+        "UNWATCH",
+        "EXISTS",
+        "EXPIRE",
+        "PERSIST",
+        "HSET",
+        "HGETALL",
+        "HINCRBYFLOAT",
+        "HEXISTS",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "BLPOP",
+        "LMOVE",
+        "LPOS",
+        "LLEN",
+        "SADD",
+        "SREM",
+        "SMEMBERS",
+        "SCARD",
+        "ZADD",
+        "ZREM",
+        "ZRANGE",
+        "ZRANGEBYSCORE",
+        "ZREMRANGEBYSCORE",
+        "ZCARD",
+        "ZCOUNT",
+        "ZSCORE",
+        "ZPOPMIN",
+        "XADD",
+        "XREVRANGE",
+        "XLEN",
+        "PUBLISH",
+        "CLIENT|SETNAME",
+        "CLIENT|INFO",
         "INFO",  # RQ reads the server's version
     ),
 }
@@ -139,4 +198,3 @@ def acl_rules(role: Role, keys: Keys) -> list[str]:
 def users(keys: Keys) -> dict[str, list[str]]:
     """Every role's rules, by user name."""
     return {role.value: acl_rules(role, keys) for role in Role}
-

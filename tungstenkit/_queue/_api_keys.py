@@ -83,15 +83,13 @@ def parse_token(token: str) -> tuple[str, str] | None:
     """A token's key id and secret, or None if it does not read ``tk_<id>_<secret>``."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    key_id, _, secret = token[len(TOKEN_PREFIX):].partition("_")
+    key_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
     if len(key_id) != _ID_HEX or any(c not in "0123456789abcdef" for c in key_id) or len(secret) < 16:
         return None
     return key_id, secret
 
 
-def new_key(
-    name: str, scope: str, *, owner: str = "", rps: float = 0.0, max_queued: int = 0
-) -> tuple[ApiKey, str]:
+def new_key(name: str, scope: str, *, owner: str = "", rps: float = 0.0, max_queued: int = 0) -> tuple[ApiKey, str]:
     """A fresh key's record and its token (shown once, stored nowhere)."""
     if scope not in SCOPES:
         raise ApiKeyError(f"Unknown scope {scope!r}: expected one of {', '.join(SCOPES)}")
@@ -100,8 +98,14 @@ def new_key(
     key_id = secrets.token_hex(_ID_HEX // 2)
     secret = secrets.token_urlsafe(32)
     record = ApiKey(
-        id=key_id, name=name, scope=scope, secret_sha256=_digest(secret), created=now_iso(),
-        owner=owner or key_id, rps=rps, max_queued=max_queued,
+        id=key_id,
+        name=name,
+        scope=scope,
+        secret_sha256=_digest(secret),
+        created=now_iso(),
+        owner=owner or key_id,
+        rps=rps,
+        max_queued=max_queued,
     )
     return record, f"{TOKEN_PREFIX}{key_id}_{secret}"
 
@@ -154,4 +158,3 @@ class KeyStore:
         revoked = replace(found, revoked=now_iso())
         self._redis.hset(self.keys.api_keys, key_id, revoked.to_json())
         return revoked
-

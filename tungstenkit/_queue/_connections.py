@@ -132,7 +132,9 @@ class SentinelAddress:
     def sentinel_kwargs(self, tls: dict[str, Any] | None = None) -> dict[str, Any]:
         """How to talk to the Sentinels themselves (``tls``: ``tls_options``)."""
         kwargs: dict[str, Any] = {
-            "socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S, **self._ssl(tls),
+            "socket_timeout": SENTINEL_TIMEOUT_S,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            **self._ssl(tls),
         }
         if self.sentinel_password:
             kwargs["password"] = self.sentinel_password

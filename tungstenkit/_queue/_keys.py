@@ -37,9 +37,21 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, *CONNECTION_ERROR
 #: running a long script, unable to persist, or a cluster is reconfiguring; or it ended
 #: a blocking read because its role changed. Retrying later succeeds. (redis-py raises a class of its own for some, a plain ``ResponseError`` whose
 #: message starts with the code for the others.)
-TRANSIENT_REPLY_ERRORS: tuple[type[BaseException], ...] = (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError)
+TRANSIENT_REPLY_ERRORS: tuple[type[BaseException], ...] = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+)
 _TRANSIENT_REPLY_CODES = (
-    "BUSY ", "MISCONF ", "NOREPLICAS ", "LOADING ", "READONLY ", "OOM ", "MASTERDOWN ", "UNBLOCKED ",
+    "BUSY ",
+    "MISCONF ",
+    "NOREPLICAS ",
+    "LOADING ",
+    "READONLY ",
+    "OOM ",
+    "MASTERDOWN ",
+    "UNBLOCKED ",
 )
 
 

@@ -155,8 +155,17 @@ class AsyncPredictionQueue:
         raises ``IdempotencyKeyReused``.
         """
         submit = Submission(
-            prediction_id, chunks, total_inputs, webhook_url, " ".join(webhook_events), idempotency, owner,
-            owner_limit, deadline_ms, priority, tenant,
+            prediction_id,
+            chunks,
+            total_inputs,
+            webhook_url,
+            " ".join(webhook_events),
+            idempotency,
+            owner,
+            owner_limit,
+            deadline_ms,
+            priority,
+            tenant,
         )
         accepted, queued, served_by = await self._enqueue(self._submits, submit)
         if accepted == _QUEUE_FULL:
@@ -348,9 +357,19 @@ class AsyncPredictionQueue:
         """Cancel the prediction unless it ended; returns its body afterwards."""
         body = await self._eval(
             script("cancel"),
-            [self.keys.prediction(prediction_id), self.keys.queue, self.keys.queued, self.keys.webhooks, self.keys.metrics],
             [
-                prediction_id, now_iso(), self._ttl, self.keys.done_channel, self.keys.stop_channel,
+                self.keys.prediction(prediction_id),
+                self.keys.queue,
+                self.keys.queued,
+                self.keys.webhooks,
+                self.keys.metrics,
+            ],
+            [
+                prediction_id,
+                now_iso(),
+                self._ttl,
+                self.keys.done_channel,
+                self.keys.stop_channel,
                 self._admitted_per_worker,
             ],
         )
@@ -433,9 +452,17 @@ def submit_call(
         idempotency = submit.idempotency
         names += [key, keys.idempotency(idempotency.digest) if idempotency else key]
         args += [
-            submit.prediction_id, submit.total_inputs, len(submit.chunks), submit.webhook_url,
-            submit.webhook_events, idempotency.fingerprint if idempotency else "", submit.owner, submit.owner_limit,
-            submit.deadline_ms, submit.priority, tenant_token(submit.tenant),
+            submit.prediction_id,
+            submit.total_inputs,
+            len(submit.chunks),
+            submit.webhook_url,
+            submit.webhook_events,
+            idempotency.fingerprint if idempotency else "",
+            submit.owner,
+            submit.owner_limit,
+            submit.deadline_ms,
+            submit.priority,
+            tenant_token(submit.tenant),
         ]
         for chunk in submit.chunks:
             args += [chunk.start, chunk.count, chunk.group, chunk.data]

@@ -220,12 +220,20 @@ def render_body(
     )
 
 
-def render_open(created: bytes, started: bytes | None, progress: bytes | None = None, logs: bytes | None = None) -> bytes:
+def render_open(
+    created: bytes, started: bytes | None, progress: bytes | None = None, logs: bytes | None = None
+) -> bytes:
     """The body of a prediction still pending or running."""
     status = "running" if started else "pending"
     return render_body(
-        status, None, None, created.decode(), (started or b"").decode(), None,
-        progress.decode() if progress else None, logs.decode(errors="replace") if logs else None,
+        status,
+        None,
+        None,
+        created.decode(),
+        (started or b"").decode(),
+        None,
+        progress.decode() if progress else None,
+        logs.decode(errors="replace") if logs else None,
     ).encode()
 
 

@@ -19,6 +19,7 @@ class _BlockingMove(Protocol):
 
     def __call__(self, first_list: str, second_list: str, timeout: float, src: str, dest: str) -> bytes | None: ...
 
+
 @dataclass(frozen=True)
 class WebhookEvent:
     """A prediction's event to announce: where to, and its ``GET`` body at this moment."""

@@ -183,7 +183,14 @@ class WorkerQueue:
             keys += [self.keys.prediction(p) for p in batch.prediction_ids]
             lo, hi = sid_range(batch.sids)
             args: list[Any] = [
-                stamp, " ".join(batch.sids), RUNNING_KEY_TTL_S, GROUP, worker_id, lo, hi, self.keys.events_channel,
+                stamp,
+                " ".join(batch.sids),
+                RUNNING_KEY_TTL_S,
+                GROUP,
+                worker_id,
+                lo,
+                hi,
+                self.keys.events_channel,
             ]
             calls.append((script("start"), keys, args + batch.flags()))
         if events:
@@ -192,8 +199,16 @@ class WorkerQueue:
             keys = [self.keys.queue, self.keys.queued, self.keys.webhooks]
             lo, hi = sid_range([r.entry.sid for r in results])
             args = [
-                GROUP, worker_id, stamp, self._ttl, self.keys.done_channel, self.keys.stop_channel,
-                INLINE_BODY_BYTES, lo, hi, self._admitted_per_worker,
+                GROUP,
+                worker_id,
+                stamp,
+                self._ttl,
+                self.keys.done_channel,
+                self.keys.stop_channel,
+                INLINE_BODY_BYTES,
+                lo,
+                hi,
+                self._admitted_per_worker,
             ]
             for result in results:
                 entry = result.entry
@@ -205,8 +220,15 @@ class WorkerQueue:
                     kind, payload = _as_body(result, stamp)
                 keys.append(self.keys.prediction(entry.prediction_id))
                 args += [
-                    entry.prediction_id, entry.sid, kind, entry.start, entry.count, payload, result.started,
-                    entry.webhook_events, " ".join(self.keys.file(f.name) for f in result.files),
+                    entry.prediction_id,
+                    entry.sid,
+                    kind,
+                    entry.start,
+                    entry.count,
+                    payload,
+                    result.started,
+                    entry.webhook_events,
+                    " ".join(self.keys.file(f.name) for f in result.files),
                 ]
             calls.append((script("finish"), keys, args))
         replies = self._run_scripts(calls)
@@ -228,8 +250,13 @@ class WorkerQueue:
     def _events_call(self, stamp: str, events: Sequence[PredictionEvents]) -> tuple[Script, list[str], list[Any]]:
         keys = [self.keys.webhooks]
         args: list[Any] = [
-            stamp, self._max_events, self._ttl, self._max_log_bytes, int(time.time() * 1000),
-            WEBHOOK_EVENT_INTERVAL_MS, self.keys.events_channel,
+            stamp,
+            self._max_events,
+            self._ttl,
+            self._max_log_bytes,
+            int(time.time() * 1000),
+            WEBHOOK_EVENT_INTERVAL_MS,
+            self.keys.events_channel,
         ]
         for said in events:
             self._said[said.prediction_id] = None
@@ -354,7 +381,9 @@ class WorkerQueue:
 
     def fetch(self, prediction_id: str) -> Fetched | None:
         """A prediction as the API would show it (for tools and tests)."""
-        return read_prediction(cast("list[bytes | None]", self._redis.hmget(self.keys.prediction(prediction_id), READ_FIELDS)))
+        return read_prediction(
+            cast("list[bytes | None]", self._redis.hmget(self.keys.prediction(prediction_id), READ_FIELDS))
+        )
 
     def requeue(self, worker_id: str, entries: Sequence[Entry]) -> int:
         """Hand entries that were read but never started back to the stream (those this

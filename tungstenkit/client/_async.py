@@ -93,8 +93,9 @@ class AsyncClient:
         url = state.url
         while True:
             try:
-                async with self._http.stream("GET", url, headers=state.headers(),
-                                             timeout=timeouts(self.timeout, read=None)) as response:
+                async with self._http.stream(
+                    "GET", url, headers=state.headers(), timeout=timeouts(self.timeout, read=None)
+                ) as response:
                     if response.status_code in (404, 406):
                         await self.get(state.prediction_id)
                         raise EventsUnsupported(no_events_message(url, response.status_code))
@@ -143,7 +144,11 @@ class AsyncClient:
                 continue
             try:
                 result = await self._http.request(
-                    action.method, action.url, params=action.params, json=action.json, headers=action.headers,
+                    action.method,
+                    action.url,
+                    params=action.params,
+                    json=action.json,
+                    headers=action.headers,
                     timeout=timeouts(self.timeout, hold=action.hold_s),
                 )
             except httpx.TransportError as exc:
@@ -155,8 +160,9 @@ class AsyncClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.aclose()
 
     def __repr__(self) -> str:

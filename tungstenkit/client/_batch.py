@@ -241,8 +241,10 @@ async def run_input_file(
     output_dir.mkdir(parents=True, exist_ok=True)
     earlier = read_records(output_dir / OUTPUTS_FILE)
     done = {
-        item.index for item in items
-        if earlier.get(item.index, {}).get("status") == "success" and earlier[item.index].get("input_sha256") == item.sha256
+        item.index
+        for item in items
+        if earlier.get(item.index, {}).get("status") == "success"
+        and earlier[item.index].get("input_sha256") == item.sha256
     }
     report = BatchReport(total=len(items), skipped=len(done))
     pending = [item for item in items if item.index not in done]

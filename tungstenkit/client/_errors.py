@@ -51,7 +51,9 @@ class InvalidInput(APIError):
 
     def __init__(self, message: str, detail: Any) -> None:
         super().__init__(message, 422, detail)
-        self.errors: list[dict[str, Any]] = [e for e in detail if isinstance(e, dict)] if isinstance(detail, list) else []
+        self.errors: list[dict[str, Any]] = (
+            [e for e in detail if isinstance(e, dict)] if isinstance(detail, list) else []
+        )
 
     def by_input(self) -> dict[int | None, list[dict[str, Any]]]:
         """The errors grouped by the index of the input they concern (None: the whole request)."""

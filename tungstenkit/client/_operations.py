@@ -72,8 +72,7 @@ def events_path(prediction_id: str) -> str:
 
 def no_events_message(url: str, status_code: int) -> str:
     return (
-        f"This server has no event stream (GET {url} answered {status_code}); "
-        "use wait() or predict(), which long-poll"
+        f"This server has no event stream (GET {url} answered {status_code}); use wait() or predict(), which long-poll"
     )
 
 
@@ -205,8 +204,12 @@ class Operations:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             hold = MAX_HOLD_S if deadline is None else min(MAX_HOLD_S, max(deadline - time.monotonic(), 0.0))
-            call = Send("GET", f"/predictions/{prediction_id}", params={"wait": f"{hold:.3f}"} if hold > 0 else None,
-                        hold_s=hold)
+            call = Send(
+                "GET",
+                f"/predictions/{prediction_id}",
+                params={"wait": f"{hold:.3f}"} if hold > 0 else None,
+                hold_s=hold,
+            )
             response = yield from send(call, self.policy)
             body = check(response, prediction_id)
             if body.get("status") in ("success", "failed"):
@@ -308,7 +311,9 @@ class StreamState:
         retries are spent (or nothing was received yet, so there is nothing to resume)."""
         self._failures += 1
         if self._failures > self._policy.retries or (exc is not None and not self.last_id):
-            reason = describe_transport_error(exc) if exc is not None else "the event stream ended before the prediction did"
+            reason = (
+                describe_transport_error(exc) if exc is not None else "the event stream ended before the prediction did"
+            )
             raise TransportError(f"GET {self.url}: {reason}") from exc
         return self._policy.delay(self._failures, None)
 

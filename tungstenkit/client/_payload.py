@@ -148,8 +148,14 @@ class SchemaWalker:
                 break
         return schema
 
-    def _walk(self, schema: Mapping[str, Any], value: Any, path: tuple[str | int, ...],
-              visit: Callable[[str, Any, tuple[str | int, ...]], Any], depth: int) -> Any:
+    def _walk(
+        self,
+        schema: Mapping[str, Any],
+        value: Any,
+        path: tuple[str | int, ...],
+        visit: Callable[[str, Any, tuple[str | int, ...]], Any],
+        depth: int,
+    ) -> Any:
         if depth > 64 or value is None:
             return value
         schema = self._resolve(schema)

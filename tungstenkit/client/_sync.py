@@ -56,7 +56,9 @@ class Client:
         self.url = base_url(url)
         self.timeout = timeout
         self._ops = Operations(RetryPolicy(retries=retries))
-        self._http = httpx.Client(base_url=self.url, headers=request_headers(headers, api_key), timeout=timeouts(timeout))
+        self._http = httpx.Client(
+            base_url=self.url, headers=request_headers(headers, api_key), timeout=timeouts(timeout)
+        )
 
     # -- operations --------------------------------------------------------------------
     def predict(
@@ -116,8 +118,9 @@ class Client:
         url = state.url
         while True:
             try:
-                with self._http.stream("GET", url, headers=state.headers(),
-                                       timeout=timeouts(self.timeout, read=None)) as response:
+                with self._http.stream(
+                    "GET", url, headers=state.headers(), timeout=timeouts(self.timeout, read=None)
+                ) as response:
                     if response.status_code in (404, 406):
                         self.get(state.prediction_id)  # PredictionNotFound when it is the prediction that is unknown
                         raise EventsUnsupported(no_events_message(url, response.status_code))
@@ -167,7 +170,11 @@ class Client:
                 continue
             try:
                 result = self._http.request(
-                    action.method, action.url, params=action.params, json=action.json, headers=action.headers,
+                    action.method,
+                    action.url,
+                    params=action.params,
+                    json=action.json,
+                    headers=action.headers,
                     timeout=timeouts(self.timeout, hold=action.hold_s),
                 )
             except httpx.TransportError as exc:

@@ -33,15 +33,19 @@ def client(files_server: Server) -> Client:
         yield client
 
 
-def test_files_go_in_from_paths_bytes_pil_and_file_objects_and_come_back_as_files(client: Client, tmp_path: Path) -> None:
+def test_files_go_in_from_paths_bytes_pil_and_file_objects_and_come_back_as_files(
+    client: Client, tmp_path: Path
+) -> None:
     picture = tmp_path / "in.png"
     picture.write_bytes(gradient_png())
-    output = client.predict({
-        "image": picture,
-        "audio": Audio.from_bytes(wav()),
-        "video": gif_video(),
-        "binary": b"\x00\x01 raw bytes",
-    })
+    output = client.predict(
+        {
+            "image": picture,
+            "audio": Audio.from_bytes(wav()),
+            "video": gif_video(),
+            "binary": b"\x00\x01 raw bytes",
+        }
+    )
     echo = output["echo"]
     assert isinstance(echo["image"][0], Image) and echo["image"][0].read_bytes() == picture.read_bytes()
     assert isinstance(echo["audio"][0], Audio) and echo["audio"][0].read_bytes() == wav()
@@ -133,7 +137,10 @@ def test_health_and_schema(client: Client) -> None:
 
 
 def test_an_unreachable_server_is_a_transport_error() -> None:
-    with Client(f"http://127.0.0.1:{free_port()}", retries=1) as client, pytest.raises(TransportError, match="ConnectError"):
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", retries=1) as client,
+        pytest.raises(TransportError, match="ConnectError"),
+    ):
         client.health()
 
 

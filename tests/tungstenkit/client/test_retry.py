@@ -28,8 +28,9 @@ def _response(status: int, headers: dict[str, str] | None = None) -> httpx.Respo
     return httpx.Response(status, headers=headers, request=httpx.Request("POST", "http://x/predictions"))
 
 
-@pytest.mark.parametrize("failure", [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"),
-                                     httpx.PoolTimeout("busy")])
+@pytest.mark.parametrize(
+    "failure", [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("busy")]
+)
 def test_a_submit_that_never_reached_the_server_is_sent_again(failure: httpx.TransportError) -> None:
     call = Send("POST", "/predictions", headers={IDEMPOTENCY_HEADER: "k1"}, retry=Retry.SUBMIT)
     operation = _start(call, RetryPolicy(retries=3, backoff_s=0.5))
@@ -37,8 +38,15 @@ def test_a_submit_that_never_reached_the_server_is_sent_again(failure: httpx.Tra
     assert operation.send(None) is call  # the same request, the same key
 
 
-@pytest.mark.parametrize("failure", [httpx.ReadTimeout("no answer"), httpx.RemoteProtocolError("closed"),
-                                     httpx.ReadError("reset"), httpx.WriteError("broken pipe")])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ReadTimeout("no answer"),
+        httpx.RemoteProtocolError("closed"),
+        httpx.ReadError("reset"),
+        httpx.WriteError("broken pipe"),
+    ],
+)
 def test_a_submit_that_may_have_reached_the_server_is_not_sent_again(failure: httpx.TransportError) -> None:
     operation = _start(Send("POST", "/predictions", retry=Retry.SUBMIT), RetryPolicy(retries=3))
     with pytest.raises(TransportError):
@@ -52,11 +60,20 @@ def test_reads_are_sent_again_after_any_transport_failure() -> None:
     assert operation.throw(httpx.RemoteProtocolError("closed")) == Sleep(1.0)
 
 
-@pytest.mark.parametrize(("status", "retry", "again"), [
-    (429, Retry.SUBMIT, True), (503, Retry.SUBMIT, True), (502, Retry.SUBMIT, False), (500, Retry.SUBMIT, False),
-    (504, Retry.SUBMIT, False), (429, Retry.IDEMPOTENT, True), (502, Retry.IDEMPOTENT, True),
-    (503, Retry.TRANSPORT, False), (422, Retry.IDEMPOTENT, False),
-])
+@pytest.mark.parametrize(
+    ("status", "retry", "again"),
+    [
+        (429, Retry.SUBMIT, True),
+        (503, Retry.SUBMIT, True),
+        (502, Retry.SUBMIT, False),
+        (500, Retry.SUBMIT, False),
+        (504, Retry.SUBMIT, False),
+        (429, Retry.IDEMPOTENT, True),
+        (502, Retry.IDEMPOTENT, True),
+        (503, Retry.TRANSPORT, False),
+        (422, Retry.IDEMPOTENT, False),
+    ],
+)
 def test_statuses_that_are_retried(status: int, retry: Retry, again: bool) -> None:
     operation = _start(Send("POST", "/predictions", retry=retry), RetryPolicy(retries=3, backoff_s=0.25))
     response = _response(status, {"Retry-After": "2"})

@@ -30,10 +30,18 @@ class _Streaming(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/":
-            self._send(200, "application/json", json.dumps({
-                "name": "m", "batch_size": 1, "input_schema": {},
-                "output_schema": {"properties": {"image": {"type": "string", "x-tungsten-file": "image"}}},
-            }).encode())
+            self._send(
+                200,
+                "application/json",
+                json.dumps(
+                    {
+                        "name": "m",
+                        "batch_size": 1,
+                        "input_schema": {},
+                        "output_schema": {"properties": {"image": {"type": "string", "x-tungsten-file": "image"}}},
+                    }
+                ).encode(),
+            )
         elif self.path == f"/predictions/{OLD}":
             self._send(200, "application/json", json.dumps({"status": "running", "outputs": None}).encode())
         elif self.path == f"/predictions/{ID}/events":
