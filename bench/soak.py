@@ -299,7 +299,10 @@ class Soak:
         accepted = self._accept(response.json()["prediction_id"], kind, expected)
         if kind == "cancel":
             _sleep(rng.uniform(0, 0.6))
-            client.post(f"/predictions/{accepted.prediction_id}/cancel")
+            try:
+                client.post(f"/predictions/{accepted.prediction_id}/cancel")
+            except httpx.TransportError as exc:  # an API process killed: the prediction runs on
+                self._refused(type(exc).__name__)
         self._await(client, accepted)
 
     def _submit(
@@ -611,6 +614,8 @@ class Soak:
         for accepted in self.accepted:
             if accepted.body is None:
                 report.lost += 1
+                if not accepted.lost:  # the client never read it to its end: a bug of this soak
+                    report.lost_details.append(f"{accepted.prediction_id} ({accepted.kind}, never read to its end)")
                 continue
             body = accepted.body
             if body["status"] == "success":
