@@ -15,7 +15,8 @@ Two threads:
 - a dispatcher thread which, while it holds the namespace's dispatch lock, turns the
   events the Lua scripts queued into RQ jobs, and enqueues retries whose backoff is over
   (RQ's scheduler, run in this thread rather than in a forked process, so that a killed
-  webhook worker leaves no orphan behind).
+  webhook worker leaves no orphan behind), and queues again the jobs a stopped lane
+  stranded half-taken (``Dispatcher._requeue_stranded``).
 
 A job holds only a reference (the prediction's id and the event); the delivery reads
 the prediction's body when it sends it. So a receiver that is down for long piles up
@@ -39,10 +40,11 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry, SimpleWorker
-from rq.job import Job, get_current_job
+from rq.job import Job, JobStatus, get_current_job
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import as_text
 from rq.worker import WorkerStatus
 
 from tungstenkit._backoff import Backoff
@@ -74,6 +76,11 @@ _TAKE_TIMEOUT_S = 1.0
 #: Finished deliveries stay in RQ this long, or the result TTL if shorter (a repeated
 #: dispatch meanwhile is skipped).
 _RESULT_TTL_S = 60
+#: How often the dispatch lock's holder looks for jobs stranded in RQ's intermediate list.
+_STRANDED_CHECK_S = 5.0
+#: A job is stranded once it was seen in the intermediate list, and not started, this long
+#: apart: a lane moves a job from there to the started registry within milliseconds.
+_STRANDED_AFTER_S = 10.0
 
 _DELIVERY: contextvars.ContextVar[Delivery] = contextvars.ContextVar("tungsten_webhook_delivery")
 
@@ -302,6 +309,9 @@ class Dispatcher(SupervisedThread):
         )
         self._halt = threading.Event()
         self._retries_checked_at = 0.0
+        self._stranded_checked_at = 0.0
+        #: Job ids found in RQ's intermediate list and not started: when first seen there.
+        self._stranded_since: dict[str, float] = {}
         self.dispatched = 0
 
     def __repr__(self) -> str:
@@ -327,6 +337,7 @@ class Dispatcher(SupervisedThread):
                         if not self._webhooks.hold_lock(self._owner, _LOCK_TTL_MS):
                             break
                         self._dispatch(left)
+                self._requeue_stranded()
                 item = self._webhooks.take(_TAKE_TIMEOUT_S)
                 if item:
                     self._dispatch(item)
@@ -355,6 +366,42 @@ class Dispatcher(SupervisedThread):
         self._scheduler.acquire_locks()
         if self._scheduler.acquired_locks:
             self._scheduler.enqueue_scheduled_jobs()
+
+    def _requeue_stranded(self) -> None:
+        """Put back at the head of the queue the jobs stranded in RQ's intermediate list.
+
+        A lane takes a job by moving its id from the queue to the intermediate list, then
+        (in a second round trip) to the started registry. A lane killed between the two, or
+        whose second write Redis refused (``maxmemory`` reached, a failover), strands the job:
+        RQ's own cleanup looks only every ``maintenance_interval`` (10 minutes), marks a job
+        after its first look, and then *fails* it, so the webhook is never sent and the
+        entry outlives its prediction. Here a job seen stranded for ``_STRANDED_AFTER_S`` is
+        queued again, in one transaction with its removal from the intermediate list. A lane
+        that was only paused there and resumes would deliver it a second time: webhooks are
+        at least once (receivers tell repeats by the prediction and event).
+        """
+        now = time.monotonic()
+        if now - self._stranded_checked_at < _STRANDED_CHECK_S:
+            return
+        self._stranded_checked_at = now
+        client = self._queue.connection
+        intermediate = self._queue.intermediate_queue_key
+        waiting = {as_text(raw) for raw in client.lrange(intermediate, 0, -1)}
+        stranded = waiting - set(self._queue.started_job_registry.get_job_ids(cleanup=False)) if waiting else set()
+        self._stranded_since = {job_id: self._stranded_since.get(job_id, now) for job_id in stranded}
+        for job_id, since in list(self._stranded_since.items()):
+            if now - since < _STRANDED_AFTER_S:
+                continue
+            del self._stranded_since[job_id]
+            with client.pipeline(transaction=True) as pipe:
+                pipe.lrem(intermediate, 1, job_id)
+                if Job.exists(job_id, connection=client):
+                    Job(job_id, connection=client, serializer=JSONSerializer).set_status(
+                        JobStatus.QUEUED, pipeline=pipe
+                    )
+                    self._queue.push_job_id(job_id, pipeline=pipe, at_front=True)
+                    logger.warning("Webhook job %s was stranded by a lane that stopped; queued again", job_id)
+                pipe.execute()
 
     def _dispatch(self, item: str) -> None:
         try:

@@ -176,3 +176,31 @@ def test_a_delivery_to_a_busy_receiver_waits_its_turn_without_using_a_retry(part
         parts.deliver_all(hosts)
         assert [json.loads(d.body)["id"] for d in receiver.deliveries] == ["p7"]
     assert parts.client.hget(parts.keys.metrics, "webhooks:retried") is None
+
+
+def test_a_job_stranded_between_rqs_two_moves_is_queued_again_and_delivered(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tungstenkit._webhook_delivery as webhook_delivery
+
+    monkeypatch.setattr(webhook_delivery, "_STRANDED_CHECK_S", 0.0)
+    monkeypatch.setattr(webhook_delivery, "_STRANDED_AFTER_S", 0.5)
+    with webhook_receiver() as receiver:
+        parts.finished_prediction("p8", receiver.url)
+        parts.dispatch_all()
+        # A lane's first move (queue -> intermediate list), then it was killed before its second.
+        parts.client.lmove(parts.queue.key, parts.queue.intermediate_queue_key)
+        parts.client.rpush(parts.queue.intermediate_queue_key, "webhook-gone-completed")  # its job expired
+        assert parts.queue.count == 0
+        parts.dispatcher._requeue_stranded()  # first seen: a lane may be about to start it
+        assert parts.queue.count == 0
+        wait_for(
+            lambda: parts.dispatcher._requeue_stranded() or parts.queue.count == 1,
+            5,
+            interval=0.1,
+            what="the stranded job to be queued again",
+        )
+        assert parts.client.lrange(parts.queue.intermediate_queue_key, 0, -1) == []
+        parts.deliver_all()
+        assert [json.loads(d.body)["id"] for d in receiver.deliveries] == ["p8"]
+    assert parts.queue.failed_job_registry.get_job_ids() == []
