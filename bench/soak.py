@@ -597,7 +597,7 @@ class Soak:
         )
 
         queue = Queue(f"tungsten-webhooks-{NAMESPACE}", connection=admin)
-        left = queue.count
+        left = queue.count + int(admin.llen(queue.intermediate_queue_key))  # taken, never started
         for registry in (
             StartedJobRegistry,
             FinishedJobRegistry,
