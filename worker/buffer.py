@@ -197,6 +197,35 @@ class BatchBuffer:
             self._buffered_inputs += work.remaining
             self._lock.notify_all()
 
+    def set_aside(self, steps_aside: Callable[[Entry], bool]) -> list[Work]:
+        """Take the ready entries no input of which has started and for which
+        ``steps_aside`` holds out of the batches' reach (they keep their place) while
+        they are offered back to the queue; ``settle`` says what became of them."""
+        with self._lock:
+            offered = [
+                w
+                for w in self._queue
+                if w.ready and not w.ended and not w.next_input and not w.in_flight and steps_aside(w.entry)
+            ]
+            for work in offered:
+                work.ready = False
+                self._buffered_inputs -= work.remaining
+            return offered
+
+    def settle(self, offered: Sequence[Work], gone: Collection[str]) -> None:
+        """The entries of ``offered`` (``set_aside``) whose ids are in ``gone`` went back to
+        the queue, to run elsewhere or later (no result for them here); the others are
+        batches' again."""
+        with self._lock:
+            for work in offered:
+                if work.entry.sid in gone:
+                    work.reported = True
+                    self._end(work)
+                elif not work.ended:
+                    work.ready = True
+                    self._buffered_inputs += work.remaining
+            self._lock.notify_all()
+
     def close(self) -> None:
         """Wake a waiting ``take`` so a stopping worker can leave its loop."""
         with self._lock:

@@ -6,10 +6,10 @@ The model runs on the **model thread** (the process's main thread: ``setup``, ``
 ``run_burst``, the signal handlers). Redis traffic and housekeeping run on threads of their
 own, each a ``SupervisedThread`` that calls back into ``Worker``:
 
-- **reader** (``Reader``): ``_wanted_inputs``, ``_on_entries``;
+- **reader** (``Reader``): ``_wanted_inputs``, ``_on_entries``, ``_step_aside``;
 - **writer** (``Writer``): ``_on_batch_predictions_ended``, ``_on_batch_entries_lost``, and
   ``count_written`` (metrics) after each write;
-- **stop listener** (``StopListener``): ``_on_predictions_stopped``;
+- **stop listener** (``StopListener``): ``_on_predictions_stopped``, ``_on_wait_started``;
 - **heartbeat** (``Heartbeat``): ``_registry_fields``, and sends the metrics;
 - **reaper** (``Reaper``): ``_on_entries`` (entries taken over), ``_held_sids``;
 - **preparer** (``Preparer``, for models with file inputs): downloads, then
@@ -73,6 +73,7 @@ from tungstenkit._queue import (
     Entry,
     EntryResult,
     Keys,
+    WaitStarted,
     WorkerQueue,
     is_transient,
     now_iso,
@@ -200,7 +201,11 @@ class Worker:
             on_written=functools.partial(count_written, self._metrics),
         )
         self._listener = StopListener(
-            client, keys.stop_channel, self._on_predictions_stopped, on_failure=self._thread_failed
+            client,
+            keys.stop_channel,
+            self._on_predictions_stopped,
+            on_failure=self._thread_failed,
+            waits=(keys.waits_channel, self._on_wait_started),
         )
         self._heartbeat = Heartbeat(
             self._queue,
@@ -218,6 +223,7 @@ class Worker:
             self._on_entries,
             on_failure=self._thread_failed,
             heartbeat_current=self._heartbeat.current,
+            step_aside=self._step_aside,
         )
         self._reaper = Reaper(
             self._queue,
@@ -670,6 +676,28 @@ class Worker:
             if preparer is not None:
                 preparer.submit(work, urls)
         self._writer.results(failed)
+
+    def _on_wait_started(self, message: str) -> None:
+        """Work started waiting for admission: the reader has what this worker read ahead
+        and must not run first step aside for it, before it reads again."""
+        started = self._queue.wait_started(message)
+        if started is not None:
+            self._reader.step_aside_for(started)
+
+    def _step_aside(self, started: WaitStarted) -> None:
+        """Hand back the entries read ahead, not started, that ``started`` outranks (on the
+        reader thread): its work is admitted ahead of them. Batches cannot take them
+        meanwhile; those the queue did not take back stay and run."""
+        offered = self._buffer.set_aside(started.outranks)
+        if not offered:
+            return
+        gone: set[str] = set()
+        try:
+            gone = self._queue.step_aside(self.worker_id, started, [w.entry for w in offered])
+        finally:
+            self._buffer.settle(offered, gone)
+        if gone:
+            logger.debug("%d entries read ahead stepped aside for %s", len(gone), started.stream)
 
     def _on_predictions_stopped(self, prediction_ids: set[str]) -> None:
         self._ended.add(prediction_ids)

@@ -31,6 +31,7 @@ from tungstenkit._queue import (
     EntryResult,
     OutputFilesRefused,
     PredictionEvents,
+    WaitStarted,
     WorkerQueue,
     WriteReport,
     is_transient,
@@ -447,7 +448,9 @@ class Heartbeat(SupervisedThread):
 
 
 class StopListener(SupervisedThread):
-    """Hears the ids of predictions that ended elsewhere (canceled, failed)."""
+    """Hears the ids of predictions that ended elsewhere (canceled, failed), and, on
+    ``waits`` (a channel and what to call), the waiting streams that started (so that
+    read-ahead steps aside: see ``Reader.step_aside_for``), on one connection."""
 
     def __init__(
         self,
@@ -455,11 +458,13 @@ class StopListener(SupervisedThread):
         channel: str,
         on_stop: Callable[[set[str]], None],
         on_failure: FailureHandler | None = None,
+        waits: tuple[str, Callable[[str], None]] | None = None,
     ) -> None:
         super().__init__("tungsten-listener", on_failure)
         self._client = client
         self._channel = channel
         self._on_stop = on_stop
+        self._waits = waits
         self._halt = threading.Event()
         self.subscribed = threading.Event()
 
@@ -471,7 +476,7 @@ class StopListener(SupervisedThread):
         while not self._halt.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self._channel)
+                pubsub.subscribe(self._channel, *([self._waits[0]] if self._waits else []))
                 self.subscribed.set()
                 backoff.reset()
                 self._listen(pubsub)
@@ -494,7 +499,11 @@ class StopListener(SupervisedThread):
             now = time.monotonic()
             if message is not None:
                 heard_at = now
-                if message["type"] == "message":
+                if message["type"] != "message":
+                    pass
+                elif self._waits is not None and message["channel"].decode() == self._waits[0]:
+                    self._waits[1](message["data"].decode())
+                else:
                     self._on_stop(set(message["data"].decode().split()))
             if now - heard_at > LISTENER_SILENCE_S:
                 raise redis.ConnectionError(f"nothing heard for {now - heard_at:.0f}s")
@@ -508,6 +517,13 @@ class Reader(SupervisedThread):
 
     Reading more would starve other workers; reading less would leave the model
     waiting on Redis between batches.
+
+    Read-ahead hides Redis's latency, but work of a higher priority (or another tenant)
+    that starts waiting meanwhile would wait behind it for a batch more. So when such
+    work is announced (``step_aside_for``), before reading again the reader has the
+    worker hand back what it read ahead and must not run first (``step_aside``, see
+    ``lua/step_aside.lua``): that work is admitted in its place and read next. Nothing
+    is sent for it unless such work starts waiting while such entries are held.
     """
 
     def __init__(
@@ -519,9 +535,14 @@ class Reader(SupervisedThread):
         block_ms: int = 1000,
         on_failure: FailureHandler | None = None,
         heartbeat_current: Callable[[float], bool] | None = None,
+        step_aside: Callable[[WaitStarted], None] | None = None,
     ) -> None:
         super().__init__("tungsten-reader", on_failure)
         self._heartbeat_current = heartbeat_current
+        self._step_aside = step_aside
+        #: Work announced as waiting and not yet stepped aside for, by waiting stream.
+        self._waits: dict[str, WaitStarted] = {}
+        self._waits_lock = threading.Lock()
         self._queue = queue
         self._consumer = consumer
         self._wanted_inputs = wanted_inputs
@@ -539,9 +560,32 @@ class Reader(SupervisedThread):
         """The model took a batch: there may be room to read more."""
         self._room.set()
 
+    def step_aside_for(self, started: WaitStarted) -> None:
+        """Work started waiting (called on the listener thread): before reading more,
+        hand back the read-ahead that must not run before it."""
+        with self._waits_lock:
+            self._waits[started.stream] = started
+        self._room.set()
+
+    def _stepping_aside(self) -> None:
+        """Hand back the read-ahead that steps aside for the work announced since the last
+        round. When Redis is away it does not: that read-ahead runs first, as it would have."""
+        with self._waits_lock:
+            waits, self._waits = list(self._waits.values()), {}
+        if self._step_aside is None:
+            return
+        for started in waits:
+            try:
+                self._step_aside(started)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                logger.warning("Redis unreachable while stepping aside (%s: %s)", type(exc).__name__, exc)
+
     def loop(self) -> None:
         backoff = Backoff()
         while not self._halt.is_set():
+            self._stepping_aside()
             wanted = self._wanted_inputs()
             if wanted <= 0:
                 if self._room.wait(0.5):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -158,3 +159,66 @@ def test_the_room_a_cancel_makes_admits_what_waits(admission: Admission) -> None
     admission.cancel("a1")  # admitted, not yet read: its room goes to b at once
     assert admission.waiting() == 0
     assert [e.prediction_id for e in admission.read()] == ["a0", "b"]
+
+
+def _announced(pubsub: Any) -> list[str]:
+    """The waiting streams announced on the waits channel so far."""
+    found = []
+    while (message := pubsub.get_message(timeout=0.2)) is not None:
+        if message["type"] == "message":
+            found.append(message["data"].decode())
+    return found
+
+
+def test_read_ahead_steps_aside_once_for_higher_priority_work_that_starts_waiting(admission: Admission) -> None:
+    pubsub = admission.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(admission.keys.waits_channel)
+    _announced(pubsub)
+    admission.submit([(f"low{i}", 4, "low", "A") for i in range(6)])
+    running, ahead = admission.read(1), admission.read(1)  # a batch running, one read ahead
+    assert [e.prediction_id for e in running + ahead] == ["low0", "low1"]
+    assert ahead[0].priority == "low" and ahead[0].tenant == "A" and not ahead[0].stepped_aside
+    # One tenant's work of one priority waiting alone is not announced.
+    assert _announced(pubsub) == []
+    admission.submit([("urgent", 1, "high", "B"), ("urgent2", 1, "high", "B")])
+    [message] = _announced(pubsub)
+    started = admission.worker.wait_started(message)
+    assert started is not None and (started.priority, started.tenant) == ("high", "B")
+    assert started.outranks(ahead[0])
+    assert not started.outranks(dataclasses.replace(ahead[0], priority="high", tenant="B"))
+    assert started.outranks(dataclasses.replace(ahead[0], priority="high"))  # another tenant's
+    waiting, queued = admission.waiting(), int(admission.client.get(admission.keys.queued))
+    assert admission.worker.step_aside("w1", started, ahead) == {ahead[0].sid}
+    # urgent went in its place (up to as many inputs as stepped aside: both of B's), the
+    # read-ahead right behind them; queued is unchanged, and what waits less by 2.
+    after = admission.read()
+    assert [e.prediction_id for e in after] == ["urgent", "urgent2", "low1"]
+    assert after[2].stepped_aside and after[2].priority == "low"
+    assert after[2].queued_at_ms == ahead[0].queued_at_ms  # it keeps the time it was queued
+    assert not started.outranks(after[2])  # never twice
+    assert admission.waiting() == waiting - 2
+    assert int(admission.client.get(admission.keys.queued)) == queued
+    # Nothing waits there any more: a second worker's read-ahead stays its own.
+    assert admission.worker.step_aside("w1", started, [after[2]]) == set()
+    assert [e.prediction_id for e in after] == ["urgent", "urgent2", "low1"]
+    admission.finish(running + after)
+    assert admission.run_all() == ["low2", "low3", "low4", "low5"]
+    assert admission.waiting() == 0 and int(admission.client.get(admission.keys.queued)) == 0
+    pubsub.close()
+
+
+def test_another_tenant_that_starts_waiting_is_announced(admission: Admission) -> None:
+    pubsub = admission.client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(admission.keys.waits_channel)
+    _announced(pubsub)
+    admission.submit([(f"a{i}", 4, "normal", "A") for i in range(6)])
+    admission.submit([("a6", 4, "normal", "A")])  # A's stream goes on waiting: nothing new
+    assert _announced(pubsub) == []
+    admission.submit([("b", 1, "normal", "B")])
+    [message] = _announced(pubsub)
+    started = admission.worker.wait_started(message)
+    assert started is not None and (started.priority, started.tenant) == ("normal", "B")
+    [entry] = admission.read(1)
+    assert entry.priority == "normal" and entry.tenant == "A" and started.outranks(entry)
+    assert admission.worker.wait_started("tungsten:{other}:wait:high:B") is None
+    pubsub.close()

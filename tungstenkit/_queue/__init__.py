@@ -9,7 +9,9 @@ group::
                                  t=the prediction's input count c=created
                                  w=webhook events, if any; e=deadline, ms of Redis's
                                  clock, if any; q=when it was queued, ms, if it was
-                                 moved here from another stream since)
+                                 moved here from another stream since; r=priority
+                                 unless normal, o=tenant unless "-"; y=it stepped
+                                 aside once, see ``lua/step_aside.lua``)
     tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
     tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
                                  started, result (the ended GET body, ready to send),
@@ -24,6 +26,8 @@ group::
     tungsten:{ns}:events         channel: space-separated ids of predictions that started
                                  (start.lua) or got new events (events.lua)
     tungsten:{ns}:stop           channel: ids whose remaining work workers must drop
+    tungsten:{ns}:waits          channel: the name of a waiting stream that started, for
+                                 which workers' read-ahead may step aside
     tungsten:{ns}:workers        zset index of worker ids (pruned to the live ones)
     tungsten:{ns}:worker:<wid>   hash with a TTL (a worker's heartbeat); gone means dead
     tungsten:{ns}:running:<wid>  the entry ids of the batch a worker is running (for
@@ -123,7 +127,7 @@ from tungstenkit._queue._records import (
     split_into_chunks,
 )
 from tungstenkit._queue._webhook_events import WebhookEvent, WebhookQueue
-from tungstenkit._queue._worker_queue import OutputFilesRefused, WorkerQueue, WriteReport
+from tungstenkit._queue._worker_queue import OutputFilesRefused, WaitStarted, WorkerQueue, WriteReport
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -153,6 +157,7 @@ __all__ = [
     "SentinelAddress",
     "Snapshot",
     "StoredFile",
+    "WaitStarted",
     "WebhookEvent",
     "WebhookQueue",
     "WorkerInfo",

@@ -52,7 +52,7 @@ _SUBSCRIBER = ("SUBSCRIBE", "UNSUBSCRIBE")
 #: The scripts each role runs (``lua/``).
 SCRIPTS: dict[Role, tuple[str, ...]] = {
     Role.API: ("submit", "cancel", "rate"),
-    Role.WORKER: ("admit", "start", "finish", "requeue", "reclaim", "metrics", "prune", "events"),
+    Role.WORKER: ("admit", "start", "finish", "requeue", "step_aside", "reclaim", "metrics", "prune", "events"),
     Role.WEBHOOKS: (),
 }
 

@@ -78,6 +78,12 @@ class Keys:
         #: Channel: space-separated ids of predictions that got new events (``events:<id>``).
         self.events_channel = self.prefix + "events"
         self.stop_channel = self.prefix + "stop"
+        #: Channel: the name of a waiting stream that started (``lua/submit.lua``), for which
+        #: workers' read-ahead of a lower priority or another tenant steps aside
+        #: (``lua/step_aside.lua``).
+        self.waits_channel = self.prefix + "waits"
+        #: Waiting streams are ``<wait_prefix><priority>:<tenant>``.
+        self.wait_prefix = self.prefix + "wait:"
         self.prediction_prefix = self.prefix + "pred:"
         self.worker_prefix = self.prefix + "worker:"
         self.metrics = self.prefix + "metrics"

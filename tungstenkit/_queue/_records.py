@@ -57,6 +57,12 @@ class Entry:
     #: When it was queued (ms, Redis's clock), if not when its id says: it waited for
     #: admission in another stream first (0: its id says).
     queued_ms: int = 0
+    #: Its prediction's priority and tenant (``tenant_token``; "-": a server without API
+    #: keys), which decide whether it steps aside for work that starts waiting.
+    priority: str = "normal"
+    tenant: str = "-"
+    #: It stepped aside once already (``lua/step_aside.lua``): it never does again.
+    stepped_aside: bool = False
 
     @property
     def queued_at_ms(self) -> int:
@@ -84,6 +90,9 @@ class Entry:
             webhook_events=fields.get(b"w", b"").decode(),
             deadline_ms=int(fields.get(b"e", b"0")),
             queued_ms=int(fields.get(b"q", b"0")),
+            priority=fields.get(b"r", b"normal").decode(),
+            tenant=fields.get(b"o", b"-").decode(),
+            stepped_aside=b"y" in fields,
         )
 
 

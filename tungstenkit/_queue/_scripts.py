@@ -12,11 +12,11 @@ from tungstenkit._measurements import lua_prelude
 #: Scripts that end predictions get the metrics prelude and ``common.lua``.
 _ENDING = ("finish", "cancel", "reclaim")
 #: Scripts that act for a worker on entries it holds get ``fence.lua``.
-_FENCED = ("start", "finish", "requeue")
+_FENCED = ("start", "finish", "requeue", "step_aside")
 #: Scripts that move entries to the end of the stream get ``readd.lua``.
-_READDING = ("finish", "requeue", "submit", "admit", "cancel")
+_READDING = ("finish", "requeue", "submit", "admit", "cancel", "step_aside")
 #: Scripts that admit waiting entries get ``admission.lua``.
-_ADMITTING = ("finish", "submit", "admit", "cancel")
+_ADMITTING = ("finish", "submit", "admit", "cancel", "step_aside")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from tungstenkit._queue._keys import (
     ADMITTED_BATCHES_PER_WORKER,
     FORGET_IDLE_CONSUMER_MS,
     GROUP,
+    PRIORITIES,
     RUNNING_KEY_TTL_S,
     Keys,
     is_transient,
@@ -52,6 +53,25 @@ class WriteReport:
     lost: list[set[str]] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)
     discarded: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class WaitStarted:
+    """Work that started waiting for admission (announced on ``Keys.waits_channel``):
+    the waiting stream, its priority and its tenant."""
+
+    stream: str
+    priority: str
+    tenant: str
+
+    def outranks(self, entry: Entry) -> bool:
+        """Whether ``entry`` (read ahead, not started) steps aside for this work: it is of
+        a lower priority, or of another tenant of the same priority, and it has not
+        stepped aside before (so none is passed over more than once)."""
+        if entry.stepped_aside or entry.priority not in PRIORITIES:
+            return False
+        mine, theirs = PRIORITIES.index(entry.priority), PRIORITIES.index(self.priority)
+        return mine > theirs or (mine == theirs and entry.tenant != self.tenant)
 
 
 class OutputFilesRefused(Exception):
@@ -394,6 +414,30 @@ class WorkerQueue:
         sids = [e.sid for e in entries]
         args: list[Any] = [GROUP, worker_id, *sid_range(sids), *sids]
         return int(self._run_scripts([(script("requeue"), keys, args)])[0])
+
+    def wait_started(self, message: str) -> WaitStarted | None:
+        """What a message of ``Keys.waits_channel`` announces (None: not a waiting stream
+        of this namespace)."""
+        if not message.startswith(self.keys.wait_prefix):
+            return None
+        priority, _, tenant = message[len(self.keys.wait_prefix) :].partition(":")
+        if priority not in PRIORITIES or not tenant:
+            return None
+        return WaitStarted(message, priority, tenant)
+
+    def step_aside(self, worker_id: str, started: WaitStarted, entries: Sequence[Entry]) -> set[str]:
+        """Hand back entries read ahead and not started, so that the first entries of the
+        waiting stream ``started`` are admitted ahead of them (``lua/step_aside.lua``).
+        Returns the ids of the entries this worker no longer holds (they are back in the
+        stream under new ids); none when nothing waits there any more, and then it keeps
+        them all."""
+        if not entries:
+            return set()
+        keys = [self.keys.queue, started.stream] + [self.keys.prediction(e.prediction_id) for e in entries]
+        sids = [e.sid for e in entries]
+        args: list[Any] = [GROUP, worker_id, *sid_range(sids), sum(e.count for e in entries), *sids]
+        reply = self._run_scripts([(script("step_aside"), keys, args)])[0]
+        return {sid.decode() for sid in reply}
 
     def heartbeat(self, worker_id: str, fields: dict[str, str], ttl_s: float) -> None:
         """Refresh the worker's registry entry, and measure Redis's clock against this

@@ -12,6 +12,11 @@
 -- streams; a tenant that starts waiting goes first). <prefix>waiting counts the inputs
 -- waiting, <prefix>turn the turns taken. A prediction with waiting entries names its
 -- stream in its hash (`wq`), so that a cancel finds them.
+-- What a worker has read ahead would still run before what starts waiting: submit.lua
+-- announces a waiting stream that starts while others wait (or a high one), and
+-- step_aside.lua admits its first entries out of turn in place of read-ahead entries of
+-- a lower priority (or another tenant), each of which steps aside at most once. The
+-- turns above are untouched by it, so their bound stands.
 
 local PRIORITIES = {'high', 'normal', 'low'}
 local TURNS = {'high', 'normal', 'high', 'low', 'high', 'normal', 'high'}
@@ -24,6 +29,31 @@ end
 -- How many inputs the worker stream and the workers may hold before entries wait.
 local function admission_limit(prefix, per_worker)
   return per_worker * math.max(1, redis.call('ZCARD', prefix .. 'workers'))
+end
+
+-- Moves the first entry of the waiting stream `stream` (listed in `turns`) to the end
+-- of the worker stream, and takes the stream off the list once it is empty. Returns the
+-- inputs moved (0 if it had none). The caller updates <prefix>waiting.
+local function admit_head(queue, prefix, turns, stream)
+  local found = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  local count = 0
+  if #found > 0 then
+    local sid, flat = found[1][1], found[1][2]
+    local id
+    for i = 1, #flat, 2 do
+      if flat[i] == 'p' then
+        id = flat[i + 1]
+      elseif flat[i] == 'n' then
+        count = tonumber(flat[i + 1])
+      end
+    end
+    readd(stream, queue, prefix .. 'pred:' .. id, sid, nil, true)
+  end
+  if #found == 0 or redis.call('XLEN', stream) == 0 then
+    redis.call('LREM', turns, 0, stream)
+    redis.call('DEL', stream)
+  end
+  return count
 end
 
 -- Moves waiting entries into the worker stream while there is room. Returns the inputs moved.
@@ -52,26 +82,9 @@ local function admit(queue, counter, per_worker)
       redis.call('SET', waiting_key, 0)
       return admitted
     end
-    local stream = redis.call('LMOVE', turns, turns, 'LEFT', 'RIGHT')
-    local found = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
-    if #found > 0 then
-      local sid, flat = found[1][1], found[1][2]
-      local id, count
-      for i = 1, #flat, 2 do
-        if flat[i] == 'p' then
-          id = flat[i + 1]
-        elseif flat[i] == 'n' then
-          count = tonumber(flat[i + 1])
-        end
-      end
-      readd(stream, queue, prefix .. 'pred:' .. id, sid, nil, true)
-      room = room - count
-      admitted = admitted + count
-    end
-    if #found == 0 or redis.call('XLEN', stream) == 0 then
-      redis.call('LREM', turns, 0, stream)
-      redis.call('DEL', stream)
-    end
+    local count = admit_head(queue, prefix, turns, redis.call('LMOVE', turns, turns, 'LEFT', 'RIGHT'))
+    room = room - count
+    admitted = admitted + count
   end
   if admitted > 0 and redis.call('DECRBY', waiting_key, admitted) < 0 then
     redis.call('SET', waiting_key, 0)

@@ -3,10 +3,11 @@
 -- Moves entry `sid` of stream `from` to the end of stream `to` under a new id, leaving
 -- out the fields named in the set `without` (nil: none) and adding field `q`, when the
 -- entry has none yet, with the ms of its first id if `stamp` (when it was queued: the
--- new id no longer tells), and updates its prediction's entry list (hash `key`).
+-- new id no longer tells), then the fields of the table `extra` (nil: none), and
+-- updates its prediction's entry list (hash `key`).
 -- Returns the new id, or nil if the entry is no longer in `from` (its prediction ended,
 -- which deleted it).
-local function readd(from, to, key, sid, without, stamp)
+local function readd(from, to, key, sid, without, stamp, extra)
   local found = redis.call('XRANGE', from, sid, sid)
   if #found == 0 then
     return nil
@@ -15,7 +16,7 @@ local function readd(from, to, key, sid, without, stamp)
   local start, count
   for i = 1, #flat, 2 do
     local name = flat[i]
-    if not (without and without[name]) then
+    if not (without and without[name]) and not (extra and extra[name]) then
       kept[#kept + 1] = name
       kept[#kept + 1] = flat[i + 1]
     end
@@ -30,6 +31,10 @@ local function readd(from, to, key, sid, without, stamp)
   if stamp then
     kept[#kept + 1] = 'q'
     kept[#kept + 1] = string.match(sid, '^(%d+)')
+  end
+  for name, value in pairs(extra or {}) do
+    kept[#kept + 1] = name
+    kept[#kept + 1] = value
   end
   redis.call('XDEL', from, sid)
   local new_sid = redis.call('XADD', to, '*', unpack(kept))

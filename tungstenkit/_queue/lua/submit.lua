@@ -9,8 +9,10 @@
 --       it is created for ('' if none) and that owner's limit of queued inputs (0:
 --       none), its deadline (ms from now, 0: none), priority (high, normal, low), tenant
 --       (a name for keys), and per chunk: start, count, option group, JSON list of inputs
--- Entries carry w (the webhook's events) when there is a webhook and e (the deadline,
--- in ms of Redis's clock) when there is a deadline.
+-- Entries carry w (the webhook's events) when there is a webhook, e (the deadline, in
+-- ms of Redis's clock) when there is a deadline, r (the priority) unless it is normal,
+-- and o (the tenant) unless it is the one tenant of a server without API keys ('-').
+-- A waiting stream that starts is announced on the channel <prefix>waits (see below).
 -- Returns {per prediction in order: 1 accepted, 0 refused (queue full), 2 refused (its
 --          owner has as many inputs queued as it may), '=<id>' the
 --          same request was accepted before as prediction <id>, '!<id>' its
@@ -28,6 +30,7 @@ local admission
 local added = 0
 local accepted = {}
 local owners = {}
+local started = {}
 local now_ms
 local i = 5
 for p = 3, #KEYS, 2 do
@@ -71,6 +74,16 @@ for p = 3, #KEYS, 2 do
       extra[#extra + 1] = 'e'
       extra[#extra + 1] = string.format('%d', now_ms + deadline)
     end
+    -- Workers see whose and how urgent an entry is (see step_aside.lua); the usual ones
+    -- (normal, the one tenant of a server without API keys) say nothing.
+    if priority ~= 'normal' then
+      extra[#extra + 1] = 'r'
+      extra[#extra + 1] = priority
+    end
+    if tenant ~= '-' then
+      extra[#extra + 1] = 'o'
+      extra[#extra + 1] = tenant
+    end
     -- Straight to the workers while they have room and nothing waits; else it waits
     -- for admission, by priority and tenant.
     local target = queue
@@ -82,6 +95,9 @@ for p = 3, #KEYS, 2 do
       target = prefix .. 'wait:' .. priority .. ':' .. tenant
       if redis.call('EXISTS', target) == 0 then
         redis.call('LPUSH', prefix .. 'turns:' .. priority, target)
+        if priority == 'high' or waiting > 0 then
+          started[#started + 1] = target
+        end
       end
       redis.call('INCRBY', prefix .. 'waiting', total)
       waiting = waiting + total
@@ -122,5 +138,14 @@ if added > 0 then
 end
 if waiting > 0 then
   admit(queue, counter, per_worker)
+end
+-- The waiting streams that started (while others waited, or of high priority) and still
+-- wait: workers holding read-ahead entries of a lower priority, or of another tenant,
+-- hand them back for these (step_aside.lua). Nothing is announced while one tenant's
+-- work of one priority waits alone (the usual backlog).
+for _, stream in ipairs(started) do
+  if redis.call('EXISTS', stream) == 1 then
+    redis.call('PUBLISH', prefix .. 'waits', stream)
+  end
 end
 return {accepted, queued}
