@@ -42,11 +42,12 @@ def test_a_high_priority_prediction_starts_within_a_batch_of_a_low_priority_queu
         assert server.client.post("/predictions", params={"priority": "low"}, json=low).status_code == 200
     started_before = _just_after_a_start(audit, 2)
     urgent = server.client.post("/predictions", params={"priority": "high"}, json=[{"x": 7}])
+    started_while_sent = _starts(audit) - started_before
     assert server.result(urgent.json()["prediction_id"])["status"] == "success"
-    # Only the batch running when it came may start before it: the one its worker had
-    # read ahead stepped aside. (Counted from before the request was sent: a batch may
-    # have started while it was on its way.)
-    assert _batches_ahead(audit, started_before, 7) <= 1
+    # Only the batch running when it came may run before it: the one its worker had read
+    # ahead stepped aside. So no batch started before it but those that started while
+    # it was on its way (counted from before it was sent), and at most one.
+    assert _batches_ahead(audit, started_before, 7) <= min(1, started_while_sent)
     assert _starts(audit) < 30  # the low-priority queue was still long
 
 
@@ -75,8 +76,10 @@ def test_one_key_flooding_the_queue_does_not_delay_anothers_prediction_beyond_a_
             assert client.post("/predictions", json=flood, headers=tokens["alice"]).status_code == 200
         started_before = _just_after_a_start(audit, 2)
         bobs = client.post("/predictions", json=[{"x": 1}], headers=tokens["bob"])
+        started_while_sent = _starts(audit) - started_before
         assert bobs.status_code == 200
         done = client.get(f"/predictions/{bobs.json()['prediction_id']}", params={"wait": 30}, headers=tokens["bob"])
     assert done.json()["status"] == "success"
-    assert _batches_ahead(audit, started_before, 1) <= 1  # as above: alice's read-ahead stepped aside
+    # As above: alice's read-ahead stepped aside.
+    assert _batches_ahead(audit, started_before, 1) <= min(1, started_while_sent)
     assert _starts(audit) < 100  # alice's 500 batches were far from done

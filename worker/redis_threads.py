@@ -588,9 +588,10 @@ class Reader(SupervisedThread):
             self._stepping_aside()
             wanted = self._wanted_inputs()
             if wanted <= 0:
-                if self._room.wait(0.5):
+                if self._room.wait(0.5) and not self._waits:
                     # Room was made as the model thread took a batch: let it reach
-                    # ``predict`` before this thread competes with it for the GIL.
+                    # ``predict`` before this thread competes with it for the GIL. (Work
+                    # that started waiting is stepped aside for at once.)
                     self._halt.wait(ROOM_DELAY_S)
                 self._room.clear()
                 continue
