@@ -578,9 +578,9 @@ class Reader(SupervisedThread):
             try:
                 self._step_aside(started)
             except Exception as exc:
-                if not is_transient(exc):
+                if not (is_transient(exc) or _missing_stream(exc)):
                     raise
-                logger.warning("Redis unreachable while stepping aside (%s: %s)", type(exc).__name__, exc)
+                logger.warning("Could not step aside for waiting work (%s: %s)", type(exc).__name__, exc)
 
     def loop(self) -> None:
         backoff = Backoff()

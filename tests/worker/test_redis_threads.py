@@ -14,7 +14,7 @@ import redis
 from tests.redisproxy import freezing_proxy
 from tests.support import wait_for
 from tungstenkit._measurements import MetricDeltas
-from tungstenkit._queue import BatchStart, Entry, EntryResult, Keys, WorkerQueue, split_into_chunks
+from tungstenkit._queue import BatchStart, Entry, EntryResult, Keys, WaitStarted, WorkerQueue, split_into_chunks
 from tungstenkit._queue._prediction_queue import Submission, submit_call
 from tungstenkit._queue._scripts import script
 from tungstenkit._redis_server import RedisServer, free_port
@@ -245,3 +245,36 @@ def test_the_reaper_takes_over_a_dead_workers_entries_even_one_it_cannot_read(
     finally:
         reaper.stop()
         reaper.join(5)
+
+
+def test_waiting_work_heard_by_the_listener_is_stepped_aside_for_by_an_idle_reader(
+    client: redis.Redis, queue: WorkerQueue
+) -> None:
+    failures = Failures()
+    stepped: list[WaitStarted] = []
+    stopped: list[set[str]] = []
+    # Its read-ahead is full (it wants nothing): it steps aside without reading first.
+    reader = Reader(queue, "w1", lambda: 0, lambda entries: None, on_failure=failures, step_aside=stepped.append)
+
+    def on_wait(message: str) -> None:
+        started = queue.wait_started(message)
+        if started is not None:
+            reader.step_aside_for(started)
+
+    keys = queue.keys
+    listener = StopListener(client, keys.stop_channel, stopped.append, failures, (keys.waits_channel, on_wait))
+    reader.start()
+    listener.start()
+    try:
+        wait_for(lambda: client.pubsub_numsub(keys.waits_channel)[0][1] == 1, 5, what="the subscription")
+        client.publish(keys.waits_channel, "not a waiting stream")
+        client.publish(keys.waits_channel, keys.wait_prefix + "high:B")
+        client.publish(keys.stop_channel, "p1")
+        wait_for(lambda: stepped and stopped, 5, what="both messages")
+        assert [(s.priority, s.tenant) for s in stepped] == [("high", "B")] and stopped == [{"p1"}]
+        assert failures.died == []
+    finally:
+        listener.stop()
+        reader.stop()
+        listener.join(5)
+        reader.join(5)
