@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tungstenkit._queue import BatchStart, Entry, EntryResult, StoredFile
+from tungstenkit._queue import BatchStart, Entry, EntryResult, ResultKind, StoredFile
 from tungstenkit.worker.input_outcome import InputOutcome, as_outcome
 
 #: What a prediction that no worker started by its deadline reads as its error.
@@ -474,7 +474,7 @@ class BatchBuffer:
     def _emit(
         results: list[EntryResult],
         work: Work,
-        kind: str,
+        kind: ResultKind,
         payload: str = "",
         files: tuple[StoredFile, ...] = (),
         outputs: tuple[Any, ...] = (),

@@ -2,7 +2,8 @@
 
 Nothing outside this package formats a key or calls a script. A prediction is a hash;
 its inputs travel as entries of one stream that the workers read through one consumer
-group::
+group. What the keys hold is encoded by ``_wire``, which names each field and code once,
+for Python and for the Lua scripts (the one-letter names below are its)::
 
     tungsten:{ns}:queue          stream, one entry per chunk of a prediction's inputs
                                  (p=id s=start n=count g=option group d=JSON list
@@ -13,7 +14,8 @@ group::
                                  unless normal, o=tenant unless "-"; y=it stepped
                                  aside once, see ``lua/step_aside.lua``)
     tungsten:{ns}:queued         inputs accepted and not yet finished (the queue bound)
-    tungsten:{ns}:pred:<id>      hash: created n left entries ("sid:start:count ...")
+    tungsten:{ns}:pred:<id>      hash: created n (inputs) left entries ("<sid>:<start>:<count>
+                                 ...": ``EntryRef``s)
                                  started, result (the ended GET body, ready to send),
                                  o:<start> partial outputs, f:<start> their output
                                  files, crashes:<start>, suspect:<start>:<wid>,
@@ -113,20 +115,18 @@ from tungstenkit._queue._records import (
     STORED_EVENTS,
     BatchStart,
     Chunk,
-    Entry,
     EntryResult,
     EventsRead,
     Fetched,
     PredictionEvents,
     StoredFile,
-    parse_done_message,
     read_prediction,
     render_body,
     render_open,
-    sid_ms,
     split_into_chunks,
 )
 from tungstenkit._queue._webhook_events import WebhookEvent, WebhookQueue
+from tungstenkit._queue._wire import Entry, EntryRef, ResultKind, StartFlags, parse_done_message, sid_ms
 from tungstenkit._queue._worker_queue import OutputFilesRefused, WaitStarted, WorkerQueue, WriteReport
 
 __all__ = [
@@ -145,6 +145,7 @@ __all__ = [
     "BatchStart",
     "Chunk",
     "Entry",
+    "EntryRef",
     "EntryResult",
     "EventsRead",
     "Fetched",
@@ -153,9 +154,11 @@ __all__ = [
     "Keys",
     "OutputFilesRefused",
     "PredictionEvents",
+    "ResultKind",
     "Role",
     "SentinelAddress",
     "Snapshot",
+    "StartFlags",
     "StoredFile",
     "WaitStarted",
     "WebhookEvent",

@@ -40,6 +40,7 @@ from tungstenkit._queue._records import (
     read_prediction,
 )
 from tungstenkit._queue._scripts import Script, script
+from tungstenkit._queue._wire import FILE
 
 T = TypeVar("T")
 
@@ -380,7 +381,9 @@ class AsyncPredictionQueue:
     async def fetch_file(self, name: str) -> tuple[str, bytes, str | None] | None:
         """An output file's media type, bytes and API key owner (that of its prediction),
         while its prediction is readable and succeeded."""
-        prediction, mime_type, data = await self._bounded(self._redis.hmget(self.keys.file(name), ["p", "t", "d"]))
+        prediction, mime_type, data = await self._bounded(
+            self._redis.hmget(self.keys.file(name), [FILE.prediction, FILE.media_type, FILE.data])
+        )
         if not isinstance(prediction, bytes) or not isinstance(data, bytes):
             return None
         result, owner = await self._bounded(

@@ -1,4 +1,6 @@
-"""What travels through Redis: stream entries, results, and the rendered prediction body."""
+"""What the API and the workers hand the queue and get from it: chunks of inputs, batch
+starts, results, events, and the rendered prediction body (``_wire`` encodes what of
+them goes into Redis)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from tungstenkit._queue._wire import EVENT_KEYS, Entry, ResultKind, StartFlags
 
 
 @dataclass(frozen=True)
@@ -35,67 +39,6 @@ def split_into_chunks(inputs: Sequence[str], groups: Sequence[str], max_size: in
     return chunks
 
 
-@dataclass
-class Entry:
-    """A stream entry as a worker holds it."""
-
-    sid: str
-    prediction_id: str
-    start: int
-    count: int
-    group: str
-    data: bytes
-    #: How many inputs the whole prediction has, and when it was created.
-    total: int = 0
-    created: str = ""
-    #: Taken over from a worker that died, or recovered: it may have started before.
-    redelivered: bool = False
-    #: The events the prediction's webhook wants ("start completed"; "" for none).
-    webhook_events: str = ""
-    #: When a worker must have started the prediction by (ms, Redis's clock; 0: no deadline).
-    deadline_ms: int = 0
-    #: When it was queued (ms, Redis's clock), if not when its id says: it waited for
-    #: admission in another stream first (0: its id says).
-    queued_ms: int = 0
-    #: Its prediction's priority and tenant (``tenant_token``; "-": a server without API
-    #: keys), which decide whether it steps aside for work that starts waiting.
-    priority: str = "normal"
-    tenant: str = "-"
-    #: It stepped aside once already (``lua/step_aside.lua``): it never does again.
-    stepped_aside: bool = False
-
-    @property
-    def queued_at_ms(self) -> int:
-        """When the entry was queued (ms, Redis's clock)."""
-        return self.queued_ms or sid_ms(self.sid)
-
-    @property
-    def whole(self) -> bool:
-        """Whether this entry is all of its prediction."""
-        return self.start == 0 and self.count == self.total
-
-    @classmethod
-    def from_fields(cls, sid: bytes | str, fields: dict[bytes, bytes], redelivered: bool = False) -> Entry:
-        count = int(fields[b"n"])
-        return cls(
-            sid=sid.decode() if isinstance(sid, bytes) else sid,
-            prediction_id=fields[b"p"].decode(),
-            start=int(fields[b"s"]),
-            count=count,
-            group=fields[b"g"].decode(),
-            data=fields[b"d"],
-            total=int(fields.get(b"t", b"0")) or -1,
-            created=fields.get(b"c", b"").decode(),
-            redelivered=redelivered,
-            webhook_events=fields.get(b"w", b"").decode(),
-            deadline_ms=int(fields.get(b"e", b"0")),
-            queued_ms=int(fields.get(b"q", b"0")),
-            priority=fields.get(b"r", b"normal").decode(),
-            tenant=fields.get(b"o", b"-").decode(),
-            stepped_aside=b"y" in fields,
-        )
-
-
 @dataclass(frozen=True)
 class BatchStart:
     """A batch that began: the predictions it serves and the entries it runs.
@@ -116,13 +59,9 @@ class BatchStart:
     at: float = 0.0
 
     def flags(self) -> list[str]:
+        """Per prediction, its ``StartFlags`` as ``start.lua`` takes them."""
         hooked = self.hooked or [False] * len(self.whole)
-        return [("w" if w else "") + ("h" if h else "") or "-" for w, h in zip(self.whole, hooked)]
-
-
-def sid_ms(sid: str) -> int:
-    """When a stream entry was added: the milliseconds of its id (Redis's clock)."""
-    return int(sid.split("-", 1)[0])
+        return StartFlags.encode_all(self.whole, hooked)
 
 
 def _sid_order(sid: str) -> tuple[int, int]:
@@ -158,16 +97,14 @@ FILE_TTL_FACTOR = 2
 class EntryResult:
     """What became of an entry: outputs, an error, or dropped unrun."""
 
-    OUTPUTS = "o"
-    ERROR = "e"
-    DROPPED = "x"
-    #: Not started by its deadline: its prediction fails, unless it started elsewhere.
-    EXPIRED = "d"
-    #: The prediction's whole ended body (made from OUTPUTS or ERROR of a whole entry).
-    BODY = "b"
+    OUTPUTS = ResultKind.OUTPUTS
+    ERROR = ResultKind.ERROR
+    DROPPED = ResultKind.DROPPED
+    EXPIRED = ResultKind.EXPIRED
+    BODY = ResultKind.BODY
 
     entry: Entry
-    kind: str
+    kind: ResultKind
     #: For outputs, the entry's outputs as JSON objects joined by commas; for an
     #: error, its message; for a body, the body.
     payload: str = ""
@@ -268,16 +205,6 @@ def read_prediction(values: Sequence[bytes | None]) -> Fetched | None:
     return Fetched(render_open(created, started, progress, logs), False)
 
 
-def parse_done_message(data: bytes) -> list[tuple[str, bytes | None]]:
-    """The ``done`` channel's lines: each ended prediction's id, with its body when it fit."""
-    ended = []
-    for line in data.split(b"\n"):
-        prediction_id, _, body = line.partition(b" ")
-        if prediction_id:
-            ended.append((prediction_id.decode(), body or None))
-    return ended
-
-
 #: Stored events one read returns at most (a client further behind reads again).
 EVENTS_PER_READ = 500
 
@@ -299,6 +226,8 @@ def events_read(state: Sequence[bytes | None], stored: Sequence[tuple[bytes, dic
         return None
     created, started = state[1], state[2]
     events = [
-        (sid.decode(), fields.get(b"e", b"").decode(), fields.get(b"d", b"null")) for sid, fields in stored if fields
+        (sid.decode(), fields.get(EVENT_KEYS.type, b"").decode(), fields.get(EVENT_KEYS.data, b"null"))
+        for sid, fields in stored
+        if fields
     ]
     return EventsRead(fetched, (created or b"").decode(), started.decode() if started else None, events)

@@ -8,6 +8,7 @@ from functools import cache
 from importlib import resources
 
 from tungstenkit._measurements import lua_prelude
+from tungstenkit._queue._wire import lua_header
 
 #: Scripts that end predictions get the metrics prelude and ``common.lua``.
 _ENDING = ("finish", "cancel", "reclaim")
@@ -31,7 +32,8 @@ class Script:
 
 @cache
 def script(name: str) -> Script:
-    """A script, with the shared functions it uses put in front."""
+    """A script, with the shared functions it uses put in front, and the names of the wire
+    format that it uses (``_wire.lua_header``) in front of all."""
     folder = resources.files("tungstenkit._queue") / "lua"
     source = (folder / f"{name}.lua").read_text()
     if name in _ADMITTING:
@@ -42,4 +44,4 @@ def script(name: str) -> Script:
         source = (folder / "fence.lua").read_text() + "\n" + source
     if name in _ENDING:
         source = lua_prelude() + (folder / "common.lua").read_text() + "\n" + source
-    return Script(name, source)
+    return Script(name, lua_header(source) + source)

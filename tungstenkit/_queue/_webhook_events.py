@@ -12,6 +12,7 @@ from redis.lock import Lock
 
 from tungstenkit._queue._keys import Keys
 from tungstenkit._queue._records import render_body, render_open
+from tungstenkit._queue._wire import EVENT_KEYS
 
 
 class _BlockingMove(Protocol):
@@ -136,7 +137,7 @@ class WebhookQueue:
         if not last:
             return []
         found: Any = self._redis.xrange(self.keys.events(prediction_id), f"({after}" if after != "0" else "-", last)
-        return [fields[b"d"] for _, fields in found if fields.get(b"e") == b"output"]
+        return [fields[EVENT_KEYS.data] for _, fields in found if fields.get(EVENT_KEYS.type) == b"output"]
 
     def secret(self) -> str:
         """The namespace's generated signing secret, created on first use."""

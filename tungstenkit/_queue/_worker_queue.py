@@ -28,7 +28,6 @@ from tungstenkit._queue._records import (
     READ_FIELDS,
     WEBHOOK_EVENT_INTERVAL_MS,
     BatchStart,
-    Entry,
     EntryResult,
     Fetched,
     PredictionEvents,
@@ -37,6 +36,7 @@ from tungstenkit._queue._records import (
     sid_range,
 )
 from tungstenkit._queue._scripts import Script, script
+from tungstenkit._queue._wire import FILE, Entry, ResultKind
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class WorkerQueue:
             if not fields:
                 continue
             try:
-                entries.append(Entry.from_fields(sid, fields, redelivered=redelivered))
+                entries.append(Entry.decode(sid, fields, redelivered=redelivered))
             except (KeyError, ValueError) as exc:
                 logger.error("Dropped malformed queue entry %s (%s: %s): %r", sid, type(exc).__name__, exc, fields)
                 malformed.append(sid)
@@ -380,9 +380,9 @@ class WorkerQueue:
                 for stored in results[i].files:
                     key = self.keys.file(stored.name)
                     fields: dict[FieldT, EncodableT] = {
-                        "p": results[i].entry.prediction_id,
-                        "t": stored.mime_type,
-                        "d": stored.data,
+                        FILE.prediction: results[i].entry.prediction_id,
+                        FILE.media_type: stored.mime_type,
+                        FILE.data: stored.data,
                     }
                     pipe.hset(key, mapping=fields)
                     pipe.pexpire(key, ttl_ms)
@@ -517,7 +517,7 @@ class WorkerQueue:
             return list(pipe.execute(raise_on_error=False))
 
 
-def _as_body(result: EntryResult, completed: str) -> tuple[str, str]:
+def _as_body(result: EntryResult, completed: str) -> tuple[ResultKind, str]:
     """A whole prediction's result becomes its finished body, rendered here once."""
     entry = result.entry
     if not entry.whole or result.kind not in (EntryResult.OUTPUTS, EntryResult.ERROR):

@@ -41,9 +41,9 @@ local function admit_head(queue, prefix, turns, stream)
     local sid, flat = found[1][1], found[1][2]
     local id
     for i = 1, #flat, 2 do
-      if flat[i] == 'p' then
+      if flat[i] == ENTRY.prediction then
         id = flat[i + 1]
-      elseif flat[i] == 'n' then
+      elseif flat[i] == ENTRY.count then
         count = tonumber(flat[i + 1])
       end
     end

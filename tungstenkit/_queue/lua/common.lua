@@ -1,7 +1,7 @@
 -- Shared by the scripts that end predictions.
 --
 -- A prediction hash holds `created`, `n` (inputs), `left` (entries not finished),
--- `entries` (space-separated "sid:start:count" triples, in input order), `started`
+-- `entries` (its entry list: see entry_refs), `started`
 -- once a batch starts it ("" if it ended before starting), and, once it ended,
 -- `result`: the finished GET body, stored ready to send. A prediction is open while
 -- it has no `result`. While open, a prediction of several entries keeps its finished
@@ -36,7 +36,7 @@ local function drop_entries(queue, entries, waiting)
   if not entries then
     return 0
   end
-  for sid, count in string.gmatch(entries, '([^%s:]+):%d+:(%d+)') do
+  for sid, _, count in entry_refs(entries) do
     if redis.call('XDEL', queue, sid) == 1 then
       released = released + tonumber(count)
     elseif waiting and redis.call('XDEL', waiting, sid) == 1 then
@@ -64,7 +64,7 @@ end
 -- are deleted when it failed (ttl nil), as nobody may fetch them then.
 local function settle_files(key, entries, ttl)
   local fields = {'files'}
-  for start in string.gmatch(entries or '', '[^%s:]+:(%d+):%d+') do
+  for _, start in entry_refs(entries) do
     fields[#fields + 1] = 'f:' .. start
   end
   local lists = redis.call('HMGET', key, unpack(fields))
@@ -110,7 +110,8 @@ end
 -- workers count the predictions they end themselves, with their heartbeats.
 local function count_ended(metrics, outcome, entries)
   redis.call('HINCRBY', metrics, 'predictions:' .. outcome, 1)
-  local created = tonumber(string.match(entries or '', '^(%d+)%-') or '')
+  local first = entry_refs(entries)()
+  local created = tonumber(string.match(first or '', '^(%d+)%-') or '')
   if not created then
     return
   end

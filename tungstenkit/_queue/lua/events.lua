@@ -46,7 +46,7 @@ while i <= #ARGV do
     redis.call('HSETNX', key, 'started', stamp)
     local last_output
     for e = first_event, i - 1, 2 do
-      local sid = redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', 'e', ARGV[e], 'd', ARGV[e + 1])
+      local sid = redis.call('XADD', stream, 'MAXLEN', '~', cap, '*', EVENT.type, ARGV[e], EVENT.data, ARGV[e + 1])
       if ARGV[e] == 'output' then
         last_output = sid
       end

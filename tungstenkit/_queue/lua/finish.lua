@@ -1,9 +1,9 @@
--- A worker reports what became of entries. A result is one of:
---   'b' the prediction's whole finished body (the entry was all of it),
---   'o' outputs of one entry of a larger prediction (JSON objects joined by commas),
---   'e' an error message for one entry of a larger prediction,
---   'x' dropped unrun (its prediction had ended),
---   'd' not started by its deadline: its prediction fails ('Deadline exceeded'), unless
+-- A worker reports what became of entries. A result is one of (RESULT):
+--   body     the prediction's whole finished body (the entry was all of it),
+--   outputs  outputs of one entry of a larger prediction (JSON objects joined by commas),
+--   error    an error message for one entry of a larger prediction,
+--   dropped  dropped unrun (its prediction had ended),
+--   expired  not started by its deadline: its prediction fails ('Deadline exceeded'), unless
 --       it has started (another of its entries runs): then the entry goes back to the
 --       end of the stream without its deadline, to run like the others.
 -- Results for predictions that already ended are discarded.
@@ -65,7 +65,7 @@ end
 
 local function assemble(key, entries)
   local fields = {}
-  for start in string.gmatch(entries, '[^%s:]+:(%d+):%d+') do
+  for _, start in entry_refs(entries) do
     fields[#fields + 1] = 'o:' .. start
   end
   local parts = redis.call('HMGET', key, unpack(fields))
@@ -112,7 +112,7 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
     local kept, counted = false, false
     -- An entry of a prediction that ended was deleted by whoever ended it; the others
     -- are deleted here, together, and release their inputs from the queue bound.
-    if kind == 'b' then
+    if kind == RESULT.body then
       if redis.call('HSETNX', key, 'result', payload) == 1 then
         redis.call('EXPIRE', key, ttl)
         files_do(files, 'EXPIRE', ttl)
@@ -122,20 +122,20 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
         release_owner(counter, key, count)
         ended(id, payload, string.find(payload, '"status":"success"', 1, true) and 'success' or 'failed', events)
       end
-    elseif kind == 'd' then
+    elseif kind == RESULT.expired then
       local state = redis.call('HMGET', key, 'result', 'started')
       if not state[1] and state[2] and state[2] ~= '' then
         -- (counted as dropped here; its run counts again when it ends)
-        readd(queue, queue, key, sid, {e = true}, true)
+        readd(queue, queue, key, sid, {[ENTRY.deadline] = true}, true)
       elseif not state[1] then
         counted = fail(id, key, payload, events)
       end
-    elseif kind ~= 'x' and redis.call('HEXISTS', key, 'result') == 0 then
+    elseif kind ~= RESULT.dropped and redis.call('HEXISTS', key, 'result') == 0 then
       if started ~= '' then
         -- The worker may not have announced the batch's start (it ended first).
         redis.call('HSETNX', key, 'started', started)
       end
-      if kind == 'e' then
+      if kind == RESULT.error then
         counted = fail(id, key, payload, events)
       elseif redis.call('HSETNX', key, 'o:' .. start, payload) == 1 then
         kept, counted = true, true
@@ -159,7 +159,7 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
     if not kept then
       files_do(files, 'DEL')
     end
-    if not counted and kind ~= 'x' then
+    if not counted and kind ~= RESULT.dropped then
       -- Its prediction ended first (canceled, failed by another entry): the result is
       -- dropped, and counted so, not as a success or failure of its own.
       discarded[#discarded + 1] = sid

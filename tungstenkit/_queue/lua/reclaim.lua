@@ -37,21 +37,21 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
       fields[flat[i]] = flat[i + 1]
     end
   end
-  local key = fields.p and (prefix .. fields.p)
+  local key = fields[ENTRY.prediction] and (prefix .. fields[ENTRY.prediction])
   if not key or redis.call('HEXISTS', key, 'result') == 1 or redis.call('EXISTS', key) == 0 then
     -- Its prediction ended (or the entry is gone): nothing left to do for it.
     redis.call('XACK', queue, group, sid)
     if redis.call('XDEL', queue, sid) == 1 then
-      released = released + tonumber(fields.n or 0)
+      released = released + tonumber(fields[ENTRY.count] or 0)
       if key then
-        release_owner(counter, key, tonumber(fields.n or 0))
+        release_owner(counter, key, tonumber(fields[ENTRY.count] or 0))
       end
     end
   else
     local crashes = 0
     if running[sid] then
-      crashes = redis.call('HINCRBY', key, 'crashes:' .. fields.s, 1)
-      redis.call('HSET', key, 'suspect:' .. fields.s .. ':' .. dead, '1')
+      crashes = redis.call('HINCRBY', key, 'crashes:' .. fields[ENTRY.start], 1)
+      redis.call('HSET', key, 'suspect:' .. fields[ENTRY.start] .. ':' .. dead, '1')
     end
     local message
     if crashes >= crash_limit then
@@ -65,9 +65,9 @@ for _, item in ipairs(redis.call('XPENDING', queue, group, '-', '+', 1000, dead)
       release_owner(counter, key, dropped)
       redis.call('XACK', queue, group, sid)
       if body then
-        ended[#ended + 1] = fields.p
-        announced[#announced + 1] = fields.p .. ' ' .. body
-        queue_webhook(KEYS[4], fields.p, events, 'completed')
+        ended[#ended + 1] = fields[ENTRY.prediction]
+        announced[#announced + 1] = fields[ENTRY.prediction] .. ' ' .. body
+        queue_webhook(KEYS[4], fields[ENTRY.prediction], events, 'completed')
         count_ended(KEYS[5], 'failed', entries)
       end
     else

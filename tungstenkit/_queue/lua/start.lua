@@ -7,9 +7,9 @@
 --       prediction hashes
 -- ARGV: started timestamp, the batch's entry ids (space-separated), running key ttl,
 --       group, this worker (its consumer), the lowest and highest of the entry ids ('' if
---       none), the events channel, then per prediction a flag string: 'w' if this batch
---       holds all of it in one entry read for the first time (one check suffices), 'h' if
---       its webhook wants the start event (both: 'wh'; neither: '-')
+--       none), the events channel, then per prediction its flags (START): whole if this
+--       batch holds all of it in one entry read for the first time (one check suffices),
+--       hooked if its webhook wants the start event
 -- The predictions that started here are announced on the events channel (one message
 -- for the batch), so that their event streams send `start` at once.
 -- Returns {the 1-based positions (among the predictions) of those that already ended,
@@ -34,7 +34,7 @@ local ended, began_ids = {}, {}
 for i = 4, #KEYS do
   local key, flags = KEYS[i], ARGV[5 + i]
   local began = 0
-  if string.find(flags, 'w', 1, true) then
+  if string.find(flags, START.whole, 1, true) then
     -- Ending a prediction sets `started` (to "" if it never started), so this fails
     -- exactly for those that ended.
     began = redis.call('HSETNX', key, 'started', ARGV[1])
@@ -49,7 +49,7 @@ for i = 4, #KEYS do
   if began == 1 then
     local id = string.match(key, 'pred:([^:]+)$')
     began_ids[#began_ids + 1] = id
-    if string.find(flags, 'h', 1, true) then
+    if string.find(flags, START.hooked, 1, true) then
       redis.call('RPUSH', KEYS[2], id .. ' start')
     end
   end

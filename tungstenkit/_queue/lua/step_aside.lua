@@ -5,7 +5,7 @@
 -- entries of the waiting stream are admitted in their place, out of turn (up to as many
 -- inputs as are handed back, at least one entry), and the handed-back entries go back
 -- to the end of the worker stream right behind them (a stream adds only at its end),
--- with field `y`, so that an entry steps aside at most once. They stay admitted (queued
+-- with field ENTRY.stepped_aside, so that an entry steps aside at most once. They stay admitted (queued
 -- minus waiting is the same: the workers hold that much more, for about a batch), keep
 -- their order and fields (deadline, priority, when queued), and are delivered afresh:
 -- stepping aside counts no crash.
@@ -52,7 +52,7 @@ for j = 6, #ARGV do
   if owned[sid] then
     redis.call('XACK', queue, group, sid)
     -- (An entry no longer in the stream belongs to a prediction that ended meanwhile.)
-    readd(queue, queue, KEYS[j - 3], sid, nil, true, {y = '1'})
+    readd(queue, queue, KEYS[j - 3], sid, nil, true, {[ENTRY.stepped_aside] = '1'})
     gone[#gone + 1] = sid
   end
 end

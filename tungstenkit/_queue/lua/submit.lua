@@ -9,9 +9,9 @@
 --       it is created for ('' if none) and that owner's limit of queued inputs (0:
 --       none), its deadline (ms from now, 0: none), priority (high, normal, low), tenant
 --       (a name for keys), and per chunk: start, count, option group, JSON list of inputs
--- Entries carry w (the webhook's events) when there is a webhook, e (the deadline, in
--- ms of Redis's clock) when there is a deadline, r (the priority) unless it is normal,
--- and o (the tenant) unless it is the one tenant of a server without API keys ('-').
+-- Entries (fields ENTRY) carry webhook_events when there is a webhook, deadline (in ms
+-- of Redis's clock) when there is a deadline, priority unless it is normal, and tenant
+-- unless it is the one tenant of a server without API keys ('-').
 -- A waiting stream that starts is announced on the channel <prefix>waits (see below).
 -- Returns {per prediction in order: 1 accepted, 0 refused (queue full), 2 refused (its
 --          owner has as many inputs queued as it may), '=<id>' the
@@ -63,7 +63,7 @@ for p = 3, #KEYS, 2 do
     local extra = {}
     if hook ~= '' then
       -- Workers see which events the prediction's webhook wants.
-      extra[#extra + 1] = 'w'
+      extra[#extra + 1] = ENTRY.webhook_events
       extra[#extra + 1] = events
     end
     if deadline > 0 then
@@ -71,17 +71,17 @@ for p = 3, #KEYS, 2 do
         local clock = redis.call('TIME')
         now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
       end
-      extra[#extra + 1] = 'e'
+      extra[#extra + 1] = ENTRY.deadline
       extra[#extra + 1] = string.format('%d', now_ms + deadline)
     end
     -- Workers see whose and how urgent an entry is (see step_aside.lua); the usual ones
     -- (normal, the one tenant of a server without API keys) say nothing.
     if priority ~= 'normal' then
-      extra[#extra + 1] = 'r'
+      extra[#extra + 1] = ENTRY.priority
       extra[#extra + 1] = priority
     end
     if tenant ~= '-' then
-      extra[#extra + 1] = 'o'
+      extra[#extra + 1] = ENTRY.tenant
       extra[#extra + 1] = tenant
     end
     -- Straight to the workers while they have room and nothing waits; else it waits
@@ -107,15 +107,16 @@ for p = 3, #KEYS, 2 do
       local at = i + c * 4
       local sid
       if #extra == 0 then
-        sid = redis.call('XADD', target, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
-          'd', ARGV[at + 3], 't', total, 'c', created)
+        sid = redis.call('XADD', target, '*', ENTRY.prediction, id, ENTRY.start, ARGV[at], ENTRY.count, ARGV[at + 1],
+          ENTRY.group, ARGV[at + 2], ENTRY.data, ARGV[at + 3], ENTRY.total, total, ENTRY.created, created)
       else
-        sid = redis.call('XADD', target, '*', 'p', id, 's', ARGV[at], 'n', ARGV[at + 1], 'g', ARGV[at + 2],
-          'd', ARGV[at + 3], 't', total, 'c', created, unpack(extra))
+        sid = redis.call('XADD', target, '*', ENTRY.prediction, id, ENTRY.start, ARGV[at], ENTRY.count, ARGV[at + 1],
+          ENTRY.group, ARGV[at + 2], ENTRY.data, ARGV[at + 3], ENTRY.total, total, ENTRY.created, created,
+          unpack(extra))
       end
-      entries[#entries + 1] = sid .. ':' .. ARGV[at] .. ':' .. ARGV[at + 1]
+      entries[#entries + 1] = entry_ref(sid, ARGV[at], ARGV[at + 1])
     end
-    redis.call('HSET', key, 'created', created, 'n', total, 'left', chunks, 'entries', table.concat(entries, ' '))
+    redis.call('HSET', key, 'created', created, PREDICTION.inputs, total, 'left', chunks, 'entries', entry_list(entries))
     if hook ~= '' then
       redis.call('HSET', key, 'webhook', hook, 'webhook_events', events)
     end
