@@ -465,7 +465,9 @@ def submit_call(
             submit.owner_limit,
             submit.deadline_ms,
             submit.priority,
-            tenant_token(submit.tenant),
+            # A prediction with an owner always names a tenant in its entries: finish.lua
+            # releases the owner's count of queued inputs only for those.
+            tenant_token(submit.tenant or submit.owner),
         ]
         for chunk in submit.chunks:
             args += [chunk.start, chunk.count, chunk.group, chunk.data]

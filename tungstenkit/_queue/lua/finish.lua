@@ -27,8 +27,10 @@
 --       for admission (admission.lua: what finished makes room), then per result: id,
 --       sid, kind, start,
 --       count, payload, when the entry's first batch started ('' if unknown), the
---       webhook events its prediction wants ('' if none), and the keys of its output
---       files (space-separated, '' if none)
+--       webhook events its prediction wants ('' if none), the keys of its output
+--       files (space-separated, '' if none), and '1' if its prediction may have an
+--       owner's count of queued inputs to release (its entry names a tenant: an API
+--       key created it), '' if not (so the usual result reads nothing more)
 -- Returns {the predictions that ended here, as {id, 'success' or 'failed', ...},
 --          the entry ids whose results were rejected,
 --          the entry ids whose results were discarded (their prediction had ended)}.
@@ -95,11 +97,11 @@ local function drop_unlinked(key, start, files)
   end
 end
 
-for j = 0, (#ARGV - 10) / 9 - 1 do
-  local base = 11 + j * 9
-  local id, sid, kind, start, count, payload, started, events, files =
+for j = 0, (#ARGV - 10) / 10 - 1 do
+  local base = 11 + j * 10
+  local id, sid, kind, start, count, payload, started, events, files, owned_by =
     ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4]), ARGV[base + 5],
-    ARGV[base + 6], ARGV[base + 7], ARGV[base + 8]
+    ARGV[base + 6], ARGV[base + 7], ARGV[base + 8], ARGV[base + 9]
   local key = KEYS[4 + j]
   if not owned[sid] then
     rejected[#rejected + 1] = sid
@@ -119,7 +121,9 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
         kept, counted = true, true
         delete[#delete + 1] = sid
         released = released + count
-        release_owner(counter, key, count)
+        if owned_by ~= '' then
+          release_owner(counter, key, count)
+        end
         ended(id, payload, string.find(payload, '"status":"success"', 1, true) and 'success' or 'failed', events)
       end
     elseif kind == RESULT.expired then
@@ -144,7 +148,9 @@ for j = 0, (#ARGV - 10) / 9 - 1 do
         end
         delete[#delete + 1] = sid
         released = released + count
-        release_owner(counter, key, count)
+        if owned_by ~= '' then
+          release_owner(counter, key, count)
+        end
         if redis.call('HINCRBY', key, 'left', -1) == 0 then
           local state = redis.call('HMGET', key, 'entries', 'created', 'started', 'files', 'progress', 'logs')
           if state[4] then
