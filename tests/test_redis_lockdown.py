@@ -250,7 +250,11 @@ def test_streaming_events_and_their_webhooks_need_nothing_more(serve: ServerFact
     server = serve(MODELS / "streaming", embedded_redis=True, env={"TUNGSTEN_URL_ALLOWLIST": "127.0.0.1:*"})
     with _nothing_denied(serve.home, "streaming"), webhook_receiver() as receiver:
         hooks = {"webhook": receiver.url, "webhook_events": "output,logs,completed"}
-        created = server.client.post("/predictions", params=hooks, json=[{"prompt": "a", "steps": 3, "delay": 0.2}])
+        # Steps 0.8 s apart: output and logs webhooks share one 500 ms window per
+        # prediction, and one not delivered before the prediction ends is skipped (its
+        # `completed` carries the final state); so the first step's logs webhook may hold
+        # back its output, which then goes out with the second step's.
+        created = server.client.post("/predictions", params=hooks, json=[{"prompt": "a", "steps": 3, "delay": 0.8}])
         prediction_id = created.json()["prediction_id"]
         with server.client.stream(
             "GET", f"/predictions/{prediction_id}/events", headers={"Accept": "text/event-stream"}, timeout=60

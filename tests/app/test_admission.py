@@ -16,19 +16,30 @@ def test_requests_past_the_limit_in_progress_get_503_with_retry_after(serve: Ser
     prediction_id = server.client.post("/predictions", json=[{"x": 1}]).json()["prediction_id"]
 
     def long_poll() -> int:
-        # Pending for good (no worker): each holds a request in progress for 5 s.
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            return client.get(f"/predictions/{prediction_id}", params={"wait": 5}).status_code
+        # Pending for good (no worker): each holds a request in progress for 10 s.
+        for _ in range(5):
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                try:
+                    return client.get(f"/predictions/{prediction_id}", params={"wait": 10}).status_code
+                except httpx.RemoteProtocolError:
+                    continue  # it gave way before sending its head (see refused): again
+        return 0
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         polls = [pool.submit(long_poll) for _ in range(2)]
 
         def refused() -> httpx.Response | None:
             with httpx.Client(base_url=server.url, timeout=10) as client:
-                response = client.get("/")
+                try:
+                    response = client.get("/")
+                except httpx.RemoteProtocolError:
+                    # Its connection opened before a long poll's and sent no head yet when
+                    # that one came: past TUNGSTEN_MAX_CONNECTIONS connections, the one
+                    # waiting longest for a head gives way (a slot rule, not this test's).
+                    return None
             return response if response.status_code == 503 else None
 
-        response = wait_for(refused, 5, what="a third request to be refused")
+        response = wait_for(refused, 8, what="a third request to be refused")
         assert response.headers["Retry-After"] == "1"
         assert response.json() == {"detail": "2 requests are in progress; retry shortly"}
         assert [poll.result() for poll in polls] == [200, 200]

@@ -67,8 +67,11 @@ def test_watch_refreshes_until_stopped(serve: ServerFactory, redis_url: str) -> 
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("queued inputs:") == 3
 
-    # Without --count it runs until interrupted, and Ctrl+C ends it cleanly.
-    with subprocess.Popen(
+    # Without --count it runs until interrupted, and Ctrl+C ends it cleanly. Ctrl+C as in
+    # a terminal: a run started in the background (`cmd &` in a script) ignores SIGINT,
+    # its children inherit that, and Python keeps it; a handler is not inherited.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    started = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -86,7 +89,9 @@ def test_watch_refreshes_until_stopped(serve: ServerFactory, redis_url: str) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=os.environ.copy(),
-    ) as process:
+    )
+    signal.signal(signal.SIGINT, ignored)
+    with started as process:
         try:
             assert process.stdout is not None and process.stderr is not None
             seen: list[bytes] = []
