@@ -28,7 +28,7 @@ from tungstenkit.app.inputs import InputParser
 from tungstenkit.app.memory import AfterBursts
 from tungstenkit.app.request_body import read_body, require_json
 from tungstenkit.app.served_files import get_file
-from tungstenkit.app.submit_options import REPLAYED_HEADER, SubmitOptions
+from tungstenkit.app.submit_options import REPLAYED_HEADER, SubmitOptions, query_of
 from tungstenkit.app.tenancy import tenant_of
 from tungstenkit.app.waiters import CompletionWaiter
 
@@ -101,7 +101,7 @@ def _prediction_id(request: Request) -> str:
 async def _visible_prediction_id(context: ServingContext, request: Request, scope: str) -> str:
     """The path's prediction id, once the caller's key allows ``scope`` on it: another
     owner's prediction is as unknown as an id that never existed."""
-    caller = await authorize(request, scope)
+    caller = await authorize(request, scope) if context.access is not None else None
     prediction_id = _prediction_id(request)
     if caller is not None and context.access is not None:
         await context.access.check_owner(caller, prediction_id)
@@ -118,13 +118,14 @@ class Submitted:
 
 
 async def _submit(context: ServingContext, request: Request) -> Submitted:
-    caller = await authorize(request, "predict")
+    # (no coroutine at all with keys off: this is every submit)
+    caller = await authorize(request, "predict") if context.access is not None else None
     if context.draining:
         raise Draining(
             "This server is shutting down; retry (another instance may take the request)", headers={"Retry-After": "1"}
         )
     require_json(request)
-    query = request.query_params
+    query = query_of(request)
     webhook = WebhookRequest.parse(query.get("webhook"), query.get("webhook_events"), context.webhook_allowlist)
     options = SubmitOptions.parse(request)
     body = await read_body(request, context.settings.max_body_bytes, context.bodies, context.parser.shape_guard)
@@ -235,7 +236,7 @@ async def create_prediction(request: Request) -> Response:
 
 
 def _stream_flag(request: Request) -> bool:
-    raw = request.query_params.get("stream", "false").lower()
+    raw = query_of(request).get("stream", "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise InvalidInput([{"loc": ["query", "stream"], "msg": "stream must be true or false", "type": "value_error"}])
     return raw in ("true", "1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from tungstenkit._queue import PRIORITIES
@@ -39,6 +40,15 @@ class SubmitOptions:
         return [str(self.deadline_ms), self.priority]
 
 
+#: What a request without a query string has (parsing an empty one still costs).
+_NO_QUERY = QueryParams()
+
+
+def query_of(request: Request) -> QueryParams:
+    """The request's query parameters; most submits have none, which are not parsed."""
+    return request.query_params if request.scope["query_string"] else _NO_QUERY
+
+
 def _invalid(loc: list[str], msg: str) -> InvalidInput:
     return InvalidInput([{"loc": loc, "msg": msg, "type": "value_error"}])
 
@@ -51,7 +61,7 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 def _deadline_ms(request: Request) -> int:
-    raw, loc = request.query_params.get("deadline_s"), ["query", "deadline_s"]
+    raw, loc = query_of(request).get("deadline_s"), ["query", "deadline_s"]
     if raw is None:
         raw, loc = request.headers.get(DEADLINE_HEADER), ["header", DEADLINE_HEADER]
     if raw is None:
@@ -66,7 +76,7 @@ def _deadline_ms(request: Request) -> int:
 
 
 def _priority(request: Request) -> str:
-    priority = request.query_params.get("priority", "normal")
+    priority = query_of(request).get("priority", "normal")
     if priority not in PRIORITIES:
         raise _invalid(["query", "priority"], f"priority must be one of {', '.join(PRIORITIES)}")
     return priority
