@@ -54,6 +54,20 @@ def tungsten(
     )
 
 
+def start_worker(
+    model: str | Path, redis_url: str, namespace: str, env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `tungsten worker MODEL` as another machine would, joining ``namespace`` through
+    ``redis_url``; its output is appended to ``log`` (discarded without one)."""
+    command = [sys.executable, "-m", "tungstenkit.cli", "worker", str(model), "--redis-url", redis_url]
+    command += ["--namespace", namespace]
+    if log is None:
+        out: Any = subprocess.DEVNULL
+        return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out, env={**os.environ, **env})
+    with log.open("ab") as out:
+        return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
+
+
 def pings(client: redis.Redis) -> bool:
     """Whether the server of ``client`` answers PING (and close ``client``)."""
     try:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ import httpx
 import pytest
 
 from tests.registrysupport import MISSING, Registry
-from tests.support import MODELS, ROOT, ServerFactory, tungsten, wait_for
+from tests.support import MODELS, ServerFactory, start_worker, tungsten, wait_for
 from tungstenkit._artifact import (
     CONFIG_MEDIA_TYPE,
     FILE_MEDIA_TYPE,
@@ -128,24 +126,7 @@ def test_a_model_moves_to_other_machines_through_the_registry(
 
     # A worker on a third machine, given the reference only, pulls the model and shares the work.
     log_path = tmp_path / "third-worker.log"
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tungstenkit.cli",
-                "worker",
-                reference,
-                "--redis-url",
-                redis_url,
-                "--namespace",
-                namespace,
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **_env(third_home, docker_dir)},
-        )
+    worker = start_worker(reference, redis_url, namespace, _env(third_home, docker_dir), log_path)
     try:
 
         def two_workers() -> bool:

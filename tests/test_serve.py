@@ -6,13 +6,11 @@ import concurrent.futures
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
 
-from tests.support import MODELS, ROOT, ServerFactory, audit_runs, wait_for
+from tests.support import MODELS, ServerFactory, audit_runs, start_worker, wait_for
 
 
 def _descendants(pid: int) -> set[int]:
@@ -103,31 +101,14 @@ def test_a_worker_from_elsewhere_joins_through_redis(serve: ServerFactory, redis
     server = serve(MODELS / "recorder", "--namespace", "remote-test", workers=0, namespace="remote-test")
     prediction_id = server.client.post("/predictions", json=[{"x": 9}]).json()["prediction_id"]
     assert server.client.get(f"/predictions/{prediction_id}").json()["status"] == "pending"
-    log = (tmp_path / "remote-worker.log").open("wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tungstenkit.cli",
-            "worker",
-            str(MODELS / "recorder"),
-            "--redis-url",
-            redis_url,
-            "--namespace",
-            "remote-test",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TUNGSTEN_HOME": str(tmp_path / "home")},
-    )
+    home = {"TUNGSTEN_HOME": str(tmp_path / "home")}
+    worker = start_worker(MODELS / "recorder", redis_url, "remote-test", home, tmp_path / "remote-worker.log")
     try:
         result = server.result(prediction_id)
         assert result["status"] == "success" and result["outputs"][0]["x"] == 9
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
-        log.close()
 
 
 def test_trace_logs_each_batch_formed(serve: ServerFactory) -> None:

@@ -3,36 +3,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
-from tests.support import MODELS, ROOT, ServerFactory, wait_for
+from tests.support import MODELS, ServerFactory, start_worker, wait_for
 from tungstenkit._redis_server import RedisServer, free_port
 
 
 def _worker(redis_url: str, namespace: str, log: Path, home: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tungstenkit.cli",
-                "worker",
-                str(MODELS / "recorder"),
-                "--redis-url",
-                redis_url,
-                "--namespace",
-                namespace,
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TUNGSTEN_HOME": str(home)},
-        )
+    return start_worker(MODELS / "recorder", redis_url, namespace, {"TUNGSTEN_HOME": str(home)}, log)
 
 
 def test_health_turns_503_when_the_last_worker_dies_and_200_when_one_is_back(

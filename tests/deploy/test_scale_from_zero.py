@@ -4,10 +4,7 @@ ScaledObject reads rises above its activation value; a worker then empties the q
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +12,7 @@ from urllib.parse import urlsplit
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.manifests import BASE, needs_kubectl, render
-from tests.support import MODELS, ROOT, Server, ServerFactory, wait_for
+from tests.support import MODELS, Server, ServerFactory, start_worker, wait_for
 
 pytestmark = needs_kubectl
 
@@ -52,24 +49,8 @@ def test_with_no_worker_the_api_is_ready_takes_work_and_wakes_the_scaler(
     prediction_id = response.json()["prediction_id"]
     assert _metric(server, metrics_path, metric) == 2 > activation  # KEDA starts a worker
 
-    with (tmp_path / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tungstenkit.cli",
-                "worker",
-                str(MODELS / "recorder"),
-                "--redis-url",
-                redis_url,
-                "--namespace",
-                namespace,
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TUNGSTEN_HOME": str(tmp_path / "home")},
-        )
+    home = {"TUNGSTEN_HOME": str(tmp_path / "home")}
+    worker = start_worker(MODELS / "recorder", redis_url, namespace, home, tmp_path / "worker.log")
     try:
         assert server.result(prediction_id)["status"] == "success"
         wait_for(lambda: _metric(server, metrics_path, metric) <= activation, 30, what="the queue to empty")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support import MODELS, ROOT, ServerFactory
+from tests.support import MODELS, ROOT, ServerFactory, start_worker
 from tungstenkit._queue import Keys, served_model_digest
 from tungstenkit._store import ModelStore, StoredModel
 from tungstenkit.worker.model_worker import EXIT_MODEL_MISMATCH
@@ -57,23 +57,7 @@ def test_a_worker_of_another_model_refuses_to_join(
     # The same model under another tag has the same digest: it joins (and serves).
     assert ModelStore(home).tag("weighted:v1", "weighted:prod").digest == served.digest
     prediction = server.client.post("/predictions", json=[{"x": 3}]).json()["prediction_id"]
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tungstenkit.cli",
-            "worker",
-            "weighted:prod",
-            "--redis-url",
-            redis_url,
-            "--namespace",
-            namespace,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "TUNGSTEN_HOME": str(home)},
-    )
+    worker = start_worker("weighted:prod", redis_url, namespace, {"TUNGSTEN_HOME": str(home)})
     try:
         assert server.result(prediction)["outputs"][0]["y"] == 21
     finally:
