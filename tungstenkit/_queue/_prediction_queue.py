@@ -40,7 +40,7 @@ from tungstenkit._queue._records import (
     read_prediction,
 )
 from tungstenkit._queue._scripts import Script, script
-from tungstenkit._queue._wire import FILE
+from tungstenkit._queue._wire import FILE, NO_TENANT
 
 T = TypeVar("T")
 
@@ -476,9 +476,9 @@ def submit_call(
 
 def tenant_token(tenant: str) -> str:
     """A tenant's name as it may appear in a key: itself when it is a plain word, else its
-    digest; "-" for the one tenant of a server without API keys."""
+    digest; ``NO_TENANT`` for the one tenant of a server without API keys."""
     if not tenant:
-        return "-"
+        return NO_TENANT
     if len(tenant) <= 64 and tenant.replace("-", "").replace("_", "").isalnum() and tenant.isascii():
         return tenant
     return hashlib.sha256(tenant.encode()).hexdigest()[:32]

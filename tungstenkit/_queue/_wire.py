@@ -132,6 +132,9 @@ ENTRY_KEYS = EntryFields[bytes](**_as_bytes(ENTRY))
 EVENT_KEYS = EventFields[bytes](**_as_bytes(EVENT))
 FILE_KEYS = FileFields[bytes](**_as_bytes(FILE))
 
+#: The tenant of a server without API keys, whose entries carry no tenant field.
+NO_TENANT = "-"
+
 
 class ResultKind(str, Enum):
     """What became of an entry, as a worker reports it."""
@@ -228,7 +231,7 @@ class Entry:
     #: Its prediction's priority and tenant (``tenant_token``; "-": a server without API
     #: keys), which decide whether it steps aside for work that starts waiting.
     priority: str = "normal"
-    tenant: str = "-"
+    tenant: str = NO_TENANT
     #: It stepped aside once already (``lua/step_aside.lua``): it never does again.
     stepped_aside: bool = False
 
@@ -241,6 +244,12 @@ class Entry:
     def whole(self) -> bool:
         """Whether this entry is all of its prediction."""
         return self.start == 0 and self.count == self.total
+
+    @property
+    def has_tenant(self) -> bool:
+        """Whether an API key made its prediction (which then has an owner's count of queued
+        inputs to release)."""
+        return self.tenant != NO_TENANT
 
     @property
     def ref(self) -> EntryRef:
@@ -265,7 +274,7 @@ class Entry:
             fields[ENTRY.queued] = str(self.queued_ms)
         if self.priority != "normal":
             fields[ENTRY.priority] = self.priority
-        if self.tenant != "-":
+        if self.tenant != NO_TENANT:
             fields[ENTRY.tenant] = self.tenant
         if self.stepped_aside:
             fields[ENTRY.stepped_aside] = "1"
@@ -290,7 +299,7 @@ class Entry:
             deadline_ms=int(fields.get(k.deadline, b"0")),
             queued_ms=int(fields.get(k.queued, b"0")),
             priority=fields.get(k.priority, b"normal").decode(),
-            tenant=fields.get(k.tenant, b"-").decode(),
+            tenant=fields.get(k.tenant, NO_TENANT.encode()).decode(),
             stepped_aside=k.stepped_aside in fields,
         )
 

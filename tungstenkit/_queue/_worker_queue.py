@@ -249,7 +249,7 @@ class WorkerQueue:
                     result.started,
                     entry.webhook_events,
                     " ".join(self.keys.file(f.name) for f in result.files),
-                    "1" if entry.tenant != "-" else "",
+                    "1" if entry.has_tenant else "",
                 ]
             calls.append((script("finish"), keys, args))
         replies = self._run_scripts(calls)
