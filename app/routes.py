@@ -232,7 +232,10 @@ async def create_prediction(request: Request) -> Response:
     if stream:
         headers = {"X-Prediction-Id": submitted.prediction_id, **(_replayed(submitted) or {})}
         return await _events(context, submitted.prediction_id, "", headers)
-    return JSONResponse({"prediction_id": submitted.prediction_id}, headers=_replayed(submitted))
+    if submitted.replayed:
+        return JSONResponse({"prediction_id": submitted.prediction_id}, headers=_replayed(submitted))
+    # A new id is 32 hex digits (new_prediction_id): its body needs no JSON encoder.
+    return _json(b'{"prediction_id":"%s"}' % submitted.prediction_id.encode())
 
 
 def _stream_flag(request: Request) -> bool:

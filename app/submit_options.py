@@ -33,12 +33,20 @@ class SubmitOptions:
     @classmethod
     def parse(cls, request: Request) -> SubmitOptions:
         """The options of ``request``; ``InvalidInput`` (422) for an unusable one."""
+        if not request.scope["query_string"] and not any(
+            name in _OPTION_HEADERS for name, _ in request.scope["headers"]
+        ):
+            return _NO_OPTIONS  # most submits: one look at the raw headers, no lookups
         return cls(_idempotency_key(request), _deadline_ms(request), _priority(request))
 
     def fingerprint(self) -> list[str]:
         """The options that make two requests with the same inputs different requests."""
         return [str(self.deadline_ms), self.priority]
 
+
+_NO_OPTIONS = SubmitOptions()
+#: The headers that set an option, as ASGI spells header names (lower case).
+_OPTION_HEADERS = frozenset(name.lower().encode() for name in (IDEMPOTENCY_HEADER, DEADLINE_HEADER))
 
 #: What a request without a query string has (parsing an empty one still costs).
 _NO_QUERY = QueryParams()

@@ -27,6 +27,7 @@ from tungstenkit._queue import (
     render_body,
     split_into_chunks,
 )
+from tungstenkit._queue._prediction_queue import Idempotency, Submission, submit_call
 from tungstenkit._queue._scripts import script
 
 
@@ -97,6 +98,20 @@ def test_split_into_chunks_respects_size_and_groups() -> None:
         (3, 1, "b", "[4]"),
         (4, 1, "a", "[5]"),
     ]
+
+
+def test_a_plain_submit_sends_its_options_as_one_empty_argument() -> None:
+    # The submit of bench (b) has no webhook, key, owner, deadline or priority: the API
+    # packs every argument in Python, so those cost one argument, not eight.
+    keys = Keys("ns")
+    chunks = split_into_chunks(["1"], ["g"], 32)
+    plain = Submission("p", chunks, 1, "", "")
+    names, args = submit_call(keys, [plain], limit=0, ttl_s=60)
+    assert len(names) == 2 + 2 and len(args) == 4 + 4 + 4
+    assert args[4:8] == ["p", 1, 1, ""]
+    keyed = Submission("q", chunks, 1, "https://h.example/x", "completed", Idempotency("d", "f"), priority="low")
+    _, args = submit_call(keys, [plain, keyed], limit=0, ttl_s=60)
+    assert json.loads(args[15]) == ["https://h.example/x", "completed", "f", "", 0, 0, "low", "-"]
 
 
 def test_lifecycle_pending_running_success(queues: Queues) -> None:

@@ -4,11 +4,12 @@
 --       idempotency key (the hash again when the request carried no Idempotency-Key)
 -- ARGV: created timestamp, limit (0: none), idempotency ttl (seconds), inputs per
 --       worker before entries wait for admission (see admission.lua), then per
---       prediction: id, inputs, chunks, webhook URL ('' if none), webhook events ('' if
---       none), request fingerprint ('' without an Idempotency-Key), the API key owner
---       it is created for ('' if none) and that owner's limit of queued inputs (0:
---       none), its deadline (ms from now, 0: none), priority (high, normal, low), tenant
---       (a name for keys), and per chunk: start, count, option group, JSON list of inputs
+--       prediction: id, inputs, chunks, its options ('' for none of them, else a JSON
+--       list: webhook URL ('' if none), webhook events ('' if none), request fingerprint
+--       ('' without an Idempotency-Key), the API key owner it is created for ('' if
+--       none) and that owner's limit of queued inputs (0: none), its deadline (ms from
+--       now, 0: none), priority (high, normal, low), tenant (a name for keys)), and per
+--       chunk: start, count, option group, JSON list of inputs
 -- Entries (fields ENTRY) carry webhook_events when there is a webhook, deadline (in ms
 -- of Redis's clock) when there is a deadline, priority unless it is normal, and tenant
 -- unless it is the one tenant of a server without API keys ('-').
@@ -34,11 +35,15 @@ local started = {}
 local now_ms
 local i = 5
 for p = 3, #KEYS, 2 do
-  local id, total, chunks, hook, events, fingerprint =
-    ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local owner, owner_limit, deadline = ARGV[i + 6], tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
-  local priority, tenant = ARGV[i + 9], ARGV[i + 10]
-  i = i + 11
+  local id, total, chunks = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local hook, events, fingerprint, owner, owner_limit, deadline, priority, tenant =
+    '', '', '', '', 0, 0, 'normal', '-'
+  if ARGV[i + 3] ~= '' then
+    local options = cjson.decode(ARGV[i + 3])
+    hook, events, fingerprint, owner = options[1], options[2], options[3], options[4]
+    owner_limit, deadline, priority, tenant = options[5], options[6], options[7], options[8]
+  end
+  i = i + 4
   local key, idem = KEYS[p], KEYS[p + 1]
   local owner_queued = 0
   if owner ~= '' then
