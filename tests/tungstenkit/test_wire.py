@@ -19,6 +19,7 @@ from tungstenkit._queue._scripts import script
 from tungstenkit._queue._wire import (
     ENTRY,
     ENTRY_KEYS,
+    NO_TENANT,
     Entry,
     EntryRef,
     ResultKind,
@@ -65,6 +66,7 @@ def test_each_script_gets_the_wire_names_it_uses_and_its_sha_is_stable() -> None
         assert script(name).sha == loaded.sha
     assert "local START" in script("start").source and "local ENTRY" not in script("start").source
     assert "local function entry_refs" in script("finish").source
+    assert f"local NO_TENANT = '{NO_TENANT}'" in script("submit").source
 
 
 def test_the_bytes_stay_compact() -> None:

@@ -341,8 +341,8 @@ def lua_tables() -> dict[str, dict[str, str]]:
 
 
 def lua_header(source: str | None = None) -> str:
-    """The wire format in Lua, for the top of a script: the tables of ``lua_tables``, and
-    the entry list's encoding (``entry_ref`` makes one ref, ``entry_list`` joins refs,
+    """The wire format in Lua, for the top of a script: the tables of ``lua_tables``,
+    ``NO_TENANT``, and the entry list's encoding (``entry_ref`` makes one ref, ``entry_list`` joins refs,
     ``entry_refs`` iterates a list's refs as sid, start, count strings).
 
     With ``source``, only the parts that it names: each is built at every call of the
@@ -351,6 +351,7 @@ def lua_header(source: str | None = None) -> str:
     sep, space = EntryRef.SEPARATOR, EntryRef.LIST_SEPARATOR
     pattern = f"([^{space}{sep}]+){sep}(%d+){sep}(%d+)"
     parts = {name: _lua_table(name, values) for name, values in lua_tables().items()}
+    parts["NO_TENANT"] = f"local NO_TENANT = {_lua_string(NO_TENANT)}\n"
     parts["entry_ref"] = (
         "local function entry_ref(sid, start, count)\n"
         f"  return sid .. {_lua_string(sep)} .. start .. {_lua_string(sep)} .. count\nend\n"

@@ -12,7 +12,7 @@
 --       chunk: start, count, option group, JSON list of inputs
 -- Entries (fields ENTRY) carry webhook_events when there is a webhook, deadline (in ms
 -- of Redis's clock) when there is a deadline, priority unless it is normal, and tenant
--- unless it is the one tenant of a server without API keys ('-').
+-- unless it is the one tenant of a server without API keys (NO_TENANT).
 -- A waiting stream that starts is announced on the channel <prefix>waits (see below).
 -- Returns {per prediction in order: 1 accepted, 0 refused (queue full), 2 refused (its
 --          owner has as many inputs queued as it may), '=<id>' the
@@ -37,7 +37,7 @@ local i = 5
 for p = 3, #KEYS, 2 do
   local id, total, chunks = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local hook, events, fingerprint, owner, owner_limit, deadline, priority, tenant =
-    '', '', '', '', 0, 0, 'normal', '-'
+    '', '', '', '', 0, 0, 'normal', NO_TENANT
   if ARGV[i + 3] ~= '' then
     local options = cjson.decode(ARGV[i + 3])
     hook, events, fingerprint, owner = options[1], options[2], options[3], options[4]
@@ -85,7 +85,7 @@ for p = 3, #KEYS, 2 do
       extra[#extra + 1] = ENTRY.priority
       extra[#extra + 1] = priority
     end
-    if tenant ~= '-' then
+    if tenant ~= NO_TENANT then
       extra[#extra + 1] = ENTRY.tenant
       extra[#extra + 1] = tenant
     end
