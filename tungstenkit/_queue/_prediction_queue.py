@@ -487,7 +487,8 @@ def submit_options_arg(submit: Submission) -> str:
             submit.deadline_ms,
             submit.priority,
             tenant,
-        ]
+        ],
+        ensure_ascii=False,  # (an owner's name as is: cjson passes UTF-8 through)
     )
 
 
