@@ -78,10 +78,12 @@ class EventStream:
         self._start_sent = last_id not in ("", QUEUED_ID)
         self._after = last_id if last_id and _STORED_ID.fullmatch(last_id) and _order(last_id) > (0, 2) else ""
         self._done = last_id == COMPLETED_ID
+        self._read_at_generation = -1  # (set by first_read)
 
     async def first_read(self) -> EventsRead | None:
         """The first read (None: no such prediction), made before answering so that an
         unknown id gets a 404 rather than an empty stream."""
+        self._read_at_generation = self._context.waiter.generation
         return await self._context.queue.read_events(self._id, self._after)
 
     def response(self, first: EventsRead, headers: dict[str, str] | None = None) -> Response:
@@ -101,6 +103,10 @@ class EventStream:
         limit = context.settings.max_stream_s
         close_at = sent_at + limit if limit > 0 else float("inf")
         with context.waiter.watch(self._id, events=True) as woken:
+            if context.waiter.generation != self._read_at_generation:
+                # Announcements came between the first read and the watch (the start of a
+                # batch that took it, say): they woke nobody, so read again at once.
+                woken.set()
             while True:
                 if read is None:
                     return  # it expired meanwhile

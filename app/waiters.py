@@ -60,6 +60,10 @@ class CompletionWaiter:
         self.connected = asyncio.Event()
         #: Announcements taken in since the start (each may end several predictions).
         self.heard_count = 0
+        #: Moves with every announcement heard (of ends and of events) and every wake of
+        #: all watchers: a reader that read a prediction before it began to watch it
+        #: reads again if this moved in between (what it heard there woke nobody).
+        self.generation = 0
 
     # -- what this process knows -----------------------------------------------------
     def accepted(self, prediction_id: str) -> None:
@@ -122,18 +126,21 @@ class CompletionWaiter:
 
     def release_all(self) -> None:
         """Wake every waiting request (the process is stopping)."""
+        self.generation += 1
         for watchers in (self._events, self._streams):
             for events in watchers.values():
                 for event in events:
                     event.set()
 
     def _heard_events(self, data: bytes) -> None:
+        self.generation += 1
         for prediction_id in data.split():
             for event in self._streams.get(prediction_id.decode(), ()):
                 event.set()
 
     def _heard(self, data: bytes) -> None:
         self.heard_count += 1
+        self.generation += 1
         for prediction_id, body in parse_done_message(data):
             self._open.pop(prediction_id, None)
             self._remember(prediction_id, body)
