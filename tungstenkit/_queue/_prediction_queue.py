@@ -464,32 +464,26 @@ def submit_options_arg(submit: Submission) -> str:
     """What a prediction asks for besides its inputs, as the submit script reads it: ""
     for a plain one (the most common submit; packing seven more arguments per prediction
     cost the API about 5 % of its CPU in bench (b)), else a JSON list."""
-    # A prediction with an owner always names a tenant in its entries: finish.lua
-    # releases the owner's count of queued inputs only for those.
-    tenant = tenant_token(submit.tenant or submit.owner)
     idempotency = submit.idempotency
-    if (
-        not submit.webhook_url
-        and idempotency is None
-        and not submit.owner
-        and not submit.deadline_ms
-        and submit.priority == "normal"
-        and tenant == NO_TENANT
-    ):
+    options = [
+        submit.webhook_url,
+        submit.webhook_events,
+        idempotency.fingerprint if idempotency else "",
+        submit.owner,
+        submit.owner_limit,
+        submit.deadline_ms,
+        submit.priority,
+        # A prediction with an owner always names a tenant in its entries: finish.lua
+        # releases the owner's count of queued inputs only for those.
+        tenant_token(submit.tenant or submit.owner),
+    ]
+    if options == _PLAIN_OPTIONS:
         return ""
-    return json.dumps(
-        [
-            submit.webhook_url,
-            submit.webhook_events,
-            idempotency.fingerprint if idempotency else "",
-            submit.owner,
-            submit.owner_limit,
-            submit.deadline_ms,
-            submit.priority,
-            tenant,
-        ],
-        ensure_ascii=False,  # (an owner's name as is: cjson passes UTF-8 through)
-    )
+    return json.dumps(options, ensure_ascii=False)  # (an owner's name as is: cjson passes UTF-8 through)
+
+
+#: The options submit.lua assumes when a prediction's options argument is "".
+_PLAIN_OPTIONS = ["", "", "", "", 0, 0, "normal", NO_TENANT]
 
 
 def tenant_token(tenant: str) -> str:
