@@ -64,8 +64,8 @@ def test_a_stream_without_announcements_in_between_does_not_read_again() -> None
         frames = stream._frames(first)
         assert b"event: queued" in await frames.__anext__()
         waiting = asyncio.ensure_future(frames.__anext__())
-        await asyncio.sleep(0.2)
-        assert not waiting.done() and reads.count == 1  # it waits on the subscription
+        done, _ = await asyncio.wait({waiting}, timeout=0.2)
+        assert not done and reads.count == 1  # it waits on the subscription, reading nothing
         waiter._heard_events(b"p1")
         assert b"event: start" in await asyncio.wait_for(waiting, 2)
         await frames.aclose()
